@@ -1,0 +1,127 @@
+"""On-disk Structs (trace.jsonl lines and meta.json) and their JSON codecs.
+
+Field order in ``Record`` is the contract of DESIGN §2: ts, skill, session_id,
+step, turn (only when set), phase, payload. ``client_seq`` (the idempotency
+key of the emit that produced the line) comes last, only when sent.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
+
+WRITER: Final = "traced"
+
+NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+PHASE_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
+
+KNOWN_PHASES: Final = (
+    "start",
+    "decision",
+    "tool_call",
+    "tool_result",
+    "verify",
+    "artifact",
+    "note",
+    "end",
+    "user_prompt",
+    "llm_call",
+    "hook",
+)
+OUTCOMES: Final = ("success", "failure", "aborted")
+ABORT_REASONS: Final = ("owner_exited", "idle_timeout", "recovered_after_restart")
+
+
+class Record(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One line of trace.jsonl."""
+
+    ts: str
+    skill: str
+    session_id: str
+    step: int | None = None
+    turn: int | None = None
+    phase: str
+    payload: Any = {}
+    client_seq: str | None = None
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    """Token and cost totals of a session's ``llm_call`` records."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float | None = None
+    """Sum of the costs that were reported; null when no call reported one."""
+    llm_calls: int = 0
+    unknown_cost_calls: int = 0
+
+
+class Meta(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """meta.json: devboy's fields first, then traced's additions."""
+
+    session_id: str
+    skill: str
+    devboy_version: str
+    started_at: str
+    ended_at: str | None = None
+    outcome: str | None = None
+    summary: str | None = None
+    input_summary: str | None = None
+    skill_version: str | None = None
+    tool_calls: int = 0
+    errors: int = 0
+    # traced's additions
+    steps: int = 0
+    turns: int = 0
+    phases: dict[str, int] = {}
+    usage: Usage = msgspec.field(default_factory=Usage)
+    reason: str | None = None
+    owner_pid: int | None = None
+    host: str = ""
+    cwd: str | None = None
+    target: str | None = None
+    labels: dict[str, str] = {}
+    redactions: int = 0
+    malformed_lines: int = 0
+
+
+json_encoder: Final = msgspec.json.Encoder()
+record_decoder: Final = msgspec.json.Decoder(Record)
+meta_decoder: Final = msgspec.json.Decoder(Meta)
+
+_sec_cache: list[Any] = [-1, ""]
+
+
+def format_ts(epoch: float | None = None) -> str:
+    """UTC ISO-8601 with microseconds and a ``Z``: ``2026-11-21T22:48:17.123456Z``."""
+    if epoch is None or epoch <= 0:
+        epoch = time.time()
+    sec = int(epoch)
+    micros = round((epoch - sec) * 1_000_000)
+    if micros >= 1_000_000:
+        sec += 1
+        micros -= 1_000_000
+    if _sec_cache[0] != sec:
+        _sec_cache[0] = sec
+        _sec_cache[1] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_sec_cache[1]}.{micros:06d}Z"
+
+
+def parse_ts(text: str) -> float:
+    """Parse a trace timestamp (``Z`` or an offset) into epoch seconds."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def summarize(value: Any, limit: int = 200) -> str | None:
+    """A one-line summary of a value for meta.json's ``input_summary``."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json_encoder.encode(value).decode()
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

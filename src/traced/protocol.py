@@ -161,8 +161,8 @@ class Error(_Msg, tag="error"):
 
 Reply = Welcome | Opened | Ack | Closed | Synced | Status | Error
 
-request_decoder: Final = msgspec.msgpack.Decoder(Request)
-reply_decoder: Final = msgspec.msgpack.Decoder(Reply)
+request_decoder: Final[msgspec.msgpack.Decoder[Request]] = msgspec.msgpack.Decoder(Request)
+reply_decoder: Final[msgspec.msgpack.Decoder[Reply]] = msgspec.msgpack.Decoder(Reply)
 encoder: Final = msgspec.msgpack.Encoder()
 
 

@@ -1,0 +1,405 @@
+"""The blocking client (stdlib ``socket`` + msgspec; no anyio) and the shared core.
+
+``Conversation`` is the sans-IO part both clients share: it numbers requests,
+encodes frames into an outgoing buffer (so ``ack=False`` events coalesce into
+one ``send``), and matches replies to requests by id.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from traced import paths, protocol
+from traced.errors import DaemonUnavailable, RequestError
+from traced.framing import Framer, encode
+from traced.ids import new_ulid
+
+FLUSH_AT = 64 * 1024
+"""Send buffered ``ack=False`` events once this many bytes wait."""
+MAX_UNSYNCED = 10000
+"""Send a ``sync`` after this many ``ack=False`` events, bounding the daemon's backlog."""
+
+
+def client_secrets() -> list[str]:
+    """Values of this process's secret-named env vars, for the daemon's redaction."""
+    from traced.redact import secret_env_values  # lazy: regex tables are not free to build
+
+    return secret_env_values(os.environ)
+
+
+class Conversation:
+    """Sans-IO request/reply bookkeeping of one connection."""
+
+    def __init__(self, max_frame: int = 64 * 1024 * 1024) -> None:
+        self.client_id = new_ulid()
+        self.out = bytearray()
+        self.framer = Framer(max_frame)
+        self.replies: dict[int, protocol.Reply] = {}
+        self.errors: list[RequestError] = []
+        """Errors answering ``ack=False`` events, reported at the next sync."""
+        self._next_id = 0
+        self._seq = 0
+        self._silent: set[int] = set()
+        self.unsynced = 0
+
+    def next_seq(self) -> int:
+        """The next client sequence number (the idempotency key with client_id)."""
+        self._seq += 1
+        return self._seq
+
+    def send(self, msg: Any, want_reply: bool = True) -> int:
+        """Number ``msg``, encode it into ``out`` and return its id."""
+        self._next_id += 1
+        msg.id = self._next_id
+        encode(msg, self.out)
+        if not want_reply:
+            self._silent.add(msg.id)
+        return int(msg.id)
+
+    def feed(self, data: bytes) -> None:
+        """Parse received bytes into replies."""
+        for body in self.framer.feed(data):
+            reply = protocol.decode_reply(body)
+            if reply.id in self._silent:
+                self._silent.discard(reply.id)
+                if isinstance(reply, protocol.Error):
+                    self.errors.append(RequestError(reply.code, reply.message))
+                continue
+            if isinstance(reply, protocol.Error) and reply.id == 0:
+                # connection-level error (forbidden, too_large, overloaded): fail everything
+                self.errors.append(RequestError(reply.code, reply.message))
+            self.replies[reply.id] = reply
+
+    def take(self, rid: int) -> protocol.Reply | None:
+        """The reply to request ``rid`` if it has arrived; raises on a connection error."""
+        reply = self.replies.pop(rid, None)
+        if reply is None:
+            conn_err = self.replies.pop(0, None)
+            if isinstance(conn_err, protocol.Error):
+                raise RequestError(conn_err.code, conn_err.message)
+        return reply
+
+    def raise_pending_errors(self) -> None:
+        """Raise the first error that answered an ``ack=False`` event, if any."""
+        if self.errors:
+            first = self.errors[0]
+            self.errors.clear()
+            raise first
+
+
+def check(reply: protocol.Reply | None) -> protocol.Reply:
+    """Raise RequestError for an ``error`` reply; return any other."""
+    if isinstance(reply, protocol.Error):
+        raise RequestError(reply.code, reply.message)
+    if reply is None:
+        raise DaemonUnavailable("connection closed before the reply arrived")
+    return reply
+
+
+class Client:
+    """A blocking connection to the daemon.
+
+    >>> with Client() as client, client.session(skill="review") as s:
+    ...     s.tool_call("Bash", {"cmd": "ls"})
+    """
+
+    def __init__(
+        self,
+        socket_path: str | os.PathLike[str] | None = None,
+        *,
+        name: str = "",
+        timeout: float = 10.0,
+        send_secrets: bool = True,
+    ) -> None:
+        self.socket_path = Path(socket_path) if socket_path else paths.socket_path()
+        self.name = name or f"python:{os.getpid()}"
+        self.timeout = timeout
+        self.send_secrets = send_secrets
+        self._sock: socket.socket | None = None
+        self._conv = Conversation()
+        self.server = ""
+
+    # --- connection ---------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect and say hello; raises DaemonUnavailable when nothing listens."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.socket_path))
+        except OSError as e:
+            sock.close()
+            raise DaemonUnavailable(f"no traced daemon at {self.socket_path}: {e.strerror or e}") from e
+        self._sock = sock
+        hello = protocol.Hello(
+            client=self.name, client_id=self._conv.client_id, pid=os.getpid(), cwd=os.getcwd(),
+            secrets=client_secrets() if self.send_secrets else [],
+        )
+        welcome = self.request(hello)
+        assert isinstance(welcome, protocol.Welcome)
+        self.server = welcome.server
+
+    def close(self) -> None:
+        """Flush buffered events and close the connection."""
+        if self._sock is not None:
+            try:
+                self._flush()
+            except OSError:
+                pass
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> Client:
+        if self._sock is None:
+            self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _socket(self) -> socket.socket:
+        if self._sock is None:
+            self.connect()
+        assert self._sock is not None
+        return self._sock
+
+    def _flush(self) -> None:
+        out = self._conv.out
+        if out and self._sock is not None:
+            try:
+                self._sock.sendall(out)
+            except OSError as e:
+                raise DaemonUnavailable(f"connection to the daemon lost: {e}") from e
+            out.clear()
+
+    def request(self, msg: Any) -> protocol.Reply:
+        """Send ``msg`` and wait for its reply; raise RequestError on ``error``."""
+        sock = self._socket()
+        rid = self._conv.send(msg)
+        self._flush()
+        conv = self._conv
+        while True:
+            reply = conv.take(rid)
+            if reply is not None:
+                return check(reply)
+            try:
+                data = sock.recv(65536)
+            except OSError as e:
+                raise DaemonUnavailable(f"connection to the daemon lost: {e}") from e
+            if not data:
+                raise DaemonUnavailable("the daemon closed the connection")
+            conv.feed(data)
+
+    # --- sessions -------------------------------------------------------------
+
+    def open(
+        self,
+        skill: str,
+        *,
+        session_id: str | None = None,
+        target: str = "global",
+        input: Any = None,
+        meta: dict[str, Any] | None = None,
+        owner_pid: int | None = None,
+        idle_timeout: float | None = None,
+        cwd: str | None = None,
+    ) -> protocol.Opened:
+        """Start (or resume) a session; see ``session()`` for the arguments."""
+        reply = self.request(
+            protocol.Open(
+                skill=skill, session_id=session_id or new_ulid(), target=target,
+                cwd=cwd or os.getcwd(), owner_pid=owner_pid or 0,
+                idle_timeout=idle_timeout or 0.0, input=input, meta=meta or {}, ts=time.time(),
+            )
+        )
+        assert isinstance(reply, protocol.Opened)
+        return reply
+
+    @contextmanager
+    def session(self, skill: str, **kwargs: Any) -> Iterator[Session]:
+        """Open a session; on exit end it with ``failure`` on an exception, else ``success``.
+
+        ``owner_pid``: the process whose exit aborts the session (default: this
+        one; -1 for none). ``target``: ``global``, ``repo`` or an absolute dir.
+        """
+        opened = self.open(skill, **kwargs)
+        s = Session(self, opened.session_id, opened.dir)
+        try:
+            yield s
+        except BaseException as e:
+            if not s.ended:
+                try:
+                    s.end("failure", summary=f"{type(e).__name__}: {e}"[:500])
+                except (RequestError, DaemonUnavailable):
+                    pass
+            raise
+        else:
+            if not s.ended:
+                s.end("success")
+
+    def attach(self, session_id: str) -> Session:
+        """A handle on a session opened elsewhere (another process), by id."""
+        paths.check_name("session id", session_id)
+        return Session(self, session_id, "")
+
+    def emit(self, session_id: str, phase: str, payload: dict[str, Any], *,
+             ack: bool = True, ts: float | None = None) -> int | None:
+        """Append one event; returns its step, or None at once with ``ack=False``."""
+        conv = self._conv
+        msg = protocol.Emit(session_id=session_id, phase=phase, payload=payload,
+                            ts=ts or time.time(), seq=conv.next_seq(), ack=ack)
+        if ack:
+            reply = self.request(msg)
+            assert isinstance(reply, protocol.Ack)
+            return reply.step
+        self._socket()
+        conv.send(msg, want_reply=False)
+        conv.unsynced += 1
+        if len(conv.out) >= FLUSH_AT:
+            self._flush()
+        if conv.unsynced >= MAX_UNSYNCED:
+            self.sync()
+        return None
+
+    def sync(self, fsync: bool = False) -> None:
+        """Return once everything sent before is written (fsynced if asked).
+
+        Raises the first error that answered an earlier ``ack=False`` event.
+        """
+        self.request(protocol.Sync(fsync=fsync))
+        self._conv.unsynced = 0
+        self._conv.raise_pending_errors()
+
+    def end(self, session_id: str, outcome: str = "success", summary: str | None = None) -> dict[str, Any]:
+        """End a session; returns its final meta.json contents."""
+        reply = self.request(protocol.Close(session_id=session_id, outcome=outcome,  # type: ignore[arg-type]
+                                            summary=summary, ts=time.time()))
+        assert isinstance(reply, protocol.Closed)
+        self._conv.raise_pending_errors()
+        return reply.meta
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's status."""
+        reply = self.request(protocol.StatusRequest())
+        assert isinstance(reply, protocol.Status)
+        return reply.info
+
+
+R = TypeVar("R")
+
+
+class PhaseHelpers(Generic[R]):
+    """Typed helpers for the known phases, over ``event`` (sync or async)."""
+
+    def event(self, phase: str, payload: dict[str, Any] | None = None, *, ack: bool = True,
+              ts: float | None = None) -> R:
+        """Append any event."""
+        raise NotImplementedError
+
+    def tool_call(self, tool: str, args: Any = None, *, call_id: str | None = None,
+                  kind: str | None = None, server: str | None = None, ack: bool = True,
+                  **extra: Any) -> R:
+        """``tool_call {tool, args, call_id?, kind?: tool|skill|mcp|hook, server?}``."""
+        return self.event("tool_call", _fields(
+            tool=tool, args=args if args is not None else {}, call_id=call_id, kind=kind,
+            server=server, **extra), ack=ack)
+
+    def tool_result(self, tool: str, ok: bool = True, *, duration_ms: float | None = None,
+                    result_summary: str | None = None, error: str | None = None,
+                    call_id: str | None = None, ack: bool = True, **extra: Any) -> R:
+        """``tool_result {tool, ok, duration_ms?, result_summary?, error?, call_id?}``."""
+        return self.event("tool_result", _fields(
+            tool=tool, ok=ok, duration_ms=duration_ms, result_summary=result_summary,
+            error=error, call_id=call_id, **extra), ack=ack)
+
+    def llm_call(self, model: str, *, input_tokens: int = 0, output_tokens: int = 0,
+                 cache_read_tokens: int | None = None, cache_write_tokens: int | None = None,
+                 provider: str | None = None, cost_usd: float | None = None,
+                 latency_ms: float | None = None, finish_reason: str | None = None,
+                 ack: bool = True, **extra: Any) -> R:
+        """``llm_call {provider?, model, usage, cost_usd?, latency_ms?, finish_reason?}``."""
+        usage = _fields(input_tokens=input_tokens, output_tokens=output_tokens,
+                        cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens)
+        return self.event("llm_call", _fields(
+            provider=provider, model=model, usage=usage, cost_usd=cost_usd,
+            latency_ms=latency_ms, finish_reason=finish_reason, **extra), ack=ack)
+
+    def note(self, message: str, *, ack: bool = True, **extra: Any) -> R:
+        """``note {message}``."""
+        return self.event("note", _fields(message=message, **extra), ack=ack)
+
+    def decision(self, decision: str, *, ack: bool = True, **extra: Any) -> R:
+        """``decision {decision, …}``."""
+        return self.event("decision", _fields(decision=decision, **extra), ack=ack)
+
+    def verify(self, check: str, ok: bool, output: str | None = None, *, ack: bool = True) -> R:
+        """``verify {check, ok, output?}``."""
+        return self.event("verify", _fields(check=check, ok=ok, output=output), ack=ack)
+
+    def artifact(self, path: str, kind: str | None = None, size_bytes: int | None = None, *,
+                 ack: bool = True) -> R:
+        """``artifact {path, kind?, size_bytes?}``."""
+        return self.event("artifact", _fields(path=path, kind=kind, size_bytes=size_bytes), ack=ack)
+
+    def hook(self, event: str, name: str | None = None, ok: bool | None = None,
+             duration_ms: float | None = None, *, ack: bool = True, **extra: Any) -> R:
+        """``hook {event, name?, ok?, duration_ms?}``."""
+        return self.event("hook", _fields(event=event, name=name, ok=ok,
+                                          duration_ms=duration_ms, **extra), ack=ack)
+
+    def user_prompt(self, prompt: str | None = None, prompt_id: str | None = None, *,
+                    ack: bool = True) -> R:
+        """``user_prompt {prompt_id?, prompt?}``: starts a new turn."""
+        return self.event("user_prompt", _fields(prompt=prompt, prompt_id=prompt_id), ack=ack)
+
+
+def _fields(**fields: Any) -> dict[str, Any]:
+    """A payload from keyword fields, without the None ones."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+class Session(PhaseHelpers["int | None"]):
+    """One session seen from a blocking client: every helper returns the step."""
+
+    def __init__(self, client: Client, session_id: str, dir: str) -> None:
+        self.client = client
+        self.id = session_id
+        self.dir = dir
+        self.ended = False
+        self.meta: dict[str, Any] | None = None
+
+    @property
+    def trace_path(self) -> str:
+        """The session's trace.jsonl."""
+        return os.path.join(self.dir, "trace.jsonl") if self.dir else ""
+
+    def event(self, phase: str, payload: dict[str, Any] | None = None, *, ack: bool = True,
+              ts: float | None = None) -> int | None:
+        """Append any event; the step, or None with ``ack=False``."""
+        return self.client.emit(self.id, phase, payload or {}, ack=ack, ts=ts)
+
+    def end(self, outcome: str = "success", summary: str | None = None) -> dict[str, Any]:
+        """End the session; returns its final meta."""
+        self.meta = self.client.end(self.id, outcome, summary)
+        self.ended = True
+        return self.meta
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if not self.ended:
+            self.end("failure" if exc is not None else "success")
+
+
+__all__ = ["Client", "Conversation", "PhaseHelpers", "Session"]

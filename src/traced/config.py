@@ -1,0 +1,85 @@
+"""Daemon configuration: a msgspec Struct filled from a TOML file, then ``TRACED_*`` env, then flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from traced import paths
+
+FsyncPolicy = Literal["never", "batch", "always"]
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Every setting of ``traced serve``; see docs/configuration.md."""
+
+    socket: str = ""
+    """Socket path; empty: ``$TRACED_SOCKET`` or ``$XDG_RUNTIME_DIR/traced/traced.sock``."""
+    root: str = ""
+    """Global root; empty: ``$STATE_DIRECTORY`` or ``$XDG_STATE_HOME/traced/sessions``."""
+    fsync: FsyncPolicy = "batch"
+    fsync_interval: float = 1.0
+    idle_timeout: float = 1800.0
+    max_frame: int = 1024 * 1024
+    max_connections: int = 1024
+    max_open_sessions: int = 20000
+    max_sessions_per_connection: int = 1000
+    max_payload_depth: int = 64
+    max_payload_keys: int = 10000
+    max_string: int = 1024 * 1024
+    partial_frame_timeout: float = 30.0
+    fd_cache: int = 512
+    redaction: bool = True
+    allow_root: bool = False
+    """Let uid 0 connect to a daemon of another uid."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    forward: list[str] = []
+
+    def socket_path(self) -> Path:
+        """The resolved socket path."""
+        return Path(self.socket) if self.socket else paths.socket_path()
+
+    def root_path(self) -> Path:
+        """The resolved global root."""
+        return Path(self.root) if self.root else paths.default_root()
+
+
+class ConfigError(ValueError):
+    """A config file, env var or flag has a bad value."""
+
+
+def _fields() -> dict[str, Any]:
+    return {f.name: f.type for f in msgspec.structs.fields(Config)}
+
+
+def load(file: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None,
+         env: dict[str, str] | None = None) -> Config:
+    """Build the config: defaults < TOML file < ``TRACED_<FIELD>`` env < ``overrides``."""
+    data: dict[str, Any] = {}
+    path = Path(file) if file else paths.config_path()
+    if path.exists():
+        try:
+            loaded = msgspec.toml.decode(path.read_bytes())
+        except msgspec.DecodeError as e:
+            raise ConfigError(f"{path}: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: not a table")
+        data.update(loaded)
+    elif file:
+        raise ConfigError(f"config file not found: {path}")
+    environ = os.environ if env is None else env
+    for name in _fields():
+        value = environ.get(f"TRACED_{name.upper()}")
+        if value is None or name in ("socket", "root"):  # these two are read by paths.py
+            continue
+        data[name] = value.split(",") if name == "forward" else value
+    if overrides:
+        data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"bad configuration: {e}") from e

@@ -1,0 +1,214 @@
+"""``traced serve``: the task group, signals, sd_notify, graceful drain.
+
+Start-up order: take the socket (activated fd 3, or bind after checking no
+daemon already listens), recover sessions a previous daemon left open, then
+accept and send READY=1. SIGTERM/SIGINT stop accepting, let in-flight
+requests finish, fsync what is dirty and leave open sessions open so the next
+daemon re-adopts them. SIGHUP reloads what can change without a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import SocketListener
+
+from traced import __version__, config as config_mod, logs, paths
+from traced.config import Config
+from traced.redact import Redactor, secret_env_values
+from traced.registry import Registry
+from traced.sdnotify import Notifier, listen_fds
+from traced.server import Server
+from traced.watchers import Watchers
+
+log = structlog.get_logger("traced.daemon")
+
+STATUS_EVERY = 5.0
+
+
+class AlreadyRunning(RuntimeError):
+    """Another daemon already answers on the socket."""
+
+
+def _socket_alive(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+async def _listener(cfg: Config) -> tuple[SocketListener, str, Path | None]:
+    """The listening socket: (listener, how it was obtained, path to unlink at exit)."""
+    activated = listen_fds()
+    if activated:
+        for extra in activated[1:]:
+            extra.close()
+        return await SocketListener.from_socket(activated[0]), "activated", None
+    path = cfg.socket_path()
+    paths.ensure_private_dir(path.parent)
+    if path.exists() or path.is_symlink():
+        if _socket_alive(path):
+            raise AlreadyRunning(f"a daemon already listens on {path}")
+        path.unlink()
+    listener = await anyio.create_unix_listener(path, mode=0o600)
+    return listener, "bound", path
+
+
+def _redactor(cfg: Config) -> Redactor:
+    return Redactor(secret_env_values(os.environ), enabled=cfg.redaction)
+
+
+async def serve(cfg: Config, config_file: str | None = None) -> None:
+    """Run the daemon until SIGTERM/SIGINT."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # RLIMIT_FSIZE must give EFBIG, not kill us
+    notifier = Notifier.from_env()
+    registry = Registry(cfg)
+    registry.load_roots()
+    server = Server(cfg, registry, _redactor(cfg))
+    listener, how, bound = await _listener(cfg)
+    sock_name = str(bound) if bound else _sockname(listener)
+    server.status_extra = lambda: {"socket": sock_name, "socket_source": how, "config_file": config_file}
+    log.info("starting", version=__version__, socket=sock_name, socket_source=how,
+             root=str(registry.root), fsync=cfg.fsync)
+    try:
+        async with anyio.create_task_group() as tg:
+            watchers = Watchers(registry, server.end_session, tg)
+            adopted, finalized = await watchers.recover()
+            if adopted or finalized:
+                log.info("recovered", readopted=adopted, finalized=finalized)
+            accept_scope = anyio.CancelScope()
+            tg.start_soon(_accept, listener, server, accept_scope)
+            tg.start_soon(watchers.idle_sweeper)
+            if cfg.fsync == "batch":
+                tg.start_soon(_batch_fsync, registry, cfg)
+            tg.start_soon(_heartbeat, notifier, server)
+            notifier.ready(_status_line(server))
+            log.info("ready", pid=os.getpid())
+            await _signals(server, notifier, config_file)
+            notifier.stopping()
+            log.info("stopping", open_sessions=len(registry.sessions))
+            accept_scope.cancel()
+            with contextlib.suppress(OSError):
+                await listener.aclose()
+            tg.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await registry.sync_dirty()
+    finally:
+        registry.shutdown()
+        if bound is not None:
+            with contextlib.suppress(OSError):
+                bound.unlink()
+        log.info("stopped")
+
+
+def _sockname(listener: SocketListener) -> str:
+    from anyio.abc import SocketAttribute
+
+    name: Any = listener.extra(SocketAttribute.local_address, "")
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+async def _accept(listener: SocketListener, server: Server, scope: anyio.CancelScope) -> None:
+    with scope:
+        async with anyio.create_task_group() as conns:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    return
+                except OSError as e:  # EMFILE and friends: back off, keep serving
+                    log.error("accept_failed", error=str(e))
+                    await anyio.sleep(0.1)
+                    continue
+                conns.start_soon(server.handle, stream)
+
+
+async def _batch_fsync(registry: Registry, cfg: Config) -> None:
+    while True:
+        await anyio.sleep(cfg.fsync_interval)
+        await registry.sync_dirty()
+
+
+def _status_line(server: Server) -> str:
+    reg = server.registry
+    return (f"{len(reg.sessions)} sessions open, {server.connections} connections, "
+            f"{reg.stats.rate(10):.0f} events/s")
+
+
+async def _heartbeat(notifier: Notifier, server: Server) -> None:
+    """STATUS= every few seconds and WATCHDOG=1 at half the watchdog interval.
+
+    It runs on the same event loop as every write, so a wedged writer stops
+    the pings and systemd restarts us.
+    """
+    interval = notifier.watchdog_interval()
+    every = min(interval, STATUS_EVERY) if interval else STATUS_EVERY
+    last_status = 0.0
+    while True:
+        if interval:
+            notifier.watchdog()
+        now = time.monotonic()
+        if now - last_status >= STATUS_EVERY:
+            notifier.status(_status_line(server))
+            last_status = now
+        await anyio.sleep(every)
+
+
+async def _signals(server: Server, notifier: Notifier, config_file: str | None) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum != signal.SIGHUP:
+                log.info("signal", signal=signal.Signals(signum).name)
+                return
+            notifier.reloading()
+            try:
+                _reload(server, config_file)
+            finally:
+                notifier.ready(_status_line(server))
+
+
+def _reload(server: Server, config_file: str | None) -> None:
+    """Apply what can change without a restart: limits, timeouts, fsync policy, redaction."""
+    try:
+        new = config_mod.load(config_file)
+    except config_mod.ConfigError as e:
+        log.error("reload_failed", error=str(e))
+        return
+    old = server.config
+    keep = {"socket": old.socket, "root": old.root}
+    for field in new.__struct_fields__:
+        if field not in keep:
+            setattr(old, field, getattr(new, field))
+    server.redactor = _redactor(old)
+    log.info("reloaded", fsync=old.fsync, redaction=old.redaction)
+
+
+def run(cfg: Config, config_file: str | None = None) -> int:
+    """Configure logging and run ``serve`` on the best event loop available."""
+    logs.configure(cfg.log_level, cfg.log_format)
+    backend_options: dict[str, Any] = {}
+    try:
+        import uvloop  # noqa: F401
+
+        backend_options["use_uvloop"] = True
+    except ImportError:
+        pass
+    try:
+        anyio.run(serve, cfg, config_file, backend_options=backend_options)
+    except AlreadyRunning as e:
+        log.error("already_running", error=str(e))
+        return 1
+    return 0

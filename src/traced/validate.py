@@ -1,0 +1,54 @@
+"""Sans-IO checks on what a client sends: phase names and payload shape and limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from traced.records import OUTCOMES, PHASE_RE
+
+RESERVED_PHASES = frozenset({"start", "end"})
+"""Written by the daemon itself, on open and close."""
+
+
+class InvalidEvent(ValueError):
+    """The event breaks a rule; the message says which."""
+
+
+def check_phase(phase: str) -> None:
+    """Raise InvalidEvent unless ``phase`` is snake_case and not reserved."""
+    if not isinstance(phase, str) or not PHASE_RE.match(phase):
+        raise InvalidEvent(f"invalid phase {phase!r}: must match [a-z][a-z0-9_]{{0,63}}")
+    if phase in RESERVED_PHASES:
+        raise InvalidEvent(f"phase {phase!r} is written by the daemon: use open/close")
+
+
+def check_outcome(outcome: str) -> None:
+    """Raise InvalidEvent unless ``outcome`` is success, failure or aborted."""
+    if outcome not in OUTCOMES:
+        raise InvalidEvent(f"invalid outcome {outcome!r}: one of {', '.join(OUTCOMES)}")
+
+
+def check_payload(payload: Any, max_depth: int, max_keys: int, max_string: int) -> None:
+    """Raise InvalidEvent unless ``payload`` is a map within the depth/key/string limits."""
+    if not isinstance(payload, dict):
+        raise InvalidEvent(f"payload must be a map, not {type(payload).__name__}")
+    keys = 0
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            if depth > max_depth:
+                raise InvalidEvent(f"payload nested deeper than {max_depth}")
+            keys += len(value)
+            if keys > max_keys:
+                raise InvalidEvent(f"payload has more than {max_keys} keys")
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise InvalidEvent("payload keys must be strings")
+                stack.append((v, depth + 1))
+        elif isinstance(value, list):
+            if depth > max_depth:
+                raise InvalidEvent(f"payload nested deeper than {max_depth}")
+            stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, str) and len(value) > max_string:
+            raise InvalidEvent(f"payload string of {len(value)} chars exceeds {max_string}")

@@ -91,6 +91,7 @@ class AsyncClient:
                 try:
                     data = await self._stream.receive(65536)
                 except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as e:
+                    conv.take(-1)  # raises the daemon's parting error, if it sent one
                     raise DaemonUnavailable("the daemon closed the connection") from e
                 conv.feed(data)
 

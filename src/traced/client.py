@@ -178,8 +178,19 @@ class Client:
             try:
                 self._sock.sendall(out)
             except OSError as e:
+                self._parting_error()
                 raise DaemonUnavailable(f"connection to the daemon lost: {e}") from e
             out.clear()
+
+    def _parting_error(self) -> None:
+        """Raise the error the daemon sent before closing on us (forbidden, too_large…), if any."""
+        assert self._sock is not None
+        try:
+            while data := self._sock.recv(65536):
+                self._conv.feed(data)
+        except OSError:
+            pass
+        self._conv.take(-1)  # raises the connection-level error when there is one
 
     def request(self, msg: Any) -> protocol.Reply:
         """Send ``msg`` and wait for its reply; raise RequestError on ``error``."""
@@ -196,6 +207,7 @@ class Client:
             except OSError as e:
                 raise DaemonUnavailable(f"connection to the daemon lost: {e}") from e
             if not data:
+                conv.take(-1)
                 raise DaemonUnavailable("the daemon closed the connection")
             conv.feed(data)
 

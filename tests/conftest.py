@@ -1,0 +1,159 @@
+"""Fixtures: a real ``traced serve`` subprocess on a real Unix socket in a short temp dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temp dir with a short path (Unix socket paths are limited to 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="td-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class Daemon:
+    """A ``traced serve`` process the test controls: start, stop, kill -9, restart."""
+
+    def __init__(self, base: Path, extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.base = base
+        self.socket = base / "run" / "traced.sock"
+        self.state = base / "state"
+        self.root = self.state / "traced" / "sessions"
+        self.log = base / "daemon.log"
+        self.extra_args = list(extra_args or [])
+        self.env = {
+            **os.environ,
+            "TRACED_SOCKET": str(self.socket),
+            "XDG_STATE_HOME": str(self.state),
+            "XDG_CONFIG_HOME": str(base / "config"),
+            "XDG_RUNTIME_DIR": str(base / "run"),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        for var in ("STATE_DIRECTORY", "RUNTIME_DIRECTORY", "NOTIFY_SOCKET", "LISTEN_FDS",
+                    "LISTEN_PID", "TRACED_ROOT"):
+            self.env.pop(var, None)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *args: str, wait: bool = True, preexec: Any = None) -> Daemon:
+        cmd = [sys.executable, "-m", "traced.cli", "serve", "--log-format", "json",
+               *self.extra_args, *args]
+        logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=logf, stderr=logf,
+                                     preexec_fn=preexec)
+        logf.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log.read_text()}")
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(self.socket))
+                return
+            except OSError:
+                time.sleep(0.02)
+            finally:
+                probe.close()
+        raise AssertionError(f"daemon not ready:\n{self.log.read_text()}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def cli(self, *args: str, input: str | None = None, check: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run([sys.executable, "-m", "traced.cli", *args], env={**self.env, **(env or {})},
+                             input=input, capture_output=True, text=True, timeout=60)
+        if check and res.returncode != 0:
+            raise AssertionError(f"traced {' '.join(args)} -> {res.returncode}: {res.stderr}")
+        return res
+
+    def client(self) -> Any:
+        from traced import Client
+
+        return Client(self.socket)
+
+    def logs(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+        return out
+
+
+@pytest.fixture
+def daemon_factory(short_tmp: Path) -> Iterator[Any]:
+    made: list[Daemon] = []
+
+    def make(*args: str, env: dict[str, str] | None = None, start: bool = True) -> Daemon:
+        d = Daemon(short_tmp, list(args), env)
+        made.append(d)
+        if start:
+            d.start()
+        return d
+
+    yield make
+    for d in made:
+        if d.alive():
+            d.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def daemon(daemon_factory: Any) -> Daemon:
+    d: Daemon = daemon_factory()
+    return d
+
+
+def read_trace(path: str | Path) -> list[dict[str, Any]]:
+    """Every line of a trace, parsed; fails on a torn or invalid line."""
+    data = Path(path).read_bytes()
+    assert data == b"" or data.endswith(b"\n"), "trace must end with a newline"
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def assert_gap_free(records: list[dict[str, Any]]) -> None:
+    steps = [r["step"] for r in records]
+    assert steps == list(range(1, len(records) + 1)), f"steps not gap-free: {steps[:20]}…"

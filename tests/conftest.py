@@ -112,7 +112,7 @@ class Daemon:
     def client(self) -> Any:
         from traced import Client
 
-        return Client(self.socket)
+        return Client(self.socket, spool_dir=self.state / "traced" / "spool")
 
     def logs(self) -> list[dict[str, Any]]:
         out = []

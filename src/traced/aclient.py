@@ -1,4 +1,4 @@
-"""The async client (anyio): the same conversation core and session API as ``Client``."""
+"""The async client (anyio): the same conversation core, reconnect and spool as ``Client``."""
 
 from __future__ import annotations
 
@@ -13,53 +13,122 @@ import anyio
 from anyio.abc import SocketStream
 
 from traced import paths, protocol
-from traced.client import FLUSH_AT, MAX_UNSYNCED, Conversation, PhaseHelpers, check, client_secrets
+from traced.client import (
+    FLUSH_AT,
+    MAX_UNSYNCED,
+    Conversation,
+    PhaseHelpers,
+    _cwd,
+    check,
+    client_secrets,
+    spool_pending,
+    spool_reply,
+)
 from traced.errors import DaemonUnavailable, RequestError
 from traced.ids import new_ulid
 
+_LOST = (OSError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError)
+
 
 class AsyncClient:
-    """An anyio connection to the daemon; one request at a time per client.
+    """An anyio connection to the daemon; it reconnects and spools like ``Client``.
 
     >>> async with AsyncClient() as client, client.session(skill="review") as s:
     ...     await s.tool_call("Bash", {"cmd": "ls"})
     """
 
     def __init__(self, socket_path: str | os.PathLike[str] | None = None, *, name: str = "",
-                 send_secrets: bool = True) -> None:
+                 send_secrets: bool = True, spool_after: float | None = None,
+                 spool: bool = True, spool_dir: str | os.PathLike[str] | None = None) -> None:
         self.socket_path = Path(socket_path) if socket_path else paths.socket_path()
         self.name = name or f"python-async:{os.getpid()}"
         self.send_secrets = send_secrets
+        self.spool_after = spool_after if spool_after is not None else float(
+            os.environ.get("TRACED_SPOOL_AFTER", "2"))
+        self.spool_enabled = spool
+        self.spool_dir = Path(spool_dir) if spool_dir else paths.spool_dir()
+        self.spooling = False
+        self.spooled = 0
         self._stream: SocketStream | None = None
         self._conv = Conversation()
         self._lock = anyio.Lock()
+        self._last_attempt = 0.0
         self.server = ""
+
+    # --- connection ---------------------------------------------------------
+
+    async def _dial(self) -> None:
+        self._stream = await anyio.connect_unix(self.socket_path)
+        conv = self._conv
+        conv.reset_transport()
+        rid = conv.send(protocol.Hello(
+            client=self.name, client_id=conv.client_id, pid=os.getpid(), cwd=_cwd(),
+            secrets=client_secrets() if self.send_secrets else []))
+        await self._flush()
+        welcome = await self._wait(rid)
+        if isinstance(welcome, protocol.Error):
+            raise RequestError(welcome.code, welcome.message)
+        assert isinstance(welcome, protocol.Welcome)
+        self.server = welcome.server
+        self.spooling = False
 
     async def connect(self) -> None:
         """Connect and say hello; raises DaemonUnavailable when nothing listens."""
         try:
-            self._stream = await anyio.connect_unix(self.socket_path)
-        except OSError as e:
-            raise DaemonUnavailable(f"no traced daemon at {self.socket_path}: {e.strerror or e}") from e
-        welcome = await self.request(protocol.Hello(
-            client=self.name, client_id=self._conv.client_id, pid=os.getpid(), cwd=os.getcwd(),
-            secrets=client_secrets() if self.send_secrets else []))
-        assert isinstance(welcome, protocol.Welcome)
-        self.server = welcome.server
+            await self._dial()
+        except _LOST as e:
+            await self._drop()
+            raise DaemonUnavailable(f"no traced daemon at {self.socket_path}: {e}") from e
+
+    async def _drop(self) -> None:
+        if self._stream is not None:
+            with anyio.CancelScope(shield=True):
+                await self._stream.aclose()
+            self._stream = None
+
+    async def _reconnect(self, budget: float) -> bool:
+        await self._drop()
+        deadline = time.monotonic() + budget
+        delay = 0.01
+        while True:
+            self._last_attempt = time.monotonic()
+            try:
+                await self._dial()
+                self._conv.requeue()
+                return True
+            except (*_LOST, DaemonUnavailable):
+                await self._drop()
+            if time.monotonic() + delay > deadline:
+                return False
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    async def _revive(self) -> bool:
+        if not self.spooling:
+            return await self._reconnect(self.spool_after)
+        if time.monotonic() - self._last_attempt < 1.0:
+            return False
+        return await self._reconnect(0.0)
 
     async def aclose(self) -> None:
         """Flush buffered events and close."""
         if self._stream is not None:
             try:
-                await self._flush()
-            except DaemonUnavailable:
+                if self._conv.unacked:
+                    await self.sync()
+            except (*_LOST, RequestError, DaemonUnavailable):
                 pass
-            await self._stream.aclose()
-            self._stream = None
+            await self._drop()
 
     async def __aenter__(self) -> AsyncClient:
-        if self._stream is None:
-            await self.connect()
+        if self._stream is None and not self.spooling:
+            try:
+                await self.connect()
+            except DaemonUnavailable:
+                if not self.spool_enabled:
+                    raise
+                if not await self._reconnect(self.spool_after):
+                    self.spooling = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -70,30 +139,47 @@ class AsyncClient:
         if out and self._stream is not None:
             data = bytes(out)
             out.clear()
+            await self._stream.send(data)
+
+    async def _wait(self, rid: int) -> protocol.Reply:
+        assert self._stream is not None
+        conv = self._conv
+        while True:
+            reply = conv.take(rid)
+            if reply is not None:
+                return reply
             try:
-                await self._stream.send(data)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as e:
-                raise DaemonUnavailable(f"connection to the daemon lost: {e}") from e
+                data = await self._stream.receive(65536)
+            except anyio.EndOfStream:
+                conv.take(-1)  # raises the daemon's parting error, if it sent one
+                raise
+            conv.feed(data)
+
+    def _spool(self, msg: Any) -> protocol.Reply:
+        if not self.spool_enabled:
+            raise DaemonUnavailable(f"no traced daemon at {self.socket_path}")
+        self.spooled += spool_pending(self._conv, self.name, msg, self.spool_dir)
+        self.spooling = True
+        return spool_reply(msg)
 
     async def request(self, msg: Any) -> protocol.Reply:
         """Send ``msg`` and wait for its reply; raise RequestError on ``error``."""
-        if self._stream is None:
-            await self.connect()
-        assert self._stream is not None
         async with self._lock:
             conv = self._conv
+            if self._stream is None and not await self._revive():
+                return self._spool(msg)
             rid = conv.send(msg)
-            await self._flush()
             while True:
-                reply = conv.take(rid)
-                if reply is not None:
-                    return check(reply)
                 try:
-                    data = await self._stream.receive(65536)
-                except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as e:
-                    conv.take(-1)  # raises the daemon's parting error, if it sent one
-                    raise DaemonUnavailable("the daemon closed the connection") from e
-                conv.feed(data)
+                    await self._flush()
+                    return check(await self._wait(rid))
+                except _LOST:
+                    if not await self._reconnect(self.spool_after):
+                        return self._spool(None if isinstance(msg, protocol.Emit) else msg)
+                    if not isinstance(msg, protocol.Emit):
+                        rid = conv.send(msg)
+
+    # --- sessions -------------------------------------------------------------
 
     async def open(self, skill: str, *, session_id: str | None = None, target: str = "global",
                    input: Any = None, meta: dict[str, Any] | None = None,
@@ -102,7 +188,7 @@ class AsyncClient:
         """Start (or resume) a session."""
         reply = await self.request(protocol.Open(
             skill=skill, session_id=session_id or new_ulid(), target=target,
-            cwd=cwd or os.getcwd(), owner_pid=owner_pid or 0, idle_timeout=idle_timeout or 0.0,
+            cwd=cwd or _cwd(), owner_pid=owner_pid or 0, idle_timeout=idle_timeout or 0.0,
             input=input, meta=meta or {}, ts=time.time()))
         assert isinstance(reply, protocol.Opened)
         return reply
@@ -133,21 +219,25 @@ class AsyncClient:
 
     async def emit(self, session_id: str, phase: str, payload: dict[str, Any], *,
                    ack: bool = True, ts: float | None = None) -> int | None:
-        """Append one event; its step, or None at once with ``ack=False``."""
+        """Append one event; its step (None with ``ack=False`` or while spooling)."""
         conv = self._conv
         msg = protocol.Emit(session_id=session_id, phase=phase, payload=payload,
                             ts=ts or time.time(), seq=conv.next_seq(), ack=ack)
         if ack:
             reply = await self.request(msg)
-            assert isinstance(reply, protocol.Ack)
-            return reply.step
-        if self._stream is None:
-            await self.connect()
-        conv.send(msg, want_reply=False)
-        conv.unsynced += 1
-        if len(conv.out) >= FLUSH_AT:
-            async with self._lock:
-                await self._flush()
+            return reply.step if isinstance(reply, protocol.Ack) and reply.step else None
+        async with self._lock:
+            if self._stream is None and not await self._revive():
+                self._spool(msg)
+                return None
+            conv.send(msg)
+            conv.unsynced += 1
+            if len(conv.out) >= FLUSH_AT:
+                try:
+                    await self._flush()
+                except _LOST:
+                    if not await self._reconnect(self.spool_after):
+                        self._spool(None)
         if conv.unsynced >= MAX_UNSYNCED:
             await self.sync()
         return None
@@ -160,7 +250,7 @@ class AsyncClient:
 
     async def end(self, session_id: str, outcome: str = "success",
                   summary: str | None = None) -> dict[str, Any]:
-        """End a session; returns its final meta."""
+        """End a session; returns its final meta ({} while spooling)."""
         reply = await self.request(protocol.Close(session_id=session_id, outcome=outcome,  # type: ignore[arg-type]
                                                   summary=summary, ts=time.time()))
         assert isinstance(reply, protocol.Closed)
@@ -170,7 +260,8 @@ class AsyncClient:
     async def status(self) -> dict[str, Any]:
         """The daemon's status."""
         reply = await self.request(protocol.StatusRequest())
-        assert isinstance(reply, protocol.Status)
+        if not isinstance(reply, protocol.Status):
+            raise DaemonUnavailable(f"no traced daemon at {self.socket_path}")
         return reply.info
 
 

@@ -25,9 +25,11 @@ class CliError(Exception):
         self.code = code
 
 
-def _client(args: argparse.Namespace) -> Any:
+def _client(args: argparse.Namespace, spool: bool = True) -> Any:
     from traced.client import Client
 
+    if not spool:
+        return Client(args.socket, name="traced-cli", spool=False, spool_after=0.0)
     return Client(args.socket, name="traced-cli")
 
 
@@ -64,7 +66,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from traced.errors import DaemonUnavailable
 
     try:
-        with _client(args) as client:
+        with _client(args, spool=False) as client:
             info = client.status()
     except DaemonUnavailable as e:
         if args.json:
@@ -121,6 +123,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         out["resumed"] = True
     if opened.root_fallback:
         out["root_fallback"] = opened.root_fallback
+    if client.spooling:
+        out["spooled"] = True
     print(json.dumps(out))
     return 0
 
@@ -153,7 +157,7 @@ def cmd_event(args: argparse.Namespace) -> int:
     payload = _read_payload(args)
     with _client(args) as client:
         step = client.emit(args.session_id, args.phase, payload)
-    print(step)
+    print(step or 0)  # 0: the daemon is away and the event went to the spool
     return 0
 
 

@@ -37,47 +37,67 @@ def client_secrets() -> list[str]:
 
 
 class Conversation:
-    """Sans-IO request/reply bookkeeping of one connection."""
+    """Sans-IO request/reply bookkeeping of one client, across reconnections.
+
+    Every emit stays in ``unacked`` until the daemon confirms it: by its own
+    ``ack``/``error`` reply, or, for ``ack=False`` emits, by a later
+    ``synced``. After a reconnect ``requeue`` sends them all again with the
+    same (client_id, seq) keys, and the daemon drops the ones it already wrote.
+    """
 
     def __init__(self, max_frame: int = 64 * 1024 * 1024) -> None:
         self.client_id = new_ulid()
+        self.max_frame = max_frame
         self.out = bytearray()
         self.framer = Framer(max_frame)
         self.replies: dict[int, protocol.Reply] = {}
         self.errors: list[RequestError] = []
         """Errors answering ``ack=False`` events, reported at the next sync."""
+        self.unacked: dict[int, protocol.Emit] = {}
+        """seq -> emit not yet confirmed, in send order."""
+        self.unsynced = 0
         self._next_id = 0
         self._seq = 0
-        self._silent: set[int] = set()
-        self.unsynced = 0
+        self._emit_seq: dict[int, int] = {}
+        self._sync_mark: dict[int, int] = {}
 
     def next_seq(self) -> int:
         """The next client sequence number (the idempotency key with client_id)."""
         self._seq += 1
         return self._seq
 
-    def send(self, msg: Any, want_reply: bool = True) -> int:
+    def send(self, msg: Any) -> int:
         """Number ``msg``, encode it into ``out`` and return its id."""
         self._next_id += 1
         msg.id = self._next_id
+        self._track(msg)
         encode(msg, self.out)
-        if not want_reply:
-            self._silent.add(msg.id)
         return int(msg.id)
+
+    def _track(self, msg: Any) -> None:
+        if isinstance(msg, protocol.Emit):
+            self.unacked[msg.seq] = msg
+            self._emit_seq[msg.id] = msg.seq
+        elif isinstance(msg, protocol.Sync):
+            self._sync_mark[msg.id] = self._seq
 
     def feed(self, data: bytes) -> None:
         """Parse received bytes into replies."""
         for body in self.framer.feed(data):
             reply = protocol.decode_reply(body)
-            if reply.id in self._silent:
-                self._silent.discard(reply.id)
-                if isinstance(reply, protocol.Error):
-                    self.errors.append(RequestError(reply.code, reply.message))
-                continue
-            if isinstance(reply, protocol.Error) and reply.id == 0:
-                # connection-level error (forbidden, too_large, overloaded): fail everything
-                self.errors.append(RequestError(reply.code, reply.message))
-            self.replies[reply.id] = reply
+            rid = reply.id
+            seq = self._emit_seq.pop(rid, None)
+            if seq is not None:
+                msg = self.unacked.pop(seq, None)
+                if msg is not None and not msg.ack:
+                    if isinstance(reply, protocol.Error):
+                        self.errors.append(RequestError(reply.code, reply.message))
+                    continue
+            mark = self._sync_mark.pop(rid, None)
+            if mark is not None and isinstance(reply, protocol.Synced):
+                for done in [s for s in self.unacked if s <= mark]:
+                    self._emit_seq.pop(self.unacked.pop(done).id, None)
+            self.replies[rid] = reply
 
     def take(self, rid: int) -> protocol.Reply | None:
         """The reply to request ``rid`` if it has arrived; raises on a connection error."""
@@ -87,6 +107,27 @@ class Conversation:
             if isinstance(conn_err, protocol.Error):
                 raise RequestError(conn_err.code, conn_err.message)
         return reply
+
+    def reset_transport(self) -> None:
+        """Forget the lost connection's bytes and replies (keeps ``unacked`` and seq)."""
+        self.out.clear()
+        self.framer = Framer(self.max_frame)
+        self.replies.clear()
+        self._emit_seq.clear()
+        self._sync_mark.clear()
+
+    def requeue(self) -> None:
+        """Encode every unconfirmed emit again, same ids and keys, in order."""
+        for msg in self.unacked.values():
+            self._emit_seq[msg.id] = msg.seq
+            encode(msg, self.out)
+
+    def drain_unacked(self) -> list[protocol.Emit]:
+        """Take every unconfirmed emit (they are going to the spool)."""
+        msgs = list(self.unacked.values())
+        self.unacked.clear()
+        self._emit_seq.clear()
+        return msgs
 
     def raise_pending_errors(self) -> None:
         """Raise the first error that answered an ``ack=False`` event, if any."""
@@ -106,7 +147,13 @@ def check(reply: protocol.Reply | None) -> protocol.Reply:
 
 
 class Client:
-    """A blocking connection to the daemon.
+    """A blocking connection to the daemon, which survives daemon restarts.
+
+    When the connection breaks, it reconnects with backoff and sends every
+    unconfirmed event again (the daemon drops the ones it already wrote). When
+    the daemon stays unreachable for ``spool_after`` seconds, events go to the
+    local spool (redacted here first) and the calls return at once: steps are
+    then None. The daemon ingests the spool when it is back.
 
     >>> with Client() as client, client.session(skill="review") as s:
     ...     s.tool_call("Bash", {"cmd": "ls"})
@@ -117,60 +164,110 @@ class Client:
         socket_path: str | os.PathLike[str] | None = None,
         *,
         name: str = "",
-        timeout: float = 10.0,
+        timeout: float = 30.0,
         send_secrets: bool = True,
+        spool_after: float | None = None,
+        spool: bool = True,
+        spool_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.socket_path = Path(socket_path) if socket_path else paths.socket_path()
         self.name = name or f"python:{os.getpid()}"
         self.timeout = timeout
         self.send_secrets = send_secrets
+        self.spool_after = spool_after if spool_after is not None else float(
+            os.environ.get("TRACED_SPOOL_AFTER", "2"))
+        self.spool_enabled = spool
+        self.spool_dir = Path(spool_dir) if spool_dir else paths.spool_dir()
+        self.spooling = False
+        """True once events went to the spool; reset when the daemon answers again."""
+        self.spooled = 0
         self._sock: socket.socket | None = None
         self._conv = Conversation()
+        self._last_attempt = 0.0
         self.server = ""
 
     # --- connection ---------------------------------------------------------
 
-    def connect(self) -> None:
-        """Connect and say hello; raises DaemonUnavailable when nothing listens."""
+    def _hello(self) -> protocol.Hello:
+        return protocol.Hello(
+            client=self.name, client_id=self._conv.client_id, pid=os.getpid(), cwd=_cwd(),
+            secrets=client_secrets() if self.send_secrets else [],
+        )
+
+    def _dial(self) -> None:
+        """Open the socket and exchange hello (raises OSError/DaemonUnavailable)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect(str(self.socket_path))
-        except OSError as e:
+        except OSError:
             sock.close()
-            raise DaemonUnavailable(f"no traced daemon at {self.socket_path}: {e.strerror or e}") from e
+            raise
         self._sock = sock
-        hello = protocol.Hello(
-            client=self.name, client_id=self._conv.client_id, pid=os.getpid(), cwd=os.getcwd(),
-            secrets=client_secrets() if self.send_secrets else [],
-        )
-        welcome = self.request(hello)
+        self._conv.reset_transport()
+        rid = self._conv.send(self._hello())
+        self._flush()
+        welcome = self._wait(rid)
+        if isinstance(welcome, protocol.Error):
+            raise RequestError(welcome.code, welcome.message)
         assert isinstance(welcome, protocol.Welcome)
         self.server = welcome.server
+        self.spooling = False
+
+    def connect(self) -> None:
+        """Connect and say hello; raises DaemonUnavailable when nothing listens."""
+        try:
+            self._dial()
+        except OSError as e:
+            self._drop()
+            raise DaemonUnavailable(f"no traced daemon at {self.socket_path}: {e.strerror or e}") from e
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _reconnect(self, budget: float) -> bool:
+        """Try to reach the daemon for ``budget`` seconds; requeue unconfirmed events."""
+        self._drop()
+        deadline = time.monotonic() + budget
+        delay = 0.01
+        while True:
+            self._last_attempt = time.monotonic()
+            try:
+                self._dial()
+                self._conv.requeue()
+                return True
+            except (OSError, DaemonUnavailable):
+                self._drop()
+            if time.monotonic() + delay > deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
     def close(self) -> None:
         """Flush buffered events and close the connection."""
         if self._sock is not None:
             try:
-                self._flush()
-            except OSError:
+                if self._conv.unacked:
+                    self.sync()
+            except (OSError, RequestError, DaemonUnavailable):
                 pass
-            self._sock.close()
-            self._sock = None
+            self._drop()
 
     def __enter__(self) -> Client:
-        if self._sock is None:
-            self.connect()
+        if self._sock is None and not self.spooling:
+            try:
+                self.connect()
+            except DaemonUnavailable:
+                if not self.spool_enabled or not self._reconnect(self.spool_after):
+                    if not self.spool_enabled:
+                        raise
+                    self.spooling = True
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _socket(self) -> socket.socket:
-        if self._sock is None:
-            self.connect()
-        assert self._sock is not None
-        return self._sock
 
     def _flush(self) -> None:
         out = self._conv.out
@@ -179,7 +276,7 @@ class Client:
                 self._sock.sendall(out)
             except OSError as e:
                 self._parting_error()
-                raise DaemonUnavailable(f"connection to the daemon lost: {e}") from e
+                raise ConnectionError(f"connection to the daemon lost: {e}") from e
             out.clear()
 
     def _parting_error(self) -> None:
@@ -192,24 +289,55 @@ class Client:
             pass
         self._conv.take(-1)  # raises the connection-level error when there is one
 
-    def request(self, msg: Any) -> protocol.Reply:
-        """Send ``msg`` and wait for its reply; raise RequestError on ``error``."""
-        sock = self._socket()
-        rid = self._conv.send(msg)
-        self._flush()
+    def _wait(self, rid: int) -> protocol.Reply:
+        """Read until the reply to ``rid`` arrives (OSError when the connection breaks)."""
+        assert self._sock is not None
         conv = self._conv
         while True:
             reply = conv.take(rid)
             if reply is not None:
-                return check(reply)
-            try:
-                data = sock.recv(65536)
-            except OSError as e:
-                raise DaemonUnavailable(f"connection to the daemon lost: {e}") from e
+                return reply
+            data = self._sock.recv(65536)
             if not data:
                 conv.take(-1)
-                raise DaemonUnavailable("the daemon closed the connection")
+                raise ConnectionResetError("the daemon closed the connection")
             conv.feed(data)
+
+    def request(self, msg: Any) -> protocol.Reply:
+        """Send ``msg`` and wait for its reply; raise RequestError on ``error``.
+
+        Survives a daemon restart; falls back to the spool when the daemon
+        stays away (the reply is then made up locally: see ``spool_reply``).
+        """
+        conv = self._conv
+        if self._sock is None and not self._revive():
+            return self._spool(msg)
+        rid = conv.send(msg)
+        while True:
+            try:
+                self._flush()
+                return check(self._wait(rid))
+            except OSError:
+                if not self._reconnect(self.spool_after):
+                    return self._spool(None if isinstance(msg, protocol.Emit) else msg)
+                if not isinstance(msg, protocol.Emit):  # emits were requeued with their ids
+                    rid = conv.send(msg)
+
+    def _revive(self) -> bool:
+        """Whether a connection is (again) available; cheap while spooling."""
+        if not self.spooling:
+            return self._reconnect(self.spool_after)
+        if time.monotonic() - self._last_attempt < 1.0:
+            return False
+        return self._reconnect(0.0)
+
+    def _spool(self, msg: Any) -> protocol.Reply:
+        """Write every unconfirmed emit (and ``msg``) to the spool; a local reply for ``msg``."""
+        if not self.spool_enabled:
+            raise DaemonUnavailable(f"no traced daemon at {self.socket_path}")
+        self.spooled += spool_pending(self._conv, self.name, msg, self.spool_dir)
+        self.spooling = True
+        return spool_reply(msg)
 
     # --- sessions -------------------------------------------------------------
 
@@ -229,7 +357,7 @@ class Client:
         reply = self.request(
             protocol.Open(
                 skill=skill, session_id=session_id or new_ulid(), target=target,
-                cwd=cwd or os.getcwd(), owner_pid=owner_pid or 0,
+                cwd=cwd or _cwd(), owner_pid=owner_pid or 0,
                 idle_timeout=idle_timeout or 0.0, input=input, meta=meta or {}, ts=time.time(),
             )
         )
@@ -265,19 +393,24 @@ class Client:
 
     def emit(self, session_id: str, phase: str, payload: dict[str, Any], *,
              ack: bool = True, ts: float | None = None) -> int | None:
-        """Append one event; returns its step, or None at once with ``ack=False``."""
+        """Append one event; returns its step (None with ``ack=False`` or while spooling)."""
         conv = self._conv
         msg = protocol.Emit(session_id=session_id, phase=phase, payload=payload,
                             ts=ts or time.time(), seq=conv.next_seq(), ack=ack)
         if ack:
             reply = self.request(msg)
-            assert isinstance(reply, protocol.Ack)
-            return reply.step
-        self._socket()
-        conv.send(msg, want_reply=False)
+            return reply.step if isinstance(reply, protocol.Ack) and reply.step else None
+        if self._sock is None and not self._revive():
+            self._spool(msg)
+            return None
+        conv.send(msg)
         conv.unsynced += 1
         if len(conv.out) >= FLUSH_AT:
-            self._flush()
+            try:
+                self._flush()
+            except OSError:
+                if not self._reconnect(self.spool_after):
+                    self._spool(None)
         if conv.unsynced >= MAX_UNSYNCED:
             self.sync()
         return None
@@ -286,13 +419,14 @@ class Client:
         """Return once everything sent before is written (fsynced if asked).
 
         Raises the first error that answered an earlier ``ack=False`` event.
+        While spooling, returns once the events are in the spool.
         """
         self.request(protocol.Sync(fsync=fsync))
         self._conv.unsynced = 0
         self._conv.raise_pending_errors()
 
     def end(self, session_id: str, outcome: str = "success", summary: str | None = None) -> dict[str, Any]:
-        """End a session; returns its final meta.json contents."""
+        """End a session; returns its final meta.json contents ({} while spooling)."""
         reply = self.request(protocol.Close(session_id=session_id, outcome=outcome,  # type: ignore[arg-type]
                                             summary=summary, ts=time.time()))
         assert isinstance(reply, protocol.Closed)
@@ -300,10 +434,69 @@ class Client:
         return reply.meta
 
     def status(self) -> dict[str, Any]:
-        """The daemon's status."""
+        """The daemon's status (DaemonUnavailable when it is not running)."""
+        if self.spooling and not self._revive():
+            raise DaemonUnavailable(f"no traced daemon at {self.socket_path}")
         reply = self.request(protocol.StatusRequest())
-        assert isinstance(reply, protocol.Status)
+        if not isinstance(reply, protocol.Status):
+            raise DaemonUnavailable(f"no traced daemon at {self.socket_path}")
         return reply.info
+
+
+def _cwd() -> str:
+    """The working directory, or empty when it was removed."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return ""
+
+
+def spool_pending(conv: Conversation, name: str, msg: Any, directory: Path) -> int:
+    """Write ``conv``'s unconfirmed emits, then ``msg``, as one spool segment.
+
+    Payloads are redacted here, with this process's secret env values,
+    because the spool is on disk. Returns the number of events spooled.
+    """
+    from traced import spool
+    from traced.redact import Redactor
+
+    pending: list[Any] = conv.drain_unacked()
+    if msg is not None and not (isinstance(msg, protocol.Emit) and pending and pending[-1] is msg):
+        pending.append(msg)
+    pending = [p for p in pending if not isinstance(p, protocol.Sync | protocol.StatusRequest)]
+    if not pending:
+        return 0
+    redactor = Redactor(client_secrets())
+    frames = encode(protocol.Hello(client=name, client_id=conv.client_id, pid=os.getpid(), cwd=_cwd()))
+    first_seq = 0
+    for item in pending:
+        if isinstance(item, protocol.Emit):
+            item.payload, _ = redactor.redact(item.payload)
+            first_seq = first_seq or item.seq
+        elif isinstance(item, protocol.Open) and item.input is not None:
+            item.input, _ = redactor.redact(item.input)
+        elif isinstance(item, protocol.Close) and item.summary:
+            item.summary, _ = redactor.redact_text(item.summary)
+        encode(item, frames)
+    spool.write_segment(directory, conv.client_id, first_seq or conv.next_seq(), frames)
+    return sum(isinstance(p, protocol.Emit) for p in pending)
+
+
+def spool_reply(msg: Any) -> protocol.Reply:
+    """The reply a client makes up for a request that went to the spool."""
+    rid = getattr(msg, "id", 0)
+    if isinstance(msg, protocol.Open):
+        root = Path(msg.target) if msg.target.startswith("/") else paths.default_root()
+        day = time.strftime("%Y-%m-%d", time.gmtime(msg.ts or None))
+        return protocol.Opened(id=rid, session_id=msg.session_id,
+                               dir=str(root / day / msg.skill / msg.session_id), step=0)
+    if isinstance(msg, protocol.Close):
+        return protocol.Closed(id=rid, meta={})
+    if isinstance(msg, protocol.Sync):
+        return protocol.Synced(id=rid)
+    if isinstance(msg, protocol.Hello):
+        return protocol.Welcome(id=rid)
+    return protocol.Ack(id=rid, step=0)
 
 
 R = TypeVar("R")

@@ -10,6 +10,7 @@ daemon re-adopts them. SIGHUP reloads what can change without a restart.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from anyio.abc import SocketListener
 
 from traced import __version__, config as config_mod, logs, paths
 from traced.config import Config
+from traced.ingest import SpoolIngest
 from traced.redact import Redactor, secret_env_values
 from traced.registry import Registry
 from traced.sdnotify import Notifier, listen_fds
@@ -50,21 +52,25 @@ def _socket_alive(path: Path) -> bool:
         probe.close()
 
 
-async def _listener(cfg: Config) -> tuple[SocketListener, str, Path | None]:
-    """The listening socket: (listener, how it was obtained, path to unlink at exit)."""
-    activated = listen_fds()
-    if activated:
-        for extra in activated[1:]:
-            extra.close()
-        return await SocketListener.from_socket(activated[0]), "activated", None
-    path = cfg.socket_path()
+def _lock(path: Path) -> int:
+    """Hold an exclusive flock beside the socket: one daemon per socket, no races."""
     paths.ensure_private_dir(path.parent)
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AlreadyRunning(f"another daemon holds {path}.lock") from None
+    return fd
+
+
+async def _bind(path: Path) -> SocketListener:
+    """Bind the socket (0600 in a 0700 dir), replacing a stale one."""
     if path.exists() or path.is_symlink():
         if _socket_alive(path):
             raise AlreadyRunning(f"a daemon already listens on {path}")
         path.unlink()
-    listener = await anyio.create_unix_listener(path, mode=0o600)
-    return listener, "bound", path
+    return await anyio.create_unix_listener(path, mode=0o600)
 
 
 def _redactor(cfg: Config) -> Redactor:
@@ -78,17 +84,38 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
     registry = Registry(cfg)
     registry.load_roots()
     server = Server(cfg, registry, _redactor(cfg))
-    listener, how, bound = await _listener(cfg)
-    sock_name = str(bound) if bound else _sockname(listener)
-    server.status_extra = lambda: {"socket": sock_name, "socket_source": how, "config_file": config_file}
+    activated = listen_fds()
+    for extra in activated[1:]:
+        extra.close()
+    how = "activated" if activated else "bound"
+    path = cfg.socket_path()
+    lock_fd = -1 if activated else _lock(path)
+    if not activated and _socket_alive(path):
+        raise AlreadyRunning(f"a daemon already listens on {path}")
+    listener: SocketListener | None = None
+    bound: Path | None = None
+    sock_name = str(path)
+    if activated:
+        listener = await SocketListener.from_socket(activated[0])
+        sock_name = _sockname(listener)
+    ingest = SpoolIngest(server, paths.spool_dir())
+    server.on_hello = ingest.ingest_client
+    server.status_extra = lambda: {"socket": sock_name, "socket_source": how,
+                                   "config_file": config_file, **ingest.backlog()}
     log.info("starting", version=__version__, socket=sock_name, socket_source=how,
              root=str(registry.root), fsync=cfg.fsync)
     try:
         async with anyio.create_task_group() as tg:
-            watchers = Watchers(registry, server.end_session, tg)
+            watchers = Watchers(registry, server.end_session, tg, quiet=ingest.lock)
             adopted, finalized = await watchers.recover()
             if adopted or finalized:
                 log.info("recovered", readopted=adopted, finalized=finalized)
+            paths.ensure_private_dir(ingest.dir)
+            await ingest.ingest_all()
+            tg.start_soon(ingest.watch)
+            if listener is None:  # bound only now: a client never meets a half-recovered daemon
+                listener = await _bind(path)
+                bound = path
             accept_scope = anyio.CancelScope()
             tg.start_soon(_accept, listener, server, accept_scope)
             tg.start_soon(watchers.idle_sweeper)
@@ -111,6 +138,8 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
         if bound is not None:
             with contextlib.suppress(OSError):
                 bound.unlink()
+        if lock_fd >= 0:
+            os.close(lock_fd)
         log.info("stopped")
 
 

@@ -172,8 +172,14 @@ class Registry:
         input: Any = None,
         labels: dict[str, Any] | None = None,
         ts: float = 0.0,
+        reopen_closed: bool = True,
     ) -> tuple[Live, bool, str | None]:
-        """Start or resume a session. Returns (live, resumed, root fallback reason)."""
+        """Start or resume a session. Returns (live, resumed, root fallback reason).
+
+        Resuming a closed session reopens it (a ``start {resumed: true}``
+        record), unless ``reopen_closed`` is false: then it is refused with
+        ``session_closed``.
+        """
         try:
             paths.check_name("skill", skill)
             if session_id:
@@ -196,6 +202,8 @@ class Registry:
         sid = session_id or ids.new_ulid()
         existing = self.find_on_disk(root, skill, sid) if session_id else None
         if existing is not None:
+            if not reopen_closed and (sid in self.closed or _ended(existing)):
+                raise RequestError("session_closed", f"session {sid} is closed")
             live = self._adopt(existing, root, reopen=True)
             live.state.idle_timeout = timeout
             if owner_pid:
@@ -511,6 +519,13 @@ class Registry:
     def shutdown(self) -> None:
         """Close every fd (open sessions stay open on disk for the next daemon)."""
         self.fds.close_all()
+
+
+def _ended(sdir: Path) -> bool:
+    try:
+        return meta_decoder.decode((sdir / META).read_bytes()).ended_at is not None
+    except (OSError, msgspec.DecodeError):
+        return False
 
 
 def now_iso() -> str:

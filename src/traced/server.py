@@ -66,6 +66,8 @@ class Connection:
     opened: int = 0
     touched: set[Journal] = field(default_factory=set)
     events: int = 0
+    from_spool: bool = False
+    """Replayed from a spool segment: a closed session is never reopened by it."""
 
 
 @dataclass(slots=True)
@@ -92,6 +94,8 @@ class Server:
         self.connections = 0
         self.accepting = True
         self.status_extra: Callable[[], dict[str, Any]] = dict
+        self.on_hello: Callable[[str], Awaitable[None]] | None = None
+        """Runs before ``welcome`` (the spool ingests that client's segments first)."""
 
     # --- lifecycle of one connection --------------------------------------
 
@@ -245,6 +249,8 @@ class Server:
             conn.cwd = req.cwd
             if req.secrets and self.config.redaction:
                 conn.redactor = self.redactor.with_values(req.secrets)
+            if self.on_hello is not None and req.client_id:
+                await self.on_hello(req.client_id)
             return protocol.Welcome(id=req.id, server=f"traced {__version__}", pid=os.getpid())
         if isinstance(req, protocol.Open):
             return self._open(conn, req)
@@ -283,7 +289,7 @@ class Server:
         live, resumed, fallback = self.registry.open(
             skill=req.skill, session_id=req.session_id, target=req.target, cwd=cwd,
             owner_pid=owner, peer_uid=conn.peer.uid, idle_timeout=req.idle_timeout,
-            input=value, labels=req.meta, ts=req.ts,
+            input=value, labels=req.meta, ts=req.ts, reopen_closed=not conn.from_spool,
         )
         conn.opened += 1
         if fallback:

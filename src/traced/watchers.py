@@ -32,8 +32,11 @@ Finalize = Callable[[str, str, "str | None", "str | None", float], Awaitable[Liv
 class Watchers:
     """Owner-exit and idle-timeout watchers over the registry's open sessions."""
 
-    def __init__(self, registry: Registry, end_session: Finalize, tg: TaskGroup) -> None:
+    def __init__(self, registry: Registry, end_session: Finalize, tg: TaskGroup,
+                 quiet: anyio.Lock | None = None) -> None:
         self.registry = registry
+        self.quiet = quiet or anyio.Lock()
+        """Held while the spool replays, so finalization waits for a whole pass."""
         self.end_session = end_session
         self.tg = tg
         self._owners: dict[int, tuple[set[str], anyio.CancelScope]] = {}
@@ -84,8 +87,9 @@ class Watchers:
                     os.close(fd)
             entry = self._owners.pop(pid, None)
             sids = entry[0] if entry else set()
-            for sid in sorted(sids):
-                await self._finalize(sid, "owner_exited")
+            async with self.quiet:
+                for sid in sorted(sids):
+                    await self._finalize(sid, "owner_exited")
 
     async def _finalize(self, sid: str, reason: str) -> None:
         if sid not in self.registry.sessions:
@@ -105,8 +109,10 @@ class Watchers:
                 sid for sid, live in self.registry.sessions.items()
                 if live.state.idle_timeout > 0 and now - live.state.last_activity > live.state.idle_timeout
             ]
-            for sid in expired:
-                await self._finalize(sid, "idle_timeout")
+            if expired:
+                async with self.quiet:
+                    for sid in expired:
+                        await self._finalize(sid, "idle_timeout")
 
     async def recover(self) -> tuple[int, int]:
         """Re-adopt or finalize the sessions a previous daemon left open.

@@ -1,0 +1,64 @@
+"""The spool: where clients put frames while the daemon is unreachable.
+
+A segment is a file of complete frames (the same bytes as on the socket),
+named ``<client_id>-<first seq:012d>.spool`` so that sorting names orders
+clients by start time (ULIDs) and each client's segments by sequence. A
+segment is written to a temp name and renamed, so the daemon only ever sees
+whole segments. It starts with a ``hello`` (without secret values: the client
+redacts spooled events itself, before they reach the disk).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final
+
+from traced import paths
+
+SUFFIX: Final = ".spool"
+
+
+def segment_name(client_id: str, first_seq: int) -> str:
+    """The file name of a spool segment."""
+    return f"{client_id}-{first_seq:012d}{SUFFIX}"
+
+
+def write_segment(directory: Path, client_id: str, first_seq: int, frames: bytes | bytearray) -> Path:
+    """Write one sealed segment atomically (temp + fsync + rename); return its path."""
+    paths.ensure_private_dir(directory)
+    name = segment_name(client_id, first_seq)
+    final = directory / name
+    tmp = directory / f".{name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, paths.FILE_MODE)
+    try:
+        view = memoryview(frames)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, final)
+    return final
+
+
+def segments(directory: Path, client_id: str = "") -> list[Path]:
+    """Sealed segments in ingest order (all, or one client's)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return [directory / n for n in sorted(names)
+            if n.endswith(SUFFIX) and not n.startswith(".") and n.startswith(client_id)]
+
+
+def backlog(directory: Path) -> tuple[int, int]:
+    """(segments, bytes) waiting in the spool."""
+    files = segments(directory)
+    size = 0
+    for f in files:
+        try:
+            size += f.stat().st_size
+        except OSError:
+            pass
+    return len(files), size

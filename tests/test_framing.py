@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import msgspec
@@ -30,9 +31,10 @@ messages: st.SearchStrategy[Any] = st.one_of(
     st.builds(protocol.Emit, id=ids, session_id=names, phase=names, payload=json_values,
               ts=st.floats(0, 2e9), seq=st.integers(0, 2**40), ack=st.booleans()),
     st.builds(protocol.EmitBatch, id=ids, session_id=names,
-              events=st.lists(st.builds(protocol.Event, phase=names, payload=json_values, seq=st.integers(0, 99)), max_size=4)),
-    st.builds(protocol.Close, id=ids, session_id=names, outcome=st.sampled_from(["success", "failure", "aborted"]),
-              summary=st.none() | st.text(max_size=40)),
+              events=st.lists(st.builds(protocol.Event, phase=names, payload=json_values,
+                                        seq=st.integers(0, 99)), max_size=4)),
+    st.builds(protocol.Close, id=ids, session_id=names,
+              outcome=st.sampled_from(["success", "failure", "aborted"]), summary=st.none() | st.text(max_size=40)),
     st.builds(protocol.Sync, id=ids, fsync=st.booleans()),
     st.builds(protocol.StatusRequest, id=ids),
     st.builds(protocol.Welcome, id=ids, server=st.text(max_size=20), pid=st.integers(0, 2**22)),
@@ -61,7 +63,7 @@ def test_round_trip_under_any_chunking(msgs: list[Any], cuts: list[int]) -> None
     points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
     framer = Framer()
     bodies: list[bytes] = []
-    for a, b in zip(points, points[1:], strict=False):
+    for a, b in itertools.pairwise(points):
         bodies += framer.feed(stream[a:b])
     assert framer.buffered == 0
     assert len(bodies) == len(msgs)

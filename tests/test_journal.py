@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from traced.journal import FdCache, Journal, JournalWriteError, repair_tail, scan, write_atomic
+from traced.journal import FdCache, Journal, repair_tail, scan, write_atomic
 
 
 def test_repair_moves_torn_tail_aside(tmp_path: Path) -> None:

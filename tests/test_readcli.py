@@ -104,7 +104,7 @@ SHOW_TORN = golden("""
     outcome aborted after 30m00s (reason recovered_after_restart)
     3 malformed lines skipped
     torn last line ignored
-    """)  # noqa: E501
+    """)
 
 
 def test_show_reports_malformed_and_torn_lines(
@@ -325,7 +325,7 @@ REPLAY_REVIEW = golden("""
     === End (success) ===
     Duration: 10.50s | Tokens: 2,000 in / 540 out | Cost: $0.0123 + unknown
     Summary: approved with 2 nits
-    """)  # noqa: E501
+    """)
 
 
 def test_replay_golden(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -452,7 +452,7 @@ def test_tail_last_records_across_sessions(root: Path, capsys: pytest.CaptureFix
         2026-11-21 23:10:00.000 review 01JD3R0RUN #1 start input=review PR #43
         2026-11-21 23:10:01.000 review 01JD3R0RUN #2 tool_call Bash cmd=ls
         2026-11-21 23:10:02.000 review 01JD3R0RUN #3 llm_call anthropic/claude-sonnet-4-5 100 in / 10 out, $0.0005
-        """)  # noqa: E501
+        """)
 
 
 def test_tail_filters_and_json(root: Path, capsys: pytest.CaptureFixture[str]) -> None:

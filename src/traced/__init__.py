@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from traced.client import Client, Session  # noqa: E402
-from traced.errors import DaemonUnavailable, RequestError, TracedError  # noqa: E402
+from traced.client import Client, Session
+from traced.errors import DaemonUnavailable, RequestError, TracedError
 
 if TYPE_CHECKING:
     from traced.aclient import AsyncClient, AsyncSession

@@ -16,8 +16,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-import msgspec
-
 from traced import paths, protocol
 from traced.errors import DaemonUnavailable, RequestError
 from traced.framing import Framer, encode

@@ -22,7 +22,8 @@ import anyio
 import structlog
 from anyio.abc import SocketListener
 
-from traced import __version__, config as config_mod, logs, paths
+from traced import __version__, logs, paths
+from traced import config as config_mod
 from traced.config import Config
 from traced.ingest import SpoolIngest
 from traced.redact import Redactor, secret_env_values

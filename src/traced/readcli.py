@@ -1,4 +1,4 @@
-# ruff: noqa: PLC0415  -- lazy imports are this module's point: see the docstring.
+
 """The reading commands: ``ls``, ``show``, ``replay``, ``tail``, ``usage``, ``prune``.
 
 They work straight from the files, without the daemon. The main CLI calls

@@ -27,7 +27,7 @@ import structlog
 from traced import __version__, ids, paths
 from traced.config import Config
 from traced.errors import RequestError
-from traced.journal import META, Journal, JournalWriteError, FdCache, scan, write_atomic
+from traced.journal import META, FdCache, Journal, JournalWriteError, scan, write_atomic
 from traced.records import Meta, Record, format_ts, json_encoder, meta_decoder, summarize
 from traced.session import Pending, SessionState
 

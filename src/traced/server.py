@@ -108,7 +108,8 @@ class Server:
                 return
             if peer.uid != self.uid and not (peer.uid == 0 and self.config.allow_root):
                 log.warning("peer_refused", peer_uid=peer.uid, peer_pid=peer.pid)
-                await self._send_error(stream, 0, "forbidden", f"uid {peer.uid} may not connect to the daemon of uid {self.uid}")
+                why = f"uid {peer.uid} may not connect to the daemon of uid {self.uid}"
+                await self._send_error(stream, 0, "forbidden", why)
                 return
             if self.connections >= self.config.max_connections:
                 log.warning("connection_refused", reason="max_connections", peer_pid=peer.pid)

@@ -124,7 +124,7 @@ class Pricer:
             self._loaded = True
             if self._use_catalog:
                 try:
-                    import genai_prices  # noqa: PLC0415 - lazy: only the usage path pays for it
+                    import genai_prices
                 except ImportError:
                     genai_prices = None  # type: ignore[assignment]
                 if genai_prices is not None:

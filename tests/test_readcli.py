@@ -6,7 +6,6 @@ usage output is normalized so that a catalog upgrade does not break them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pty
@@ -484,14 +483,6 @@ def test_tail_stops_at_old_finished_sessions(
     assert [line.split()[4] for line in out.splitlines()] == ["#1", "#2", "#3"]
     _, out, _ = run(capsys, "tail", "-n", "3", "--skill", "bulk", "--root", str(tmp_path))
     assert "2026-11-30 00:00:00.000 bulk" in out  # read when it is among the newest
-
-
-@pytest.mark.skipif(importlib.util.find_spec("traced.follow") is not None,
-                    reason="traced.follow exists: the fallback is not reachable")
-def test_tail_follow_without_follow_module(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, "tail", "-f", "--root", str(root))
-    assert (code, out) == (2, "")
-    assert err.startswith("traced tail: error: --follow is not available")
 
 
 # --------------------------------------------------------------------------- prune

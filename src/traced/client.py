@@ -16,6 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+import msgspec
+
 from traced import paths, protocol
 from traced.errors import DaemonUnavailable, RequestError
 from traced.framing import Framer, encode
@@ -430,6 +432,39 @@ class Client:
         assert isinstance(reply, protocol.Closed)
         self._conv.raise_pending_errors()
         return reply.meta
+
+    def subscribe(self, skill: str = "", session_id: str = "", phase: str = "") -> Iterator[dict[str, Any] | int]:
+        """Records as they land (dicts), and ints for gaps (records dropped for us).
+
+        The connection becomes a stream: use a dedicated client for it.
+        Raises DaemonUnavailable when the daemon goes away.
+        """
+        sock = self._socket()
+        rid = self._conv.send(protocol.Subscribe(skill=skill, session_id=session_id, phase=phase))
+        self._flush()
+        check(self._wait(rid))  # subscribed before this returns: nothing later is missed
+        sock.settimeout(None)
+        return self._records(sock)
+
+    def _records(self, sock: socket.socket) -> Iterator[dict[str, Any] | int]:
+        framer = self._conv.framer
+        decode_line = msgspec.json.decode
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                raise DaemonUnavailable("the daemon closed the subscription")
+            for body in framer.feed(data):
+                msg = protocol.decode_reply(body)
+                if isinstance(msg, protocol.RecordMsg):
+                    yield decode_line(msg.line)
+                elif isinstance(msg, protocol.Gap):
+                    yield msg.dropped
+
+    def _socket(self) -> socket.socket:
+        if self._sock is None:
+            self.connect()
+        assert self._sock is not None
+        return self._sock
 
     def status(self) -> dict[str, Any]:
         """The daemon's status (DaemonUnavailable when it is not running)."""

@@ -32,6 +32,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_string: int = 1024 * 1024
     partial_frame_timeout: float = 30.0
     fd_cache: int = 512
+    subscriber_buffer: int = 10000
+    """Records held for a slow ``subscribe`` reader before it gets a gap."""
     redaction: bool = True
     allow_root: bool = False
     """Let uid 0 connect to a daemon of another uid."""

@@ -24,6 +24,7 @@ from anyio.abc import SocketListener
 
 from traced import __version__, logs, paths
 from traced import config as config_mod
+from traced.bus import Bus
 from traced.config import Config
 from traced.ingest import SpoolIngest
 from traced.redact import Redactor, secret_env_values
@@ -84,7 +85,10 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
     notifier = Notifier.from_env()
     registry = Registry(cfg)
     registry.load_roots()
-    server = Server(cfg, registry, _redactor(cfg))
+    bus = Bus()
+    registry.on_write.append(lambda _live, records: bus.publish(records))
+    server = Server(cfg, registry, _redactor(cfg), bus)
+    forwarders = _forwarders(cfg, registry)
     activated = listen_fds()
     for extra in activated[1:]:
         extra.close()
@@ -103,10 +107,15 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
     server.on_hello = ingest.ingest_client
     server.status_extra = lambda: {"socket": sock_name, "socket_source": how,
                                    "config_file": config_file, **ingest.backlog()}
+    if forwarders is not None:
+        base_extra, fws = server.status_extra, forwarders
+        server.status_extra = lambda: {**base_extra(), "forwarders": fws.status()}
     log.info("starting", version=__version__, socket=sock_name, socket_source=how,
              root=str(registry.root), fsync=cfg.fsync)
     try:
         async with anyio.create_task_group() as tg:
+            if forwarders is not None:
+                tg.start_soon(forwarders.run)
             watchers = Watchers(registry, server.end_session, tg, quiet=ingest.lock)
             adopted, finalized = await watchers.recover()
             if adopted or finalized:
@@ -142,6 +151,20 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
         if lock_fd >= 0:
             os.close(lock_fd)
         log.info("stopped")
+
+
+def _forwarders(cfg: Config, registry: Registry) -> Any:
+    """``--forward``: a Forwarders fed by the registry's write/close hooks (None when not configured)."""
+    if not cfg.forward:
+        return None
+    from traced.forward import Forwarders
+
+    fw = Forwarders(cfg.forward, paths.state_dir(), lambda: registry.roots)
+    registry.on_write.append(lambda live, _recs: fw.notify(
+        live.state.dir, live.state.skill, live.state.session_id, live.state.step, False))
+    registry.on_close.append(lambda live: fw.notify(
+        live.state.dir, live.state.skill, live.state.session_id, live.state.step, True))
+    return fw
 
 
 def _sockname(listener: SocketListener) -> str:

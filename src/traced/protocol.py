@@ -100,7 +100,20 @@ class StatusRequest(_Msg, tag="status"):
     """Ask for the daemon's status."""
 
 
-Request = Hello | Open | Emit | EmitBatch | Close | Sync | StatusRequest
+class Subscribe(_Msg, tag="subscribe"):
+    """Turn this connection into a stream of records as they land (after redaction).
+
+    Empty filter fields match everything. Replies ``subscribed``, then
+    ``record`` messages in step order per session, and ``gap`` when this
+    subscriber fell behind and records were dropped for it.
+    """
+
+    skill: str = ""
+    session_id: str = ""
+    phase: str = ""
+
+
+Request = Hello | Open | Emit | EmitBatch | Close | Sync | StatusRequest | Subscribe
 
 
 # --- replies --------------------------------------------------------------
@@ -140,6 +153,23 @@ class Status(_Msg, tag="status_reply"):
     info: dict[str, Any]
 
 
+class Subscribed(_Msg, tag="subscribed"):
+    buffer: int = 0
+    """How many records the daemon holds for this subscriber before it drops."""
+
+
+class RecordMsg(_Msg, tag="record"):
+    """One record as it landed: its trace.jsonl line, without the newline."""
+
+    line: str
+
+
+class Gap(_Msg, tag="gap"):
+    """This subscriber was too slow: ``dropped`` records were skipped here."""
+
+    dropped: int
+
+
 ErrorCode = Literal[
     "bad_frame",
     "too_large",
@@ -159,7 +189,7 @@ class Error(_Msg, tag="error"):
     message: str
 
 
-Reply = Welcome | Opened | Ack | Closed | Synced | Status | Error
+Reply = Welcome | Opened | Ack | Closed | Synced | Status | Subscribed | RecordMsg | Gap | Error
 
 request_decoder: Final[msgspec.msgpack.Decoder[Request]] = msgspec.msgpack.Decoder(Request)
 reply_decoder: Final[msgspec.msgpack.Decoder[Reply]] = msgspec.msgpack.Decoder(Reply)

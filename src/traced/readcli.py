@@ -799,17 +799,9 @@ def _replay_end(session: Session, end: Entry | None, width: int) -> list[str]:
 def cmd_tail(args: argparse.Namespace) -> int:
     """``traced tail``: the last N records across the newest sessions (``-f`` follows)."""
     if getattr(args, "follow", False):
-        import importlib
+        from traced.follow import follow
 
-        try:
-            follow_mod: Any = importlib.import_module("traced.follow")
-        except ImportError as exc:
-            import sys
-
-            sys.stderr.write(f"traced tail: error: --follow is not available ({exc})\n")
-            return 2
-        result: int = follow_mod.follow(args)
-        return result
+        return follow(args)
     return _run("tail", _tail, args)
 
 
@@ -849,12 +841,16 @@ def _tail(args: argparse.Namespace, out: _Out) -> int:
         if _json(args):
             out.json_line(e.raw)
             continue
-        name, _, ok, detail = describe(e, 120)
-        ok_text = ok if isinstance(ok, str) else ok[0]
-        parts = [_clock(e.epoch, ms=True), info.skill, info.session_id[:10], f"#{e.step}",
-                 e.phase, name, ok_text, detail]
-        out.line(" ".join(x for x in parts if x))
+        out.line(tail_line(e, info.skill, info.session_id))
     return 0
+
+
+def tail_line(e: Entry, skill: str, session_id: str) -> str:
+    """One record as ``traced tail`` prints it (``tail -f`` too)."""
+    name, _, ok, detail = describe(e, 120)
+    ok_text = ok if isinstance(ok, str) else ok[0]
+    parts = [_clock(e.epoch, ms=True), skill, session_id[:10], f"#{e.step}", e.phase, name, ok_text, detail]
+    return " ".join(x for x in parts if x)
 
 
 def _newest_first(roots: Sequence[Path], skill: str | None) -> Iterable[list[SessionInfo]]:

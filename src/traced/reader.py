@@ -215,7 +215,8 @@ def _num(value: object) -> float | None:
     return None
 
 
-def _entry(obj: Any, pos: int) -> Entry | None:
+def to_entry(obj: Any, pos: int) -> Entry | None:
+    """A parsed line as an Entry, or None when it is not a record."""
     if not isinstance(obj, dict):
         return None
     phase = obj.get("phase")
@@ -259,7 +260,7 @@ def iter_trace(path: Path, stats: TraceStats | None = None) -> Iterator[Entry]:
                 obj = _decode(line)
             except (msgspec.DecodeError, UnicodeDecodeError):
                 obj = None
-            entry = _entry(obj, pos + 1)
+            entry = to_entry(obj, pos + 1)
             if entry is None:
                 if complete:
                     stats.malformed += 1

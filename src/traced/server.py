@@ -24,6 +24,7 @@ import structlog
 from anyio.abc import SocketAttribute, SocketStream
 
 from traced import __version__, protocol
+from traced.bus import Bus, Subscriber
 from traced.config import Config
 from traced.errors import RequestError
 from traced.framing import Framer, FrameTooLarge, encode
@@ -68,6 +69,8 @@ class Connection:
     events: int = 0
     from_spool: bool = False
     """Replayed from a spool segment: a closed session is never reopened by it."""
+    subscription: tuple[int, Subscriber] | None = None
+    """(request id, subscriber) once the connection became a record stream."""
 
 
 @dataclass(slots=True)
@@ -86,10 +89,11 @@ EndSession = Callable[[str, str, "str | None", "str | None", float], Awaitable[L
 class Server:
     """Serves connections; all session changes go through the registry."""
 
-    def __init__(self, config: Config, registry: Registry, redactor: Redactor) -> None:
+    def __init__(self, config: Config, registry: Registry, redactor: Redactor, bus: Bus | None = None) -> None:
         self.config = config
         self.registry = registry
         self.redactor = redactor
+        self.bus = bus or Bus()
         self.uid = os.getuid()
         self.connections = 0
         self.accepting = True
@@ -162,6 +166,35 @@ class Server:
                 await self.registry.durable(touched)
             if out:
                 await stream.send(bytes(out))
+            if conn.subscription is not None:
+                await self._stream_records(stream, *conn.subscription)
+                return
+
+    async def _stream_records(self, stream: SocketStream, rid: int, sub: Subscriber) -> None:
+        """Send records as they land until the subscriber hangs up; its input is ignored."""
+
+        async def until_eof(scope: anyio.CancelScope) -> None:
+            try:
+                while await stream.receive(READ_SIZE):
+                    pass
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass
+            scope.cancel()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(until_eof, tg.cancel_scope)
+                while True:
+                    await sub.wake.wait()
+                    out = bytearray()
+                    for item in sub.take():
+                        if isinstance(item, int):
+                            encode(protocol.Gap(id=rid, dropped=item), out)
+                        else:
+                            encode(protocol.RecordMsg(id=rid, line=item.decode()), out)
+                    await stream.send(bytes(out))
+        finally:
+            self.bus.unsubscribe(sub)
 
     # --- dispatch -----------------------------------------------------------
 
@@ -271,6 +304,11 @@ class Server:
             return protocol.Synced(id=req.id)
         if isinstance(req, protocol.StatusRequest):
             return protocol.Status(id=req.id, info=self.status())
+        if isinstance(req, protocol.Subscribe):
+            sub = self.bus.subscribe(Subscriber(skill=req.skill, session_id=req.session_id, phase=req.phase,
+                                                capacity=self.config.subscriber_buffer))
+            conn.subscription = (req.id, sub)
+            return protocol.Subscribed(id=req.id, buffer=sub.capacity)
         raise RequestError("bad_frame", f"unexpected request {type(req).__name__}")
 
     def _open(self, conn: Connection, req: protocol.Open) -> protocol.Opened:
@@ -351,6 +389,7 @@ class Server:
             "torn_tails_moved": st.torn_tails_moved,
             "fsync": self.config.fsync,
             "open_fds": len(reg.fds),
+            **self.bus.status(),
         }
         info.update(self.status_extra())
         return info

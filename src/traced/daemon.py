@@ -35,7 +35,7 @@ from traced.watchers import Watchers
 
 log = structlog.get_logger("traced.daemon")
 
-STATUS_EVERY = 5.0
+STATUS_EVERY = float(os.environ.get("TRACED_STATUS_EVERY") or 5.0)
 
 
 class AlreadyRunning(RuntimeError):
@@ -122,7 +122,8 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
                 log.info("recovered", readopted=adopted, finalized=finalized)
             paths.ensure_private_dir(ingest.dir)
             await ingest.ingest_all()
-            tg.start_soon(ingest.watch)
+            stop_watching = anyio.Event()  # watchfiles' thread ends promptly on it
+            tg.start_soon(ingest.watch, stop_watching)
             if listener is None:  # bound only now: a client never meets a half-recovered daemon
                 listener = await _bind(path)
                 bound = path
@@ -138,6 +139,7 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
             notifier.stopping()
             log.info("stopping", open_sessions=len(registry.sessions))
             accept_scope.cancel()
+            stop_watching.set()
             with contextlib.suppress(OSError):
                 await listener.aclose()
             tg.cancel_scope.cancel()

@@ -112,11 +112,11 @@ class SpoolIngest:
         log.info("spool_segment_ingested", segment=path.name, frames=len(frames) - 1,
                  events=conn.events, errors=len(errors))
 
-    async def watch(self) -> None:
-        """Ingest new segments as watchfiles reports them, forever."""
+    async def watch(self, stop: anyio.Event) -> None:
+        """Ingest new segments as watchfiles reports them, until ``stop`` is set."""
         paths.ensure_private_dir(self.dir)
         await self.ingest_all()
-        async for _changes in watchfiles.awatch(self.dir, debounce=50, step=20,
+        async for _changes in watchfiles.awatch(self.dir, debounce=50, step=20, stop_event=stop,
                                                  watch_filter=_sealed_segments):
             await self.ingest_all()
 

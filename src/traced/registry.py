@@ -122,6 +122,8 @@ class Registry:
         self.on_open: list[Callable[[Live], None]] = []
         """Called when a session opens or is re-adopted (watchers hook in here)."""
         self.on_close: list[Callable[[Live], None]] = []
+        self.wedge_seconds = float(os.environ.get("TRACED_FAULT_WEDGE_SECONDS") or 0)
+        """Test-only fault: a ``fault_wedge`` event blocks the writer this long."""
 
     # --- opening ----------------------------------------------------------
 
@@ -321,6 +323,8 @@ class Registry:
         if state.closed:
             raise RequestError("session_closed", f"session {state.session_id} is closed")
         prepared = state.prepare(batch)
+        if self.wedge_seconds and any(p.phase == "fault_wedge" for p in prepared.pending):
+            time.sleep(self.wedge_seconds)  # a hung write(2), as on a dead NFS mount
         records = prepared.records
         if not records:
             return state.steps_of(prepared, 0), None

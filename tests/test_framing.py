@@ -103,3 +103,15 @@ def test_unknown_fields_are_ignored_and_defaults_fill_in() -> None:
 def test_unknown_op_is_a_decode_error() -> None:
     with pytest.raises(msgspec.ValidationError):
         protocol.decode_request(msgspec.msgpack.encode({"op": "nope", "id": 1}))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(body=st.binary(max_size=300))
+def test_any_bytes_decode_cleanly_or_raise_a_decode_error(body: bytes) -> None:
+    from traced.server import _peek_id
+
+    try:
+        protocol.decode_request(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass
+    assert isinstance(_peek_id(body), int)  # never raises: it answers the error reply's id

@@ -11,6 +11,7 @@ write leave the loop, to worker threads.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
@@ -127,15 +128,19 @@ class Registry:
 
     # --- opening ----------------------------------------------------------
 
-    def resolve_root(self, target: str, cwd: str, peer_uid: int) -> tuple[Path, str | None]:
-        """The root for a session's target, and why it fell back to global if it did."""
+    def resolve_root(self, target: str, cwd: str, peer_uid: int) -> tuple[Path, tuple[str, ...], str | None]:
+        """Where a target's sessions go: (trusted base, components below it, fallback reason).
+
+        The components are created without following symlinks, so a repo that
+        ships ``.devboy/sessions`` as a symlink cannot redirect writes.
+        """
         if target in ("", "global"):
-            return self.root, None
+            return self.root, (), None
         if target == "repo":
             repo = paths.find_repo(cwd) if cwd else None
             if repo is None:
-                return self.root, f"no .git or .devboy.toml above {cwd or '(unknown cwd)'}"
-            return repo / ".devboy" / "sessions", None
+                return self.root, (), f"no .git or .devboy.toml above {cwd or '(unknown cwd)'}"
+            return repo, (".devboy", "sessions"), None
         path = Path(target)
         if not path.is_absolute():
             raise RequestError("invalid_name", f"target must be global, repo or an absolute dir: {target!r}")
@@ -147,7 +152,7 @@ class Registry:
             raise RequestError("invalid_name", f"target {target!r} is not a directory")
         if st.st_uid != peer_uid:
             raise RequestError("forbidden", f"target {target!r} is not owned by uid {peer_uid}")
-        return path, None
+        return path, (), None
 
     def find_on_disk(self, root: Path, skill: str, session_id: str) -> Path | None:
         """An existing session directory for (skill, id) under ``root``, newest date first."""
@@ -200,12 +205,17 @@ class Registry:
             return live, True, None
         if len(self.sessions) >= self.config.max_open_sessions:
             raise RequestError("overloaded", f"{len(self.sessions)} sessions open: the limit")
-        root, fallback = self.resolve_root(target, cwd, peer_uid)
+        base, sub, fallback = self.resolve_root(target, cwd, peer_uid)
+        root = base.joinpath(*sub)
         sid = session_id or ids.new_ulid()
         existing = self.find_on_disk(root, skill, sid) if session_id else None
         if existing is not None:
             if not reopen_closed and (sid in self.closed or _ended(existing)):
                 raise RequestError("session_closed", f"session {sid} is closed")
+            try:  # resuming must not follow a symlink planted below the root either
+                os.close(paths.open_dir_nofollow(base, existing.relative_to(base).parts, create=False))
+            except OSError as e:
+                raise RequestError("forbidden", f"refusing {existing}: {e.strerror}") from e
             live = self._adopt(existing, root, reopen=True)
             live.state.idle_timeout = timeout
             if owner_pid:
@@ -216,8 +226,10 @@ class Registry:
         started = format_ts(now)
         date = started[:10]
         try:
-            dfd = paths.open_dir_nofollow(root, (date, skill, sid))
+            dfd = paths.open_dir_nofollow(base, (*sub, date, skill, sid))
         except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise RequestError("forbidden", f"refusing a symlink below {base}: {e.strerror}") from e
             raise RequestError("io_error", f"cannot create session dir under {root}: {e.strerror}") from e
         os.close(dfd)
         sdir = root / date / skill / sid

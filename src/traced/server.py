@@ -399,7 +399,7 @@ def _peek_id(body: bytes) -> int:
     """The ``id`` of an undecodable request, if its map has one."""
     try:
         raw = msgspec.msgpack.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, ValueError):  # untyped decoding raises UnicodeDecodeError too
         return 0
     rid = raw.get("id") if isinstance(raw, dict) else None
     return rid if isinstance(rid, int) and not isinstance(rid, bool) else 0

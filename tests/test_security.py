@@ -187,7 +187,7 @@ def test_stalled_connections_do_not_slow_a_normal_client(daemon_factory: Any) ->
 ints = st.integers(-(2**63), 2**63 - 1)
 frames = st.one_of(
     st.binary(max_size=200),
-    st.builds(lambda d: msgspec.msgpack.encode(d), st.dictionaries(
+    st.builds(msgspec.msgpack.encode, st.dictionaries(
         st.sampled_from(["op", "id", "session_id", "phase", "payload", "skill", "events", "ack", "seq"]),
         st.one_of(st.none(), ints, st.text(max_size=20), st.binary(max_size=20),
                   st.sampled_from(["emit", "open", "close", "sync", "hello", "emit_batch", "status"]),

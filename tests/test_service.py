@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -58,7 +59,7 @@ def test_ready_status_watchdog_and_stopping(daemon_factory: Any) -> None:
         assert c.status()["pid"] == d.proc.pid  # type: ignore[union-attr]
     notify.collect(lambda m: sum("WATCHDOG=1" in x for _, x in m) >= 5)
     pings = [t for t, m in notify.messages if "WATCHDOG=1" in m]
-    gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
     assert max(gaps) < 0.4, "pings at half of WATCHDOG_USEC"
     assert d.proc is not None
     os.kill(d.proc.pid, signal.SIGHUP)

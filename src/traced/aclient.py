@@ -70,6 +70,7 @@ class AsyncClient:
             raise RequestError(welcome.code, welcome.message)
         assert isinstance(welcome, protocol.Welcome)
         self.server = welcome.server
+        conv.frame_limit = welcome.max_frame
         self.spooling = False
 
     async def connect(self) -> None:

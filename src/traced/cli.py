@@ -155,6 +155,10 @@ def _read_payload(args: argparse.Namespace) -> Any:
 def cmd_event(args: argparse.Namespace) -> int:
     """Append one event; print its step."""
     payload = _read_payload(args)
+    if args.attach:
+        if args.phase != "artifact":
+            raise CliError("--attach goes with --phase artifact", EXIT_USAGE)
+        payload = {"path": os.path.abspath(args.attach), **payload, "attach": True}
     with _client(args) as client:
         step = client.emit(args.session_id, args.phase, payload)
     print(step or 0)  # 0: the daemon is away and the event went to the spool
@@ -217,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--payload", help="JSON object, or - for stdin")
     src.add_argument("--payload-file", metavar="F", help="file holding the JSON object (- for stdin)")
+    p.add_argument("--attach", metavar="PATH", help="with --phase artifact: the daemon copies the file into "
+                   "<session>/artifacts/")
     p.set_defaults(func=cmd_event)
 
     p = sub.add_parser("end", help="end a session")
@@ -232,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
         readcli = None  # type: ignore[assignment]
     if readcli is not None:
         readcli.add_parsers(sub)
+    from traced import hookcli
+
+    hookcli.add_parsers(sub)
     return parser
 
 

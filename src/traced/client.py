@@ -56,6 +56,8 @@ class Conversation:
         self.unacked: dict[int, protocol.Emit] = {}
         """seq -> emit not yet confirmed, in send order."""
         self.unsynced = 0
+        self.frame_limit = 0
+        """The daemon's max_frame from ``welcome`` (0: unknown): larger events fail here."""
         self._next_id = 0
         self._seq = 0
         self._emit_seq: dict[int, int] = {}
@@ -67,11 +69,21 @@ class Conversation:
         return self._seq
 
     def send(self, msg: Any) -> int:
-        """Number ``msg``, encode it into ``out`` and return its id."""
+        """Number ``msg``, encode it into ``out`` and return its id.
+
+        Raises RequestError ``too_large`` (and queues nothing) for a frame the
+        daemon would refuse, so it is never resent after a reconnect either.
+        """
         self._next_id += 1
         msg.id = self._next_id
-        self._track(msg)
+        start = len(self.out)
         encode(msg, self.out)
+        size = len(self.out) - start - 4
+        if self.frame_limit and size > self.frame_limit:
+            del self.out[start:]
+            raise RequestError("too_large", f"event of {size} bytes exceeds the daemon's limit of "
+                               f"{self.frame_limit} bytes")
+        self._track(msg)
         return int(msg.id)
 
     def _track(self, msg: Any) -> None:
@@ -212,6 +224,7 @@ class Client:
             raise RequestError(welcome.code, welcome.message)
         assert isinstance(welcome, protocol.Welcome)
         self.server = welcome.server
+        self._conv.frame_limit = welcome.max_frame
         self.spooling = False
 
     def connect(self) -> None:
@@ -584,9 +597,13 @@ class PhaseHelpers(Generic[R]):
         return self.event("verify", _fields(check=check, ok=ok, output=output), ack=ack)
 
     def artifact(self, path: str, kind: str | None = None, size_bytes: int | None = None, *,
-                 ack: bool = True) -> R:
-        """``artifact {path, kind?, size_bytes?}``."""
-        return self.event("artifact", _fields(path=path, kind=kind, size_bytes=size_bytes), ack=ack)
+                 copy: bool = False, ack: bool = True) -> R:
+        """``artifact {path, kind?, size_bytes?}``; ``copy=True`` has the daemon copy the file
+        into ``<session>/artifacts/`` (the record then has ``stored``, ``sha256``, ``size_bytes``)."""
+        if copy:
+            path = os.path.abspath(path)
+        return self.event("artifact", _fields(path=path, kind=kind, size_bytes=size_bytes,
+                                              attach=True if copy else None), ack=ack)
 
     def hook(self, event: str, name: str | None = None, ok: bool | None = None,
              duration_ms: float | None = None, *, ack: bool = True, **extra: Any) -> R:

@@ -23,13 +23,19 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fsync: FsyncPolicy = "batch"
     fsync_interval: float = 1.0
     idle_timeout: float = 1800.0
-    max_frame: int = 1024 * 1024
+    max_frame: int = 8 * 1024 * 1024
+    """Largest frame; 8 MiB because large strings spill to blobs, so a big event
+    no longer means a big line (raw LLM bodies and long tool outputs fit whole)."""
     max_connections: int = 1024
     max_open_sessions: int = 20000
     max_sessions_per_connection: int = 1000
     max_payload_depth: int = 64
     max_payload_keys: int = 10000
-    max_string: int = 1024 * 1024
+    max_string: int = 8 * 1024 * 1024
+    spill_threshold: int = 64 * 1024
+    """Payload strings longer than this (chars) go to ``<session>/blobs/<sha256>``."""
+    artifact_max_bytes: int = 64 * 1024 * 1024
+    """Largest file an ``artifact`` event may ask the daemon to copy."""
     partial_frame_timeout: float = 30.0
     fd_cache: int = 512
     subscriber_buffer: int = 10000

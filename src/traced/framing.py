@@ -14,8 +14,8 @@ import msgspec
 from traced import protocol
 
 HEADER: Final = 4
-MAX_FRAME: Final = 1024 * 1024
-"""Default frame limit (1 MiB); configurable with ``max_frame``."""
+MAX_FRAME: Final = 8 * 1024 * 1024
+"""Default frame limit (8 MiB); configurable with ``max_frame``."""
 
 
 class FrameTooLarge(Exception):

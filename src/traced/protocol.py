@@ -125,6 +125,8 @@ class Welcome(_Msg, tag="welcome"):
     version: int = VERSION
     server: str = ""
     pid: int = 0
+    max_frame: int = 0
+    """The daemon's frame limit: a client refuses larger events itself (``too_large``)."""
 
 
 class Opened(_Msg, tag="opened"):

@@ -103,6 +103,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--width", type=_positive_int, default=200, metavar="N",
         help="cut long texts to N characters (default 200)",
     )
+    p.add_argument("--full", action="store_true", help="never cut texts; spilled blobs are read back whole")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser(
@@ -559,7 +560,7 @@ def _show(args: argparse.Namespace, out: _Out) -> int:
         entries = [e for e in entries if e.turn == args.turn]
     if _json(args):
         for e in entries:
-            out.json_line(e.raw)
+            out.json_line(_resolved(e.raw, session.info.ref.path) if args.full else e.raw)
         _notes_to_stderr(session)
         return 0
     info = session.info
@@ -577,7 +578,7 @@ def _show(args: argparse.Namespace, out: _Out) -> int:
     for e in entries:
         if args.full:
             name, dur, ok, _ = describe(e, None)
-            detail = _compact_json(e.payload)
+            detail = _compact_json(_resolved(e.payload, session.info.ref.path))
         else:
             name, dur, ok, detail = describe(e, limit)
         pair = ""
@@ -644,6 +645,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return _run("replay", _replay, args)
 
 
+def _resolved(value: Any, session_dir: Path) -> Any:
+    """``value`` with spilled blobs read back (``--full``)."""
+    from traced.blobs import resolve
+
+    return resolve(value, session_dir)
+
+
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width] + "…[truncated]"
 
@@ -680,7 +688,7 @@ def _replay(args: argparse.Namespace, out: _Out) -> int:
             }
         )
         return 0
-    width: int = args.width
+    width: int = 1 << 62 if getattr(args, "full", False) else args.width
     models: list[str] = []
     for e in session.entries:
         model = e.get("model") if e.phase == "llm_call" else None

@@ -87,6 +87,8 @@ class Meta(msgspec.Struct, omit_defaults=True, kw_only=True):
     cwd: str | None = None
     target: str | None = None
     labels: dict[str, str] = {}
+    transcript_path: str | None = None
+    """The agent's own transcript (e.g. Claude Code's), when a hook gave it."""
     redactions: int = 0
     malformed_lines: int = 0
 

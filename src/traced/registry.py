@@ -202,6 +202,7 @@ class Registry:
                 )
             if owner_pid:
                 self.set_owner(live, owner_pid)
+            apply_labels(live.state.m, labels)
             return live, True, None
         if len(self.sessions) >= self.config.max_open_sessions:
             raise RequestError("overloaded", f"{len(self.sessions)} sessions open: the limit")
@@ -218,6 +219,7 @@ class Registry:
                 raise RequestError("forbidden", f"refusing {existing}: {e.strerror}") from e
             live = self._adopt(existing, root, reopen=True)
             live.state.idle_timeout = timeout
+            apply_labels(live.state.m, labels)
             if owner_pid:
                 self.set_owner(live, owner_pid)
             self._after_open(live)
@@ -242,10 +244,8 @@ class Registry:
             host=HOST,
             cwd=cwd or None,
             target=target or "global",
-            labels={str(k): str(v) for k, v in (labels or {}).items()},
         )
-        if labels and "skill_version" in labels:
-            meta.skill_version = str(labels["skill_version"])
+        apply_labels(meta, labels)
         state = SessionState(
             skill=skill, session_id=sid, dir=str(sdir), started_at=started, meta=meta,
             idle_timeout=timeout,
@@ -535,6 +535,17 @@ class Registry:
     def shutdown(self) -> None:
         """Close every fd (open sessions stay open on disk for the next daemon)."""
         self.fds.close_all()
+
+
+def apply_labels(meta: Meta, labels: dict[str, Any] | None) -> None:
+    """Merge a session's labels into its meta; some name first-class fields."""
+    if not labels:
+        return
+    meta.labels.update({str(k): str(v) for k, v in labels.items()})
+    if "skill_version" in labels:
+        meta.skill_version = str(labels["skill_version"])
+    if labels.get("transcript_path"):
+        meta.transcript_path = str(labels["transcript_path"])
 
 
 def _ended(sdir: Path) -> bool:

@@ -23,7 +23,7 @@ import msgspec
 import structlog
 from anyio.abc import SocketAttribute, SocketStream
 
-from traced import __version__, protocol
+from traced import __version__, blobs, protocol
 from traced.bus import Bus, Subscriber
 from traced.config import Config
 from traced.errors import RequestError
@@ -211,6 +211,8 @@ class Server:
             try:
                 if isinstance(req, protocol.Emit):
                     pend = self._pending(conn, req.phase, req.payload, req.ts, req.seq)
+                    if self._heavy(pend):
+                        await self._offload(conn, req.session_id, pend)
                     if req.session_id != run.session_id:
                         self._flush(conn, run, out, touched)
                         run.session_id = req.session_id
@@ -218,6 +220,9 @@ class Server:
                     run.replies.append((req.id, req.ack, 1))
                 elif isinstance(req, protocol.EmitBatch):
                     batch = [self._pending(conn, ev.phase, ev.payload, ev.ts, ev.seq) for ev in req.events]
+                    for pend in batch:
+                        if self._heavy(pend):
+                            await self._offload(conn, req.session_id, pend)
                     if req.session_id != run.session_id:
                         self._flush(conn, run, out, touched)
                         run.session_id = req.session_id
@@ -248,6 +253,37 @@ class Server:
         if cfg.redaction:
             payload, count = conn.redactor.redact(payload)
         return Pending(phase, payload, ts, conn.client_id, seq, count)
+
+    def _heavy(self, pend: Pending) -> bool:
+        """Whether an event needs file work before it is written (spill, attach)."""
+        payload = pend.payload
+        if pend.phase == "artifact" and isinstance(payload, dict) and payload.get("attach"):
+            return True
+        return blobs.has_large_string(payload, self.config.spill_threshold)
+
+    async def _offload(self, conn: Connection, session_id: str, pend: Pending) -> None:
+        """Copy an attached artifact and spill large strings, in a worker thread."""
+        live = self.registry.live(session_id)
+        sdir = live.state.dir
+        payload: dict[str, Any] = dict(pend.payload)
+        if pend.phase == "artifact" and payload.pop("attach", None):
+            source = str(payload.get("path", ""))
+            roots = [os.path.expanduser("~"), live.root]
+            try:
+                stored = await anyio.to_thread.run_sync(
+                    blobs.attach, source, sdir, roots, self.config.artifact_max_bytes)
+            except blobs.ArtifactRefused as e:
+                raise RequestError("forbidden", str(e)) from e
+            except OSError as e:
+                raise RequestError("io_error", f"cannot copy {source}: {e.strerror}") from e
+            payload.update(stored)
+        threshold = self.config.spill_threshold
+        if blobs.has_large_string(payload, threshold):
+            try:
+                payload, _ = await anyio.to_thread.run_sync(blobs.spill, payload, sdir, threshold)
+            except OSError as e:
+                raise RequestError("io_error", f"cannot write a blob: {e.strerror}") from e
+        pend.payload = payload
 
     def _flush(self, conn: Connection, run: _Run, out: bytearray, touched: set[Journal]) -> None:
         """Write the pending run with one write(2) and encode its acks/errors."""
@@ -285,7 +321,8 @@ class Server:
                 conn.redactor = self.redactor.with_values(req.secrets)
             if self.on_hello is not None and req.client_id:
                 await self.on_hello(req.client_id)
-            return protocol.Welcome(id=req.id, server=f"traced {__version__}", pid=os.getpid())
+            return protocol.Welcome(id=req.id, server=f"traced {__version__}", pid=os.getpid(),
+                                    max_frame=self.config.max_frame)
         if isinstance(req, protocol.Open):
             return self._open(conn, req)
         if isinstance(req, protocol.Close):

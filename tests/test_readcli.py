@@ -140,7 +140,8 @@ def test_show_full_keeps_whole_payloads(root: Path, capsys: pytest.CaptureFixtur
     _, out, _ = run(capsys, "show", fx.REVIEW_ID, "--full", "--root", str(root))
     assert '"finish_reason":"tool_use"' in out
     assert "+    handle_case_5(request, response, context)\\n" in out
-    assert '"result_summary":"<blob 4390 bytes>"' in out
+    assert '"result_summary":"<blob' not in out  # --full reads spilled blobs back
+    assert '"$blob"' not in out
 
 
 def test_show_devboy_and_foreign_sessions(root: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -306,3 +306,35 @@ def test_sighup_reloads_config(daemon_factory: Any) -> None:
         assert d.proc is not None
         os.kill(d.proc.pid, signal.SIGHUP)
         _wait_for(lambda: c.status()["fsync"] == "always")
+
+
+def test_other_writers_sessions_get_the_idle_timeout(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory("--idle-timeout", "1")
+    time.sleep(0.5)  # the watcher arms on today's date dir
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    sdir = d.root / day / "devboy-skill" / "01JD0DEVB0YWR1TER000000000"
+    sdir.mkdir(parents=True)
+    meta = {"session_id": sdir.name, "skill": "devboy-skill", "devboy_version": "0.9.0",
+            "started_at": f"{day}T00:00:00Z", "tool_calls": 0, "errors": 0, "skill_version": "2"}
+    (sdir / "meta.json").write_text(json.dumps(meta))
+    with open(sdir / "trace.jsonl", "w") as f:  # devboy's own writer: no step
+        f.write(json.dumps({"ts": f"{day}T00:00:00Z", "skill": "devboy-skill", "session_id": sdir.name,
+                            "phase": "start", "payload": {}}) + "\n")
+        f.write(json.dumps({"ts": f"{day}T00:00:01Z", "skill": "devboy-skill", "session_id": sdir.name,
+                            "phase": "tool_call", "payload": {"tool": "x", "args": {}}}) + "\n")
+    final = _wait_for(lambda: _meta(sdir).get("ended_at") and _meta(sdir), timeout=10)
+    assert (final["outcome"], final["reason"]) == ("aborted", "idle_timeout")
+    assert final["skill_version"] == "2" and final["devboy_version"] == "0.9.0", "fields set at start survive"
+    lines = (sdir / "trace.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[-1])["phase"] == "end"
+
+
+def test_config_file_change_reloads(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(start=False)
+    cfg = d.base / "config" / "traced" / "config.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("idle_timeout = 100\n")
+    d.start()
+    with d.client() as c:
+        cfg.write_text('idle_timeout = 100\nfsync = "always"\n')
+        _wait_for(lambda: c.status()["fsync"] == "always")

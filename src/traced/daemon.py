@@ -124,6 +124,8 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
             await ingest.ingest_all()
             stop_watching = anyio.Event()  # watchfiles' thread ends promptly on it
             tg.start_soon(ingest.watch, stop_watching)
+            tg.start_soon(watchers.watch_other_writers, stop_watching)
+            tg.start_soon(_watch_config, server, notifier, config_file, stop_watching)
             if listener is None:  # bound only now: a client never meets a half-recovered daemon
                 listener = await _bind(path)
                 bound = path
@@ -233,6 +235,22 @@ async def _signals(server: Server, notifier: Notifier, config_file: str | None) 
                 _reload(server, config_file)
             finally:
                 notifier.ready(_status_line(server))
+
+
+async def _watch_config(server: Server, notifier: Notifier, config_file: str | None, stop: anyio.Event) -> None:
+    """Reload when the config file changes (SIGHUP does the same)."""
+    import watchfiles
+
+    path = Path(config_file) if config_file else paths.config_path()
+    if not path.parent.is_dir():
+        return
+    async for _changes in watchfiles.awatch(path.parent, stop_event=stop, debounce=200,
+                                             watch_filter=lambda _c, p: Path(p).name == path.name):
+        notifier.reloading()
+        try:
+            _reload(server, config_file)
+        finally:
+            notifier.ready(_status_line(server))
 
 
 def _reload(server: Server, config_file: str | None) -> None:

@@ -532,6 +532,17 @@ class Registry:
         self._after_open(live)
         return live
 
+    def adopt_foreign(self, sdir: Path) -> Live:
+        """Take over a session another writer left (to finalize it): no owner, step from the file."""
+        root = sdir.parents[2]
+        try:
+            os.close(paths.open_dir_nofollow(root, sdir.relative_to(root).parts, create=False))
+        except OSError as e:
+            raise RequestError("forbidden", f"refusing {sdir}: {e.strerror}") from e
+        live = self._adopt(sdir, root, reopen=False)
+        self._after_open(live)
+        return live
+
     def shutdown(self) -> None:
         """Close every fd (open sessions stay open on disk for the next daemon)."""
         self.fds.close_all()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import anyio
 import structlog
@@ -29,6 +31,20 @@ log = structlog.get_logger("traced.watchers")
 Finalize = Callable[[str, str, "str | None", "str | None", float], Awaitable[Live]]
 
 
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return [p for p in path.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []
+
+
+def _ended(sdir: Path) -> bool:
+    try:
+        return b'"ended_at"' in (sdir / "meta.json").read_bytes()
+    except OSError:
+        return False
+
+
 class Watchers:
     """Owner-exit and idle-timeout watchers over the registry's open sessions."""
 
@@ -40,6 +56,8 @@ class Watchers:
         self.end_session = end_session
         self.tg = tg
         self._owners: dict[int, tuple[set[str], anyio.CancelScope]] = {}
+        self.foreign: set[str] = set()
+        """Session dirs seen under the global root that this daemon did not open."""
         registry.on_open.append(self.watch)
         registry.on_close.append(self._forget)
 
@@ -113,6 +131,79 @@ class Watchers:
                 async with self.quiet:
                     for sid in expired:
                         await self._finalize(sid, "idle_timeout")
+            await self._sweep_foreign(now)
+
+    async def _sweep_foreign(self, now: float) -> None:
+        """Finalize other writers' sessions whose trace has not changed for the idle timeout."""
+        timeout = self.registry.config.idle_timeout
+        wall = time.time()
+        for sdir in list(self.foreign):
+            path = Path(sdir)
+            if path.name in self.registry.sessions or path.name in self.registry.closed or _ended(path):
+                self.foreign.discard(sdir)
+                continue
+            try:
+                idle = wall - (path / "trace.jsonl").stat().st_mtime
+            except OSError:
+                continue  # no trace yet
+            if timeout <= 0 or idle <= timeout:
+                continue
+            self.foreign.discard(sdir)
+            try:
+                live = self.registry.adopt_foreign(path)
+            except (OSError, RequestError) as e:
+                log.error("foreign_adopt_failed", session_dir=sdir, error=str(e))
+                continue
+            async with self.quiet:
+                await self._finalize(live.state.session_id, "idle_timeout")
+
+    async def watch_other_writers(self, stop: anyio.Event) -> None:
+        """Notice session dirs that other writers (devboy's CLI) create under the global root.
+
+        Non-recursive watches on today's and yesterday's date dirs and their
+        skill dirs see new session dirs only, never the daemon's own appends.
+        Idleness comes from the trace's mtime at sweep time.
+        """
+        import watchfiles
+
+        root = self.registry.root
+        while not stop.is_set():
+            now = datetime.now(UTC)
+            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            days = [root / (now - timedelta(days=d)).strftime("%Y-%m-%d") for d in (0, 1)]
+            days = [d for d in days if d.is_dir()]
+            skills = [k for d in days for k in _subdirs(d)]
+            for skill_dir in skills:  # sessions that appeared while nobody watched
+                for sdir in _subdirs(skill_dir):
+                    self._note_foreign(sdir)
+            rewatch = anyio.Event()
+            until = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+            async def rearm(at: datetime = until, ev: anyio.Event = rewatch) -> None:
+                with anyio.move_on_after((at - datetime.now(UTC)).total_seconds()):
+                    await stop.wait()
+                ev.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(rearm)
+                try:
+                    async for changes in watchfiles.awatch(root, *days, *skills, recursive=False,
+                                                           stop_event=rewatch, debounce=200):
+                        for _change, raw in changes:
+                            path = Path(raw)
+                            if path.parent == root or (path.parent in days and path.is_dir()):
+                                rewatch.set()  # a new date or skill dir: watch it too
+                            elif path.parent.parent in days and path.is_dir():
+                                self._note_foreign(path)
+                except (OSError, RuntimeError) as e:  # e.g. out of inotify watches: degrade, never die
+                    log.error("other_writers_watch_failed", error=str(e))
+                    await rewatch.wait()
+                tg.cancel_scope.cancel()
+
+    def _note_foreign(self, sdir: Path) -> None:
+        sid = sdir.name
+        if sid not in self.registry.sessions and sid not in self.registry.closed:
+            self.foreign.add(str(sdir))
 
     async def recover(self) -> tuple[int, int]:
         """Re-adopt or finalize the sessions a previous daemon left open.

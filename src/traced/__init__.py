@@ -1,20 +1,33 @@
 """traced: a local trace recorder daemon for AI-agent skills.
 
-``import traced`` stays light (no anyio): ``AsyncClient`` loads on first use.
+``import traced`` is light: the clients and errors load on first use, so the
+shell path (``traced event``) pays only for what it runs.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-from traced.client import Client, Session
-from traced.errors import DaemonUnavailable, RequestError, TracedError
-
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the shell path
 if TYPE_CHECKING:
+    from typing import Any
+
     from traced.aclient import AsyncClient, AsyncSession
+    from traced.client import Client, Session
+    from traced.errors import DaemonUnavailable, RequestError, TracedError
+
+_LAZY = {
+    "Client": "traced.client",
+    "Session": "traced.client",
+    "AsyncClient": "traced.aclient",
+    "AsyncSession": "traced.aclient",
+    "DaemonUnavailable": "traced.errors",
+    "RequestError": "traced.errors",
+    "TracedError": "traced.errors",
+}
 
 
 class Phase(StrEnum):
@@ -42,11 +55,10 @@ class Outcome(StrEnum):
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("AsyncClient", "AsyncSession"):
-        from traced import aclient
-
-        return getattr(aclient, name)
-    raise AttributeError(f"module 'traced' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'traced' has no attribute {name!r}")
+    return getattr(import_module(module), name)
 
 
 __all__ = [

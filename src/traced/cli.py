@@ -10,7 +10,10 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the shell path
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -152,15 +155,25 @@ def _read_payload(args: argparse.Namespace) -> Any:
     return payload
 
 
-def cmd_event(args: argparse.Namespace) -> int:
-    """Append one event; print its step."""
-    payload = _read_payload(args)
+def event_payload(args: argparse.Namespace) -> dict[str, Any]:
+    """The payload of ``traced event``, from --payload/--payload-file/stdin and --attach."""
+    payload: dict[str, Any] = _read_payload(args)
     if args.attach:
         if args.phase != "artifact":
             raise CliError("--attach goes with --phase artifact", EXIT_USAGE)
         payload = {"path": os.path.abspath(args.attach), **payload, "attach": True}
-    with _client(args) as client:
-        step = client.emit(args.session_id, args.phase, payload)
+    return payload
+
+
+def cmd_event(args: argparse.Namespace) -> int:
+    """Append one event; print its step (the full client: reconnects, then spools)."""
+    from traced.client import Client
+
+    payload = getattr(args, "payload_value", None)
+    if payload is None:
+        payload = event_payload(args)
+    with Client(args.socket, name="traced-cli", client_id=args.client_id) as client:
+        step = client.emit(args.session_id, args.phase, payload, ts=getattr(args, "ts", None))
     print(step or 0)  # 0: the daemon is away and the event went to the spool
     return 0
 
@@ -177,8 +190,21 @@ def cmd_end(args: argparse.Namespace) -> int:
 # --- parser -------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole ``traced`` argument parser."""
+def add_event_parser(sub: Any) -> None:
+    """``traced event``: shared by the full parser and the shell fast path."""
+    p = sub.add_parser("event", help="append one event; prints its step")
+    p.add_argument("session_id", metavar="ID")
+    p.add_argument("--phase", required=True)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--payload", help="JSON object, or - for stdin")
+    src.add_argument("--payload-file", metavar="F", help="file holding the JSON object (- for stdin)")
+    p.add_argument("--attach", metavar="PATH", help="with --phase artifact: the daemon copies the file into "
+                   "<session>/artifacts/")
+    p.set_defaults(func=cmd_event, client_id=None)
+
+
+def base_parser() -> tuple[argparse.ArgumentParser, Any]:
+    """The top-level parser (global options) and its sub-parsers action."""
     parser = argparse.ArgumentParser(
         prog="traced", description="Record and read session traces of AI-agent skills.")
     from traced import __version__
@@ -187,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--socket", default=None, help="daemon socket (default: $TRACED_SOCKET or "
                         "$XDG_RUNTIME_DIR/traced/traced.sock)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    return parser, sub
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole ``traced`` argument parser."""
+    parser, sub = base_parser()
 
     p = sub.add_parser("serve", help="run the daemon in the foreground")
     p.add_argument("--config", help="TOML config file (default $XDG_CONFIG_HOME/traced/config.toml)")
@@ -215,15 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", type=float)
     p.set_defaults(func=cmd_start)
 
-    p = sub.add_parser("event", help="append one event; prints its step")
-    p.add_argument("session_id", metavar="ID")
-    p.add_argument("--phase", required=True)
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--payload", help="JSON object, or - for stdin")
-    src.add_argument("--payload-file", metavar="F", help="file holding the JSON object (- for stdin)")
-    p.add_argument("--attach", metavar="PATH", help="with --phase artifact: the daemon copies the file into "
-                   "<session>/artifacts/")
-    p.set_defaults(func=cmd_event)
+    add_event_parser(sub)
 
     p = sub.add_parser("end", help="end a session")
     p.add_argument("session_id", metavar="ID")
@@ -246,9 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``traced`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if _command(argv) == "event":
+            from traced import shellevent
+
+            return shellevent.run(argv)
+        args = build_parser().parse_args(argv)
         code: int = args.func(args)
         return code
     except CliError as e:
@@ -263,6 +291,20 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"traced: {e}", file=sys.stderr)
         return EXIT_NOT_RUNNING if isinstance(e, DaemonUnavailable) else EXIT_ERROR
+
+
+def _command(argv: list[str]) -> str:
+    """The sub-command word of ``argv`` (skipping the global ``--socket X``)."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--socket":
+            i += 2
+        elif word.startswith("-"):
+            i += 1
+        else:
+            return word
+    return ""
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ MAX_UNSYNCED = 10000
 
 def client_secrets() -> list[str]:
     """Values of this process's secret-named env vars, for the daemon's redaction."""
-    from traced.redact import secret_env_values  # lazy: regex tables are not free to build
+    from traced.secretnames import secret_env_values  # not traced.redact: its tables cost an import
 
     return secret_env_values(os.environ)
 
@@ -45,8 +45,8 @@ class Conversation:
     same (client_id, seq) keys, and the daemon drops the ones it already wrote.
     """
 
-    def __init__(self, max_frame: int = 64 * 1024 * 1024) -> None:
-        self.client_id = new_ulid()
+    def __init__(self, max_frame: int = 64 * 1024 * 1024, client_id: str | None = None) -> None:
+        self.client_id = client_id or new_ulid()
         self.max_frame = max_frame
         self.out = bytearray()
         self.framer = Framer(max_frame)
@@ -181,6 +181,7 @@ class Client:
         spool_after: float | None = None,
         spool: bool = True,
         spool_dir: str | os.PathLike[str] | None = None,
+        client_id: str | None = None,
     ) -> None:
         self.socket_path = Path(socket_path) if socket_path else paths.socket_path()
         self.name = name or f"python:{os.getpid()}"
@@ -194,7 +195,7 @@ class Client:
         """True once events went to the spool; reset when the daemon answers again."""
         self.spooled = 0
         self._sock: socket.socket | None = None
-        self._conv = Conversation()
+        self._conv = Conversation(client_id=client_id)
         self._last_attempt = 0.0
         self.server = ""
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Final
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the shell path
+if TYPE_CHECKING:
+    from typing import Final
 
 _ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 

@@ -8,10 +8,17 @@ inside a root cannot redirect a write outside it.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Final
 
-from traced.records import NAME_RE
+from traced import locations
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the shell path
+if TYPE_CHECKING:
+    from typing import Final
+
+NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+"""Skill and session names (no ``..``, no ``/``, no leading dot)."""
 
 DIR_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
@@ -32,22 +39,13 @@ def check_name(kind: str, value: str) -> str:
 
 
 def runtime_dir() -> Path:
-    """``$XDG_RUNTIME_DIR/traced``, else ``/tmp/traced-$UID``."""
-    runtime = os.environ.get("RUNTIME_DIRECTORY")  # set by systemd's RuntimeDirectory=
-    if runtime:
-        return Path(runtime.split(":")[0])
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return Path(xdg) / "traced"
-    return Path(f"/tmp/traced-{os.getuid()}")
+    """``$XDG_RUNTIME_DIR/traced``, else ``/tmp/traced-$UID`` (see ``locations``)."""
+    return Path(locations.runtime_location())
 
 
 def socket_path() -> Path:
     """The daemon's socket: ``$TRACED_SOCKET``, else ``<runtime_dir>/traced.sock``."""
-    explicit = os.environ.get("TRACED_SOCKET")
-    if explicit:
-        return Path(explicit)
-    return runtime_dir() / "traced.sock"
+    return Path(locations.socket_location())
 
 
 def state_dir() -> Path:

@@ -14,9 +14,12 @@ from typing import Any, Final
 
 import msgspec
 
+from traced.paths import NAME_RE
+
+__all__ = ["NAME_RE", "Meta", "Record", "Usage", "format_ts", "parse_ts", "summarize"]
+
 WRITER: Final = "traced"
 
-NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 PHASE_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 
 KNOWN_PHASES: Final = (

@@ -25,14 +25,31 @@ import base64
 import binascii
 import json
 import re
-import timeit
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
-SECRET_ENV_MIN_LEN: Final = 8
-"""Env values shorter than this are never used for value redaction (too many false hits)."""
+from traced.secretnames import (  # rule 1 lives there (light, for the shell client); re-exported
+    _KEY_CACHE,
+    NON_SECRET_QUALIFIERS,
+    SECRET_ENV_MIN_LEN,
+    SECRET_KEY_NAMES,
+    SECRET_SUFFIX_WORDS,
+    _words,
+    is_secret_key,
+    secret_env_values,
+)
+
+__all__ = [
+    "NON_SECRET_QUALIFIERS",
+    "SECRET_ENV_MIN_LEN",
+    "SECRET_KEY_NAMES",
+    "SECRET_SUFFIX_WORDS",
+    "Redactor",
+    "is_secret_key",
+    "secret_env_values",
+]
 
 MARKER_PREFIX: Final = "<redacted:"
 SECRET_KEY_MARKER: Final = "<redacted:secret-key>"
@@ -56,98 +73,6 @@ ENV_VALUE_MARKER: Final = "<redacted:env-value>"
 # never a suffix word, which keeps usage counters (input_tokens, max_tokens,
 # cache_read_tokens) intact; singular ``<x>_token`` has its own allow-list for tokenizer
 # and pagination tokens (eos_token, next_token, page_token).
-
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-SECRET_KEY_NAMES: Final = _words(
-    """
-    authorization proxy_authorization cookie cookies set_cookie password passwd passphrase
-    secret secrets token auth api_key apikey api_token apitoken access_token accesstoken
-    refresh_token refreshtoken id_token auth_token authtoken session_token client_secret
-    clientsecret private_key privatekey secret_key secretkey x_api_key xapikey bearer
-    credential credentials access_tokens refresh_tokens api_tokens auth_tokens
-    """
-)
-"""Normalised names that are always secret."""
-
-SECRET_SUFFIX_WORDS: Final = _words("token secret key password passphrase auth pat cookie credential credentials")
-"""Last words that make a name secret (``github_token``, ``db_password``, ``x_auth``)."""
-
-NON_SECRET_QUALIFIERS: Final[Mapping[str, frozenset[str]]] = {
-    # <qualifier>_key: database / cache / lookup / UI / i18n keys, and public keys.
-    "key": _words(
-        """
-        primary foreign sort partition cache idempotency dedup dedupe deduplication hash
-        range row lookup unique composite compound natural surrogate candidate alternate
-        shard sharding routing object bucket map dict group grouping order ordering
-        cluster clustering distribution dist index join public pub entry record item
-        cursor message translation i18n locale config setting settings registry shortcut
-        keyboard hot modifier event metric tag label field column property attr attribute
-        json dimension parent child node ref reference version state sequence correlation
-        trace continuation resume page pagination react list sorting
-        """
-    ),
-    # <qualifier>_token: LLM counters, tokenizer special tokens, pagination cursors.
-    "token": _words(
-        """
-        input output prompt completion reasoning cached cache read write creation total
-        max min num eos bos pad unk sep cls mask special start end stop next page
-        pagination continuation cancellation resume sync last first image audio added
-        """
-    ),
-    # <qualifier>_auth: flags about auth, not credentials.
-    "auth": _words("requires require use needs skip no with has is enable enabled disable disabled"),
-}
-"""Per suffix word, qualifiers that make ``<qualifier>_<suffix>`` NOT secret."""
-
-_CAMEL_ACRONYM: Final = re.compile(r"([A-Z]+)([A-Z][a-z])")
-_CAMEL: Final = re.compile(r"([a-z0-9])([A-Z])")
-_NON_WORD: Final = re.compile(r"[^a-z0-9]+")
-_TRAILING_DIGITS: Final = re.compile(r"_?[0-9]+$")
-_PLURALS: Final = _words("keys secrets passwords passphrases cookies")
-
-
-def _normalize_key(name: str) -> str:
-    s = _CAMEL.sub(r"\1_\2", _CAMEL_ACRONYM.sub(r"\1_\2", name)).lower()
-    s = _NON_WORD.sub("_", s).strip("_")
-    return _TRAILING_DIGITS.sub("", s)
-
-
-def _classify_key(name: str) -> bool:
-    norm = _normalize_key(name)
-    if norm in SECRET_KEY_NAMES:
-        return True
-    words = norm.split("_")
-    last = words[-1]
-    if last in _PLURALS:
-        last = last[:-1]
-    if last.endswith(("password", "passwd", "passphrase")):  # PGPASSWORD, dbpassword
-        return True
-    if len(words) < 2 or last not in SECRET_SUFFIX_WORDS:
-        return False
-    return words[-2] not in NON_SECRET_QUALIFIERS.get(last, frozenset())
-
-
-_KEY_CACHE: dict[str, bool] = {}
-_KEY_CACHE_MAX: Final = 8192
-
-
-def is_secret_key(name: str) -> bool:
-    """True if a dict key or env var name holds a secret (``GITHUB_TOKEN``, ``api_key``).
-
-    Never true for usage counters (``input_tokens``, ``max_tokens``) or structural keys
-    (``primary_key``, ``idempotency_key``). Cached: the same keys recur in every event.
-    """
-    hit = _KEY_CACHE.get(name)
-    if hit is None:
-        hit = _classify_key(name)
-        if len(_KEY_CACHE) >= _KEY_CACHE_MAX:
-            _KEY_CACHE.clear()
-        _KEY_CACHE[name] = hit
-    return hit
 
 
 def _keeps_value(value: Any) -> bool:
@@ -393,19 +318,6 @@ def _trie(words: Iterable[str]) -> tuple[str, list[str]]:
 
 def _usable_values(values: Iterable[str]) -> frozenset[str]:
     return frozenset(v for v in values if type(v) is str and len(v) >= SECRET_ENV_MIN_LEN)
-
-
-def secret_env_values(env: Mapping[str, str]) -> list[str]:
-    """Values of secret-named env vars, at least SECRET_ENV_MIN_LEN long, deduplicated.
-
-    Absolute paths (``SSL_KEY=/etc/ssl/key.pem``) are skipped: a path says where a
-    secret lives, it is not one, and redacting it everywhere would only blur traces.
-    """
-    out: dict[str, None] = {}
-    for name, value in env.items():
-        if len(value) >= SECRET_ENV_MIN_LEN and not value.startswith(("/", "~/")) and is_secret_key(name):
-            out[value] = None
-    return list(out)
 
 
 _CLEAN_MAX_LEN: Final = 48
@@ -675,6 +587,8 @@ def _bench() -> None:
         def run(batch: list[Any] = batch) -> None:
             for p in batch:
                 redactor.redact(p)
+
+        import timeit
 
         best = min(timeit.repeat(run, number=10, repeat=7)) / (10 * len(batch))
         print(f"{label:18} {size:4d} B  {best * 1e6:6.2f} µs/payload")

@@ -1,0 +1,68 @@
+"""The shell path: minipack stays byte-compatible with msgspec; `traced event` stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import Daemon
+from traced import minipack, protocol
+
+values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False)
+    | st.text(max_size=300) | st.binary(max_size=300),
+    lambda inner: st.lists(inner, max_size=20) | st.dictionaries(st.text(max_size=40), inner, max_size=20),
+    max_leaves=60,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=values)
+def test_minipack_and_msgspec_agree(value: Any) -> None:
+    ours = minipack.packb(value)
+    assert msgspec.msgpack.decode(ours) == value
+    assert minipack.unpackb(msgspec.msgpack.encode(value)) == value
+    assert minipack.unpackb(ours) == value
+
+
+def test_minipack_frames_decode_as_protocol_messages() -> None:
+    body = minipack.packb({"op": "emit", "id": 2, "session_id": "s", "phase": "note",
+                           "payload": {"message": "é" * 40}, "ts": 1.5, "seq": 1, "ack": True})
+    assert protocol.decode_request(body) == protocol.Emit(id=2, session_id="s", phase="note",
+                                                          payload={"message": "é" * 40}, ts=1.5, seq=1)
+    reply = minipack.unpackb(msgspec.msgpack.encode(protocol.Ack(id=2, step=7)))
+    assert reply == {"op": "ack", "id": 2, "step": 7}
+
+
+def test_traced_event_imports_nothing_heavy(daemon: Daemon) -> None:
+    with daemon.client() as c:
+        opened = c.open("light", owner_pid=-1)
+    code = (
+        "import sys; from traced.cli import main\n"
+        f"rc = main(['event', {opened.session_id!r}, '--phase', 'note', '--payload', '{{\"message\": \"hi\"}}'])\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('msgspec', 'anyio', 'structlog', 'watchfiles', 'rich', 'typing_extensions', 'genai_prices'))\n"
+        "print(rc, heavy)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], env=daemon.env, capture_output=True, text=True, timeout=30)
+    assert res.stdout.splitlines() == ["2", "0 []"], res.stderr
+
+
+def test_traced_event_falls_back_with_the_same_key(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(start=False)
+    env = {**d.env, "TRACED_SPOOL_AFTER": "5"}
+    d.start()
+    with d.client() as c:
+        opened = c.open("fallback", owner_pid=-1)
+    d.stop()
+    proc = subprocess.Popen([sys.executable, "-m", "traced.cli", "event", opened.session_id, "--phase", "note",
+                             "--payload", '{"message": "while restarting"}'], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    d.start()  # comes back within the client's retry window
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and out.strip() == "2", err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from typing import Any
@@ -66,3 +67,19 @@ def test_traced_event_falls_back_with_the_same_key(daemon_factory: Any) -> None:
     d.start()  # comes back within the client's retry window
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0 and out.strip() == "2", err
+
+
+def test_claude_code_hook_imports_nothing_heavy(daemon: Daemon) -> None:
+    hook = {"session_id": "9a3e0d5c-6f1b-4b8e-9d2a-0c1e2f3a4b5c", "hook_event_name": "SessionStart",
+            "source": "startup", "cwd": "/tmp", "transcript_path": "/tmp/t.jsonl"}
+    code = (
+        "import sys; from traced.cli import main\n"
+        "rc = main(['hook', 'claude-code'])\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('msgspec', 'anyio', 'structlog', 'watchfiles', 'rich', 'typing_extensions', 'genai_prices'))\n"
+        "print(rc, heavy, file=sys.stderr)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], env=daemon.env, input=json.dumps(hook),
+                         capture_output=True, text=True, timeout=30)
+    assert res.stdout == "" and res.stderr.splitlines() == ["0 []"], res.stderr
+    assert next(daemon.root.glob(f"*/claude-code/{hook['session_id']}/trace.jsonl")).read_text().count("\n") == 1

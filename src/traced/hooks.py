@@ -25,10 +25,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hook's start-up
 if TYPE_CHECKING:
+    from typing import Any, Final
+
     from traced.client import Client
+    from traced.shellclient import ShellClient
 
 DEFAULT_SKILL: Final = "claude-code"
 SUMMARY_LIMIT: Final = 200
@@ -546,15 +549,26 @@ def run(text: str | bytes, options: Options, socket_path: str | None = None, now
             put_stamp(root, plan.session_id, plan.stamp, plan.ts)
         except OSError:
             pass  # no duration for this call; the event itself still counts
-    from traced.client import Client
+    from traced.ids import new_ulid
+    from traced.shellclient import ShellClient
 
+    client_id = new_ulid()
     try:
-        spool_after = float(os.environ.get("TRACED_SPOOL_AFTER") or HOOK_SPOOL_AFTER)
-    except ValueError:
-        spool_after = HOOK_SPOOL_AFTER
-    try:
-        with Client(socket_path, name="traced-hook", timeout=HOOK_TIMEOUT, spool_after=spool_after) as client:
-            execute(plan, client)
+        try:  # the fast path: no msgspec import
+            with ShellClient(socket_path, name="traced-hook", client_id=client_id, timeout=HOOK_TIMEOUT) as fast:
+                execute(plan, fast)
+        except OSError:
+            # daemon away or the connection broke: the full client reconnects, then spools;
+            # the same client_id makes the daemon drop whatever the fast path already wrote
+            from traced.client import Client
+
+            try:
+                spool_after = float(os.environ.get("TRACED_SPOOL_AFTER") or HOOK_SPOOL_AFTER)
+            except ValueError:
+                spool_after = HOOK_SPOOL_AFTER
+            with Client(socket_path, name="traced-hook", timeout=HOOK_TIMEOUT, spool_after=spool_after,
+                        client_id=client_id) as client:
+                execute(plan, client)
     finally:
         if plan.event == "SessionEnd":
             drop_stamps(root, plan.session_id)
@@ -563,7 +577,7 @@ def run(text: str | bytes, options: Options, socket_path: str | None = None, now
     return plan
 
 
-def execute(plan: Plan, client: Client) -> None:
+def execute(plan: Plan, client: Client | ShellClient) -> None:
     """Send ``plan`` through ``client``.
 
     While the client spools (daemon down) it cannot learn that a session is
@@ -590,7 +604,7 @@ def execute(plan: Plan, client: Client) -> None:
             client.end(sid, outcome, summary)
 
 
-def _emit(client: Client, plan: Plan, phase: str, payload: dict[str, Any]) -> None:
+def _emit(client: Client | ShellClient, plan: Plan, phase: str, payload: dict[str, Any]) -> None:
     """Emit one record; (re)open the session or slim the payload when the daemon asks for it."""
     from traced.errors import RequestError
 

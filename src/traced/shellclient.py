@@ -1,0 +1,142 @@
+"""A one-shot client for the shell path (``traced event``, the Claude Code hook).
+
+Stdlib + ``minipack`` only: no msgspec, anyio, typing or pathlib, because
+these commands run once per event and their start-up is the cost. It has the
+``open``/``emit``/``end`` surface of ``Client`` but no reconnect or spool:
+when the daemon is unreachable or the connection breaks it raises OSError,
+and the caller hands over to the full ``Client`` with the same ``client_id``,
+so the (client_id, seq) keys repeat and the daemon drops what it already wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from traced import minipack
+from traced.errors import RequestError
+from traced.ids import new_ulid
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the shell path
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Any
+
+
+class ShellClient:
+    """Blocking, one connection, no retries; raises OSError when the daemon is away."""
+
+    spooling = False
+
+    def __init__(self, socket_path: str | None = None, *, name: str = "traced-shell",
+                 client_id: str | None = None, timeout: float = 30.0) -> None:
+        from traced.locations import socket_location
+
+        self.socket_path = socket_path or socket_location()
+        self.name = name
+        self.client_id = client_id or new_ulid()
+        self.timeout = timeout
+        self.frame_limit = 0
+        self._sock: socket.socket | None = None
+        self._buf = b""
+        self._id = 0
+        self._seq = 0
+
+    def connect(self) -> None:
+        """Connect and say hello (with this process's secret env values, for redaction)."""
+        from traced.secretnames import secret_env_values
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        try:
+            cwd = os.getcwd()
+        except OSError:
+            cwd = ""
+        welcome = self.request({"op": "hello", "version": 1, "client": self.name, "client_id": self.client_id,
+                                "pid": os.getpid(), "cwd": cwd, "secrets": secret_env_values(os.environ)})
+        self.frame_limit = int(welcome.get("max_frame") or 0)
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> ShellClient:
+        self.connect()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and return its reply; RequestError for ``error`` replies."""
+        assert self._sock is not None
+        self._id += 1
+        msg["id"] = self._id
+        body = minipack.packb(msg)
+        if self.frame_limit and len(body) > self.frame_limit:
+            raise RequestError("too_large", f"event of {len(body)} bytes exceeds the daemon's limit of "
+                               f"{self.frame_limit} bytes")
+        self._sock.sendall(len(body).to_bytes(4, "big") + body)
+        while True:
+            reply = self._next()
+            if reply.get("id") in (self._id, 0):
+                break
+        if reply.get("op") == "error":
+            raise RequestError(str(reply.get("code")), str(reply.get("message")))
+        return reply
+
+    def _next(self) -> dict[str, Any]:
+        assert self._sock is not None
+        while True:
+            if len(self._buf) >= 4:
+                size = int.from_bytes(self._buf[:4], "big")
+                if len(self._buf) >= 4 + size:
+                    body, self._buf = self._buf[4 : 4 + size], self._buf[4 + size :]
+                    value = minipack.unpackb(body)
+                    if isinstance(value, dict):
+                        return value
+                    continue
+            data = self._sock.recv(65536)
+            if not data:
+                raise ConnectionResetError("the daemon closed the connection")
+            self._buf += data
+
+    def open(self, skill: str, *, session_id: str | None = None, target: str = "global", input: Any = None,
+             meta: dict[str, Any] | None = None, owner_pid: int | None = None,
+             idle_timeout: float | None = None, cwd: str | None = None) -> dict[str, Any]:
+        """Start or resume a session (see ``Client.open``); returns the ``opened`` reply."""
+        if cwd is None:
+            try:
+                cwd = os.getcwd()
+            except OSError:
+                cwd = ""
+        return self.request({"op": "open", "skill": skill, "session_id": session_id or new_ulid(),
+                             "target": target, "cwd": cwd, "owner_pid": owner_pid or 0,
+                             "idle_timeout": idle_timeout or 0.0, "input": input, "meta": meta or {},
+                             "ts": time.time()})
+
+    def emit(self, session_id: str, phase: str, payload: dict[str, Any], *, ack: bool = True,
+             ts: float | None = None) -> int | None:
+        """Append one event and return its step (always acknowledged on this path)."""
+        self._seq += 1
+        reply = self.request({"op": "emit", "session_id": session_id, "phase": phase, "payload": payload,
+                              "ts": ts or time.time(), "seq": self._seq, "ack": True})
+        step = reply.get("step")
+        return step if isinstance(step, int) else None
+
+    def end(self, session_id: str, outcome: str = "success", summary: str | None = None) -> dict[str, Any]:
+        """End a session; returns its final meta."""
+        reply = self.request({"op": "close", "session_id": session_id, "outcome": outcome,
+                              "summary": summary, "ts": time.time()})
+        meta = reply.get("meta")
+        return meta if isinstance(meta, dict) else {}

@@ -197,14 +197,14 @@ def test_default_root_comes_from_paths(
 # --------------------------------------------------------------------------- ls
 
 LS_ALL = golden("""
-    STARTED              SKILL      ID                          STEPS  DURATION  OUTCOME  TOOLS  ERRORS  TOKENS IN/OUT       COST
-    2026-11-21 23:10:00  review     01JD3R0RUNN1NG000000000003      3         -  running      1       0         100/10    $0.0005
-    2026-11-21 22:48:17  review     01JD3QA8XK6T2M9V4B7C5N1P0R     17    10.50s  success      3       1      2,000/540  $0.0123+?
-    2026-11-20 14:30:00  summarize  01JD2B5W7Y0A1S2D3F4G5H6J7K      4     5.00s  success      0       0      3,000/500       $0+?
-    2026-11-20 12:00:00  misc       foreign-session-7               3     3.00s  success      0       0              -          -
-    2026-11-20 09:00:00  review     01JD3QA8XMZZ4H7K2D9F6G3B1C      5     4.00s  failure      1       1         500/50    unknown
-    2026-11-19 21:00:00  review     01JCZZ1T0RN000000000000002      3    30m00s  aborted      0       0              -          -
-    2026-11-19 08:00:00  deploy     01JCZZ0DEV0B0Y000000000001      4     3.88s  success      1       0              -          -
+    STARTED              SKILL      ID                          STEPS  TURNS  DURATION  OUTCOME  TOOLS  ERRORS  TOKENS IN/OUT       COST
+    2026-11-21 23:10:00  review     01JD3R0RUNN1NG000000000003      3      -         -  running      1       0         100/10    $0.0005
+    2026-11-21 22:48:17  review     01JD3QA8XK6T2M9V4B7C5N1P0R     17      2    10.50s  success      3       1      2,000/540  $0.0123+?
+    2026-11-20 14:30:00  summarize  01JD2B5W7Y0A1S2D3F4G5H6J7K      4      -     5.00s  success      0       0      3,000/500       $0+?
+    2026-11-20 12:00:00  misc       foreign-session-7               3      -     3.00s  success      0       0              -          -
+    2026-11-20 09:00:00  review     01JD3QA8XMZZ4H7K2D9F6G3B1C      5      -     4.00s  failure      1       1         500/50    unknown
+    2026-11-19 21:00:00  review     01JCZZ1T0RN000000000000002      3      -    30m00s  aborted      0       0              -          -
+    2026-11-19 08:00:00  deploy     01JCZZ0DEV0B0Y000000000001      4      -     3.88s  success      1       0              -          -
     """)  # noqa: E501
 
 

@@ -498,10 +498,10 @@ def _ls(args: argparse.Namespace, out: _Out) -> int:
         return 0
     rows = [_ls_row(i) for i in infos]
     out.table(
-        ["STARTED", "SKILL", "ID", "STEPS", "DURATION", "OUTCOME", "TOOLS", "ERRORS",
+        ["STARTED", "SKILL", "ID", "STEPS", "TURNS", "DURATION", "OUTCOME", "TOOLS", "ERRORS",
          "TOKENS IN/OUT", "COST"],
         rows,
-        "lllrrlrrrr",
+        "lllrrrlrrrr",
     )
     return 0
 
@@ -523,6 +523,7 @@ def _ls_row(info: SessionInfo) -> list[Cell]:
         info.skill,
         info.session_id,
         "-" if info.steps is None else str(info.steps),
+        str(info.turns) if info.turns else "-",
         "-" if info.running else _dur_s(info.duration),
         (outcome, OUTCOME_STYLE.get(outcome)),
         str(info.tool_calls),

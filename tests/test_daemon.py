@@ -134,16 +134,18 @@ def test_shell_flow(daemon: Daemon) -> None:
                       '{"tool": "Bash", "args": {"cmd": "ls"}}', check=True).stdout.strip() == "2"
     assert daemon.cli("event", sid, "--phase", "note", "--payload", "-",
                       input='{"message": "from stdin"}', check=True).stdout.strip() == "3"
+    assert daemon.cli("event", sid, "--phase", "note", "-",
+                      input='{"message": "bare dash"}', check=True).stdout.strip() == "4"
     pf = daemon.base / "payload.json"
     pf.write_text('{"tool": "Bash", "ok": false, "error": "exit 1"}')
     assert daemon.cli("event", sid, "--phase", "tool_result", "--payload-file", str(pf),
-                      check=True).stdout.strip() == "4"
+                      check=True).stdout.strip() == "5"
     ended = daemon.cli("end", sid, "--outcome", "failure", "--summary", "it broke", "--json", check=True)
     meta = json.loads(ended.stdout)
     assert meta["outcome"] == "failure" and meta["errors"] == 1 and meta["tool_calls"] == 1
     assert meta["skill_version"] == "1.2" and meta["labels"] == {"skill_version": "1.2"}
     records = read_trace(info["trace_path"])
-    assert [r["phase"] for r in records] == ["start", "tool_call", "note", "tool_result", "end"]
+    assert [r["phase"] for r in records] == ["start", "tool_call", "note", "note", "tool_result", "end"]
     assert records[0]["payload"]["input"] == {"task": "x"}
     assert records[-1]["payload"] == {"outcome": "failure", "summary": "it broke"}
 

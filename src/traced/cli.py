@@ -192,7 +192,8 @@ def cmd_end(args: argparse.Namespace) -> int:
 
 def add_event_parser(sub: Any) -> None:
     """``traced event``: shared by the full parser and the shell fast path."""
-    p = sub.add_parser("event", help="append one event; prints its step")
+    p = sub.add_parser("event", help="append one event; prints its step",
+                       usage="traced event ID --phase P [--payload JSON | --payload-file F | -] [--attach PATH]")
     p.add_argument("session_id", metavar="ID")
     p.add_argument("--phase", required=True)
     src = p.add_mutually_exclusive_group()

@@ -17,11 +17,22 @@ from traced.ids import new_ulid
 from traced.shellclient import ShellClient
 
 
+def _bare_dash(argv: list[str]) -> list[str]:
+    """A bare ``-`` (``--payload JSON | --payload-file F | -``) means ``--payload -``."""
+    out: list[str] = []
+    for i, word in enumerate(argv):
+        if word == "-" and (i == 0 or argv[i - 1] not in ("--payload", "--payload-file", "--socket", "--phase")):
+            out += ["--payload", "-"]
+        else:
+            out.append(word)
+    return out
+
+
 def run(argv: list[str]) -> int:
     """Parse ``argv`` (a ``traced event …`` command line), append the event, print its step."""
     parser, sub = base_parser()
     add_event_parser(sub)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_bare_dash(argv))
     try:
         payload = event_payload(args)
     except CliError as e:

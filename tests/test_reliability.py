@@ -338,3 +338,36 @@ def test_config_file_change_reloads(daemon_factory: Any) -> None:
     with d.client() as c:
         cfg.write_text('idle_timeout = 100\nfsync = "always"\n')
         _wait_for(lambda: c.status()["fsync"] == "always")
+
+
+def test_kill9_during_unacked_batches_loses_and_duplicates_nothing(daemon: Daemon) -> None:
+    code = textwrap.dedent(
+        """
+        import json, sys, time
+        from traced import Client
+        with Client(sys.argv[1], spool_after=10.0) as c, c.session(skill="batches") as s:
+            print(json.dumps({"dir": s.dir}), flush=True)
+            for i in range(6000):
+                s.note(f"b{i}", ack=False)
+                if i % 500 == 499:
+                    c.sync()
+                if i == 2200:  # 200 events sent or batched, none confirmed: now the daemon dies
+                    c._flush()
+                    print("go", flush=True)
+                    time.sleep(0.5)
+        print(json.dumps({"reconnects": c.reconnects}), flush=True)
+        """
+    )
+    p = subprocess.Popen([sys.executable, "-c", code, str(daemon.socket)], env=daemon.env,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    sdir = json.loads(p.stdout.readline())["dir"]
+    assert p.stdout.readline().strip() == "go"
+    daemon.kill9()
+    daemon.start()
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 0
+    assert json.loads(out)["reconnects"] >= 1
+    records = read_trace(Path(sdir) / "trace.jsonl")
+    assert_gap_free(records)
+    assert [r["payload"]["message"] for r in records if r["phase"] == "note"] == [f"b{i}" for i in range(6000)]

@@ -136,6 +136,7 @@ class AsyncClient:
         await self.aclose()
 
     async def _flush(self) -> None:
+        self._conv.flush_batch()
         out = self._conv.out
         if out and self._stream is not None:
             data = bytes(out)
@@ -231,7 +232,7 @@ class AsyncClient:
             if self._stream is None and not await self._revive():
                 self._spool(msg)
                 return None
-            conv.send(msg)
+            conv.queue(msg)
             conv.unsynced += 1
             if len(conv.out) >= FLUSH_AT:
                 try:

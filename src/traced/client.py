@@ -25,6 +25,8 @@ from traced.ids import new_ulid
 
 FLUSH_AT = 64 * 1024
 """Send buffered ``ack=False`` events once this many bytes wait."""
+BATCH_EVENTS = 256
+"""``ack=False`` events to one session per ``emit_batch`` frame."""
 MAX_UNSYNCED = 10000
 """Send a ``sync`` after this many ``ack=False`` events, bounding the daemon's backlog."""
 
@@ -62,6 +64,9 @@ class Conversation:
         self._seq = 0
         self._emit_seq: dict[int, int] = {}
         self._sync_mark: dict[int, int] = {}
+        self._batch: list[protocol.Emit] = []
+        """``ack=False`` emits to one session, waiting to go out as one ``emit_batch``."""
+        self._batch_seqs: dict[int, list[int]] = {}
 
     def next_seq(self) -> int:
         """The next client sequence number (the idempotency key with client_id)."""
@@ -74,6 +79,7 @@ class Conversation:
         Raises RequestError ``too_large`` (and queues nothing) for a frame the
         daemon would refuse, so it is never resent after a reconnect either.
         """
+        self.flush_batch()
         self._next_id += 1
         msg.id = self._next_id
         start = len(self.out)
@@ -85,6 +91,37 @@ class Conversation:
                                f"{self.frame_limit} bytes")
         self._track(msg)
         return int(msg.id)
+
+    def queue(self, msg: protocol.Emit) -> None:
+        """Add an ``ack=False`` emit to the batch (flushed as one ``emit_batch`` frame)."""
+        if self._batch and self._batch[0].session_id != msg.session_id:
+            self.flush_batch()
+        self._batch.append(msg)
+        self.unacked[msg.seq] = msg
+        if len(self._batch) >= BATCH_EVENTS:
+            self.flush_batch()
+
+    def flush_batch(self) -> None:
+        """Encode the pending batch into ``out``: one frame, one decode in the daemon."""
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = []
+        self._next_id += 1
+        rid = self._next_id
+        start = len(self.out)
+        encode(protocol.EmitBatch(id=rid, session_id=batch[0].session_id, ack=False, events=[
+            protocol.Event(phase=m.phase, payload=m.payload, ts=m.ts, seq=m.seq) for m in batch]), self.out)
+        if self.frame_limit and len(self.out) - start - 4 > self.frame_limit:
+            del self.out[start:]  # too big as one frame: send the events one by one
+            for m in batch:
+                del self.unacked[m.seq]
+                try:
+                    self.send(m)
+                except RequestError as e:
+                    self.errors.append(e)
+            return
+        self._batch_seqs[rid] = [m.seq for m in batch]
 
     def _track(self, msg: Any) -> None:
         if isinstance(msg, protocol.Emit):
@@ -98,6 +135,13 @@ class Conversation:
         for body in self.framer.feed(data):
             reply = protocol.decode_reply(body)
             rid = reply.id
+            seqs = self._batch_seqs.pop(rid, None)
+            if seqs is not None:  # only an error answers an ack=False batch
+                for s in seqs:
+                    self.unacked.pop(s, None)
+                if isinstance(reply, protocol.Error):
+                    self.errors.append(RequestError(reply.code, reply.message))
+                continue
             seq = self._emit_seq.pop(rid, None)
             if seq is not None:
                 msg = self.unacked.pop(seq, None)
@@ -109,6 +153,7 @@ class Conversation:
             if mark is not None and isinstance(reply, protocol.Synced):
                 for done in [s for s in self.unacked if s <= mark]:
                     self._emit_seq.pop(self.unacked.pop(done).id, None)
+                self._batch_seqs = {k: v for k, v in self._batch_seqs.items() if k > rid}
             self.replies[rid] = reply
 
     def take(self, rid: int) -> protocol.Reply | None:
@@ -127,10 +172,15 @@ class Conversation:
         self.replies.clear()
         self._emit_seq.clear()
         self._sync_mark.clear()
+        self._batch_seqs.clear()
+        self._batch = []
 
     def requeue(self) -> None:
-        """Encode every unconfirmed emit again, same ids and keys, in order."""
+        """Encode every unconfirmed emit again, same keys, in order (batched ones one by one)."""
         for msg in self.unacked.values():
+            if not msg.id:
+                self._next_id += 1
+                msg.id = self._next_id
             self._emit_seq[msg.id] = msg.seq
             encode(msg, self.out)
 
@@ -139,6 +189,8 @@ class Conversation:
         msgs = list(self.unacked.values())
         self.unacked.clear()
         self._emit_seq.clear()
+        self._batch = []
+        self._batch_seqs.clear()
         return msgs
 
     def raise_pending_errors(self) -> None:
@@ -194,6 +246,8 @@ class Client:
         self.spooling = False
         """True once events went to the spool; reset when the daemon answers again."""
         self.spooled = 0
+        self.reconnects = 0
+        """Times the connection was re-established after it broke."""
         self._sock: socket.socket | None = None
         self._conv = Conversation(client_id=client_id)
         self._last_attempt = 0.0
@@ -251,6 +305,7 @@ class Client:
             try:
                 self._dial()
                 self._conv.requeue()
+                self.reconnects += 1
                 return True
             except (OSError, DaemonUnavailable):
                 self._drop()
@@ -284,6 +339,7 @@ class Client:
         self.close()
 
     def _flush(self) -> None:
+        self._conv.flush_batch()
         out = self._conv.out
         if out and self._sock is not None:
             try:
@@ -417,7 +473,7 @@ class Client:
         if self._sock is None and not self._revive():
             self._spool(msg)
             return None
-        conv.send(msg)
+        conv.queue(msg)
         conv.unsynced += 1
         if len(conv.out) >= FLUSH_AT:
             try:

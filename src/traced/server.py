@@ -210,8 +210,8 @@ class Server:
                 continue
             try:
                 if isinstance(req, protocol.Emit):
-                    pend = self._pending(conn, req.phase, req.payload, req.ts, req.seq)
-                    if self._heavy(pend):
+                    pend, heavy = self._pending(conn, req.phase, req.payload, req.ts, req.seq)
+                    if heavy:
                         await self._offload(conn, req.session_id, pend)
                     if req.session_id != run.session_id:
                         self._flush(conn, run, out, touched)
@@ -219,10 +219,12 @@ class Server:
                     run.pending.append(pend)
                     run.replies.append((req.id, req.ack, 1))
                 elif isinstance(req, protocol.EmitBatch):
-                    batch = [self._pending(conn, ev.phase, ev.payload, ev.ts, ev.seq) for ev in req.events]
-                    for pend in batch:
-                        if self._heavy(pend):
+                    batch = []
+                    for ev in req.events:
+                        pend, heavy = self._pending(conn, ev.phase, ev.payload, ev.ts, ev.seq)
+                        if heavy:
                             await self._offload(conn, req.session_id, pend)
+                        batch.append(pend)
                     if req.session_id != run.session_id:
                         self._flush(conn, run, out, touched)
                         run.session_id = req.session_id
@@ -241,25 +243,19 @@ class Server:
                 encode(protocol.Error(id=req.id, code="internal", message=f"internal error: {e!r}"), out)
         self._flush(conn, run, out, touched)
 
-    def _pending(self, conn: Connection, phase: str, payload: Any, ts: float, seq: int) -> Pending:
-        """Validate and redact one event."""
+    def _pending(self, conn: Connection, phase: str, payload: Any, ts: float, seq: int) -> tuple[Pending, bool]:
+        """Validate and redact one event; also say whether it needs file work (spill, attach)."""
         cfg = self.config
         try:
             check_phase(phase)
-            check_payload(payload, cfg.max_payload_depth, cfg.max_payload_keys, cfg.max_string)
+            longest = check_payload(payload, cfg.max_payload_depth, cfg.max_payload_keys, cfg.max_string)
         except InvalidEvent as e:
             raise RequestError("invalid_event", str(e)) from e
         count = 0
         if cfg.redaction:
             payload, count = conn.redactor.redact(payload)
-        return Pending(phase, payload, ts, conn.client_id, seq, count)
-
-    def _heavy(self, pend: Pending) -> bool:
-        """Whether an event needs file work before it is written (spill, attach)."""
-        payload = pend.payload
-        if pend.phase == "artifact" and isinstance(payload, dict) and payload.get("attach"):
-            return True
-        return blobs.has_large_string(payload, self.config.spill_threshold)
+        heavy = longest > cfg.spill_threshold or (phase == "artifact" and bool(payload.get("attach")))
+        return Pending(phase, payload, ts, conn.client_id, seq, count), heavy
 
     async def _offload(self, conn: Connection, session_id: str, pend: Pending) -> None:
         """Copy an attached artifact and spill large strings, in a worker thread."""

@@ -15,8 +15,9 @@ from typing import Any, Final
 
 from traced.records import Meta, Record, Usage, format_ts
 
-IDEMPOTENCY_WINDOW: Final = 4096
-"""How many recent client sequence numbers a session remembers per client."""
+IDEMPOTENCY_WINDOW: Final = 16384
+"""How many recent client sequence numbers a session remembers per client (at least;
+pruned in bulk at twice this). A client never has more than ``MAX_UNSYNCED`` unconfirmed."""
 
 
 @dataclass(slots=True)
@@ -135,10 +136,12 @@ class SessionState:
                 self.turn = rec.turn
             account(meta, rec.phase, rec.payload)
             if ev.seq and ev.client_id:
-                seen = self.seen.setdefault(ev.client_id, {})
+                seen = self.seen.get(ev.client_id)
+                if seen is None:
+                    seen = self.seen[ev.client_id] = {}
                 seen[ev.seq] = rec.step
-                if len(seen) > IDEMPOTENCY_WINDOW:
-                    del seen[next(iter(seen))]
+                if len(seen) > 2 * IDEMPOTENCY_WINDOW:
+                    self.seen[ev.client_id] = _newest(seen)
         meta.steps = self.step
         meta.turns = self.turn
         self.last_activity = time.monotonic()
@@ -161,8 +164,15 @@ class SessionState:
         if client_id and seq.isdigit():
             seen = self.seen.setdefault(client_id, {})
             seen[int(seq)] = step
-            if len(seen) > IDEMPOTENCY_WINDOW:
-                del seen[next(iter(seen))]
+            if len(seen) > 2 * IDEMPOTENCY_WINDOW:
+                self.seen[client_id] = _newest(seen)
+
+
+def _newest(seen: dict[int, int]) -> dict[int, int]:
+    """The newest IDEMPOTENCY_WINDOW entries: pruned in bulk (deleting a dict's oldest key
+    one at a time makes every next lookup of "the oldest" skip the deleted slots)."""
+    items = list(seen.items())
+    return dict(items[-IDEMPOTENCY_WINDOW:])
 
 
 def _int(value: Any) -> int:

@@ -28,27 +28,45 @@ def check_outcome(outcome: str) -> None:
         raise InvalidEvent(f"invalid outcome {outcome!r}: one of {', '.join(OUTCOMES)}")
 
 
-def check_payload(payload: Any, max_depth: int, max_keys: int, max_string: int) -> None:
-    """Raise InvalidEvent unless ``payload`` is a map within the depth/key/string limits."""
-    if not isinstance(payload, dict):
-        raise InvalidEvent(f"payload must be a map, not {type(payload).__name__}")
+def check_payload(payload: Any, max_depth: int, max_keys: int, max_string: int) -> int:
+    """Raise InvalidEvent unless ``payload`` is a map within the depth/key/string limits.
+
+    Returns the length of its longest string, so the caller knows whether it
+    spills without walking the payload again. Hot path: scalars are never
+    pushed on the stack (payloads come from msgpack, so exact types suffice).
+    """
+    if type(payload) is not dict:
+        if isinstance(payload, dict):  # a subclass: fine, but take the general path
+            payload = dict(payload)
+        else:
+            raise InvalidEvent(f"payload must be a map, not {type(payload).__name__}")
     keys = 0
+    longest = 0
     stack: list[tuple[Any, int]] = [(payload, 1)]
+    pop, push = stack.pop, stack.append
     while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            if depth > max_depth:
-                raise InvalidEvent(f"payload nested deeper than {max_depth}")
+        value, depth = pop()
+        if depth > max_depth:
+            raise InvalidEvent(f"payload nested deeper than {max_depth}")
+        if type(value) is dict:
             keys += len(value)
             if keys > max_keys:
                 raise InvalidEvent(f"payload has more than {max_keys} keys")
             for k, v in value.items():
-                if not isinstance(k, str):
+                if type(k) is not str:
                     raise InvalidEvent("payload keys must be strings")
-                stack.append((v, depth + 1))
-        elif isinstance(value, list):
-            if depth > max_depth:
-                raise InvalidEvent(f"payload nested deeper than {max_depth}")
-            stack.extend((v, depth + 1) for v in value)
-        elif isinstance(value, str) and len(value) > max_string:
-            raise InvalidEvent(f"payload string of {len(value)} chars exceeds {max_string}")
+                t = type(v)
+                if t is str:
+                    longest = max(longest, len(v))
+                elif t is dict or t is list:
+                    push((v, depth + 1))
+        else:
+            for v in value:
+                t = type(v)
+                if t is str:
+                    longest = max(longest, len(v))
+                elif t is dict or t is list:
+                    push((v, depth + 1))
+    if longest > max_string:
+        raise InvalidEvent(f"payload string of {longest} chars exceeds {max_string}")
+    return longest

@@ -46,6 +46,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     forward: list[str] = []
+    forward_headers: dict[str, dict[str, str]] = {}
+    """Extra headers per forward URL (``${VAR}`` is expanded), e.g. a backend's project name."""
 
     def socket_path(self) -> Path:
         """The resolved socket path."""
@@ -82,7 +84,7 @@ def load(file: str | os.PathLike[str] | None = None, overrides: dict[str, Any] |
     environ = os.environ if env is None else env
     for name in _fields():
         value = environ.get(f"TRACED_{name.upper()}")
-        if value is None or name in ("socket", "root"):  # these two are read by paths.py
+        if value is None or name in ("socket", "root", "forward_headers"):  # socket/root: paths.py
             continue
         data[name] = value.split(",") if name == "forward" else value
     if overrides:

@@ -162,8 +162,12 @@ def _forwarders(cfg: Config, registry: Registry) -> Any:
     if not cfg.forward:
         return None
     from traced.forward import Forwarders
+    from traced.forward.urls import ForwardURLError
 
-    fw = Forwarders(cfg.forward, paths.state_dir(), lambda: registry.roots)
+    try:
+        fw = Forwarders(cfg.forward, paths.state_dir(), lambda: registry.roots, headers=cfg.forward_headers)
+    except ForwardURLError as e:
+        raise config_mod.ConfigError(str(e)) from e
     registry.on_write.append(lambda live, _recs: fw.notify(
         live.state.dir, live.state.skill, live.state.session_id, live.state.step, False))
     registry.on_close.append(lambda live: fw.notify(
@@ -284,4 +288,7 @@ def run(cfg: Config, config_file: str | None = None) -> int:
     except AlreadyRunning as e:
         log.error("already_running", error=str(e))
         return 1
+    except config_mod.ConfigError as e:  # e.g. a bad --forward URL or a missing extra
+        log.error("bad_configuration", error=str(e))
+        return 2
     return 0

@@ -1,0 +1,220 @@
+"""Reading records to forward straight from the trace files, by byte offset.
+
+The files are the outbox: nothing is buffered in memory beyond "session X has new
+data up to step N". Every function here blocks: call it from a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import msgspec
+
+from traced.forward.cursor import Cursor
+
+TRACE: Final = "trace.jsonl"
+TAIL_CHUNK: Final = 64 * 1024
+LOOKBACK_DAYS: Final = 7
+MTIME_SLACK: Final = 5.0
+
+
+class Head(msgspec.Struct):
+    """The two fields the forwarder needs from every line (the rest is skipped unparsed)."""
+
+    step: int | None = None
+    phase: str = ""
+
+
+head_decoder: Final = msgspec.json.Decoder(Head)
+
+
+@dataclass(slots=True)
+class Line:
+    """One complete trace line to forward."""
+
+    step: int
+    phase: str
+    start: int
+    """Byte offset of the line in trace.jsonl."""
+    end: int
+    """Byte offset just past its newline."""
+    raw: bytes
+    """The line exactly as on disk, without the newline."""
+
+
+@dataclass(slots=True)
+class ReadResult:
+    """What one read of a session's file found after its cursor."""
+
+    lines: list[Line] = field(default_factory=list)
+    offset: int = 0
+    """Where the read stopped: past the last line looked at (forwarded or skipped)."""
+    last_step: int = 0
+    """The highest step seen, forwarded or not."""
+    malformed: int = 0
+    eof: bool = False
+    partial: bool = False
+    """The read stopped at a line still being written (no newline yet)."""
+    missing: bool = False
+    error: str | None = None
+
+
+def trace_path(session_dir: str) -> str:
+    """The trace.jsonl of a session directory."""
+    return os.path.join(session_dir, TRACE)
+
+
+def read_after(session_dir: str, offset: int, after_step: int, max_records: int, max_bytes: int) -> ReadResult:
+    """Complete lines from byte ``offset`` on whose step is above ``after_step``.
+
+    Stops after ``max_records`` lines or ``max_bytes`` bytes (at least one line is
+    returned when there is one). A malformed line is skipped and counted; a line
+    without its newline (being written right now) ends the read. If the file is
+    shorter than ``offset`` (it was replaced), reading restarts at 0 and the step
+    filter keeps already delivered records out.
+    """
+    res = ReadResult(offset=offset, last_step=after_step)
+    try:
+        f = open(trace_path(session_dir), "rb")  # noqa: SIM115 - closed below
+    except OSError as e:  # gone (pruned), or unreadable: nothing can be sent from it
+        res.missing = True
+        res.eof = True
+        res.error = f"{type(e).__name__}: {e.strerror or e}"
+        return res
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if offset > size:
+            offset = 0
+        f.seek(offset)
+        pos = offset
+        taken = 0
+        while len(res.lines) < max_records and (taken < max_bytes or not res.lines):
+            raw = f.readline()
+            if not raw or not raw.endswith(b"\n"):
+                res.eof = True
+                res.partial = bool(raw)
+                break
+            start = pos
+            pos += len(raw)
+            body = raw[:-1]
+            if not body.strip():
+                continue
+            try:
+                head = head_decoder.decode(body)
+            except msgspec.DecodeError:
+                res.malformed += 1
+                continue
+            if head.step is None or head.step <= after_step:
+                continue
+            res.last_step = max(res.last_step, head.step)
+            res.lines.append(Line(head.step, head.phase, start, pos, body))
+            taken += len(raw)
+        else:
+            res.eof = pos >= size
+        res.offset = pos
+    return res
+
+
+def read_line(session_dir: str, start: int, end: int) -> bytes:
+    """The bytes of one line (without newline) at a known position; b'' if gone."""
+    try:
+        with open(trace_path(session_dir), "rb") as f:
+            f.seek(start)
+            return f.read(end - start).rstrip(b"\n")
+    except OSError:
+        return b""
+
+
+def tail_step(session_dir: str) -> int:
+    """The step of the last complete line of a trace (0 when empty or unreadable)."""
+    try:
+        f = open(trace_path(session_dir), "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        return 0
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        chunk = TAIL_CHUNK
+        while True:
+            start = max(0, size - chunk)
+            f.seek(start)
+            data = f.read(size - start)
+            end = data.rfind(b"\n")
+            lines = data[: end + 1].splitlines() if end >= 0 else []
+            if start > 0 and lines:
+                lines = lines[1:]  # the first one may be cut
+            for line in reversed(lines):
+                try:
+                    head = head_decoder.decode(line)
+                except msgspec.DecodeError:
+                    continue
+                if head.step is not None:
+                    return head.step
+            if start == 0:
+                return 0
+            chunk *= 4
+
+
+@dataclass(slots=True)
+class Work:
+    """A session found to hold records a destination has not acknowledged."""
+
+    dir: str
+    skill: str
+    session_id: str
+    last_step: int
+    mtime: float
+
+
+def find_behind(roots: Iterable[str], cursors: list[Cursor], since: float,
+                lookback_days: int = LOOKBACK_DAYS) -> list[Work]:
+    """Sessions whose file holds more than their cursor, or, without a cursor, modified since ``since``.
+
+    Every cursor is checked (one stat each); the roots are scanned only in the date
+    directories from ``lookback_days`` before ``since`` on.
+    """
+    found: dict[str, Work] = {}
+    known: dict[str, Cursor] = {}
+    for cur in cursors:
+        known[cur.dir] = cur
+        try:
+            size = os.stat(trace_path(cur.dir)).st_size
+        except OSError:
+            continue
+        if size > cur.offset:
+            step = tail_step(cur.dir)
+            if step > cur.step:
+                found[cur.dir] = Work(cur.dir, cur.skill, cur.session_id, step, cur.updated)
+    cutoff = (datetime.fromtimestamp(since, UTC) - timedelta(days=lookback_days)).strftime("%Y-%m-%d")
+    for root in roots:
+        try:
+            dates = [d for d in os.listdir(root) if len(d) == 10 and d >= cutoff]
+        except OSError:
+            continue
+        for date in dates:
+            date_dir = os.path.join(root, date)
+            for skill in _listdir(date_dir):
+                skill_dir = os.path.join(date_dir, skill)
+                for sid in _listdir(skill_dir):
+                    sdir = os.path.join(skill_dir, sid)
+                    if sdir in known or sdir in found:
+                        continue
+                    try:
+                        mtime = os.stat(trace_path(sdir)).st_mtime
+                    except OSError:
+                        continue
+                    if mtime >= since - MTIME_SLACK:
+                        step = tail_step(sdir)
+                        if step > 0:
+                            found[sdir] = Work(sdir, skill, sid, step, mtime)
+    return list(found.values())
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []

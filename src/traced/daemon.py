@@ -277,12 +277,13 @@ def run(cfg: Config, config_file: str | None = None) -> int:
     """Configure logging and run ``serve`` on the best event loop available."""
     logs.configure(cfg.log_level, cfg.log_format)
     backend_options: dict[str, Any] = {}
-    try:
-        import uvloop  # noqa: F401
+    if os.environ.get("TRACED_EVENT_LOOP", "uvloop") == "uvloop":
+        try:
+            import uvloop  # noqa: F401
 
-        backend_options["use_uvloop"] = True
-    except ImportError:
-        pass
+            backend_options["use_uvloop"] = True
+        except ImportError:
+            pass
     try:
         anyio.run(serve, cfg, config_file, backend_options=backend_options)
     except AlreadyRunning as e:

@@ -26,10 +26,3 @@ def new_ulid(now: float | None = None) -> str:
         value >>= 5
     return "".join(reversed(out))
 
-
-def ulid_time(ulid: str) -> float:
-    """The creation time (epoch seconds) encoded in a ULID."""
-    value = 0
-    for ch in ulid[:10].upper():
-        value = value * 32 + _ALPHABET.index(ch)
-    return value / 1000

@@ -18,25 +18,10 @@ from traced.paths import NAME_RE
 
 __all__ = ["NAME_RE", "Meta", "Record", "Usage", "format_ts", "parse_ts", "summarize"]
 
-WRITER: Final = "traced"
 
 PHASE_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 
-KNOWN_PHASES: Final = (
-    "start",
-    "decision",
-    "tool_call",
-    "tool_result",
-    "verify",
-    "artifact",
-    "note",
-    "end",
-    "user_prompt",
-    "llm_call",
-    "hook",
-)
 OUTCOMES: Final = ("success", "failure", "aborted")
-ABORT_REASONS: Final = ("owner_exited", "idle_timeout", "recovered_after_restart")
 
 
 class Record(msgspec.Struct, omit_defaults=True, kw_only=True):

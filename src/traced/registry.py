@@ -467,10 +467,6 @@ class Registry:
         except OSError as e:
             log.error("marker_write_failed", session_id=state.session_id, error=e.strerror)
 
-    def refresh_marker(self, live: Live) -> None:
-        """Rewrite the open marker (after the owner changed)."""
-        self._mark_open(live)
-
     def _unmark_open(self, session_id: str) -> None:
         try:
             os.unlink(self.open_dir / f"{session_id}.json")
@@ -565,7 +561,3 @@ def _ended(sdir: Path) -> bool:
     except (OSError, msgspec.DecodeError):
         return False
 
-
-def now_iso() -> str:
-    """The current time as a trace timestamp."""
-    return format_ts(time.time())

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
+from ahocorasick_rs import AhoCorasick
+
 from traced.secretnames import (  # rule 1 lives there (light, for the shell client); re-exported
     _KEY_CACHE,
     NON_SECRET_QUALIFIERS,
@@ -326,8 +328,11 @@ _CLEAN_CAP: Final = 1024
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
+    clean_check: AhoCorasick
+    """Aho-Corasick over the same words as ``prefilter``: the one scan clean text pays.
+    (sre tries the trie's branches at nearly every position, ~46 ns/char; this is ~6x faster.)"""
     prefilter: re.Pattern[str]
-    """Trie of every shape trigger and every env value: the one scan clean text pays."""
+    """Trie of every shape trigger and every env value: finds the candidate positions."""
     hits: dict[str, tuple[_RuleEntry, ...]]
     """Word the pre-filter returned -> the shape rules that may start there, in order."""
     env: re.Pattern[str] | None
@@ -352,7 +357,7 @@ def _compile(values: frozenset[str]) -> _Compiled:
     if values:
         ordered = sorted(values, key=lambda v: (-len(v), v))
         env = re.compile("|".join(re.escape(v) for v in ordered))
-    return _Compiled(re.compile(regex), hits, env, set())
+    return _Compiled(AhoCorasick(kept), re.compile(regex), hits, env, set())
 
 
 # ---------------------------------------------------------------------------
@@ -400,9 +405,11 @@ class Redactor:
     def _text(self, text: str) -> tuple[str, int]:
         if len(text) < _MIN_LEN or text in self._c.clean:
             return text, 0
+        if not self._c.clean_check.find_matches_as_indexes(text):
+            self._remember_clean(text)
+            return text, 0
         m = self._c.prefilter.search(text)
         if m is None:
-            self._remember_clean(text)
             return text, 0
         n = 0
         env = self._c.env

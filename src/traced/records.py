@@ -92,15 +92,11 @@ def format_ts(epoch: float | None = None) -> str:
     """UTC ISO-8601 with microseconds and a ``Z``: ``2026-11-21T22:48:17.123456Z``."""
     if epoch is None or epoch <= 0:
         epoch = time.time()
-    sec = int(epoch)
-    micros = round((epoch - sec) * 1_000_000)
-    if micros >= 1_000_000:
-        sec += 1
-        micros -= 1_000_000
-    if _sec_cache[0] != sec:
+    sec, micros = divmod(int(epoch * 1_000_000), 1_000_000)
+    if _sec_cache[0] != sec:  # one strftime per second, not per record
         _sec_cache[0] = sec
-        _sec_cache[1] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{_sec_cache[1]}.{micros:06d}Z"
+        _sec_cache[1] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+    return f"{_sec_cache[1]}{micros:06d}Z"
 
 
 def parse_ts(text: str) -> float:

@@ -32,41 +32,48 @@ def check_payload(payload: Any, max_depth: int, max_keys: int, max_string: int) 
     """Raise InvalidEvent unless ``payload`` is a map within the depth/key/string limits.
 
     Returns the length of its longest string, so the caller knows whether it
-    spills without walking the payload again. Hot path: scalars are never
-    pushed on the stack (payloads come from msgpack, so exact types suffice).
+    spills without walking the payload again. Hot path: a recursive walk that
+    dispatches on exact types (payloads come from msgpack, so no subclasses).
     """
     if type(payload) is not dict:
-        if isinstance(payload, dict):  # a subclass: fine, but take the general path
-            payload = dict(payload)
-        else:
+        if not isinstance(payload, dict):
             raise InvalidEvent(f"payload must be a map, not {type(payload).__name__}")
-    keys = 0
-    longest = 0
-    stack: list[tuple[Any, int]] = [(payload, 1)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        value, depth = pop()
-        if depth > max_depth:
-            raise InvalidEvent(f"payload nested deeper than {max_depth}")
-        if type(value) is dict:
-            keys += len(value)
-            if keys > max_keys:
-                raise InvalidEvent(f"payload has more than {max_keys} keys")
-            for k, v in value.items():
-                if type(k) is not str:
-                    raise InvalidEvent("payload keys must be strings")
-                t = type(v)
-                if t is str:
-                    longest = max(longest, len(v))
-                elif t is dict or t is list:
-                    push((v, depth + 1))
-        else:
-            for v in value:
-                t = type(v)
-                if t is str:
-                    longest = max(longest, len(v))
-                elif t is dict or t is list:
-                    push((v, depth + 1))
+        payload = dict(payload)
+    budget = [max_keys, max_keys]  # [keys left, the limit]
+    longest = _map(payload, 1, max_depth, budget)
     if longest > max_string:
         raise InvalidEvent(f"payload string of {longest} chars exceeds {max_string}")
+    return longest
+
+
+def _map(d: dict[Any, Any], depth: int, max_depth: int, budget: list[int]) -> int:
+    if depth > max_depth:
+        raise InvalidEvent(f"payload nested deeper than {max_depth}")
+    budget[0] -= len(d)
+    if budget[0] < 0:
+        raise InvalidEvent(f"payload has more than {budget[1]} keys")
+    longest = 0
+    for k, v in d.items():
+        if type(k) is not str:
+            raise InvalidEvent("payload keys must be strings")
+        t = type(v)
+        if t is str:
+            longest = max(longest, len(v))
+        elif t is dict or t is list:
+            n = _map(v, depth + 1, max_depth, budget) if t is dict else _seq(v, depth + 1, max_depth, budget)
+            longest = max(longest, n)
+    return longest
+
+
+def _seq(items: list[Any], depth: int, max_depth: int, budget: list[int]) -> int:
+    if depth > max_depth:
+        raise InvalidEvent(f"payload nested deeper than {max_depth}")
+    longest = 0
+    for v in items:
+        t = type(v)
+        if t is str:
+            longest = max(longest, len(v))
+        elif t is dict or t is list:
+            n = _map(v, depth + 1, max_depth, budget) if t is dict else _seq(v, depth + 1, max_depth, budget)
+            longest = max(longest, n)
     return longest

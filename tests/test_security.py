@@ -198,6 +198,8 @@ frames = st.one_of(
 
 CRASHERS = [
     pytest.param(b"\xa3\x00\x00\x80", id="invalid-utf8-str"),  # untyped decode raised UnicodeDecodeError
+    pytest.param(bytes.fromhex("85a26f70a465aa73696d74657373696f6e5f697373a5a17061686465a46e6f7465a77061796c6f616481"
+                               "a16d9301a17881a16bc0a2696401"), id="invalid-utf8-key"),  # typed decode too (atheris)
 ]
 
 

@@ -162,6 +162,8 @@ class _Reader:
         out: dict[Any, Any] = {}
         for _ in range(n):
             key = self.value()
+            if isinstance(key, list | dict):
+                raise ValueError("MessagePack map key is not a scalar")
             out[key] = self.value()
         return out
 

@@ -199,10 +199,16 @@ encoder: Final = msgspec.msgpack.Encoder()
 
 
 def decode_request(body: bytes | memoryview) -> Request:
-    """Decode one request body; raises ``msgspec.ValidationError``/``DecodeError``."""
-    return request_decoder.decode(body)
+    """Decode one request body; raises ``msgspec.ValidationError``/``DecodeError`` only."""
+    try:
+        return request_decoder.decode(body)
+    except UnicodeDecodeError as e:  # msgspec lets invalid UTF-8 in keys through as this
+        raise msgspec.DecodeError(f"invalid UTF-8: {e.reason}") from e
 
 
 def decode_reply(body: bytes | memoryview) -> Reply:
-    """Decode one reply body."""
-    return reply_decoder.decode(body)
+    """Decode one reply body; raises ``msgspec.ValidationError``/``DecodeError`` only."""
+    try:
+        return reply_decoder.decode(body)
+    except UnicodeDecodeError as e:
+        raise msgspec.DecodeError(f"invalid UTF-8: {e.reason}") from e

@@ -47,7 +47,8 @@ def test_traced_event_imports_nothing_heavy(daemon: Daemon) -> None:
         "import sys; from traced.cli import main\n"
         f"rc = main(['event', {opened.session_id!r}, '--phase', 'note', '--payload', '{{\"message\": \"hi\"}}'])\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('msgspec', 'anyio', 'structlog', 'watchfiles', 'rich', 'typing_extensions', 'genai_prices'))\n"
+        "('msgspec', 'anyio', 'structlog', 'watchfiles', 'rich', 'typing_extensions', 'genai_prices', "
+        "'typing', 'pathlib', 'argparse', 'gettext'))\n"
         "print(rc, heavy)\n"
     )
     res = subprocess.run([sys.executable, "-c", code], env=daemon.env, capture_output=True, text=True, timeout=30)
@@ -83,3 +84,26 @@ def test_claude_code_hook_imports_nothing_heavy(daemon: Daemon) -> None:
                          capture_output=True, text=True, timeout=30)
     assert res.stdout == "" and res.stderr.splitlines() == ["0 []"], res.stderr
     assert next(daemon.root.glob(f"*/claude-code/{hook['session_id']}/trace.jsonl")).read_text().count("\n") == 1
+
+
+def test_quick_args_take_plain_lines_and_leave_the_rest_to_argparse() -> None:
+    from traced.shellevent import quick_args
+
+    a = quick_args(["--socket", "/s", "event", "ID", "--phase", "note", "--payload", "{}"])
+    assert a is not None and (a.socket, a.session_id, a.phase, a.payload) == ("/s", "ID", "note", "{}")
+    b = quick_args(["event", "ID", "--phase", "note", "-"])
+    assert b is not None and b.payload == "-"
+    c = quick_args(["event", "ID", "--phase", "artifact", "--attach", "/tmp/x"])
+    assert c is not None and c.attach == "/tmp/x"
+    for odd in (["event", "ID", "--phase", "note", "--help"], ["event", "ID"], ["event", "--phase", "note"],
+                ["event", "ID", "--phase", "note", "--payload", "{}", "--payload-file", "f"],
+                ["event", "ID", "--phase"], ["event", "ID", "extra", "--phase", "note"],
+                ["event", "ID", "--phase", "note", "--bogus"]):
+        assert quick_args(odd) is None, odd
+
+
+def test_unusual_event_lines_get_argparse_messages(daemon: Daemon) -> None:
+    res = daemon.cli("event", "ID", "--phase", "note", "--bogus")
+    assert res.returncode == 2 and "unrecognized arguments: --bogus" in res.stderr
+    res = daemon.cli("event", "--help")
+    assert res.returncode == 0 and "--payload-file" in res.stdout

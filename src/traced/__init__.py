@@ -6,7 +6,6 @@ shell path (``traced event``) pays only for what it runs.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from importlib import import_module
 
 __version__ = "0.1.0"
@@ -18,6 +17,7 @@ if TYPE_CHECKING:
     from traced.aclient import AsyncClient, AsyncSession
     from traced.client import Client, Session
     from traced.errors import DaemonUnavailable, RequestError, TracedError
+    from traced.phases import Outcome, Phase
 
 _LAZY = {
     "Client": "traced.client",
@@ -27,31 +27,9 @@ _LAZY = {
     "DaemonUnavailable": "traced.errors",
     "RequestError": "traced.errors",
     "TracedError": "traced.errors",
+    "Phase": "traced.phases",
+    "Outcome": "traced.phases",
 }
-
-
-class Phase(StrEnum):
-    """The known phases (readers ignore others)."""
-
-    START = "start"
-    DECISION = "decision"
-    TOOL_CALL = "tool_call"
-    TOOL_RESULT = "tool_result"
-    VERIFY = "verify"
-    ARTIFACT = "artifact"
-    NOTE = "note"
-    END = "end"
-    USER_PROMPT = "user_prompt"
-    LLM_CALL = "llm_call"
-    HOOK = "hook"
-
-
-class Outcome(StrEnum):
-    """How a session ended."""
-
-    SUCCESS = "success"
-    FAILURE = "failure"
-    ABORTED = "aborted"
 
 
 def __getattr__(name: str) -> Any:

@@ -6,13 +6,13 @@ client path import no anyio, structlog, watchfiles or rich.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the shell path
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 EXIT_ERROR = 1
@@ -206,6 +206,8 @@ def add_event_parser(sub: Any) -> None:
 
 def base_parser() -> tuple[argparse.ArgumentParser, Any]:
     """The top-level parser (global options) and its sub-parsers action."""
+    import argparse  # not at module top: `traced event` usually does without it
+
     parser = argparse.ArgumentParser(
         prog="traced", description="Record and read session traces of AI-agent skills.")
     from traced import __version__

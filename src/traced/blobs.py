@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 from typing import Any, Final
 
+from traced.files import write_atomic
 from traced.paths import DIR_MODE, FILE_MODE
 
 BLOBS: Final = "blobs"
@@ -45,18 +46,8 @@ def _store(session_dir: str, data: bytes) -> str:
     digest = hashlib.sha256(data).hexdigest()
     bdir = os.path.join(session_dir, BLOBS)
     os.makedirs(bdir, mode=DIR_MODE, exist_ok=True)
-    final = os.path.join(bdir, digest)
-    if not os.path.exists(final):  # content-addressed: an existing blob is the same bytes
-        tmp = f"{final}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, final)
+    if not os.path.exists(os.path.join(bdir, digest)):  # content-addressed: an existing blob is the same bytes
+        write_atomic(bdir, digest, data)
     return digest
 
 

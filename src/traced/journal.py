@@ -10,7 +10,6 @@ File descriptors live in a small LRU so 10,000 open sessions never exhaust
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -18,14 +17,16 @@ from typing import Final
 
 import msgspec
 
+from traced.files import write_atomic
 from traced.paths import FILE_MODE
 from traced.records import Record, record_decoder
+
+__all__ = ["FdCache", "Journal", "JournalWriteError", "TailState", "repair_tail", "scan", "write_atomic"]
 
 TRACE: Final = "trace.jsonl"
 TORN: Final = "trace.torn"
 META: Final = "meta.json"
 TAIL_CHUNK: Final = 64 * 1024
-_tmp_counter = itertools.count()
 
 
 class JournalWriteError(OSError):
@@ -226,39 +227,3 @@ def scan(path: str, keep_records: bool = False) -> TailState:
     except FileNotFoundError:
         pass
     return state
-
-
-def write_atomic(dir_path: str, name: str, data: bytes, sync: bool = True) -> None:
-    """Write ``dir_path/name`` as temp file + fsync + rename + directory fsync.
-
-    With ``sync=False`` the rename is still atomic but nothing is fsynced.
-    """
-    dfd = os.open(dir_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    tmp = f".{name}.{os.getpid()}.{next(_tmp_counter)}.tmp"
-    try:
-        fd = os.open(
-            tmp,
-            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-            FILE_MODE,
-            dir_fd=dfd,
-        )
-        try:
-            os.fchmod(fd, FILE_MODE)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        if sync:
-            os.fsync(dfd)
-    except BaseException:
-        try:
-            os.unlink(tmp, dir_fd=dfd)
-        except OSError:
-            pass
-        raise
-    finally:
-        os.close(dfd)

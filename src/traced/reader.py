@@ -26,6 +26,8 @@ from typing import Any, Final
 
 import msgspec
 
+from traced.session import add_usage
+
 TRACE_FILE: Final = "trace.jsonl"
 META_FILE: Final = "meta.json"
 DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
@@ -288,21 +290,8 @@ class Tokens:
     unknown_cost_calls: int = 0
 
     def add_call(self, payload: Any) -> None:
-        """Add one ``llm_call`` payload (tolerant of missing or odd fields)."""
-        if not isinstance(payload, dict):
-            payload = {}
-        usage = payload.get("usage")
-        if isinstance(usage, dict):
-            self.input_tokens += as_int(usage.get("input_tokens"))
-            self.output_tokens += as_int(usage.get("output_tokens"))
-            self.cache_read_tokens += as_int(usage.get("cache_read_tokens"))
-            self.cache_write_tokens += as_int(usage.get("cache_write_tokens"))
-        self.llm_calls += 1
-        cost = reported_cost(payload)
-        if cost is None:
-            self.unknown_cost_calls += 1
-        else:
-            self.cost_usd = round((self.cost_usd or 0.0) + cost, 10)
+        """Add one ``llm_call`` payload, by the same rule the daemon uses for meta.json."""
+        add_usage(self, payload)
 
     @classmethod
     def from_meta(cls, value: object) -> Tokens | None:

@@ -8,12 +8,13 @@ Nothing here does I/O; the registry drives it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
-from traced.records import Meta, Record, Usage, format_ts
+from traced.records import Meta, Record, format_ts
 
 IDEMPOTENCY_WINDOW: Final = 16384
 """How many recent client sequence numbers a session remembers per client (at least;
@@ -175,8 +176,26 @@ def _newest(seen: dict[int, int]) -> dict[int, int]:
     return dict(items[-IDEMPOTENCY_WINDOW:])
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+def _count(value: Any) -> int:
+    """A token count: a finite number as a non-negative int, anything else 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0
+    return max(int(value), 0)
+
+
+_INF = float("inf")
+
+
+class UsageTotals(Protocol):
+    """What ``add_usage`` folds into: meta.json's ``Usage`` and the reader's ``Tokens``."""
+
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float | None
+    llm_calls: int
+    unknown_cost_calls: int
 
 
 def account(meta: Meta, phase: str, payload: Any) -> None:
@@ -194,17 +213,22 @@ def account(meta: Meta, phase: str, payload: Any) -> None:
         add_usage(meta.usage, payload)
 
 
-def add_usage(usage: Usage, payload: dict[str, Any]) -> None:
-    """Add an ``llm_call`` payload's tokens and cost to ``usage``."""
+def add_usage(usage: UsageTotals, payload: Any) -> None:
+    """Add one ``llm_call`` payload's tokens and cost: the one rule, for the daemon and readers.
+
+    Tolerant: odd or missing fields count as 0; a cost that is not a number >= 0 is unknown.
+    """
+    if not isinstance(payload, dict):
+        payload = {}
     u = payload.get("usage")
     if isinstance(u, dict):
-        usage.input_tokens += _int(u.get("input_tokens"))
-        usage.output_tokens += _int(u.get("output_tokens"))
-        usage.cache_read_tokens += _int(u.get("cache_read_tokens"))
-        usage.cache_write_tokens += _int(u.get("cache_write_tokens"))
+        usage.input_tokens += _count(u.get("input_tokens"))
+        usage.output_tokens += _count(u.get("output_tokens"))
+        usage.cache_read_tokens += _count(u.get("cache_read_tokens"))
+        usage.cache_write_tokens += _count(u.get("cache_write_tokens"))
     usage.llm_calls += 1
     cost = payload.get("cost_usd")
-    if isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0:
+    if isinstance(cost, int | float) and not isinstance(cost, bool) and 0 <= cost < _INF:
         usage.cost_usd = round((usage.cost_usd or 0.0) + float(cost), 10)
     else:
         usage.unknown_cost_calls += 1

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from traced import paths
+from traced.files import write_atomic
 
 SUFFIX: Final = ".spool"
 
@@ -28,18 +29,8 @@ def write_segment(directory: Path, client_id: str, first_seq: int, frames: bytes
     """Write one sealed segment atomically (temp + fsync + rename); return its path."""
     paths.ensure_private_dir(directory)
     name = segment_name(client_id, first_seq)
-    final = directory / name
-    tmp = directory / f".{name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, paths.FILE_MODE)
-    try:
-        view = memoryview(frames)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, final)
-    return final
+    write_atomic(str(directory), name, bytes(frames))
+    return directory / name
 
 
 def segments(directory: Path, client_id: str = "") -> list[Path]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import resource
 import signal
 import socket
 import time
@@ -31,7 +32,7 @@ from traced.redact import Redactor, secret_env_values
 from traced.registry import Registry
 from traced.sdnotify import Notifier, listen_fds
 from traced.server import Server
-from traced.watchers import Watchers
+from traced.watchers import WATCH_TIMEOUT_MS, Watchers
 
 log = structlog.get_logger("traced.daemon")
 
@@ -75,6 +76,23 @@ async def _bind(path: Path) -> SocketListener:
     return await anyio.create_unix_listener(path, mode=0o600)
 
 
+def _fd_budget(cfg: Config) -> None:
+    """Raise the soft RLIMIT_NOFILE toward the hard one so that the fd cache, every
+    connection and some slack fit; shrink the fd cache when they cannot."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = cfg.fd_cache + cfg.max_connections + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < want:
+        cfg.fd_cache = max(64, soft - cfg.max_connections - 256)
+        log.warning("fd_cache_clamped", fd_cache=cfg.fd_cache, nofile=soft)
+
+
 def _redactor(cfg: Config) -> Redactor:
     return Redactor(secret_env_values(os.environ), enabled=cfg.redaction)
 
@@ -83,6 +101,7 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
     """Run the daemon until SIGTERM/SIGINT."""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # RLIMIT_FSIZE must give EFBIG, not kill us
     notifier = Notifier.from_env()
+    _fd_budget(cfg)
     registry = Registry(cfg)
     registry.load_roots()
     bus = Bus()
@@ -248,7 +267,7 @@ async def _watch_config(server: Server, notifier: Notifier, config_file: str | N
     path = Path(config_file) if config_file else paths.config_path()
     if not path.parent.is_dir():
         return
-    async for _changes in watchfiles.awatch(path.parent, stop_event=stop, debounce=200,
+    async for _changes in watchfiles.awatch(path.parent, stop_event=stop, debounce=200, rust_timeout=WATCH_TIMEOUT_MS,
                                              watch_filter=lambda _c, p: Path(p).name == path.name):
         notifier.reloading()
         try:

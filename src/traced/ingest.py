@@ -24,6 +24,7 @@ from traced import paths, protocol, spool
 from traced.framing import Framer, FrameTooLarge
 from traced.journal import Journal
 from traced.server import Connection, Peer, Server
+from traced.watchers import WATCH_TIMEOUT_MS
 
 log = structlog.get_logger("traced.ingest")
 
@@ -117,6 +118,7 @@ class SpoolIngest:
         paths.ensure_private_dir(self.dir)
         await self.ingest_all()
         async for _changes in watchfiles.awatch(self.dir, debounce=50, step=20, stop_event=stop,
+                                                 rust_timeout=WATCH_TIMEOUT_MS,
                                                  watch_filter=_sealed_segments):
             await self.ingest_all()
 

@@ -55,12 +55,12 @@ class FdCache:
         if fd is not None:
             fds.move_to_end(path)
             return fd
-        fd = os.open(
-            path,
-            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-            FILE_MODE,
-        )
-        os.fchmod(fd, FILE_MODE)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            os.fchmod(fd, FILE_MODE)  # umask-independent, once, when it is created
         fds[path] = fd
         if len(fds) > self.cap:
             for victim in list(fds):

@@ -31,6 +31,22 @@ log = structlog.get_logger("traced.watchers")
 Finalize = Callable[[str, str, "str | None", "str | None", float], Awaitable[Live]]
 
 
+WATCH_TIMEOUT_MS = 500
+"""How long a watchfiles thread may block before it looks at its stop event again: it bounds
+how long a graceful stop waits for the watchers (watchfiles' default is 5 s)."""
+
+
+class Either:
+    """A stop event for watchfiles that is set when any of its events is."""
+
+    def __init__(self, *events: anyio.Event) -> None:
+        self.events = events
+
+    def is_set(self) -> bool:
+        """Whether any event is set (called from watchfiles' thread: a plain flag read)."""
+        return any(e.is_set() for e in self.events)
+
+
 def _subdirs(path: Path) -> list[Path]:
     try:
         return [p for p in path.iterdir() if p.is_dir() and not p.is_symlink()]
@@ -180,15 +196,15 @@ class Watchers:
             until = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
 
             async def rearm(at: datetime = until, ev: anyio.Event = rewatch) -> None:
-                with anyio.move_on_after((at - datetime.now(UTC)).total_seconds()):
-                    await stop.wait()
+                await anyio.sleep((at - datetime.now(UTC)).total_seconds())
                 ev.set()
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(rearm)
                 try:
                     async for changes in watchfiles.awatch(root, *days, *skills, recursive=False,
-                                                           stop_event=rewatch, debounce=200):
+                                                           stop_event=Either(stop, rewatch), debounce=200,
+                                                           rust_timeout=WATCH_TIMEOUT_MS):
                         for _change, raw in changes:
                             path = Path(raw)
                             if path.parent == root or (path.parent in days and path.is_dir()):
@@ -197,7 +213,8 @@ class Watchers:
                                 self._note_foreign(path)
                 except (OSError, RuntimeError) as e:  # e.g. out of inotify watches: degrade, never die
                     log.error("other_writers_watch_failed", error=str(e))
-                    await rewatch.wait()
+                    with anyio.move_on_after(3600):
+                        await rewatch.wait()
                 tg.cancel_scope.cancel()
 
     def _note_foreign(self, sdir: Path) -> None:

@@ -37,7 +37,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     artifact_max_bytes: int = 64 * 1024 * 1024
     """Largest file an ``artifact`` event may ask the daemon to copy."""
     partial_frame_timeout: float = 30.0
-    fd_cache: int = 4096
+    fd_cache: int = 16384
     """Trace files kept open (LRU); clamped at start to what RLIMIT_NOFILE allows."""
     subscriber_buffer: int = 10000
     """Records held for a slow ``subscribe`` reader before it gets a gap."""

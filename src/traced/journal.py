@@ -38,12 +38,11 @@ class JournalWriteError(OSError):
 
 
 class FdCache:
-    """An LRU of open trace fds, capped; pinned journals are never evicted."""
+    """An LRU of open trace fds, capped (fdatasync opens its own fd, so eviction is always safe)."""
 
     def __init__(self, cap: int = 512) -> None:
         self.cap = cap
         self._fds: OrderedDict[str, int] = OrderedDict()
-        self.pinned: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._fds)
@@ -62,12 +61,8 @@ class FdCache:
             fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
             os.fchmod(fd, FILE_MODE)  # umask-independent, once, when it is created
         fds[path] = fd
-        if len(fds) > self.cap:
-            for victim in list(fds):
-                if len(fds) <= self.cap:
-                    break
-                if victim != path and victim not in self.pinned:
-                    os.close(fds.pop(victim))
+        while len(fds) > max(self.cap, 1):  # O(1) per eviction: the oldest first
+            os.close(fds.popitem(last=False)[1])
         return fd
 
     def drop(self, path: str) -> None:

@@ -18,7 +18,6 @@ from traced.client import (
     MAX_UNSYNCED,
     Conversation,
     PhaseHelpers,
-    _cwd,
     check,
     client_secrets,
     spool_pending,
@@ -26,6 +25,7 @@ from traced.client import (
 )
 from traced.errors import DaemonUnavailable, RequestError
 from traced.ids import new_ulid
+from traced.locations import current_dir
 
 _LOST = (OSError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError)
 
@@ -62,7 +62,7 @@ class AsyncClient:
         conv = self._conv
         conv.reset_transport()
         rid = conv.send(protocol.Hello(
-            client=self.name, client_id=conv.client_id, pid=os.getpid(), cwd=_cwd(),
+            client=self.name, client_id=conv.client_id, pid=os.getpid(), cwd=current_dir(),
             secrets=client_secrets() if self.send_secrets else []))
         await self._flush()
         welcome = await self._wait(rid)
@@ -190,7 +190,7 @@ class AsyncClient:
         """Start (or resume) a session."""
         reply = await self.request(protocol.Open(
             skill=skill, session_id=session_id or new_ulid(), target=target,
-            cwd=cwd or _cwd(), owner_pid=owner_pid or 0, idle_timeout=idle_timeout or 0.0,
+            cwd=cwd or current_dir(), owner_pid=owner_pid or 0, idle_timeout=idle_timeout or 0.0,
             input=input, meta=meta or {}, ts=time.time()))
         assert isinstance(reply, protocol.Opened)
         return reply

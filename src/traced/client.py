@@ -22,6 +22,7 @@ from traced import paths, protocol
 from traced.errors import DaemonUnavailable, RequestError
 from traced.framing import Framer, encode
 from traced.ids import new_ulid
+from traced.locations import current_dir
 
 FLUSH_AT = 64 * 1024
 """Send buffered ``ack=False`` events once this many bytes wait."""
@@ -257,7 +258,7 @@ class Client:
 
     def _hello(self) -> protocol.Hello:
         return protocol.Hello(
-            client=self.name, client_id=self._conv.client_id, pid=os.getpid(), cwd=_cwd(),
+            client=self.name, client_id=self._conv.client_id, pid=os.getpid(), cwd=current_dir(),
             secrets=client_secrets() if self.send_secrets else [],
         )
 
@@ -427,7 +428,7 @@ class Client:
         reply = self.request(
             protocol.Open(
                 skill=skill, session_id=session_id or new_ulid(), target=target,
-                cwd=cwd or _cwd(), owner_pid=owner_pid or 0,
+                cwd=cwd or current_dir(), owner_pid=owner_pid or 0,
                 idle_timeout=idle_timeout or 0.0, input=input, meta=meta or {}, ts=time.time(),
             )
         )
@@ -546,14 +547,6 @@ class Client:
         return reply.info
 
 
-def _cwd() -> str:
-    """The working directory, or empty when it was removed."""
-    try:
-        return os.getcwd()
-    except OSError:
-        return ""
-
-
 def spool_pending(conv: Conversation, name: str, msg: Any, directory: Path) -> int:
     """Write ``conv``'s unconfirmed emits, then ``msg``, as one spool segment.
 
@@ -570,7 +563,7 @@ def spool_pending(conv: Conversation, name: str, msg: Any, directory: Path) -> i
     if not pending:
         return 0
     redactor = Redactor(client_secrets())
-    frames = encode(protocol.Hello(client=name, client_id=conv.client_id, pid=os.getpid(), cwd=_cwd()))
+    frames = encode(protocol.Hello(client=name, client_id=conv.client_id, pid=os.getpid(), cwd=current_dir()))
     first_seq = 0
     for item in pending:
         if isinstance(item, protocol.Emit):

@@ -23,3 +23,11 @@ def runtime_location() -> str:
 def socket_location() -> str:
     """The daemon's socket: ``$TRACED_SOCKET``, else ``<runtime dir>/traced.sock``."""
     return os.environ.get("TRACED_SOCKET") or os.path.join(runtime_location(), "traced.sock")
+
+
+def current_dir() -> str:
+    """The working directory, or '' when it was removed under us."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return ""

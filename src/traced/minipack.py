@@ -38,58 +38,46 @@ def _pack(obj: Any, out: bytearray) -> None:
         out += _pack_d(0xCB, obj)
     elif isinstance(obj, str):
         data = obj.encode("utf-8", "surrogatepass")
-        n = len(data)
-        if n < 32:
-            out.append(0xA0 | n)
-        elif n < 0x100:
-            out += bytes((0xD9, n))
-        elif n < 0x10000:
-            out.append(0xDA)
-            out += n.to_bytes(2, "big")
-        else:
-            out.append(0xDB)
-            out += n.to_bytes(4, "big")
+        _header(out, len(data), _STR)
         out += data
     elif isinstance(obj, dict):
-        n = len(obj)
-        if n < 16:
-            out.append(0x80 | n)
-        elif n < 0x10000:
-            out.append(0xDE)
-            out += n.to_bytes(2, "big")
-        else:
-            out.append(0xDF)
-            out += n.to_bytes(4, "big")
+        _header(out, len(obj), _MAP)
         for k, v in obj.items():
             if not isinstance(k, str):
                 raise TypeError("map keys must be strings")
             _pack(k, out)
             _pack(v, out)
     elif isinstance(obj, list | tuple):
-        n = len(obj)
-        if n < 16:
-            out.append(0x90 | n)
-        elif n < 0x10000:
-            out.append(0xDC)
-            out += n.to_bytes(2, "big")
-        else:
-            out.append(0xDD)
-            out += n.to_bytes(4, "big")
+        _header(out, len(obj), _ARRAY)
         for v in obj:
             _pack(v, out)
     elif isinstance(obj, bytes | bytearray):
-        n = len(obj)
-        if n < 0x100:
-            out += bytes((0xC4, n))
-        elif n < 0x10000:
-            out.append(0xC5)
-            out += n.to_bytes(2, "big")
-        else:
-            out.append(0xC6)
-            out += n.to_bytes(4, "big")
+        _header(out, len(obj), _BIN)
         out += obj
     else:
         raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+# (fixed-size type byte, largest fixed length, 8-bit, 16-bit, 32-bit length type bytes); 0: none
+_STR = (0xA0, 31, 0xD9, 0xDA, 0xDB)
+_MAP = (0x80, 15, 0, 0xDE, 0xDF)
+_ARRAY = (0x90, 15, 0, 0xDC, 0xDD)
+_BIN = (0, -1, 0xC4, 0xC5, 0xC6)
+
+
+def _header(out: bytearray, n: int, kind: tuple[int, int, int, int, int]) -> None:
+    """The type byte(s) and length of a str, map, array or bin of ``n`` items/bytes."""
+    fix, fix_max, b8, b16, b32 = kind
+    if n <= fix_max:
+        out.append(fix | n)
+    elif b8 and n < 0x100:
+        out += bytes((b8, n))
+    elif n < 0x10000:
+        out.append(b16)
+        out += n.to_bytes(2, "big")
+    else:
+        out.append(b32)
+        out += n.to_bytes(4, "big")
 
 
 def _pack_int(n: int, out: bytearray) -> None:

@@ -85,11 +85,6 @@ def find_repo(start: str | os.PathLike[str]) -> Path | None:
     return None
 
 
-def session_rel(date: str, skill: str, session_id: str) -> tuple[str, str, str]:
-    """The components below a root: ``(<YYYY-MM-DD>, <skill>, <session_id>)``."""
-    return (date, check_name("skill", skill), check_name("session id", session_id))
-
-
 def ensure_private_dir(path: Path) -> None:
     """Create ``path`` (and parents) with mode 0700 regardless of umask."""
     path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)

@@ -83,9 +83,6 @@ class _Run:
     """(request id, wants ack, number of events) in request order."""
 
 
-EndSession = Callable[[str, str, "str | None", "str | None", float], Awaitable[Live]]
-
-
 class Server:
     """Serves connections; all session changes go through the registry."""
 

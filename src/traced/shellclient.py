@@ -17,6 +17,7 @@ import time
 from traced import minipack
 from traced.errors import RequestError
 from traced.ids import new_ulid
+from traced.locations import current_dir
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the shell path
 if TYPE_CHECKING:
@@ -55,12 +56,8 @@ class ShellClient:
             sock.close()
             raise
         self._sock = sock
-        try:
-            cwd = os.getcwd()
-        except OSError:
-            cwd = ""
         welcome = self.request({"op": "hello", "version": 1, "client": self.name, "client_id": self.client_id,
-                                "pid": os.getpid(), "cwd": cwd, "secrets": secret_env_values(os.environ)})
+                                "pid": os.getpid(), "cwd": current_dir(), "secrets": secret_env_values(os.environ)})
         self.frame_limit = int(welcome.get("max_frame") or 0)
 
     def close(self) -> None:
@@ -115,13 +112,9 @@ class ShellClient:
              meta: dict[str, Any] | None = None, owner_pid: int | None = None,
              idle_timeout: float | None = None, cwd: str | None = None) -> dict[str, Any]:
         """Start or resume a session (see ``Client.open``); returns the ``opened`` reply."""
-        if cwd is None:
-            try:
-                cwd = os.getcwd()
-            except OSError:
-                cwd = ""
         return self.request({"op": "open", "skill": skill, "session_id": session_id or new_ulid(),
-                             "target": target, "cwd": cwd, "owner_pid": owner_pid or 0,
+                             "target": target, "cwd": current_dir() if cwd is None else cwd,
+                             "owner_pid": owner_pid or 0,
                              "idle_timeout": idle_timeout or 0.0, "input": input, "meta": meta or {},
                              "ts": time.time()})
 

@@ -160,8 +160,3 @@ def subject_token(name: str) -> str:
     Names match ``[A-Za-z0-9][A-Za-z0-9._-]*`` so this is reversible.
     """
     return name.replace(".", "%2E")
-
-
-def subject_token_decode(token: str) -> str:
-    """The inverse of :func:`subject_token`."""
-    return token.replace("%2E", ".")

@@ -228,7 +228,7 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> Daemon:
-        cmd = [PY, "-m", "traced.cli", "serve", "--log-format", "json", *self.args]
+        cmd = [PY, "-m", "traced", "serve", "--log-format", "json", *self.args]
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=logf, stderr=logf,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
@@ -331,8 +331,8 @@ def payload(size: int, i: int, seqtext: str | None = None) -> dict[str, Any]:
 
 def emit_frame(session_id: str, size: int, ack: bool) -> tuple[bytes, int]:
     """One framed ``emit`` (length prefix + msgpack body) and the offset of its 10-digit seq."""
-    from traced import protocol
-    from traced.framing import encode
+    from traced.wire import protocol
+    from traced.wire.protocol import encode
 
     msg = protocol.Emit(session_id=session_id, phase="tool_call", payload=payload(size, 7, SEQ0),
                         ts=time.time(), ack=ack)
@@ -342,8 +342,8 @@ def emit_frame(session_id: str, size: int, ack: bool) -> tuple[bytes, int]:
 
 def batch_frame(session_id: str, size: int, events: int) -> tuple[bytes, list[int]]:
     """One framed ``emit_batch`` of ``events`` events (ack=False) and the offsets of their seqs."""
-    from traced import protocol
-    from traced.framing import encode
+    from traced.wire import protocol
+    from traced.wire.protocol import encode
 
     now = time.time()
     msg = protocol.EmitBatch(session_id=session_id, ack=False, events=[
@@ -361,8 +361,8 @@ def batch_frame(session_id: str, size: int, events: int) -> tuple[bytes, list[in
 
 
 def sync_frame() -> bytes:
-    from traced import protocol
-    from traced.framing import encode
+    from traced.wire import protocol
+    from traced.wire.protocol import encode
 
     return bytes(encode(protocol.Sync(id=999_999)))
 
@@ -374,7 +374,7 @@ def _seq_at(data: bytes) -> int:
 
 def peer_line(size: int, session_id: str = "01JDBENCHXK6T2M9V4B7C5N1P0R") -> tuple[bytes, int]:
     """The JSONL line traced writes for such an event (as the peers get it) and its seq offset."""
-    from traced.records import Record, format_ts, json_encoder
+    from traced.format.records import Record, format_ts, json_encoder
 
     rec = Record(ts=format_ts(time.time()), skill="bench", session_id=session_id, step=123456,
                  phase="tool_call", payload=payload(size, 7, SEQ0))

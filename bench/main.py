@@ -383,7 +383,7 @@ class Bench:
     def _mini_run(self, mini: peers.MiniServer, mode: str, size: int, n: int, conns: int,
                   ack: bool) -> tuple[dict[str, Any], float]:
         """The C client against the minimal Python server; checks its output; returns (tdclient out, CPU µs/ev)."""
-        from traced.ids import new_ulid
+        from traced.format.ids import new_ulid
 
         assert mini.proc is not None
         sids = [new_ulid() for _ in range(conns)]
@@ -709,9 +709,10 @@ def open_many(sock: Path, nconns: int, nsessions: int) -> tuple[list[socket.sock
 
     Returns the open sockets and (session_id, dir) of every session.
     """
-    from traced import protocol
-    from traced.framing import Framer, encode
-    from traced.ids import new_ulid
+    from traced.wire import protocol
+    from traced.wire.framing import Framer
+    from traced.wire.protocol import encode
+    from traced.format.ids import new_ulid
 
     per = [nsessions // nconns + (1 if i < nsessions % nconns else 0) for i in range(nconns)]
     socks: list[socket.socket] = []
@@ -755,8 +756,8 @@ def open_many(sock: Path, nconns: int, nsessions: int) -> tuple[list[socket.sock
 
 def generate_sessions(root: Path, n: int) -> None:
     """``n`` ended sessions in the documented on-disk format (DESIGN §2), spread over the last 20 days."""
-    from traced.ids import new_ulid
-    from traced.records import Meta, Record, Usage, format_ts, json_encoder
+    from traced.format.ids import new_ulid
+    from traced.format.records import Meta, Record, Usage, format_ts, json_encoder
 
     enc = json_encoder.encode
     now = time.time()

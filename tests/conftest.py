@@ -59,10 +59,14 @@ class Daemon:
                     "LISTEN_PID", "TRACED_ROOT"):
             self.env.pop(var, None)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.entry = "traced"
+        """The module run as the daemon: ``tests.faults`` injects test-only faults."""
 
     def start(self, *args: str, wait: bool = True, preexec: Any = None) -> Daemon:
-        cmd = [sys.executable, "-m", "traced.cli", "serve", "--log-format", "json",
+        cmd = [sys.executable, "-m", self.entry, "serve", "--log-format", "json",
                *self.extra_args, *args]
+        if self.entry != "traced":
+            self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), self.env.get("PYTHONPATH")]))
         logf = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=logf, stderr=logf,
                                      preexec_fn=preexec)
@@ -103,7 +107,7 @@ class Daemon:
 
     def cli(self, *args: str, input: str | None = None, check: bool = False,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run([sys.executable, "-m", "traced.cli", *args], env={**self.env, **(env or {})},
+        res = subprocess.run([sys.executable, "-m", "traced", *args], env={**self.env, **(env or {})},
                              input=input, capture_output=True, text=True, timeout=60)
         if check and res.returncode != 0:
             raise AssertionError(f"traced {' '.join(args)} -> {res.returncode}: {res.stderr}")

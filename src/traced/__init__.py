@@ -8,27 +8,29 @@ from __future__ import annotations
 
 from importlib import import_module
 
-__version__ = "0.1.0"
+from traced._version import __version__
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the shell path
 if TYPE_CHECKING:
     from typing import Any
 
-    from traced.aclient import AsyncClient, AsyncSession
-    from traced.client import Client, Session
+    from traced.client.aio import AsyncClient
+    from traced.client.blocking import Client
+    from traced.client.session import AsyncSession, Session
     from traced.errors import DaemonUnavailable, RequestError, TracedError
-    from traced.phases import Outcome, Phase
+    from traced.format.vocab import Outcome, Phase, Reason
 
 _LAZY = {
-    "Client": "traced.client",
-    "Session": "traced.client",
-    "AsyncClient": "traced.aclient",
-    "AsyncSession": "traced.aclient",
+    "Client": "traced.client.blocking",
+    "Session": "traced.client.session",
+    "AsyncClient": "traced.client.aio",
+    "AsyncSession": "traced.client.session",
     "DaemonUnavailable": "traced.errors",
     "RequestError": "traced.errors",
     "TracedError": "traced.errors",
-    "Phase": "traced.phases",
-    "Outcome": "traced.phases",
+    "Phase": "traced.format.vocab",
+    "Outcome": "traced.format.vocab",
+    "Reason": "traced.format.vocab",
 }
 
 
@@ -46,6 +48,7 @@ __all__ = [
     "DaemonUnavailable",
     "Outcome",
     "Phase",
+    "Reason",
     "RequestError",
     "Session",
     "TracedError",

@@ -8,9 +8,9 @@ import atheris
 with atheris.instrument_imports():
     import msgspec
 
-    from traced import minipack, protocol
-    from traced.framing import Framer, FrameTooLarge
-    from traced.server import _peek_id
+    from traced.daemon.handler import peek_id as _peek_id
+    from traced.wire import minipack, protocol
+    from traced.wire.framing import Framer, FrameTooLarge
 
 
 def one(data: bytes) -> None:

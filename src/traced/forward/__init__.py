@@ -24,10 +24,11 @@ from typing import Any
 import anyio
 import msgspec
 
+from traced.errors import ForwardURLError
+from traced.format.layout import ensure_private_dir
 from traced.forward.cursor import CursorStore
 from traced.forward.engine import Forwarder, Sink
-from traced.forward.urls import Destination, ForwardURLError, parse
-from traced.paths import ensure_private_dir
+from traced.forward.urls import Destination, parse
 
 __all__ = ["ForwardURLError", "Forwarders", "check_urls"]
 
@@ -113,7 +114,7 @@ class Forwarders:
 
 def _describe(dir: Path, dest: Destination) -> None:
     """``dest.json``: which destination a cursor directory belongs to (for humans)."""
-    from traced.journal import write_atomic
+    from traced.format.files import write_atomic
 
     data = msgspec.json.encode({"url": dest.display, "kind": dest.kind, "identity": dest.identity})
     try:

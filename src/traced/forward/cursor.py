@@ -27,8 +27,9 @@ from typing import Any, Final
 
 import msgspec
 
-from traced.journal import write_atomic
-from traced.paths import FILE_MODE, ensure_private_dir
+from traced.format import layout
+from traced.format.files import write_atomic
+from traced.format.layout import FILE_MODE, ensure_private_dir
 
 LOG: Final = "cursors.log"
 STATE: Final = "state.json"
@@ -176,7 +177,7 @@ class CursorStore:
         horizon = time.time() - ENDED_RETENTION
         for cur in list(self.cursors.values()):
             if prune and ((cur.ended and cur.updated < horizon)
-                          or not os.path.exists(os.path.join(cur.dir, "trace.jsonl"))):
+                          or not os.path.exists(os.path.join(cur.dir, layout.TRACE))):
                 gone.append(cur.dir)
                 continue
             rows.append(cur.row())

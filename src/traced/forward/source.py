@@ -14,9 +14,9 @@ from typing import Final
 
 import msgspec
 
+from traced.format import layout
 from traced.forward.cursor import Cursor
 
-TRACE: Final = "trace.jsonl"
 TAIL_CHUNK: Final = 64 * 1024
 LOOKBACK_DAYS: Final = 7
 MTIME_SLACK: Final = 5.0
@@ -65,7 +65,7 @@ class ReadResult:
 
 def trace_path(session_dir: str) -> str:
     """The trace.jsonl of a session directory."""
-    return os.path.join(session_dir, TRACE)
+    return os.path.join(session_dir, layout.TRACE)
 
 
 def read_after(session_dir: str, offset: int, after_step: int, max_records: int, max_bytes: int) -> ReadResult:
@@ -190,31 +190,16 @@ def find_behind(roots: Iterable[str], cursors: list[Cursor], since: float,
                 found[cur.dir] = Work(cur.dir, cur.skill, cur.session_id, step, cur.updated)
     cutoff = (datetime.fromtimestamp(since, UTC) - timedelta(days=lookback_days)).strftime("%Y-%m-%d")
     for root in roots:
-        try:
-            dates = [d for d in os.listdir(root) if len(d) == 10 and d >= cutoff]
-        except OSError:
-            continue
-        for date in dates:
-            date_dir = os.path.join(root, date)
-            for skill in _listdir(date_dir):
-                skill_dir = os.path.join(date_dir, skill)
-                for sid in _listdir(skill_dir):
-                    sdir = os.path.join(skill_dir, sid)
-                    if sdir in known or sdir in found:
-                        continue
-                    try:
-                        mtime = os.stat(trace_path(sdir)).st_mtime
-                    except OSError:
-                        continue
-                    if mtime >= since - MTIME_SLACK:
-                        step = tail_step(sdir)
-                        if step > 0:
-                            found[sdir] = Work(sdir, skill, sid, step, mtime)
+        for date, skill, sid in layout.walk_sessions(root, lo=cutoff):
+            sdir = layout.session_dir(root, date, skill, sid)
+            if sdir in known or sdir in found:
+                continue
+            try:
+                mtime = os.stat(trace_path(sdir)).st_mtime
+            except OSError:
+                continue
+            if mtime >= since - MTIME_SLACK:
+                step = tail_step(sdir)
+                if step > 0:
+                    found[sdir] = Work(sdir, skill, sid, step, mtime)
     return list(found.values())
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except OSError:
-        return []

@@ -30,8 +30,10 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from traced import __version__
+from traced.format import vocab
+from traced.format.pairing import Pairer, tool_key
+from traced.format.records import Record, json_encoder, record_decoder
 from traced.forward.source import trace_path
-from traced.records import Record, json_encoder, record_decoder
 
 SPAN_PHASES: Final = frozenset({"tool_call", "tool_result", "llm_call"})
 MAX_EVENTS: Final = 1000
@@ -133,23 +135,14 @@ class SessionCtx:
     step: int = 0
     """The last record fed."""
     t0: int = 0
-    open: list[OpenCall] = field(default_factory=list)
+    calls: Pairer[OpenCall] = field(default_factory=Pairer)
+    """Tool calls waiting for their result (and results that came before their call)."""
     ended: bool = False
     """The last record fed was ``end``."""
 
     def copy(self) -> SessionCtx:
         """A copy to change without touching the committed state."""
-        return SessionCtx(self.step, self.t0, list(self.open), self.ended)
-
-    def take(self, tool: str, call_id: str) -> OpenCall | None:
-        """The open call a tool_result answers: same call_id, else the oldest of that tool without one."""
-        for i, call in enumerate(self.open):
-            if call_id and call.call_id == call_id:
-                return self.open.pop(i)
-        for i, call in enumerate(self.open):
-            if call.tool == tool and (not call.call_id or not call_id):
-                return self.open.pop(i)
-        return None
+        return SessionCtx(self.step, self.t0, self.calls.copy(), self.ended)
 
 
 def decode(raw: bytes) -> Record | None:
@@ -198,25 +191,28 @@ class SpanBuilder:
         if ctx.t0 == 0:
             ctx.t0 = ts
         ctx.step = step
-        ctx.ended = rec.phase == "end"
+        ctx.ended = rec.phase == vocab.END
         p = _payload(rec)
         out: list[Span] = []
-        if rec.phase == "tool_call":
-            ctx.open.append(OpenCall(step, start, end, str(p.get("tool") or ""), str(p.get("call_id") or ""), ts))
+        if rec.phase == vocab.TOOL_CALL:
+            tool, call_id = tool_key(p)
+            # a result that came first was sent as its own span then: nothing waits for this call
+            ctx.calls.call(tool, call_id, OpenCall(step, start, end, tool, call_id, ts))
             if emit:
                 self.calls[step] = rec
-        elif rec.phase == "tool_result":
-            call = ctx.take(str(p.get("tool") or ""), str(p.get("call_id") or ""))
+        elif rec.phase == vocab.TOOL_RESULT:
+            tool, call_id = tool_key(p)
+            call = ctx.calls.result(tool, call_id, OpenCall(step, start, end, tool, call_id, ts))
             if emit:
                 out.append(self.tool_span(call, rec, step))
-        elif rec.phase == "llm_call":
+        elif rec.phase == vocab.LLM_CALL:
             if emit:
                 out.append(self.llm_span(rec, step))
-        elif rec.phase == "end":
+        elif rec.phase == vocab.END:
             if emit:
-                out.extend(self.tool_span(call, None, step, end_rec=rec) for call in ctx.open)
+                out.extend(self.tool_span(call, None, step, end_rec=rec) for call in ctx.calls.open_calls())
                 out.append(self.root_span(rec, step, end))
-            ctx.open.clear()
+            ctx.calls.clear()
         return out
 
     # --- spans ----------------------------------------------------------------
@@ -348,7 +344,7 @@ class SpanBuilder:
                 tool_calls += 1
             elif rec.phase == "tool_result" and p.get("ok") is False:
                 errors += 1
-            elif rec.phase == "llm_call":
+            elif rec.phase == vocab.LLM_CALL:
                 u = _dict(p.get("usage"))
                 usage["input"] += _int(u.get("input_tokens")) or 0
                 usage["output"] += _int(u.get("output_tokens")) or 0

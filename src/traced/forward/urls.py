@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from traced.errors import ForwardURLError
+
 NATS_SCHEMES: Final = ("nats", "tls")
 OTLP_SCHEMES: Final = ("http", "https")
 DEFAULT_OTLP_PATH: Final = "/v1/traces"
@@ -31,10 +33,6 @@ _SUBJECT_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\Z")
 _HEADER_NAME_RE: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 _NATS_KEYS: Final = frozenset({"stream", "subject", "duplicate_window", "creds"})
 _OTLP_KEYS: Final = frozenset({"header", "service", "project"})
-
-
-class ForwardURLError(ValueError):
-    """A ``--forward`` URL that cannot be used (bad syntax, unknown scheme, missing extra)."""
 
 
 @dataclass(slots=True)

@@ -1,0 +1,170 @@
+"""``traced hook``: record agent hook events, and install the hooks.
+
+``traced hook claude-code`` runs once per Claude Code hook event, so it has
+its own fast path (``run``): no argparse, and a contract it keeps whatever
+its arguments: it prints nothing on stdout (Claude Code would add it to the
+conversation) and always exits 0, because Claude Code reads exit code 2 as
+"block this action". A problem, including a bad or unknown option, is one
+line on stderr. ``traced hook install`` goes through the full parser.
+See docs/claude-code.md.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hook's start-up
+if TYPE_CHECKING:
+    import argparse
+
+AGENTS = ("claude-code",)
+_VALUED = {"--skill": "skill", "--target": "target", "--idle-timeout": "idle_timeout", "--socket": "socket"}
+
+
+def run(argv: list[str]) -> int | None:
+    """``traced [--socket P] hook claude-code [options]``: record one event from stdin; always 0.
+
+    Returns None for anything else under ``hook`` (``install``, ``--help``), which
+    the full parser handles.
+    """
+    words = list(argv)
+    try:
+        at = words.index("hook")
+    except ValueError:
+        return None
+    rest = words[at + 1 :]
+    if not rest or rest[0] not in AGENTS or "-h" in rest or "--help" in rest:
+        return None
+    options: dict[str, str | None] = dict.fromkeys(_VALUED.values())
+    unknown: list[str] = []
+    for part in (words[:at], rest[1:]):
+        i = 0
+        while i < len(part):
+            word = part[i]
+            key, eq, value = word.partition("=")
+            if key in _VALUED and eq:
+                options[_VALUED[key]] = value
+            elif word in _VALUED and i + 1 < len(part):
+                options[_VALUED[word]] = part[i + 1]
+                i += 1
+            else:
+                unknown.append(word)
+            i += 1
+    if unknown:
+        _complain(f"ignoring unknown arguments {' '.join(unknown)!r}")
+    record(rest[0], options)
+    return 0
+
+
+def record(agent: str, options: dict[str, str | None]) -> None:
+    """Record one ``agent`` hook event read from stdin; never raises."""
+    try:
+        import sys
+
+        from traced.integrations.claude_code import run as hook_run
+
+        opts = hook_run.options_from(options.get("skill"), options.get("target"), options.get("idle_timeout"))
+        hook_run.run(sys.stdin.buffer.read(), opts, options.get("socket"))
+    except BaseException as e:  # the hook must exit 0 whatever happens
+        _complain(e)
+
+
+def _complain(error: BaseException | str) -> None:
+    try:
+        import sys
+
+        if isinstance(error, str):
+            text = error
+        else:
+            text = " ".join(str(error).split()) or type(error).__name__
+            if type(error).__name__ not in ("HookError", "RequestError", "DaemonUnavailable"):
+                text = f"{type(error).__name__}: {text}"
+        print(f"traced hook: {text[:300]}", file=sys.stderr)
+    except BaseException:
+        pass
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    """The parser's entry for ``traced hook claude-code`` (``--help`` lands here): same as ``run``."""
+    record("claude-code", {"skill": args.skill, "target": args.target, "idle_timeout": args.idle_timeout,
+                           "socket": getattr(args, "socket", None)})
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    """Merge traced's hook entries into (or, with --uninstall, out of) Claude Code settings."""
+    import sys
+    from pathlib import Path
+
+    from traced.errors import EXIT_ERROR, EXIT_USAGE
+    from traced.format.layout import valid_name
+    from traced.integrations.claude_code import install
+
+    if args.settings:
+        path = Path(args.settings).expanduser().absolute()
+    else:
+        path = install.settings_path("project" if args.project else "user")
+    extra: list[str] = []
+    if args.skill:
+        if not valid_name(args.skill):
+            print(f"traced: invalid --skill {args.skill!r}", file=sys.stderr)
+            return EXIT_USAGE
+        extra += ["--skill", args.skill]
+    if args.target:
+        target = args.target
+        extra += ["--target", target if target in ("global", "repo") else str(Path(target).expanduser().absolute())]
+    if args.idle_timeout is not None:
+        extra += ["--idle-timeout", f"{args.idle_timeout:g}"]
+    command = install.hook_command(extra=extra)
+    try:
+        result = install.install(path, command, uninstall=args.uninstall, dry_run=args.dry_run)
+    except (ValueError, OSError) as e:
+        print(f"traced: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    sys.stdout.write(result.diff)
+    if not result.changed:
+        print(f"traced: {path} is already up to date", file=sys.stderr)
+    elif args.dry_run:
+        print(f"traced: dry run, {path} not changed", file=sys.stderr)
+    else:
+        what = "removed traced's hooks from" if args.uninstall else "installed traced's hooks in"
+        print(f"traced: {what} {path}", file=sys.stderr)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``hook`` command group to ``sub``."""
+    p = sub.add_parser(
+        "hook", help="record agent hook events (Claude Code) and install the hooks",
+        description="Record agent hook events. `traced hook claude-code` is what Claude Code runs; "
+                    "`traced hook install claude-code` sets it up.",
+    )
+    hsub = p.add_subparsers(dest="hook_command", metavar="COMMAND", required=True)
+
+    c = hsub.add_parser(
+        "claude-code", help="record one Claude Code hook event from stdin (prints nothing, exits 0)",
+        description="Read one Claude Code hook JSON object from stdin and record it. Prints nothing on "
+                    "stdout and always exits 0; falls back to the spool when the daemon is down.",
+    )
+    c.add_argument("--skill", help="skill name of the sessions (default: $TRACED_HOOK_SKILL or claude-code)")
+    c.add_argument("--target", help="global, repo, or a directory (default: $TRACED_HOOK_TARGET or global)")
+    c.add_argument("--idle-timeout", metavar="SECONDS",
+                   help="abort a session idle this long (default: $TRACED_HOOK_IDLE_TIMEOUT or the daemon's)")
+    c.set_defaults(func=cmd_record)
+
+    i = hsub.add_parser(
+        "install", help="add traced's hooks to Claude Code settings (prints a unified diff)",
+        description="Merge `traced hook claude-code` entries into Claude Code's settings.json for every "
+                    "event traced records, leaving everything else as it is. Running it twice changes "
+                    "nothing; --uninstall removes only traced's entries.",
+    )
+    i.add_argument("agent", choices=AGENTS)
+    where = i.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="~/.claude/settings.json (the default)")
+    where.add_argument("--project", action="store_true",
+                       help=".claude/settings.json at the git root (or the current directory)")
+    where.add_argument("--settings", metavar="FILE", help="this settings file (e.g. .claude/settings.local.json)")
+    i.add_argument("--dry-run", action="store_true", help="print the diff, change nothing")
+    i.add_argument("--uninstall", action="store_true", help="remove traced's entries")
+    i.add_argument("--skill", help="record under this skill name (baked into the hook command)")
+    i.add_argument("--target", help="global, repo, or a directory (baked into the hook command)")
+    i.add_argument("--idle-timeout", type=float, metavar="SECONDS", help="baked into the hook command")
+    i.set_defaults(func=cmd_install)

@@ -1,0 +1,163 @@
+"""A one-shot client for the shell path (``traced event``, the agent hooks).
+
+Stdlib + ``minipack`` only: no msgspec, anyio, typing or pathlib, because
+these commands run once per event and their start-up is the cost. It has the
+``open``/``emit``/``end`` surface of ``Client`` but no reconnect or spool:
+when the daemon is unreachable or the connection breaks it raises OSError,
+and the caller hands over to the full ``Client`` with the same ``client_id``,
+so the (client_id, seq) keys repeat and the daemon drops what it already wrote.
+
+Its messages are plain dicts (``MESSAGES`` names each op's builder); a test
+checks every one of them against the Structs of ``wire.protocol``, the one
+place the schema is written.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from traced.errors import RequestError
+from traced.format.ids import new_ulid
+from traced.locations import current_dir, socket_location
+from traced.wire import minipack
+from traced.wire.framing import Framer, frame
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the shell path
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Any
+
+VERSION = 1
+"""The protocol version this client speaks (``wire.protocol.VERSION``)."""
+
+
+def hello_msg(name: str, client_id: str) -> dict[str, Any]:
+    """``hello``, with this process's secret env values for the daemon's redaction."""
+    from traced.redaction.names import secret_env_values
+
+    return {"op": "hello", "version": VERSION, "client": name, "client_id": client_id, "pid": os.getpid(),
+            "cwd": current_dir(), "secrets": secret_env_values(os.environ)}
+
+
+def open_msg(skill: str, *, session_id: str | None = None, target: str = "global", input: Any = None,
+             meta: dict[str, Any] | None = None, owner_pid: int | None = None, idle_timeout: float | None = None,
+             cwd: str | None = None) -> dict[str, Any]:
+    """``open`` (see ``Client.session``)."""
+    return {"op": "open", "skill": skill, "session_id": session_id or new_ulid(), "target": target,
+            "cwd": current_dir() if cwd is None else cwd, "owner_pid": owner_pid or 0,
+            "idle_timeout": idle_timeout or 0.0, "input": input, "meta": meta or {}, "ts": time.time()}
+
+
+def emit_msg(session_id: str, phase: str, payload: dict[str, Any], seq: int, ts: float | None = None) -> dict[str, Any]:
+    """``emit``, always acknowledged on this path."""
+    return {"op": "emit", "session_id": session_id, "phase": phase, "payload": payload, "ts": ts or time.time(),
+            "seq": seq, "ack": True}
+
+
+def close_msg(session_id: str, outcome: str = "success", summary: str | None = None) -> dict[str, Any]:
+    """``close``."""
+    return {"op": "close", "session_id": session_id, "outcome": outcome, "summary": summary, "ts": time.time()}
+
+
+MESSAGES = {"hello": hello_msg, "open": open_msg, "emit": emit_msg, "close": close_msg}
+
+
+class ShellClient:
+    """Blocking, one connection, no retries; raises OSError when the daemon is away.
+
+    ``timeout``: seconds any one socket operation may block.
+    """
+
+    spooling = False
+
+    def __init__(self, socket_path: str | None = None, *, name: str = "traced-shell",
+                 client_id: str | None = None, timeout: float = 30.0) -> None:
+        self.socket_path = socket_path or socket_location()
+        self.name = name
+        self.client_id = client_id or new_ulid()
+        self.timeout = timeout
+        self.frame_limit = 0
+        self._sock: socket.socket | None = None
+        self._framer = Framer(64 * 1024 * 1024)
+        self._ready: list[bytes] = []
+        self._id = 0
+        self._seq = 0
+
+    def connect(self) -> None:
+        """Connect and say hello; learn the daemon's frame limit."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        welcome = self.request(hello_msg(self.name, self.client_id))
+        self.frame_limit = int(welcome.get("max_frame") or 0)
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> ShellClient:
+        self.connect()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and return its reply.
+
+        Raises RequestError for an ``error`` reply to it, or for a
+        connection-level one (no id, or id 0); OSError when the connection breaks.
+        """
+        assert self._sock is not None
+        self._id += 1
+        msg["id"] = self._id
+        body = minipack.packb(msg)
+        if self.frame_limit and len(body) > self.frame_limit:
+            raise RequestError("too_large", f"event of {len(body)} bytes exceeds the daemon's limit of "
+                               f"{self.frame_limit} bytes")
+        self._sock.sendall(frame(body))
+        while True:
+            reply = self._next()
+            if reply.get("id", 0) in (self._id, 0):
+                break
+        if reply.get("op") == "error":
+            raise RequestError(str(reply.get("code")), str(reply.get("message")))
+        return reply
+
+    def _next(self) -> dict[str, Any]:
+        assert self._sock is not None
+        while True:
+            while self._ready:
+                value = minipack.unpackb(self._ready.pop(0))
+                if isinstance(value, dict):
+                    return value
+            data = self._sock.recv(65536)
+            if not data:
+                raise ConnectionResetError("the daemon closed the connection")
+            self._ready.extend(self._framer.feed(data))
+
+    def open(self, skill: str, **kwargs: Any) -> dict[str, Any]:
+        """Start or resume a session (see ``Client.open``); returns the ``opened`` reply."""
+        return self.request(open_msg(skill, **kwargs))
+
+    def emit(self, session_id: str, phase: str, payload: dict[str, Any], *, ack: bool = True,
+             ts: float | None = None) -> int | None:
+        """Append one event and return its step (always acknowledged on this path)."""
+        self._seq += 1
+        step = self.request(emit_msg(session_id, phase, payload, self._seq, ts)).get("step")
+        return step if isinstance(step, int) else None
+
+    def end(self, session_id: str, outcome: str = "success", summary: str | None = None) -> dict[str, Any]:
+        """End a session; returns its final meta."""
+        meta = self.request(close_msg(session_id, outcome, summary)).get("meta")
+        return meta if isinstance(meta, dict) else {}

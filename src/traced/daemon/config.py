@@ -1,0 +1,93 @@
+"""Daemon configuration: a msgspec Struct filled from a TOML file, then ``TRACED_*`` env, then flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from traced import locations
+from traced.errors import ConfigError
+
+FsyncPolicy = Literal["never", "batch", "always"]
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Every setting of ``traced serve``; see docs/configuration.md."""
+
+    socket: str = ""
+    """Socket path; empty: ``$TRACED_SOCKET`` or ``$XDG_RUNTIME_DIR/traced/traced.sock``."""
+    root: str = ""
+    """Global root; empty: ``$STATE_DIRECTORY`` or ``$XDG_STATE_HOME/traced/sessions``."""
+    fsync: FsyncPolicy = "batch"
+    fsync_interval: float = 1.0
+    idle_timeout: float = 1800.0
+    max_frame: int = 8 * 1024 * 1024
+    """Largest frame; 8 MiB because large strings spill to blobs, so a big event
+    no longer means a big line (raw LLM bodies and long tool outputs fit whole)."""
+    max_connections: int = 1024
+    max_open_sessions: int = 20000
+    max_sessions_per_connection: int = 1000
+    max_payload_depth: int = 64
+    max_payload_keys: int = 10000
+    max_string: int = 8 * 1024 * 1024
+    spill_threshold: int = 64 * 1024
+    """Payload strings longer than this (chars) go to ``<session>/blobs/<sha256>``."""
+    artifact_max_bytes: int = 64 * 1024 * 1024
+    """Largest file an ``artifact`` event may ask the daemon to copy."""
+    partial_frame_timeout: float = 30.0
+    fd_cache: int = 16384
+    """Trace files kept open (LRU); clamped at start to what RLIMIT_NOFILE allows."""
+    subscriber_buffer: int = 10000
+    """Records held for a slow ``subscribe`` reader before it gets a gap."""
+    redaction: bool = True
+    allow_root: bool = False
+    """Let uid 0 connect to a daemon of another uid."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    forward: list[str] = []
+    forward_headers: dict[str, dict[str, str]] = {}
+    """Extra headers per forward URL (``${VAR}`` is expanded), e.g. a backend's project name."""
+
+    def socket_path(self) -> Path:
+        """The resolved socket path."""
+        return Path(self.socket) if self.socket else locations.socket_path()
+
+    def root_path(self) -> Path:
+        """The resolved global root."""
+        return Path(self.root) if self.root else locations.default_root()
+
+
+def _fields() -> dict[str, Any]:
+    return {f.name: f.type for f in msgspec.structs.fields(Config)}
+
+
+def load(file: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None,
+         env: dict[str, str] | None = None) -> Config:
+    """Build the config: defaults < TOML file < ``TRACED_<FIELD>`` env < ``overrides``."""
+    data: dict[str, Any] = {}
+    path = Path(file) if file else locations.config_path()
+    if path.exists():
+        try:
+            loaded = msgspec.toml.decode(path.read_bytes())
+        except msgspec.DecodeError as e:
+            raise ConfigError(f"{path}: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: not a table")
+        data.update(loaded)
+    elif file:
+        raise ConfigError(f"config file not found: {path}")
+    environ = os.environ if env is None else env
+    for name in _fields():
+        value = environ.get(f"TRACED_{name.upper()}")
+        if value is None or name in ("socket", "root", "forward_headers"):  # socket/root: locations.py
+            continue
+        data[name] = value.split(",") if name == "forward" else value
+    if overrides:
+        data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"bad configuration: {e}") from e

@@ -1,0 +1,247 @@
+"""The protocol handler: one ``match`` over the request union, for every source alike.
+
+``Handler.process`` takes the frames of one read (a socket connection's, or a
+spool segment's) and appends their replies to one buffer. ``emit`` is an
+``emit_batch`` of one; consecutive events to the same session within a read
+become one journal write (``_Run``). Every per-request failure becomes an
+``error`` reply for that request: a bad request never costs the connection.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import msgspec
+import structlog
+
+from traced import __version__
+from traced.daemon.bus import Bus, Subscriber
+from traced.daemon.config import Config
+from traced.daemon.intake import Intake, home
+from traced.daemon.procfs import peer_cwd
+from traced.daemon.registry import Live, Registry
+from traced.daemon.session import Pending
+from traced.errors import RequestError
+from traced.redaction.redactor import Redactor
+from traced.wire import protocol
+from traced.wire.protocol import encode
+
+log = structlog.get_logger("traced.daemon.handler")
+
+
+@dataclass(slots=True)
+class Peer:
+    """Who is on the other end, from SO_PEERCRED."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+@dataclass(slots=True)
+class Connection:
+    """Per-connection state."""
+
+    peer: Peer
+    redactor: Redactor
+    client_id: str = ""
+    client: str = ""
+    cwd: str = ""
+    opened: int = 0
+    touched: set[Live] = field(default_factory=set)
+    events: int = 0
+    from_spool: bool = False
+    """Replayed from a spool segment: an ended session is never reopened by it."""
+    subscription: tuple[int, Subscriber] | None = None
+    """(request id, subscriber) once the connection became a record stream."""
+
+
+@dataclass(slots=True)
+class _Run:
+    """Consecutive emits to one session, written with one write(2)."""
+
+    session_id: str = ""
+    pending: list[Pending] = field(default_factory=list)
+    replies: list[tuple[int, bool, int]] = field(default_factory=list)
+    """(request id, wants ack, number of events) in request order."""
+
+
+class Handler:
+    """Turns requests into session changes (through the registry) and replies."""
+
+    def __init__(self, config: Config, registry: Registry, redactor: Redactor, bus: Bus | None = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.redactor = redactor
+        self.intake = Intake(config)
+        self.bus = bus or Bus()
+        self.on_hello: Callable[[str], Awaitable[None]] | None = None
+        """Runs before ``welcome`` (the spool ingests that client's segments first)."""
+        self.on_finished: list[Callable[[Live], None]] = []
+        """Called once a session's end is durable and its meta.json written (the forwarders)."""
+        self.status: Callable[[], dict[str, Any]] = dict
+        """The ``status`` reply's info (set by ``serve``)."""
+
+    async def process(self, conn: Connection, frames: list[bytes], out: bytearray, touched: set[Live]) -> None:
+        """Handle the frames of one read, appending their replies to ``out``."""
+        run = _Run()
+        for body in frames:
+            try:
+                req = protocol.decode_request(body)
+            except (msgspec.ValidationError, msgspec.DecodeError) as e:
+                self._flush(conn, run, out, touched)
+                encode(protocol.Error(id=peek_id(body), code="bad_frame", message=f"bad request: {e}"), out)
+                continue
+            try:
+                match req:
+                    case protocol.Emit():
+                        event = protocol.Event(phase=req.phase, payload=req.payload, ts=req.ts, seq=req.seq)
+                        await self._events(conn, run, out, touched, rid=req.id, session_id=req.session_id,
+                                           events=[event], ack=req.ack)
+                    case protocol.EmitBatch():
+                        await self._events(conn, run, out, touched, rid=req.id, session_id=req.session_id,
+                                           events=req.events, ack=req.ack)
+                    case _:
+                        self._flush(conn, run, out, touched)
+                        encode(await self._request(conn, req, touched), out)
+            except RequestError as e:
+                self._flush(conn, run, out, touched)
+                encode(protocol.Error(id=req.id, code=e.code, message=e.message), out)  # type: ignore[arg-type]
+            except Exception as e:  # a bug must cost one request, not the daemon
+                log.exception("request_failed", op=type(req).__name__)
+                self._flush(conn, run, out, touched)
+                encode(protocol.Error(id=req.id, code="internal", message=f"internal error: {e!r}"), out)
+        self._flush(conn, run, out, touched)
+
+    async def _events(self, conn: Connection, run: _Run, out: bytearray, touched: set[Live], *, rid: int,
+                      session_id: str, events: list[protocol.Event], ack: bool) -> None:
+        """Validate, redact and queue ``events`` into the run of ``session_id``."""
+        batch = []
+        for ev in events:
+            pend, heavy = self.intake.event(conn.redactor, ev.phase, ev.payload, ts=ev.ts,
+                                            client_id=conn.client_id, seq=ev.seq)
+            if heavy:
+                live = self.registry.live(session_id)
+                await self.intake.offload(pend, live.state.dir, [home(), live.root])
+            batch.append(pend)
+        if session_id != run.session_id:
+            self._flush(conn, run, out, touched)
+            run.session_id = session_id
+        run.pending.extend(batch)
+        run.replies.append((rid, ack, len(batch)))
+
+    def _flush(self, conn: Connection, run: _Run, out: bytearray, touched: set[Live]) -> None:
+        """Write the pending run with one write(2) and encode its acks/errors."""
+        if not run.pending:
+            run.replies.clear()
+            return
+        pending, replies, sid = run.pending, run.replies, run.session_id
+        run.pending, run.replies, run.session_id = [], [], ""
+        try:
+            live = self.registry.live(sid)
+            steps, error = self.registry.append(live, pending)
+        except RequestError as e:
+            for rid, _ack, _n in replies:
+                encode(protocol.Error(id=rid, code=e.code, message=e.message), out)  # type: ignore[arg-type]
+            return
+        touched.add(live)
+        conn.touched.add(live)
+        conn.events += len(pending)
+        i = 0
+        for rid, ack, n in replies:
+            chunk = steps[i : i + n]
+            i += n
+            if any(s is None for s in chunk):
+                why = error.strerror if error is not None else "not written"
+                encode(protocol.Error(id=rid, code="io_error", message=f"write failed: {why}"), out)
+            elif ack:
+                encode(protocol.Ack(id=rid, step=chunk[-1] or 0), out)
+
+    async def _request(self, conn: Connection, req: protocol.Request, touched: set[Live]) -> msgspec.Struct:
+        match req:
+            case protocol.Hello():
+                conn.client_id = req.client_id
+                conn.client = req.client
+                conn.cwd = req.cwd
+                if req.secrets and self.config.redaction:
+                    conn.redactor = self.redactor.with_values(req.secrets)
+                if self.on_hello is not None and req.client_id:
+                    await self.on_hello(req.client_id)
+                return protocol.Welcome(id=req.id, server=f"traced {__version__}", pid=os.getpid(),
+                                        max_frame=self.config.max_frame)
+            case protocol.Open():
+                return self._open(conn, req)
+            case protocol.Close():
+                summary = self.intake.text(conn.redactor, req.summary)
+                live = await self.end_session(req.session_id, req.outcome, summary, None, req.ts)
+                return protocol.Closed(id=req.id, meta=msgspec.to_builtins(live.state.m))
+            case protocol.Sync():
+                if req.fsync or self.config.fsync == "always":
+                    await self.registry.durable(conn.touched | touched)
+                return protocol.Synced(id=req.id)
+            case protocol.StatusRequest():
+                return protocol.Status(id=req.id, info=self.status())
+            case protocol.Subscribe():
+                sub = self.bus.subscribe(Subscriber(skill=req.skill, session_id=req.session_id, phase=req.phase,
+                                                    capacity=self.config.subscriber_buffer))
+                conn.subscription = (req.id, sub)
+                return protocol.Subscribed(id=req.id, buffer=sub.capacity)
+        raise RequestError("bad_frame", f"unexpected request {type(req).__name__}")
+
+    def _open(self, conn: Connection, req: protocol.Open) -> protocol.Opened:
+        if conn.opened >= self.config.max_sessions_per_connection:
+            raise RequestError("overloaded", f"{conn.opened} sessions opened on this connection: the limit")
+        owner: int | None
+        if req.owner_pid == 0:
+            owner = conn.peer.pid
+        elif req.owner_pid < 0:
+            owner = None
+        else:
+            owner = req.owner_pid
+        cwd = req.cwd or conn.cwd or peer_cwd(conn.peer.pid)
+        live, resumed, fallback = self.registry.open(
+            skill=req.skill, session_id=req.session_id, target=req.target, cwd=cwd,
+            owner_pid=owner, peer_uid=conn.peer.uid, idle_timeout=req.idle_timeout,
+            input=self.intake.value(conn.redactor, req.input), labels=req.meta, ts=req.ts,
+            from_spool=conn.from_spool,
+        )
+        conn.opened += 1
+        if fallback:
+            log.info("target_fallback", session_id=live.state.session_id, reason=fallback)
+        return protocol.Opened(
+            id=req.id, session_id=live.state.session_id, dir=live.state.dir,
+            step=live.state.step, resumed=resumed, root_fallback=fallback,
+        )
+
+    async def end_session(self, session_id: str, outcome: str, summary: str | None,
+                          reason: str | None, ts: float = 0.0) -> Live:
+        """Close a session: end record now, then fsync + meta.json in a worker thread.
+
+        The one path for clients' ``close`` and for the watchers' finalize.
+        """
+        live = self.registry.close(session_id, outcome, summary, reason, ts)
+        try:
+            await anyio.to_thread.run_sync(self.registry.finish, live)
+        except OSError as e:
+            log.error("meta_write_failed", session_id=session_id, error=e.strerror)
+            raise RequestError("io_error", f"end written, meta.json failed: {e.strerror}") from e
+        self.registry.finished(live)
+        for hook in self.on_finished:
+            hook(live)
+        log.info("session_closed", session_id=session_id, skill=live.state.skill,
+                 outcome=outcome, reason=reason, steps=live.state.step)
+        return live
+
+
+def peek_id(body: bytes) -> int:
+    """The ``id`` of an undecodable request, if its map has one (0 otherwise)."""
+    try:
+        raw = msgspec.msgpack.decode(body)
+    except (msgspec.DecodeError, ValueError):  # untyped decoding raises UnicodeDecodeError too
+        return 0
+    rid = raw.get("id") if isinstance(raw, dict) else None
+    return rid if isinstance(rid, int) and not isinstance(rid, bool) else 0

@@ -1,0 +1,152 @@
+"""Intake: the one place client data is made safe, before a session sees it.
+
+Validate -> redact -> spill/attach, for every source alike: socket
+connections, spool replays (and, later, the OTLP receiver and the mirror).
+
+- ``check_phase``/``check_payload`` (sans-IO): phase names and the payload's
+  shape and limits, in one walk that also finds the longest string;
+- ``Intake.event``: a validated, redacted ``Pending`` and whether it needs
+  file work;
+- ``Intake.offload``: that file work (artifact copies, blob spills) in a
+  worker thread, outside the session's critical section.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import anyio
+
+from traced.daemon import spill
+from traced.daemon.config import Config
+from traced.daemon.session import Pending
+from traced.errors import ArtifactRefused, InvalidEvent, RequestError
+from traced.format import vocab
+from traced.redaction.redactor import Redactor
+
+
+def check_phase(phase: str) -> None:
+    """Raise InvalidEvent unless ``phase`` is snake_case and not reserved (``start``/``end``)."""
+    if not isinstance(phase, str) or not vocab.PHASE_RE.match(phase):
+        raise InvalidEvent(f"invalid phase {phase!r}: must match [a-z][a-z0-9_]{{0,63}}")
+    if phase in vocab.RESERVED_PHASES:
+        raise InvalidEvent(f"phase {phase!r} is written by the daemon: use open/close")
+
+
+def check_payload(payload: Any, max_depth: int, max_keys: int, max_string: int) -> int:
+    """Raise InvalidEvent unless ``payload`` is a map within the depth/key/string limits.
+
+    Returns the length of its longest string (characters), so the caller knows
+    whether it spills without walking the payload again. Hot path: a recursive
+    walk that dispatches on exact types (payloads come from msgpack, so no subclasses).
+    """
+    if type(payload) is not dict:
+        if not isinstance(payload, dict):
+            raise InvalidEvent(f"payload must be a map, not {type(payload).__name__}")
+        payload = dict(payload)
+    budget = [max_keys, max_keys]  # [keys left, the limit]
+    longest = _map(payload, 1, max_depth, budget)
+    if longest > max_string:
+        raise InvalidEvent(f"payload string of {longest} chars exceeds {max_string}")
+    return longest
+
+
+def _map(d: dict[Any, Any], depth: int, max_depth: int, budget: list[int]) -> int:
+    if depth > max_depth:
+        raise InvalidEvent(f"payload nested deeper than {max_depth}")
+    budget[0] -= len(d)
+    if budget[0] < 0:
+        raise InvalidEvent(f"payload has more than {budget[1]} keys")
+    longest = 0
+    for k, v in d.items():
+        if type(k) is not str:
+            raise InvalidEvent("payload keys must be strings")
+        t = type(v)
+        if t is str:
+            longest = max(longest, len(v))
+        elif t is dict or t is list:
+            n = _map(v, depth + 1, max_depth, budget) if t is dict else _seq(v, depth + 1, max_depth, budget)
+            longest = max(longest, n)
+    return longest
+
+
+def _seq(items: list[Any], depth: int, max_depth: int, budget: list[int]) -> int:
+    if depth > max_depth:
+        raise InvalidEvent(f"payload nested deeper than {max_depth}")
+    longest = 0
+    for v in items:
+        t = type(v)
+        if t is str:
+            longest = max(longest, len(v))
+        elif t is dict or t is list:
+            n = _map(v, depth + 1, max_depth, budget) if t is dict else _seq(v, depth + 1, max_depth, budget)
+            longest = max(longest, n)
+    return longest
+
+
+class Intake:
+    """Validation, redaction and file work under the daemon's config (reloaded in place)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def event(self, redactor: Redactor, phase: str, payload: Any, *, ts: float, client_id: str,
+              seq: int) -> tuple[Pending, bool]:
+        """A validated, redacted event, and whether it needs file work (spill, attach).
+
+        Raises RequestError ``invalid_event`` for a phase or payload that breaks a rule.
+        """
+        cfg = self.config
+        try:
+            check_phase(phase)
+            longest = check_payload(payload, cfg.max_payload_depth, cfg.max_payload_keys, cfg.max_string)
+        except InvalidEvent as e:
+            raise RequestError("invalid_event", str(e)) from e
+        count = 0
+        if cfg.redaction:
+            payload, count = redactor.redact(payload)
+        heavy = longest > cfg.spill_threshold or (phase == vocab.ARTIFACT and bool(payload.get("attach")))
+        return Pending(phase, payload, ts, client_id, seq, count), heavy
+
+    def value(self, redactor: Redactor, value: Any) -> Any:
+        """Any other client value bound for disk (a session's input), redacted."""
+        if value is None or not self.config.redaction:
+            return value
+        return redactor.redact(value)[0]
+
+    def text(self, redactor: Redactor, text: str | None) -> str | None:
+        """A client string bound for disk (a close's summary), redacted."""
+        if text is None or not self.config.redaction:
+            return text
+        return redactor.redact_text(text)[0]
+
+    async def offload(self, pend: Pending, session_dir: str, roots: list[str]) -> None:
+        """Copy an attached artifact and spill large strings, in a worker thread.
+
+        ``roots``: where an attached file may live (the peer's home, the session's
+        root). Raises RequestError ``forbidden`` (refused artifact) or ``io_error``.
+        """
+        payload: dict[str, Any] = dict(pend.payload)
+        if pend.phase == vocab.ARTIFACT and payload.pop("attach", None):
+            source = str(payload.get("path", ""))
+            try:
+                stored = await anyio.to_thread.run_sync(
+                    spill.attach, source, session_dir, roots, self.config.artifact_max_bytes)
+            except ArtifactRefused as e:
+                raise RequestError("forbidden", str(e)) from e
+            except OSError as e:
+                raise RequestError("io_error", f"cannot copy {source}: {e.strerror}") from e
+            payload.update(stored)
+        threshold = self.config.spill_threshold
+        if spill.has_large_string(payload, threshold):
+            try:
+                payload, _ = await anyio.to_thread.run_sync(spill.spill, payload, session_dir, threshold)
+            except OSError as e:
+                raise RequestError("io_error", f"cannot write a blob: {e.strerror}") from e
+        pend.payload = payload
+
+
+def home() -> str:
+    """The daemon user's home: artifacts may be attached from below it."""
+    return os.path.expanduser("~")

@@ -1,0 +1,231 @@
+"""The O_APPEND writer of trace.jsonl, tail recovery, and atomic meta.json writes.
+
+One ``write(2)`` per batch of whole lines. A write that fails part-way
+(ENOSPC, EFBIG, EIO) keeps the complete lines it wrote and moves the torn
+fragment aside to ``trace.torn``, so trace.jsonl is valid JSONL at all times.
+File descriptors live in a small LRU so 10,000 open sessions never exhaust
+``RLIMIT_NOFILE``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Final
+
+import msgspec
+
+from traced.format import vocab
+from traced.format.accounting import Counters, account
+from traced.format.layout import FILE_MODE, TORN, TRACE
+from traced.format.records import Record, record_decoder
+
+__all__ = ["FdCache", "Journal", "JournalWriteError", "TailState", "repair_tail", "scan"]
+
+TAIL_CHUNK: Final = 64 * 1024
+
+
+class JournalWriteError(OSError):
+    """A write failed; ``lines`` complete lines of the batch did reach the file.
+
+    Internal to the daemon: a client sees it as ``io_error``.
+    """
+
+    def __init__(self, err: OSError, lines: int) -> None:
+        super().__init__(err.errno, err.strerror)
+        self.lines = lines
+
+
+class FdCache:
+    """An LRU of open trace fds, capped (fdatasync opens its own fd, so eviction is always safe)."""
+
+    def __init__(self, cap: int = 512) -> None:
+        self.cap = cap
+        self._fds: OrderedDict[str, int] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    def get(self, path: str) -> int:
+        """The fd of ``path`` opened for appending (0600, no symlink follow)."""
+        fds = self._fds
+        fd = fds.get(path)
+        if fd is not None:
+            fds.move_to_end(path)
+            return fd
+        flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            os.fchmod(fd, FILE_MODE)  # umask-independent, once, when it is created
+        fds[path] = fd
+        while len(fds) > max(self.cap, 1):  # O(1) per eviction: the oldest first
+            os.close(fds.popitem(last=False)[1])
+        return fd
+
+    def drop(self, path: str) -> None:
+        """Close the fd of ``path`` if open."""
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close_all(self) -> None:
+        """Close every fd."""
+        while self._fds:
+            os.close(self._fds.popitem()[1])
+
+
+@dataclass(slots=True, eq=False)
+class Journal:
+    """Append-only access to one session's trace.jsonl."""
+
+    dir: str
+    fds: FdCache
+    path: str = ""
+    written_gen: int = 0
+    """Bumped by every successful write; compared against ``synced_gen``."""
+    synced_gen: int = 0
+    bytes_written: int = 0
+    torn_moved: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        self.path = os.path.join(self.dir, TRACE)
+
+    @property
+    def dirty(self) -> bool:
+        """True when written data awaits fdatasync."""
+        return self.written_gen != self.synced_gen
+
+    def append(self, data: bytes | bytearray | memoryview, ends: list[int]) -> int:
+        """Write ``data`` (whole lines ending at offsets ``ends``) with one write(2).
+
+        Retries short writes. Returns the number of lines written (all of
+        them); on failure raises JournalWriteError carrying how many complete
+        lines reached the file, after moving any torn fragment aside.
+        """
+        view = memoryview(data)
+        total = len(view)
+        done = 0
+        try:
+            fd = self.fds.get(self.path)
+            while done < total:
+                n = os.write(fd, view[done:])
+                if n <= 0:  # pragma: no cover - write(2) never returns 0 for regular files
+                    raise OSError(errno.EIO, "write returned 0")
+                done += n
+        except OSError as err:
+            lines = sum(1 for end in ends if end <= done)
+            if done:
+                self.bytes_written += done
+                self.written_gen += 1
+                if lines == 0 or ends[lines - 1] != done:
+                    self.fds.drop(self.path)
+                    self.torn_moved += repair_tail(self.path)
+            raise JournalWriteError(err, lines) from err
+        self.bytes_written += total
+        self.written_gen += 1
+        return len(ends)
+
+    def fdatasync(self) -> None:
+        """fdatasync the trace (blocking; call from a worker thread)."""
+        target = self.written_gen
+        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        self.synced_gen = max(self.synced_gen, target)
+
+
+def repair_tail(path: str) -> int:
+    """Move a torn last line (no trailing newline) to ``trace.torn``; return bytes moved."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return 0
+        start = max(0, size - TAIL_CHUNK)
+        tail = os.pread(fd, size - start, start)
+        if tail.endswith(b"\n"):
+            return 0
+        while True:
+            cut = tail.rfind(b"\n")
+            if cut >= 0 or start == 0:
+                break
+            # no newline in this chunk: the torn line is longer; read further back
+            start = max(0, start - TAIL_CHUNK)
+            tail = os.pread(fd, size - start, start)
+        keep = start + cut + 1  # cut == -1 -> keep == start == 0
+        fragment = os.pread(fd, size - keep, keep)
+        torn_path = os.path.join(os.path.dirname(path), TORN)
+        tfd = os.open(
+            torn_path,
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+            FILE_MODE,
+        )
+        try:
+            os.write(tfd, fragment + b"\n")
+            os.fsync(tfd)
+        finally:
+            os.close(tfd)
+        os.ftruncate(fd, keep)
+        return len(fragment)
+    finally:
+        os.close(fd)
+
+
+@dataclass(slots=True)
+class TailState:
+    """What a trace file says about where a session stands."""
+
+    last_step: int = 0
+    last_turn: int = 0
+    lines: int = 0
+    malformed: int = 0
+    torn_bytes: int = 0
+    ended: bool = False
+    """The last record is ``end``."""
+    last: Record | None = None
+    """The last record read."""
+    keys: list[tuple[str, int]] = field(default_factory=list)
+    """(client_seq, step) of every line that carries an idempotency key."""
+
+
+def scan(path: str, counters: Counters | None = None) -> TailState:
+    """Repair a torn tail, then read the whole trace: last step, turn, keys, counts.
+
+    With ``counters``, every record is also accounted into it (meta.json's counters).
+    """
+    state = TailState(torn_bytes=repair_tail(path))
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                if not raw.strip():
+                    continue
+                state.lines += 1
+                try:
+                    rec = record_decoder.decode(raw)
+                except msgspec.DecodeError:
+                    state.malformed += 1
+                    continue
+                if rec.step is not None:
+                    state.last_step = max(state.last_step, rec.step)
+                else:
+                    state.last_step += 1
+                if rec.turn:
+                    state.last_turn = max(state.last_turn, rec.turn)
+                if rec.client_seq:
+                    state.keys.append((rec.client_seq, rec.step or state.last_step))
+                state.ended = rec.phase == vocab.END
+                state.last = rec
+                if counters is not None:
+                    account(counters, rec.phase, rec.payload)
+    except FileNotFoundError:
+        pass
+    return state

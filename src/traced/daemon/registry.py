@@ -1,0 +1,463 @@
+"""Open sessions and the one serialization point per session: the critical section.
+
+Every change to a session (open, append, close, finalize) runs here as a
+synchronous critical section on the event loop's thread: ``prepare`` ->
+``write(2)`` -> ``commit`` has no ``await`` inside, so no other writer,
+connection or watcher can interleave with it. This replaces a per-session
+actor task: same guarantee, no queue hop per event, and consecutive events
+of one session coalesce into one write. Only fsync and the final meta.json
+write leave the loop, to worker threads.
+
+What is legal in which state comes from ``session.transition``; where a
+session goes from ``targets``; restart bookkeeping from ``markers``.
+Listeners (the bus, the forwarders) hear of records once they are durable
+under the active fsync policy (``on_durable``), never before.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import msgspec
+import structlog
+
+from traced import __version__, locations
+from traced.daemon import targets
+from traced.daemon.config import Config
+from traced.daemon.journal import FdCache, Journal, JournalWriteError, scan
+from traced.daemon.markers import Markers
+from traced.daemon.procfs import proc_start_time
+from traced.daemon.session import (
+    RESUMED_PAYLOAD,
+    Op,
+    Pending,
+    SessionState,
+    end_payload,
+    start_payload,
+    transition,
+)
+from traced.daemon.status import Stats
+from traced.errors import InvalidName, RequestError
+from traced.format import ids, layout, vocab
+from traced.format.files import write_atomic
+from traced.format.records import Meta, Record, format_ts, json_encoder, meta_decoder, summarize
+
+log = structlog.get_logger("traced.daemon.registry")
+
+WRITER_ID: Final = f"traced {__version__}"
+CLOSED_MEMORY: Final = 10000
+HOST: Final = socket.gethostname()
+
+Listener = Callable[["Live", list[Record]], None]
+
+
+@dataclass(slots=True, eq=False)
+class Live:
+    """An open session: its state and its journal."""
+
+    state: SessionState
+    journal: Journal
+    root: str
+    owner_start: int | None = None
+    """Start time (clock ticks since boot) of the owner, to tell pid reuse apart."""
+    unpublished: list[tuple[int, list[Record]]] = field(default_factory=list)
+    """(journal generation, records) written but not yet durable under the fsync policy."""
+
+
+def _name(kind: str, value: str) -> None:
+    try:
+        layout.check_name(kind, value)
+    except InvalidName as e:
+        raise RequestError("invalid_name", str(e)) from e
+
+
+class Registry:
+    """Session id -> open session; the only writer of session files."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.root = config.root_path()
+        self.state_dir = locations.state_dir()
+        self.markers = Markers(self.state_dir / "open")
+        self.roots = targets.Roots(self.state_dir, self.root)
+        self.sessions: dict[str, Live] = {}
+        self.closed: OrderedDict[str, str] = OrderedDict()
+        self.fds = FdCache(config.fd_cache)
+        self.stats = Stats()
+        self.fsyncs = 0
+        """fdatasync calls made on traces (tests check that every durable ack was covered)."""
+        self._syncing: dict[str, anyio.Event] = {}
+        self.sync_wanted = anyio.Event()
+        """Set when a listener waits for records that are written but not yet durable."""
+        self.on_durable: list[Listener] = []
+        """Called once records are durable under the fsync policy (the bus, the forwarders)."""
+        self.on_open: list[Callable[[Live], None]] = []
+        """Called when a session opens or is re-adopted (the watchers)."""
+        self.on_close: list[Callable[[Live], None]] = []
+        """Called when a session's end record is written (the watchers)."""
+
+    # --- opening ----------------------------------------------------------
+
+    def open(
+        self,
+        *,
+        skill: str,
+        session_id: str = "",
+        target: str = "global",
+        cwd: str = "",
+        owner_pid: int | None = None,
+        peer_uid: int,
+        idle_timeout: float = 0.0,
+        input: Any = None,
+        labels: dict[str, Any] | None = None,
+        ts: float = 0.0,
+        from_spool: bool = False,
+    ) -> tuple[Live, bool, str | None]:
+        """Start or resume a session. Returns (live, resumed, root fallback reason).
+
+        Resuming an ended session reopens it (a ``start {resumed: true}``
+        record), unless the request replays a spool: then it is refused with
+        ``session_closed`` (see ``session.TRANSITIONS``).
+        """
+        _name("skill", skill)
+        if session_id:
+            _name("session id", session_id)
+        op: Op = "open_from_spool" if from_spool else "open"
+        timeout = idle_timeout if idle_timeout > 0 else self.config.idle_timeout
+        live = self.sessions.get(session_id) if session_id else None
+        if live is not None:
+            transition("open", op, session_id)
+            if live.state.skill != skill:
+                raise RequestError("invalid_name", f"session {session_id} belongs to skill {live.state.skill!r}")
+            self._update(live, owner_pid, labels)
+            return live, True, None
+        if len(self.sessions) >= self.config.max_open_sessions:
+            raise RequestError("overloaded", f"{len(self.sessions)} sessions open: the limit")
+        base, sub, fallback = targets.resolve(target, cwd, peer_uid, self.root)
+        root = base.joinpath(*sub)
+        sid = session_id or ids.new_ulid()
+        found = layout.find_session_dir(root, skill, sid) if session_id else None
+        if found is not None:
+            existing = Path(found)
+            try:  # resuming must not follow a symlink planted below the root either
+                os.close(layout.open_dir_nofollow(base, existing.relative_to(base).parts, create=False))
+            except OSError as e:
+                raise RequestError("forbidden", f"refusing {existing}: {e.strerror}") from e
+            live = self._adopt(existing, root, op)
+            live.state.idle_timeout = timeout
+            self._update(live, owner_pid, labels)
+            self._after_open(live)
+            return live, True, fallback
+        transition("absent", op, sid)
+        now = ts if ts > 0 else time.time()
+        started = format_ts(now)
+        date = started[:10]
+        try:
+            dfd = layout.open_dir_nofollow(base, (*sub, date, skill, sid))
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise RequestError("forbidden", f"refusing a symlink below {base}: {e.strerror}") from e
+            raise RequestError("io_error", f"cannot create session dir under {root}: {e.strerror}") from e
+        os.close(dfd)
+        sdir = root / date / skill / sid
+        meta = Meta(
+            session_id=sid, skill=skill, devboy_version=WRITER_ID, started_at=started,
+            input_summary=summarize(input), host=HOST, cwd=cwd or None, target=target or "global",
+        )
+        apply_labels(meta, labels)
+        state = SessionState(skill=skill, session_id=sid, dir=str(sdir), started_at=started, meta=meta,
+                             idle_timeout=timeout)
+        live = Live(state=state, journal=Journal(str(sdir), self.fds), root=str(root))
+        self.append(live, [Pending(vocab.START, start_payload(input, cwd), now)])
+        if owner_pid:
+            self.set_owner(live, owner_pid)
+        self.sessions[sid] = live
+        self.closed.pop(sid, None)
+        self._write_meta_fast(live)
+        self._mark_open(live)
+        self.stats.sessions_opened += 1
+        self._after_open(live)
+        return live, False, fallback
+
+    def _update(self, live: Live, owner_pid: int | None, labels: dict[str, Any] | None) -> None:
+        apply_labels(live.state.m, labels)
+        if owner_pid:
+            self.set_owner(live, owner_pid)
+
+    def _after_open(self, live: Live) -> None:
+        self.roots.note(live.root)
+        for hook in self.on_open:
+            hook(live)
+
+    def set_owner(self, live: Live, pid: int) -> None:
+        """Record ``pid`` as the session's owner (the watchers watch it)."""
+        live.state.owner_pid = pid
+        live.state.m.owner_pid = pid
+        live.owner_start = proc_start_time(pid)
+
+    def _adopt(self, sdir: Path, root: Path, op: Op) -> Live:
+        """Load a session from disk for ``op``: last step from the file's tail, never from memory.
+
+        A session whose trace ends with ``end`` (or that this daemon closed) is
+        ended, whatever its meta.json says; ``session.transition`` decides
+        whether ``op`` may reopen it (RequestError ``session_closed`` if not).
+        """
+        tail = scan(str(sdir / layout.TRACE))
+        self.stats.torn_tails_moved += 1 if tail.torn_bytes else 0
+        if tail.torn_bytes:
+            log.warning("torn_tail_moved", session_dir=str(sdir), bytes=tail.torn_bytes)
+        try:
+            meta = meta_decoder.decode((sdir / layout.META).read_bytes())
+        except (OSError, msgspec.DecodeError):
+            meta = Meta(
+                session_id=sdir.name, skill=sdir.parent.name, devboy_version=WRITER_ID,
+                started_at=f"{sdir.parent.parent.name}T00:00:00.000000Z",
+            )
+        ended = tail.ended or meta.ended_at is not None or sdir.name in self.closed
+        action, _ = transition("ended" if ended else "open", op, sdir.name)
+        if tail.malformed:
+            meta.malformed_lines = tail.malformed
+        state = SessionState(
+            skill=meta.skill, session_id=meta.session_id, dir=str(sdir),
+            started_at=meta.started_at, step=tail.last_step, turn=tail.last_turn, meta=meta,
+            owner_pid=meta.owner_pid,
+        )
+        meta.steps = tail.last_step
+        for key, step in tail.keys:
+            state.remember(key, step)
+        live = Live(state=state, journal=Journal(str(sdir), self.fds), root=str(root))
+        self.sessions[state.session_id] = live
+        self.closed.pop(state.session_id, None)
+        if action == "reopen":
+            meta.ended_at = meta.outcome = meta.reason = None
+            self.append(live, [Pending(vocab.START, dict(RESUMED_PAYLOAD), 0.0)])
+        self._mark_open(live)
+        return live
+
+    # --- writing ----------------------------------------------------------
+
+    def live(self, session_id: str) -> Live:
+        """The open session ``session_id``, or a RequestError saying why not."""
+        live = self.sessions.get(session_id)
+        if live is not None:
+            return live
+        _name("session id", session_id)
+        transition("ended" if session_id in self.closed else "absent", "emit", session_id)
+        raise AssertionError("unreachable: emit is legal only on an open session")  # pragma: no cover
+
+    def append(self, live: Live, batch: Iterable[Pending]) -> tuple[list[int | None], OSError | None]:
+        """Write ``batch`` to the session with one write(2).
+
+        Returns each event's step (None where it was not written) and the
+        write error, if any. The critical section: no await in here.
+        """
+        state = live.state
+        if state.closed:
+            transition("ended", "emit", state.session_id)
+        prepared = state.prepare(batch)
+        records = prepared.records
+        if not records:
+            return state.steps_of(prepared, 0), None
+        buf = bytearray()
+        ends: list[int] = []
+        encode_into = json_encoder.encode_into
+        for rec in records:
+            encode_into(rec, buf, -1)
+            buf += b"\n"
+            ends.append(len(buf))
+        error: OSError | None = None
+        try:
+            written = live.journal.append(buf, ends)
+        except JournalWriteError as e:
+            written = e.lines
+            error = e
+            self.stats.write_errors += 1
+            log.error(
+                "write_failed", session_id=state.session_id, errno=e.errno, error=e.strerror,
+                lines_written=written, lines_failed=len(records) - written,
+            )
+        state.commit(prepared, written)
+        if written:
+            redactions = sum(p.redactions for p in prepared.pending[:written])
+            state.m.redactions += redactions
+            self.stats.redactions += redactions
+            self.stats.count_events(written)
+            self.stats.bytes_written += ends[written - 1]
+            self._written(live, records[:written])
+        return state.steps_of(prepared, written), error
+
+    def _written(self, live: Live, records: list[Record]) -> None:
+        """Hand written records to the listeners now (fsync=never) or once they are durable."""
+        if not self.on_durable:
+            return
+        if self.config.fsync == "never":
+            for hook in self.on_durable:
+                hook(live, records)
+            return
+        live.unpublished.append((live.journal.written_gen, records))
+        self.sync_wanted.set()
+
+    def _publish_durable(self, live: Live) -> None:
+        """Hand the listeners every record of ``live`` that its last fdatasync covered."""
+        synced = live.journal.synced_gen
+        pending = live.unpublished
+        n = 0
+        while n < len(pending) and pending[n][0] <= synced:
+            n += 1
+        if not n:
+            return
+        ready, live.unpublished = pending[:n], pending[n:]
+        for _gen, records in ready:
+            for hook in self.on_durable:
+                hook(live, records)
+
+    # --- closing ----------------------------------------------------------
+
+    def close(
+        self, session_id: str, outcome: str, summary: str | None = None,
+        reason: str | None = None, ts: float = 0.0,
+    ) -> Live:
+        """Append ``end``, mark the session closed and update its meta (not yet on disk).
+
+        The caller then runs ``finish(live)`` in a worker thread to fsync and
+        write meta.json atomically, and ``finished(live)`` back on the loop.
+        """
+        payload = end_payload(outcome, summary, reason)
+        live = self.live(session_id)
+        transition("open", "finalize" if reason else "close", session_id)
+        steps, error = self.append(live, [Pending(vocab.END, payload, ts)])
+        if error is not None or steps[0] is None:
+            raise RequestError("io_error", f"cannot write end record: {error}")
+        state = live.state
+        state.closed = True
+        meta = state.m
+        meta.ended_at = format_ts(ts) if ts > 0 else format_ts()
+        meta.outcome = outcome
+        meta.summary = summary if summary is not None else meta.summary
+        meta.reason = reason
+        del self.sessions[session_id]
+        self.closed[session_id] = state.dir
+        while len(self.closed) > CLOSED_MEMORY:
+            self.closed.popitem(last=False)
+        self.stats.sessions_closed += 1
+        if reason:
+            self.stats.finalized[reason] = self.stats.finalized.get(reason, 0) + 1
+        for hook in self.on_close:
+            hook(live)
+        return live
+
+    def finish(self, live: Live) -> None:
+        """Blocking tail of close: fsync the trace (unless fsync=never), write meta.json."""
+        if self.config.fsync != "never":
+            try:
+                live.journal.fdatasync()
+                self.fsyncs += 1
+            except OSError as e:
+                log.error("fsync_failed", session_id=live.state.session_id, error=e.strerror)
+        self.fds.drop(live.journal.path)
+        write_atomic(live.state.dir, layout.META, json_encoder.encode(live.state.m))
+        self.markers.unmark(live.state.session_id)
+
+    def finished(self, live: Live) -> None:
+        """Back on the loop after ``finish``: the end record is durable, tell the listeners."""
+        self._publish_durable(live)
+
+    def _write_meta_fast(self, live: Live) -> None:
+        """The meta.json skeleton at start: atomic rename, no fsync (the trace is the truth)."""
+        try:
+            write_atomic(live.state.dir, layout.META, json_encoder.encode(live.state.m), sync=False)
+        except OSError as e:
+            log.error("meta_write_failed", session_id=live.state.session_id, error=e.strerror)
+
+    # --- durability -------------------------------------------------------
+
+    async def durable(self, lives: Iterable[Live]) -> None:
+        """Return once every write so far to ``lives`` is fdatasynced (group commit).
+
+        Listeners hear of the records each sync covered, on the loop, before this returns.
+        """
+        for live in lives:
+            journal = live.journal
+            target = journal.written_gen
+            while journal.synced_gen < target:
+                pending = self._syncing.get(journal.path)
+                if pending is not None:
+                    await pending.wait()
+                    continue
+                done = self._syncing[journal.path] = anyio.Event()
+                try:
+                    await anyio.to_thread.run_sync(journal.fdatasync)
+                    self.fsyncs += 1
+                finally:
+                    del self._syncing[journal.path]
+                    done.set()
+            if live.unpublished:
+                self._publish_durable(live)
+
+    async def sync_dirty(self) -> None:
+        """fdatasync every open session with unsynced data (the ``batch`` policy's tick)."""
+        self.sync_wanted = anyio.Event()
+        for live in [lv for lv in self.sessions.values() if lv.journal.dirty or lv.unpublished]:
+            try:
+                await self.durable([live])
+            except OSError as e:
+                log.error("fsync_failed", path=live.journal.path, error=e.strerror)
+
+    # --- restart recovery and other writers ---------------------------------
+
+    def _mark_open(self, live: Live) -> None:
+        state = live.state
+        self.markers.mark(state.session_id, {
+            "dir": state.dir, "root": live.root, "skill": state.skill, "owner_pid": state.owner_pid,
+            "owner_start": live.owner_start, "idle_timeout": state.idle_timeout})
+
+    def adopt_marker(self, marker: dict[str, Any]) -> Live | None:
+        """Re-adopt a session left open by a previous daemon (step from the file's tail)."""
+        sdir = Path(str(marker.get("dir", "")))
+        if not (sdir / layout.TRACE).is_file():
+            self.markers.unmark(str(marker.get("session_id")))
+            return None
+        live = self._adopt(sdir, Path(str(marker.get("root") or sdir.parents[2])), "adopt")
+        live.state.idle_timeout = float(marker.get("idle_timeout") or self.config.idle_timeout)
+        pid = marker.get("owner_pid")
+        if isinstance(pid, int) and pid > 0:
+            live.state.owner_pid = pid
+            start = marker.get("owner_start")
+            live.owner_start = start if isinstance(start, int) else None
+        self._after_open(live)
+        return live
+
+    def adopt_foreign(self, sdir: Path) -> Live:
+        """Take over a session another writer left (to finalize it): no owner, step from the file."""
+        root = sdir.parents[2]
+        try:
+            os.close(layout.open_dir_nofollow(root, sdir.relative_to(root).parts, create=False))
+        except OSError as e:
+            raise RequestError("forbidden", f"refusing {sdir}: {e.strerror}") from e
+        live = self._adopt(sdir, root, "adopt")
+        self._after_open(live)
+        return live
+
+    def shutdown(self) -> None:
+        """Close every fd (open sessions stay open on disk for the next daemon)."""
+        self.fds.close_all()
+
+
+def apply_labels(meta: Meta, labels: dict[str, Any] | None) -> None:
+    """Merge a session's labels into its meta; some name first-class fields."""
+    if not labels:
+        return
+    meta.labels.update({str(k): str(v) for k, v in labels.items()})
+    if "skill_version" in labels:
+        meta.skill_version = str(labels["skill_version"])
+    if labels.get("transcript_path"):
+        meta.transcript_path = str(labels["transcript_path"])

@@ -1,0 +1,361 @@
+"""``traced serve``: start-up order, the task group, signals, sd_notify, graceful drain.
+
+Start-up order: take the state directory's lock (one daemon per state dir)
+and the socket (activated fd 3, or bind after checking no daemon already
+listens), recover sessions a previous daemon left open, replay the spool,
+arm every background service (each reports itself ready through
+``task_group.start``), then bind, accept and send READY=1. SIGTERM/SIGINT
+stop accepting, let in-flight requests finish, fsync what is dirty and leave
+open sessions open so the next daemon re-adopts them. SIGHUP (or a change of
+the config file) reloads what can change without a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import resource
+import signal
+import socket
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import SocketAttribute, SocketListener, TaskStatus
+
+from traced import __version__, locations
+from traced.daemon import config as config_mod
+from traced.daemon import fswatch, logs, recovery
+from traced.daemon.bus import Bus
+from traced.daemon.config import Config
+from traced.daemon.handler import Handler
+from traced.daemon.ingest import SpoolIngest
+from traced.daemon.registry import Registry
+from traced.daemon.sdnotify import Notifier, listen_fds
+from traced.daemon.transport import Transport
+from traced.daemon.watchers import Watchers
+from traced.errors import AlreadyRunning, ConfigError, ForwardURLError
+from traced.format import layout
+from traced.redaction.redactor import Redactor, secret_env_values
+
+log = structlog.get_logger("traced.daemon.serve")
+
+STATUS_EVERY = float(os.environ.get("TRACED_STATUS_EVERY") or 5.0)
+
+
+def _socket_alive(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _lock(path: Path, what: str) -> int:
+    """Hold an exclusive flock on ``path``; AlreadyRunning names the holder's pid when another has it."""
+    layout.ensure_private_dir(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise AlreadyRunning(f"another daemon (pid {holder}) holds {what} ({path})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+async def _bind(path: Path) -> SocketListener:
+    """Bind the socket (0600 in a 0700 dir), replacing a stale one."""
+    if path.exists() or path.is_symlink():
+        if _socket_alive(path):
+            raise AlreadyRunning(f"a daemon already listens on {path}")
+        path.unlink()
+    return await anyio.create_unix_listener(path, mode=0o600)
+
+
+def _fd_budget(cfg: Config) -> None:
+    """Raise the soft RLIMIT_NOFILE toward the hard one so that the fd cache, every
+    connection and some slack fit; shrink the fd cache when they cannot."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = cfg.fd_cache + cfg.max_connections + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < want:
+        cfg.fd_cache = max(64, soft - cfg.max_connections - 256)
+        log.warning("fd_cache_clamped", fd_cache=cfg.fd_cache, nofile=soft)
+
+
+def _redactor(cfg: Config) -> Redactor:
+    return Redactor(secret_env_values(os.environ), enabled=cfg.redaction)
+
+
+async def serve(cfg: Config, config_file: str | None = None) -> None:
+    """Run the daemon until SIGTERM/SIGINT. Raises AlreadyRunning, ConfigError."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # RLIMIT_FSIZE must give EFBIG, not kill us
+    notifier = Notifier.from_env()
+    _fd_budget(cfg)
+    state_lock = _lock(locations.state_dir() / "daemon.lock", "the state directory")
+    registry = Registry(cfg)
+    registry.roots.load()
+    bus = Bus()
+    registry.on_durable.append(lambda _live, records: bus.publish(records))
+    handler = Handler(cfg, registry, _redactor(cfg), bus)
+    transport = Transport(cfg, handler)
+    forwarders = _forwarders(cfg, registry, handler)
+    activated = listen_fds()
+    for extra in activated[1:]:
+        extra.close()
+    how = "activated" if activated else "bound"
+    path = cfg.socket_path()
+    lock_fd = -1
+    listener: SocketListener | None = None
+    bound: Path | None = None
+    sock_name = str(path)
+    try:
+        if activated:
+            listener = await SocketListener.from_socket(activated[0])
+            sock_name = _sockname(listener)
+        else:
+            lock_fd = _lock(Path(f"{path}.lock"), "the socket")
+            if _socket_alive(path):
+                raise AlreadyRunning(f"a daemon already listens on {path}")
+        ingest = SpoolIngest(handler, locations.spool_dir())
+        handler.on_hello = ingest.ingest_client
+
+        def status() -> dict[str, Any]:
+            info = status_info(registry, transport.connections, bus, cfg.fsync)
+            info.update({"socket": sock_name, "socket_source": how, "config_file": config_file, **ingest.backlog()})
+            if forwarders is not None:
+                info["forwarders"] = forwarders.status()
+            return info
+
+        handler.status = status
+        log.info("starting", version=__version__, socket=sock_name, socket_source=how,
+                 root=str(registry.root), fsync=cfg.fsync)
+        async with anyio.create_task_group() as tg:
+            if forwarders is not None:
+                tg.start_soon(forwarders.run)
+            watchers = Watchers(registry, handler.end_session, tg, quiet=ingest.lock)
+            adopted, finalized = await recovery.recover(registry, watchers)
+            if adopted or finalized:
+                log.info("recovered", readopted=adopted, finalized=finalized)
+            stop_watching = anyio.Event()  # the watch threads end promptly on it
+            await tg.start(ingest.watch, stop_watching)  # replays the spool once armed
+            await tg.start(watchers.watch_other_writers, stop_watching)
+            await tg.start(partial(_watch_config, handler, notifier, config_file, stop_watching))
+            if listener is None:  # bound only now: a client never meets a half-recovered daemon
+                listener = await _bind(path)
+                bound = path
+            accept_scope = anyio.CancelScope()
+            tg.start_soon(transport.accept, listener, accept_scope)
+            tg.start_soon(watchers.idle_sweeper)
+            if cfg.fsync == "batch":
+                tg.start_soon(_batch_fsync, registry, cfg)
+            tg.start_soon(_heartbeat, notifier, registry, transport)
+            notifier.ready(_status_line(registry, transport))
+            log.info("ready", pid=os.getpid())
+            await _signals(handler, notifier, config_file, registry, transport)
+            notifier.stopping()
+            log.info("stopping", open_sessions=len(registry.sessions))
+            accept_scope.cancel()
+            stop_watching.set()
+            with contextlib.suppress(OSError):
+                await listener.aclose()
+            tg.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await registry.sync_dirty()
+    finally:
+        registry.shutdown()
+        if bound is not None:
+            with contextlib.suppress(OSError):
+                bound.unlink()
+        for fd in (lock_fd, state_lock):
+            if fd >= 0:
+                os.close(fd)
+        log.info("stopped")
+
+
+def status_info(registry: Registry, connections: int, bus: Bus, fsync: str) -> dict[str, Any]:
+    """The daemon's status for ``traced status`` (the ``status`` reply's ``info``).
+
+    Times in seconds, sizes in bytes; the 10 most recently active open sessions.
+    """
+    st = registry.stats
+    now = time.monotonic()
+    open_sessions = sorted(registry.sessions.values(), key=lambda lv: lv.state.last_activity, reverse=True)
+    return {
+        "pid": os.getpid(),
+        "version": __version__,
+        "uptime_s": round(time.time() - st.started, 3),
+        "root": str(registry.root),
+        "roots": sorted(registry.roots),
+        "connections": connections,
+        "open_sessions": len(registry.sessions),
+        "sessions": [
+            {
+                "skill": lv.state.skill,
+                "session_id": lv.state.session_id,
+                "steps": lv.state.step,
+                "idle_s": round(now - lv.state.last_activity, 3),
+                "owner_pid": lv.state.owner_pid,
+            }
+            for lv in open_sessions[:10]
+        ],
+        "events_written": st.events_written,
+        "events_per_s_1m": round(st.rate(), 3),
+        "bytes_written": st.bytes_written,
+        "redactions": st.redactions,
+        "write_errors": st.write_errors,
+        "sessions_opened": st.sessions_opened,
+        "sessions_closed": st.sessions_closed,
+        "finalized": dict(st.finalized),
+        "torn_tails_moved": st.torn_tails_moved,
+        "fsync": fsync,
+        "fsyncs": registry.fsyncs,
+        "open_fds": len(registry.fds),
+        **bus.status(),
+    }
+
+
+def _forwarders(cfg: Config, registry: Registry, handler: Handler) -> Any:
+    """``--forward``: a Forwarders told of durable records and finished sessions (None when not configured)."""
+    if not cfg.forward:
+        return None
+    from traced.forward import Forwarders
+
+    try:
+        fw = Forwarders(cfg.forward, locations.state_dir(), lambda: registry.roots, headers=cfg.forward_headers)
+    except ForwardURLError as e:
+        raise ConfigError(str(e)) from e
+    registry.on_durable.append(lambda live, _recs: fw.notify(
+        live.state.dir, live.state.skill, live.state.session_id, live.state.step, False))
+    handler.on_finished.append(lambda live: fw.notify(
+        live.state.dir, live.state.skill, live.state.session_id, live.state.step, True))
+    return fw
+
+
+def _sockname(listener: SocketListener) -> str:
+    name: Any = listener.extra(SocketAttribute.local_address, "")
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+async def _batch_fsync(registry: Registry, cfg: Config) -> None:
+    """The ``batch`` policy: fdatasync dirty sessions every ``fsync_interval`` seconds, and at
+    once when a listener (a subscriber, a forwarder) waits for written records."""
+    while True:
+        with anyio.move_on_after(cfg.fsync_interval):
+            await registry.sync_wanted.wait()
+        await registry.sync_dirty()
+
+
+def _status_line(registry: Registry, transport: Transport) -> str:
+    return (f"{len(registry.sessions)} sessions open, {transport.connections} connections, "
+            f"{registry.stats.rate(10):.0f} events/s")
+
+
+async def _heartbeat(notifier: Notifier, registry: Registry, transport: Transport) -> None:
+    """STATUS= every few seconds and WATCHDOG=1 at half the watchdog interval.
+
+    It runs on the same event loop as every write, so a wedged writer stops
+    the pings and systemd restarts us.
+    """
+    interval = notifier.watchdog_interval()
+    every = min(interval, STATUS_EVERY) if interval else STATUS_EVERY
+    last_status = 0.0
+    while True:
+        if interval:
+            notifier.watchdog()
+        now = time.monotonic()
+        if now - last_status >= STATUS_EVERY:
+            notifier.status(_status_line(registry, transport))
+            last_status = now
+        await anyio.sleep(every)
+
+
+async def _signals(handler: Handler, notifier: Notifier, config_file: str | None, registry: Registry,
+                   transport: Transport) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum != signal.SIGHUP:
+                log.info("signal", signal=signal.Signals(signum).name)
+                return
+            notifier.reloading()
+            try:
+                _reload(handler, config_file)
+            finally:
+                notifier.ready(_status_line(registry, transport))
+
+
+async def _watch_config(handler: Handler, notifier: Notifier, config_file: str | None, stop: anyio.Event,
+                        *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Reload when the config file changes (SIGHUP does the same); started once armed."""
+    path = Path(config_file) if config_file else locations.config_path()
+    if not path.parent.is_dir():
+        task_status.started()
+        return
+
+    async def changed(_changes: fswatch.Changes) -> None:
+        notifier.reloading()
+        try:
+            _reload(handler, config_file)
+        finally:
+            notifier.ready("reloaded")
+
+    await fswatch.watch([path.parent], changed, stop=stop, recursive=False,
+                        keep=lambda _c, p: Path(p).name == path.name, task_status=task_status)
+
+
+def _reload(handler: Handler, config_file: str | None) -> None:
+    """Apply what can change without a restart: limits, timeouts, fsync policy, redaction."""
+    try:
+        new = config_mod.load(config_file)
+    except ConfigError as e:
+        log.error("reload_failed", error=str(e))
+        return
+    old = handler.config
+    keep = {"socket": old.socket, "root": old.root}
+    for field in new.__struct_fields__:
+        if field not in keep:
+            setattr(old, field, getattr(new, field))
+    handler.redactor = _redactor(old)
+    log.info("reloaded", fsync=old.fsync, redaction=old.redaction)
+
+
+def run(cfg: Config, config_file: str | None = None) -> int:
+    """Configure logging and run ``serve`` on the best event loop available.
+
+    Returns the exit code: 0, 1 (another daemon runs), 2 (bad configuration).
+    """
+    logs.configure(cfg.log_level, cfg.log_format)
+    backend_options: dict[str, Any] = {}
+    if os.environ.get("TRACED_EVENT_LOOP", "uvloop") == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+
+            backend_options["use_uvloop"] = True
+        except ImportError:
+            pass
+    try:
+        anyio.run(serve, cfg, config_file, backend_options=backend_options)
+    except AlreadyRunning as e:
+        log.error("already_running", error=str(e))
+        return 1
+    except ConfigError as e:  # e.g. a bad --forward URL or a missing extra
+        log.error("bad_configuration", error=str(e))
+        return 2
+    return 0

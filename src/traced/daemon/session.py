@@ -1,0 +1,251 @@
+"""Sans-IO session state and lifecycle: the ONLY code that assigns ``step`` and ``turn``.
+
+A write happens in two halves so that a failed write never consumes a step:
+``prepare`` builds the records with the next steps, the journal writes them,
+and ``commit`` advances the counters for the records that reached the file.
+
+The lifecycle is a small transition table (``transition``): which request is
+legal in which state, which record it writes (``start``, ``start {resumed}``,
+``end``) and the state after it. Nothing here does I/O; the registry drives it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from traced.errors import RequestError
+from traced.format import vocab
+from traced.format.accounting import account
+from traced.format.records import Meta, Record, format_ts
+
+# --- lifecycle ----------------------------------------------------------------------
+
+State = Literal["absent", "open", "ended"]
+"""``absent``: nothing on disk; ``open``: live in this daemon; ``ended``: its trace ends (or it was closed)."""
+Op = Literal["open", "open_from_spool", "emit", "close", "finalize", "adopt"]
+Action = Literal["create", "resume", "reopen", "write", "end", "adopt"]
+
+TRANSITIONS: Final[dict[tuple[State, Op], tuple[Action, State]]] = {
+    ("absent", "open"): ("create", "open"),  # writes start {input?, cwd?}
+    ("absent", "open_from_spool"): ("create", "open"),
+    ("open", "open"): ("resume", "open"),  # no record; labels and owner update
+    ("open", "open_from_spool"): ("resume", "open"),
+    ("ended", "open"): ("reopen", "open"),  # writes start {resumed: true}
+    ("open", "emit"): ("write", "open"),
+    ("open", "close"): ("end", "ended"),  # writes end {outcome, summary?}
+    ("open", "finalize"): ("end", "ended"),  # writes end {outcome: aborted, reason}
+    ("open", "adopt"): ("adopt", "open"),  # restart recovery, another writer's session: no record
+}
+"""(state, request) -> (action, next state). Anything missing is refused (see ``transition``)."""
+
+_REFUSALS: Final[dict[State, tuple[str, str]]] = {
+    "absent": ("unknown_session", "no open session {sid!r}"),
+    "ended": ("session_closed", "session {sid} is closed"),
+    "open": ("invalid_event", "session {sid} is open"),
+}
+
+
+def transition(state: State, op: Op, session_id: str = "") -> tuple[Action, State]:
+    """The action and next state for ``op`` on a session in ``state``.
+
+    Raises RequestError ``unknown_session`` / ``session_closed`` for a request
+    the state does not allow (an emit to an ended session, a spool replay that
+    would reopen an ended one).
+    """
+    step = TRANSITIONS.get((state, op))
+    if step is None:
+        code, message = _REFUSALS[state]
+        raise RequestError(code, message.format(sid=session_id))
+    return step
+
+
+def start_payload(input: Any = None, cwd: str = "") -> dict[str, Any]:
+    """The ``start {input?, cwd?}`` payload of a new session."""
+    payload: dict[str, Any] = {}
+    if input is not None:
+        payload["input"] = input
+    if cwd:
+        payload["cwd"] = cwd
+    return payload
+
+
+RESUMED_PAYLOAD: Final = {"resumed": True}
+"""The payload of the ``start`` record that reopens an ended session."""
+
+
+def end_payload(outcome: str, summary: str | None = None, reason: str | None = None) -> dict[str, Any]:
+    """The ``end {outcome, summary?, reason?}`` payload; InvalidEvent-style RequestError for a bad outcome."""
+    if outcome not in vocab.OUTCOMES:
+        raise RequestError("invalid_event", f"invalid outcome {outcome!r}: one of {', '.join(vocab.OUTCOMES)}")
+    payload: dict[str, Any] = {"outcome": outcome}
+    if summary is not None:
+        payload["summary"] = summary
+    if reason is not None:
+        payload["reason"] = reason
+    return payload
+
+
+# --- state ----------------------------------------------------------------------------
+
+IDEMPOTENCY_WINDOW: Final = 16384
+"""How many recent client sequence numbers a session remembers per client (at least;
+pruned in bulk at twice this). A client never has more than ``MAX_UNSYNCED`` unconfirmed."""
+
+
+@dataclass(slots=True)
+class Pending:
+    """One event on its way into a session: what the client sent, after redaction."""
+
+    phase: str
+    payload: Any
+    ts: float = 0.0
+    client_id: str = ""
+    seq: int = 0
+    redactions: int = 0
+
+
+@dataclass(slots=True)
+class Prepared:
+    """Records built by ``prepare``, waiting for the journal.
+
+    ``outcome[i]`` is, for the i-th pending event, the index of its record in
+    ``records``, or ``-(step)`` when it was a replay of an already written event.
+    """
+
+    records: list[Record]
+    pending: list[Pending]
+    outcome: list[int]
+
+
+@dataclass(slots=True)
+class SessionState:
+    """Everything the daemon knows about one session, in memory."""
+
+    skill: str
+    session_id: str
+    dir: str
+    started_at: str
+    step: int = 0
+    """The last step written to the file (0 before the start record)."""
+    turn: int = 0
+    closed: bool = False
+    meta: Meta | None = None
+    owner_pid: int | None = None
+    idle_timeout: float = 0.0
+    last_activity: float = field(default_factory=time.monotonic)
+    seen: dict[str, dict[int, int]] = field(default_factory=dict)
+    """client_id -> {seq: step} of recent writes, to drop replays."""
+
+    def __post_init__(self) -> None:
+        if self.meta is None:
+            self.meta = Meta(
+                session_id=self.session_id,
+                skill=self.skill,
+                devboy_version="",
+                started_at=self.started_at,
+            )
+
+    @property
+    def m(self) -> Meta:
+        """The meta.json contents kept up to date by ``commit``."""
+        assert self.meta is not None
+        return self.meta
+
+    def replayed_step(self, client_id: str, seq: int) -> int | None:
+        """The step already written for (client_id, seq), if it is a replay."""
+        if not client_id or not seq:
+            return None
+        seen = self.seen.get(client_id)
+        return None if seen is None else seen.get(seq)
+
+    def prepare(self, batch: Iterable[Pending]) -> Prepared:
+        """Build records for ``batch`` with consecutive steps after the last written one."""
+        records: list[Record] = []
+        pend: list[Pending] = []
+        outcome: list[int] = []
+        step = self.step
+        turn = self.turn
+        skill = self.skill
+        sid = self.session_id
+        batch_keys: dict[tuple[str, int], int] = {}
+        for ev in batch:
+            if ev.seq and ev.client_id:
+                done = self.replayed_step(ev.client_id, ev.seq)
+                if done is not None:
+                    outcome.append(-done)
+                    continue
+                key = (ev.client_id, ev.seq)
+                if key in batch_keys:
+                    outcome.append(-batch_keys[key])
+                    continue
+                batch_keys[key] = step + 1
+            step += 1
+            if ev.phase == vocab.USER_PROMPT:
+                turn += 1
+            records.append(
+                Record(
+                    ts=format_ts(ev.ts),
+                    skill=skill,
+                    session_id=sid,
+                    step=step,
+                    turn=turn or None,
+                    phase=ev.phase,
+                    payload=ev.payload,
+                    client_seq=f"{ev.client_id}:{ev.seq}" if ev.seq and ev.client_id else None,
+                )
+            )
+            outcome.append(len(pend))
+            pend.append(ev)
+        return Prepared(records, pend, outcome)
+
+    def commit(self, prepared: Prepared, written: int) -> None:
+        """Advance the state for the first ``written`` records of ``prepared``."""
+        meta = self.m
+        for rec, ev in zip(prepared.records[:written], prepared.pending[:written], strict=True):
+            assert rec.step == self.step + 1, "steps are assigned in order"
+            self.step = rec.step
+            if rec.turn:
+                self.turn = rec.turn
+            account(meta, rec.phase, rec.payload)
+            if ev.seq and ev.client_id:
+                seen = self.seen.get(ev.client_id)
+                if seen is None:
+                    seen = self.seen[ev.client_id] = {}
+                seen[ev.seq] = rec.step
+                if len(seen) > 2 * IDEMPOTENCY_WINDOW:
+                    self.seen[ev.client_id] = _newest(seen)
+        meta.steps = self.step
+        meta.turns = self.turn
+        self.last_activity = time.monotonic()
+
+    def steps_of(self, prepared: Prepared, written: int) -> list[int | None]:
+        """For each pending event: its step, or None when its record was not written."""
+        steps: list[int | None] = []
+        for idx in prepared.outcome:
+            if idx < 0:
+                steps.append(-idx)
+            elif idx < written:
+                steps.append(prepared.records[idx].step)
+            else:
+                steps.append(None)
+        return steps
+
+    def remember(self, client_seq: str, step: int) -> None:
+        """Rebuild the idempotency window from a line read back from disk."""
+        client_id, _, seq = client_seq.rpartition(":")
+        if client_id and seq.isdigit():
+            seen = self.seen.setdefault(client_id, {})
+            seen[int(seq)] = step
+            if len(seen) > 2 * IDEMPOTENCY_WINDOW:
+                self.seen[client_id] = _newest(seen)
+
+
+def _newest(seen: dict[int, int]) -> dict[int, int]:
+    """The newest IDEMPOTENCY_WINDOW entries: pruned in bulk (deleting a dict's oldest key
+    one at a time makes every next lookup of "the oldest" skip the deleted slots)."""
+    items = list(seen.items())
+    return dict(items[-IDEMPOTENCY_WINDOW:])
+

@@ -1,0 +1,81 @@
+"""Accounting: the meta.json counters, one rule for the daemon and the readers alike.
+
+``account`` folds one record into ``tool_calls``, ``errors``, ``phases`` and
+``usage`` (DESIGN §2, devboy's finalize rule: tool_calls = count of
+``tool_call`` records, errors = count of ``tool_result`` records with
+``ok: false``). The daemon calls it as it writes (meta.json), the readers as
+they read a trace that has no usable meta.json; both get the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from traced.format import vocab
+from traced.format.records import Usage, count, number
+
+
+class Counters(Protocol):
+    """What ``account`` folds into: meta.json's ``Meta`` and the readers' ``TraceSummary``."""
+
+    tool_calls: int
+    errors: int
+    phases: dict[str, int]
+    usage: Usage
+
+
+def account(counters: Counters, phase: str, payload: Any) -> None:
+    """Fold one written (or read) record into ``counters``."""
+    phases = counters.phases
+    phases[phase] = phases.get(phase, 0) + 1
+    if phase == vocab.TOOL_CALL:
+        counters.tool_calls += 1
+    elif phase == vocab.TOOL_RESULT:
+        if isinstance(payload, dict) and payload.get("ok") is False:
+            counters.errors += 1
+    elif phase == vocab.LLM_CALL:
+        add_usage(counters.usage, payload)
+
+
+def add_usage(usage: Usage, payload: Any) -> None:
+    """Add one ``llm_call`` payload's tokens (counts) and cost (USD) to ``usage``.
+
+    Tolerant: odd or missing token fields count as 0; a ``cost_usd`` that is not a
+    finite number >= 0 makes the call's cost unknown (``unknown_cost_calls``).
+    """
+    if not isinstance(payload, dict):
+        payload = {}
+    u = payload.get("usage")
+    if isinstance(u, dict):
+        usage.input_tokens += count(u.get("input_tokens"))
+        usage.output_tokens += count(u.get("output_tokens"))
+        usage.cache_read_tokens += count(u.get("cache_read_tokens"))
+        usage.cache_write_tokens += count(u.get("cache_write_tokens"))
+    usage.llm_calls += 1
+    cost = reported_cost(payload)
+    if cost is None:
+        usage.unknown_cost_calls += 1
+    else:
+        usage.cost_usd = round((usage.cost_usd or 0.0) + cost, 10)
+
+
+def reported_cost(payload: Any) -> float | None:
+    """An ``llm_call`` payload's ``cost_usd`` (USD) when it is a finite number >= 0, else None (unknown)."""
+    cost = number(payload.get("cost_usd")) if isinstance(payload, dict) else None
+    return cost if cost is not None and cost >= 0 else None
+
+
+def usage_from_meta(value: object) -> Usage | None:
+    """meta.json's ``usage`` object read tolerantly, or None when absent or not an object."""
+    if not isinstance(value, dict):
+        return None
+    cost = number(value.get("cost_usd"))
+    return Usage(
+        input_tokens=count(value.get("input_tokens")),
+        output_tokens=count(value.get("output_tokens")),
+        cache_read_tokens=count(value.get("cache_read_tokens")),
+        cache_write_tokens=count(value.get("cache_write_tokens")),
+        cost_usd=cost if cost is not None and cost >= 0 else None,
+        llm_calls=count(value.get("llm_calls")),
+        unknown_cost_calls=count(value.get("unknown_cost_calls")),
+    )

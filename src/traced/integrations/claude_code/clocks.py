@@ -1,0 +1,108 @@
+"""Call clocks: how long a Claude Code tool call took, measured across two hook processes.
+
+``PreToolUse`` leaves its wall-clock time in
+``<state>/hooks/<session_id>/<tool_use_id>`` (0600, in 0700 dirs); the
+matching ``PostToolUse``/``PostToolUseFailure`` takes it (and removes it)
+for ``duration_ms``. Only a fallback: Claude Code's own ``duration_ms``, where
+a hook carries it, is preferred. The hook never writes session files: the
+daemon does. Stdlib only (hot path).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from traced.format.layout import valid_name
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hook's start-up
+if TYPE_CHECKING:
+    from typing import Final
+
+STAMP_MAX_AGE: Final = 7 * 86400
+"""Call clocks of sessions untouched this long are swept (their PostToolUse never came)."""
+
+
+def stamps_root() -> str:
+    """``<state>/hooks``: the hook's own small state (never session files)."""
+    from traced.locations import state_location
+
+    return os.path.join(state_location(), "hooks")
+
+
+def put_stamp(root: str, session_id: str, call_id: str, ts: float) -> None:
+    """Keep the PreToolUse time (epoch seconds) of ``call_id``. Raises OSError."""
+    if not (valid_name(session_id) and valid_name(call_id)):
+        return
+    directory = os.path.join(root, session_id)
+    os.makedirs(os.path.dirname(os.path.dirname(root)), exist_ok=True)  # $XDG_STATE_HOME
+    for level in (os.path.dirname(root), root, directory):  # each one 0700, unlike makedirs
+        if not os.path.isdir(level):
+            try:
+                os.mkdir(level, 0o700)
+            except FileExistsError:
+                pass
+    fd = os.open(os.path.join(directory, call_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        os.write(fd, repr(ts).encode())
+    finally:
+        os.close(fd)
+
+
+def take_stamp(root: str, session_id: str, call_id: str) -> float | None:
+    """The PreToolUse time of ``call_id``, removing it; None when there is none."""
+    if not (valid_name(session_id) and valid_name(call_id)):
+        return None
+    path = os.path.join(root, session_id, call_id)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 64)
+    finally:
+        os.close(fd)
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    try:
+        return float(data)
+    except ValueError:
+        return None
+
+
+def drop_stamps(root: str, session_id: str) -> None:
+    """Remove a session's clocks (calls that never got a result) at SessionEnd."""
+    if not valid_name(session_id):
+        return
+    directory = os.path.join(root, session_id)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass
+    try:
+        os.rmdir(directory)
+    except OSError:
+        pass
+
+
+def sweep_stamps(root: str, max_age: float = STAMP_MAX_AGE, now: float | None = None) -> None:
+    """Remove the clocks of sessions untouched for ``max_age`` seconds (they never ended)."""
+    cutoff = (now if now is not None else time.time()) - max_age
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        try:
+            if os.stat(os.path.join(root, name)).st_mtime < cutoff:
+                drop_stamps(root, name)
+        except OSError:
+            pass

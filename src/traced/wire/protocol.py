@@ -1,0 +1,242 @@
+"""Wire protocol: msgspec Structs in one tagged union (tag field ``op``).
+
+Every request carries an ``id`` that its reply echoes, so requests can be
+pipelined. New fields always get defaults and unknown fields are ignored, so
+older and newer peers keep talking. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+import msgspec
+
+from traced.wire.framing import HEADER
+
+VERSION: Final = 1
+"""Protocol version negotiated in ``hello``."""
+
+Outcome = Literal["success", "failure", "aborted"]
+Target = str  # "global", "repo" or an absolute directory
+
+
+class _Msg(msgspec.Struct, tag_field="op", omit_defaults=True, kw_only=True):
+    id: int = 0
+
+
+# --- requests -------------------------------------------------------------
+
+
+class Hello(_Msg, tag="hello"):
+    """First request on a connection: version, who the client is, its secret env values."""
+
+    version: int = VERSION
+    client: str = ""
+    client_id: str = ""
+    pid: int = 0
+    cwd: str = ""
+    secrets: list[str] = []
+    """Values of the client's secret-named environment variables, kept in memory for redaction."""
+
+
+class Open(_Msg, tag="open"):
+    """Start a session, or resume one that already exists (``session_id`` given)."""
+
+    skill: str
+    session_id: str = ""
+    target: Target = "global"
+    cwd: str = ""
+    owner_pid: int = 0
+    """0: the peer owns the session; -1: nobody does (only the idle timeout applies)."""
+    idle_timeout: float = 0.0
+    input: Any = None
+    meta: dict[str, Any] = {}
+    ts: float = 0.0
+
+
+class Event(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One event inside ``emit`` or ``emit_batch``."""
+
+    phase: str
+    payload: Any = {}
+    ts: float = 0.0
+    seq: int = 0
+    """Client sequence number; with the hello's client_id it is the idempotency key."""
+
+
+class Emit(_Msg, tag="emit"):
+    """Append one event; replies ``ack {step}`` unless ``ack`` is false."""
+
+    session_id: str
+    phase: str
+    payload: Any = {}
+    ts: float = 0.0
+    seq: int = 0
+    ack: bool = True
+
+
+class EmitBatch(_Msg, tag="emit_batch"):
+    """Append several events to one session in order; replies ``ack`` with the last step."""
+
+    session_id: str
+    events: list[Event]
+    ack: bool = True
+
+
+class EmitBatchEncoded(_Msg, tag="emit_batch"):
+    """``emit_batch`` as the clients send it: each event already encoded once (an ``Event``).
+
+    The same bytes on the wire as ``EmitBatch``; not part of ``Request``.
+    """
+
+    session_id: str
+    events: list[msgspec.Raw]
+    ack: bool = True
+
+
+class Close(_Msg, tag="close"):
+    """End a session: append ``end`` and finalize meta.json."""
+
+    session_id: str
+    outcome: Outcome = "success"
+    summary: str | None = None
+    ts: float = 0.0
+
+
+class Sync(_Msg, tag="sync"):
+    """Reply once everything earlier on this connection is written (and fsynced if asked)."""
+
+    fsync: bool = False
+
+
+class StatusRequest(_Msg, tag="status"):
+    """Ask for the daemon's status."""
+
+
+class Subscribe(_Msg, tag="subscribe"):
+    """Turn this connection into a stream of records as they land (after redaction).
+
+    Empty filter fields match everything. Replies ``subscribed``, then
+    ``record`` messages in step order per session, and ``gap`` when this
+    subscriber fell behind and records were dropped for it.
+    """
+
+    skill: str = ""
+    session_id: str = ""
+    phase: str = ""
+
+
+Request = Hello | Open | Emit | EmitBatch | Close | Sync | StatusRequest | Subscribe
+
+
+# --- replies --------------------------------------------------------------
+
+
+class Welcome(_Msg, tag="welcome"):
+    """Reply to ``hello``."""
+
+    version: int = VERSION
+    server: str = ""
+    pid: int = 0
+    max_frame: int = 0
+    """The daemon's frame limit: a client refuses larger events itself (``too_large``)."""
+
+
+class Opened(_Msg, tag="opened"):
+    session_id: str
+    dir: str
+    step: int
+    """The last step on disk: 1 for a new session (its start record)."""
+    resumed: bool = False
+    root_fallback: str | None = None
+    """Why a ``repo`` target fell back to the global root, if it did."""
+
+
+class Ack(_Msg, tag="ack"):
+    step: int
+
+
+class Closed(_Msg, tag="closed"):
+    meta: dict[str, Any]
+
+
+class Synced(_Msg, tag="synced"):
+    pass
+
+
+class Status(_Msg, tag="status_reply"):
+    info: dict[str, Any]
+
+
+class Subscribed(_Msg, tag="subscribed"):
+    buffer: int = 0
+    """How many records the daemon holds for this subscriber before it drops."""
+
+
+class RecordMsg(_Msg, tag="record"):
+    """One record as it landed: its trace.jsonl line, without the newline."""
+
+    line: str
+
+
+class Gap(_Msg, tag="gap"):
+    """This subscriber was too slow: ``dropped`` records were skipped here."""
+
+    dropped: int
+
+
+ErrorCode = Literal[
+    "bad_frame",
+    "too_large",
+    "unknown_session",
+    "session_closed",
+    "invalid_name",
+    "invalid_event",
+    "forbidden",
+    "overloaded",
+    "io_error",
+    "internal",
+]
+
+
+class Error(_Msg, tag="error"):
+    code: ErrorCode
+    message: str
+
+
+Reply = Welcome | Opened | Ack | Closed | Synced | Status | Subscribed | RecordMsg | Gap | Error
+
+request_decoder: Final[msgspec.msgpack.Decoder[Request]] = msgspec.msgpack.Decoder(Request)
+reply_decoder: Final[msgspec.msgpack.Decoder[Reply]] = msgspec.msgpack.Decoder(Reply)
+encoder: Final = msgspec.msgpack.Encoder()
+
+
+def decode_request(body: bytes | memoryview) -> Request:
+    """Decode one request body; raises ``msgspec.ValidationError``/``DecodeError`` only."""
+    try:
+        return request_decoder.decode(body)
+    except UnicodeDecodeError as e:  # msgspec lets invalid UTF-8 in keys through as this
+        raise msgspec.DecodeError(f"invalid UTF-8: {e.reason}") from e
+
+
+def decode_reply(body: bytes | memoryview) -> Reply:
+    """Decode one reply body; raises ``msgspec.ValidationError``/``DecodeError`` only."""
+    try:
+        return reply_decoder.decode(body)
+    except UnicodeDecodeError as e:
+        raise msgspec.DecodeError(f"invalid UTF-8: {e.reason}") from e
+
+
+_encode_into: Final = encoder.encode_into
+
+
+def encode(msg: msgspec.Struct, buf: bytearray | None = None) -> bytearray:
+    """Append one framed message (4-byte length + MessagePack body) to ``buf`` (a new buffer
+    when None) and return it."""
+    if buf is None:
+        buf = bytearray()
+    start = len(buf)
+    buf += b"\0\0\0\0"
+    _encode_into(msg, buf, -1)
+    buf[start : start + HEADER] = (len(buf) - start - HEADER).to_bytes(HEADER, "big")
+    return buf

@@ -1,0 +1,338 @@
+"""The core path end to end: real daemon, real socket, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from tests.conftest import Daemon, assert_gap_free, read_trace
+from traced import Client, RequestError
+from traced.wire import protocol
+from traced.wire.framing import Framer
+from traced.wire.protocol import encode
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from traced import Client
+    sock, sid, n, tag = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    with Client(sock) as c:
+        s = c.attach(sid)
+        for i in range(n):
+            s.note(f"{tag}-{i}", ack=(i % 2 == 0))
+        c.sync()
+    """
+)
+
+
+def test_twenty_processes_one_session_gap_free(daemon: Daemon) -> None:
+    with daemon.client() as c:
+        opened = c.open("stress")
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(daemon.socket), opened.session_id, "500", f"w{k}"],
+                         env=daemon.env)
+        for k in range(20)
+    ]
+    assert [p.wait(120) for p in procs] == [0] * 20
+    with daemon.client() as c:
+        meta = c.end(opened.session_id, "success")
+    records = read_trace(Path(opened.dir) / "trace.jsonl")
+    assert len(records) == 10002
+    assert_gap_free(records)
+    assert records[0]["phase"] == "start" and records[-1]["phase"] == "end"
+    # every writer's events are there exactly once and in that writer's order
+    for k in range(20):
+        mine = [r["payload"]["message"] for r in records if r["phase"] == "note"
+                and r["payload"]["message"].startswith(f"w{k}-")]
+        assert mine == [f"w{k}-{i}" for i in range(500)]
+    assert meta["steps"] == 10002
+    assert meta["phases"] == {"start": 1, "note": 10000, "end": 1}
+    assert json.loads((Path(opened.dir) / "meta.json").read_text()) == meta
+
+
+def test_fifty_sessions_at_once(daemon: Daemon) -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        from traced import Client
+        with Client(sys.argv[1]) as c, c.session(skill=f"s{sys.argv[2]}") as s:
+            for i in range(40):
+                s.tool_call("Bash", {"cmd": f"echo {i}"}, call_id=str(i))
+                s.tool_result("Bash", ok=i % 7 != 0, call_id=str(i))
+            print(s.dir)
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(daemon.socket), str(k)],
+                              env=daemon.env, stdout=subprocess.PIPE, text=True)
+             for k in range(50)]
+    dirs = []
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0
+        dirs.append(out.strip())
+    assert len(set(dirs)) == 50
+    for d in dirs:
+        records = read_trace(Path(d) / "trace.jsonl")
+        assert len(records) == 82
+        assert_gap_free(records)
+        meta = json.loads((Path(d) / "meta.json").read_text())
+        assert meta["outcome"] == "success"
+        assert meta["tool_calls"] == 40
+        assert meta["errors"] == 6  # i in 0,7,14,21,28,35
+        assert meta["steps"] == 82 and meta["ended_at"]
+
+
+def test_layout_and_line_format(daemon: Daemon) -> None:
+    with daemon.client() as c, c.session(skill="review", input={"pr": 42}) as s:
+        s.llm_call("claude-sonnet", provider="anthropic", input_tokens=100, output_tokens=20,
+                   cache_read_tokens=50, cost_usd=0.002)
+        s.llm_call("llama3", provider="ollama", input_tokens=10, output_tokens=5)
+        sdir = Path(s.dir)
+    date, skill, sid = sdir.parts[-3:]
+    assert sdir.parent.parent.parent == daemon.root
+    assert skill == "review" and len(sid) == 26
+    line = (sdir / "trace.jsonl").read_text().splitlines()[1]
+    rec = json.loads(line)
+    assert list(rec)[:6] == ["ts", "skill", "session_id", "step", "phase", "payload"]
+    assert rec["ts"].endswith("Z") and len(rec["ts"]) == 27 and rec["ts"][:10] == date
+    meta = json.loads((sdir / "meta.json").read_text())
+    assert meta["devboy_version"].startswith("traced ")
+    assert meta["input_summary"] == '{"pr":42}'
+    assert meta["usage"]["input_tokens"] == 110 and meta["usage"]["cache_read_tokens"] == 50
+    assert meta["usage"]["cost_usd"] == pytest.approx(0.002)
+    assert meta["usage"]["unknown_cost_calls"] == 1
+    assert oct(os.stat(sdir).st_mode & 0o777) == "0o700"
+    assert oct(os.stat(sdir / "trace.jsonl").st_mode & 0o777) == "0o600"
+    assert oct(os.stat(daemon.socket).st_mode & 0o777) == "0o600"
+    assert oct(os.stat(daemon.socket.parent).st_mode & 0o777) == "0o700"
+
+
+def test_context_manager_records_failure(daemon: Daemon) -> None:
+    with daemon.client() as c:
+        with pytest.raises(ValueError), c.session(skill="boom") as s:
+            s.note("about to fail")
+            raise ValueError("bad thing")
+        meta = json.loads((Path(s.dir) / "meta.json").read_text())
+    assert meta["outcome"] == "failure"
+    assert "ValueError: bad thing" in meta["summary"]
+
+
+def test_shell_flow(daemon: Daemon) -> None:
+    started = daemon.cli("start", "--skill", "shell-skill", "--meta", "skill_version=1.2",
+                         "--input", '{"task": "x"}', check=True)
+    info = json.loads(started.stdout)
+    assert set(info) >= {"session_id", "session_dir", "trace_path"}
+    sid = info["session_id"]
+    assert daemon.cli("event", sid, "--phase", "tool_call", "--payload",
+                      '{"tool": "Bash", "args": {"cmd": "ls"}}', check=True).stdout.strip() == "2"
+    assert daemon.cli("event", sid, "--phase", "note", "--payload", "-",
+                      input='{"message": "from stdin"}', check=True).stdout.strip() == "3"
+    assert daemon.cli("event", sid, "--phase", "note", "-",
+                      input='{"message": "bare dash"}', check=True).stdout.strip() == "4"
+    pf = daemon.base / "payload.json"
+    pf.write_text('{"tool": "Bash", "ok": false, "error": "exit 1"}')
+    assert daemon.cli("event", sid, "--phase", "tool_result", "--payload-file", str(pf),
+                      check=True).stdout.strip() == "5"
+    ended = daemon.cli("end", sid, "--outcome", "failure", "--summary", "it broke", "--json", check=True)
+    meta = json.loads(ended.stdout)
+    assert meta["outcome"] == "failure" and meta["errors"] == 1 and meta["tool_calls"] == 1
+    assert meta["skill_version"] == "1.2" and meta["labels"] == {"skill_version": "1.2"}
+    records = read_trace(info["trace_path"])
+    assert [r["phase"] for r in records] == ["start", "tool_call", "note", "note", "tool_result", "end"]
+    assert records[0]["payload"]["input"] == {"task": "x"}
+    assert records[-1]["payload"] == {"outcome": "failure", "summary": "it broke"}
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "code", "message"),
+    [
+        (["event", "01JD000000000000000000000X", "--phase", "note", "--payload", "{}"], None, 1, "unknown_session"),
+        (["event", "../x", "--phase", "note", "--payload", "{}"], None, 1, "invalid_name"),
+        (["event", "a/b", "--phase", "note", "--payload", "{}"], None, 1, "invalid_name"),
+        (["event", "x" * 129, "--phase", "note", "--payload", "{}"], None, 1, "invalid_name"),
+        (["event", "{sid}", "--phase", "note", "--payload", "{not json"], None, 2, "invalid JSON"),
+        (["event", "{sid}", "--phase", "note", "--payload", "[1, 2]"], None, 2, "must be a JSON object"),
+        (["event", "{sid}", "--phase", "Bad-Phase", "--payload", "{}"], None, 1, "invalid_event"),
+        (["event", "{sid}", "--phase", "end", "--payload", "{}"], None, 1, "invalid_event"),
+        (["event", "{sid}", "--phase", "note", "--payload", "-"], "nope", 2, "invalid JSON"),
+        (["start", "--skill", "../evil"], None, 1, "invalid_name"),
+        (["start", "--skill", ""], None, 1, "invalid_name"),
+        (["start", "--skill", ".hidden"], None, 1, "invalid_name"),
+        (["start", "--skill", "ok", "--target", "/nonexistent/dir"], None, 1, "invalid_name"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(daemon: Daemon, args: list[str], stdin: str | None,
+                                      code: int, message: str) -> None:
+    with daemon.client() as c:
+        opened = c.open("victim")
+        c.emit(opened.session_id, "note", {"message": "before"})
+    args = [a.replace("{sid}", opened.session_id) for a in args]
+    res = daemon.cli(*args, input=stdin)
+    assert res.returncode == code, res.stderr
+    assert message in res.stderr
+    assert res.stderr.count("\n") == 1, "one-line error"
+    # the daemon and the other session carry on
+    with daemon.client() as c:
+        assert c.emit(opened.session_id, "note", {"message": "after"}) == 3
+        c.end(opened.session_id)
+    assert_gap_free(read_trace(Path(opened.dir) / "trace.jsonl"))
+
+
+def test_event_after_close_and_unknown_session(daemon: Daemon) -> None:
+    with daemon.client() as c:
+        opened = c.open("closing")
+        c.end(opened.session_id)
+        with pytest.raises(RequestError) as e:
+            c.emit(opened.session_id, "note", {"message": "late"})
+        assert e.value.code == "session_closed"
+        with pytest.raises(RequestError) as e:
+            c.emit("01JD0000000000000000000000", "note", {})
+        assert e.value.code == "unknown_session"
+        with pytest.raises(RequestError) as e:
+            c.end(opened.session_id)
+        assert e.value.code == "session_closed"
+    assert len(read_trace(Path(opened.dir) / "trace.jsonl")) == 2
+
+
+def _raw(daemon: Daemon) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(str(daemon.socket))
+    return s
+
+
+def _replies(sock: socket.socket, n: int) -> list[Any]:
+    framer = Framer()
+    out: list[Any] = []
+    while len(out) < n:
+        data = sock.recv(65536)
+        if not data:
+            break
+        out += [protocol.decode_reply(b) for b in framer.feed(data)]
+    return out
+
+
+def test_malformed_frames_do_not_hurt_others(daemon: Daemon) -> None:
+    with daemon.client() as good:
+        opened = good.open("steady")
+        bad = _raw(daemon)
+        body_garbage = b"\xc1\xff\x00garbage"
+        body_unknown_op = msgspec.msgpack.encode({"op": "explode", "id": 7})
+        body_wrong_type = msgspec.msgpack.encode({"op": "emit", "id": 8, "session_id": 5, "phase": "note"})
+        frames = b"".join(len(b).to_bytes(4, "big") + b for b in (body_garbage, body_unknown_op, body_wrong_type))
+        bad.sendall(frames + bytes(encode(protocol.StatusRequest(id=9))))
+        replies = _replies(bad, 4)
+        assert [type(r).__name__ for r in replies] == ["Error", "Error", "Error", "Status"]
+        assert [r.code for r in replies[:3]] == ["bad_frame"] * 3
+        assert [r.id for r in replies] == [0, 7, 8, 9]
+        # oversized frame: too_large, that connection closed, nobody else affected
+        bad.sendall((50 * 1024 * 1024).to_bytes(4, "big") + b"x" * 100)
+        (err,) = _replies(bad, 1)
+        assert err.code == "too_large"
+        assert bad.recv(100) == b""
+        bad.close()
+        assert good.emit(opened.session_id, "note", {"message": "still here"}) == 2
+        good.end(opened.session_id)
+    assert daemon.alive()
+
+
+def test_foreign_uid_is_refused(daemon: Daemon) -> None:
+    if os.getuid() != 0 or not Path("/usr/bin/setpriv").exists():
+        pytest.skip("needs root and setpriv to act as another uid")
+    os.chmod(daemon.base, 0o755)
+    os.chmod(daemon.socket.parent, 0o777)  # loosen by hand: the uid check must still hold
+    os.chmod(daemon.socket, 0o777)
+    code = textwrap.dedent(
+        """
+        import sys
+        from traced import Client, RequestError
+        try:
+            with Client(sys.argv[1]) as c:
+                c.status()
+        except RequestError as e:
+            print(e.code)
+        """
+    )
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          sys.executable, "-c", code, str(daemon.socket)],
+                         env={**daemon.env, "HOME": "/tmp"}, capture_output=True, text=True, timeout=30)
+    assert res.stdout.strip() == "forbidden", res.stderr
+    assert any(e.get("event") == "peer_refused" and e.get("peer_uid") == 65534 for e in daemon.logs())
+    with daemon.client() as c:
+        assert c.status()["pid"] == daemon.proc.pid  # type: ignore[union-attr]
+
+
+def test_repo_target_and_fallback(daemon: Daemon, short_tmp: Path) -> None:
+    repo = short_tmp / "proj"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "sub" / "deep").mkdir(parents=True)
+    with daemon.client() as c:
+        opened = c.open("r", target="repo", cwd=str(repo / "sub" / "deep"))
+        assert opened.dir.startswith(str(repo / ".devboy" / "sessions") + "/")
+        assert opened.root_fallback is None
+        c.end(opened.session_id)
+        lonely = short_tmp / "lonely"
+        lonely.mkdir()
+        fell = c.open("r", target="repo", cwd=str(lonely))
+        assert fell.dir.startswith(str(daemon.root))
+        assert fell.root_fallback and "no .git" in fell.root_fallback
+        custom = short_tmp / "custom"
+        custom.mkdir()
+        mine = c.open("r", target=str(custom))
+        assert mine.dir.startswith(str(custom) + "/")
+
+
+def test_status_exit_codes(daemon: Daemon) -> None:
+    res = daemon.cli("status", "--json", check=True)
+    info = json.loads(res.stdout)
+    assert info["running"] is True and info["pid"] == daemon.proc.pid  # type: ignore[union-attr]
+    assert info["socket"] == str(daemon.socket) and info["socket_source"] == "bound"
+    text = daemon.cli("status", check=True).stdout
+    assert "open sessions" in text and "events written" in text
+    daemon.stop()
+    res = daemon.cli("status")
+    assert res.returncode == 3 and "not running" in res.stdout
+    res = daemon.cli("status", "--json")
+    assert res.returncode == 3 and json.loads(res.stdout)["running"] is False
+
+
+def test_second_daemon_refuses_to_steal_the_socket(daemon: Daemon) -> None:
+    res = subprocess.run([sys.executable, "-m", "traced", "serve"], env=daemon.env,
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1 and "already" in res.stderr
+    with daemon.client() as c:
+        assert c.status()["pid"] == daemon.proc.pid  # type: ignore[union-attr]
+
+
+def test_client_without_daemon_is_unavailable(short_tmp: Path) -> None:
+    from traced import DaemonUnavailable
+
+    with pytest.raises(DaemonUnavailable, match="no traced daemon"):
+        Client(short_tmp / "none.sock").connect()
+
+
+@pytest.mark.anyio
+async def test_async_client(daemon: Daemon) -> None:
+    from traced import AsyncClient
+
+    async with AsyncClient(daemon.socket) as c:
+        async with c.session(skill="async-skill") as s:
+            assert await s.tool_call("Read", {"path": "/etc/hosts"}) == 2
+            assert await s.tool_result("Read", ok=True) == 3
+            for i in range(100):
+                assert await s.note(f"n{i}", ack=False) is None
+            await c.sync()
+            other = c.attach(s.id)
+            assert await other.note("via attach") == 104
+        records = read_trace(Path(s.dir) / "trace.jsonl")
+    assert_gap_free(records)
+    assert records[-1]["payload"] == {"outcome": "success"}

@@ -1,0 +1,372 @@
+"""Never lose an event: kill -9, restarts, watchers, spool, disk limits. Real processes only."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Daemon, assert_gap_free, read_trace
+
+SKILL = textwrap.dedent(
+    """
+    import json, sys, time
+    from traced import Client
+    sock, n, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+    with Client(sock, spool_after=5.0) as c, c.session(skill="load") as s:
+        print(json.dumps({"dir": s.dir, "id": s.id}), flush=True)
+        for i in range(n):
+            step = s.note(f"{tag}-{i}")
+            print(json.dumps({"i": i, "step": step}), flush=True)
+            if pause:
+                time.sleep(pause)
+    print(json.dumps({"done": True, "spooled": c.spooled}), flush=True)
+    """
+)
+
+
+def _wait_for(predicate: Any, timeout: float = 10.0, every: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met in time")
+
+
+def _meta(sdir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(sdir) / "meta.json").read_text())
+
+
+def test_kill9_daemon_under_load_loses_nothing(daemon: Daemon) -> None:
+    n = 400
+    skills = [subprocess.Popen([sys.executable, "-c", SKILL, str(daemon.socket), str(n), f"k{k}", "0.002"],
+                               env=daemon.env, stdout=subprocess.PIPE, text=True) for k in range(4)]
+    time.sleep(0.4)
+    for _ in range(2):  # two crashes in the middle of the load
+        daemon.kill9()
+        time.sleep(0.3)
+        daemon.start()
+        time.sleep(0.4)
+    outputs = [p.communicate(timeout=120)[0] for p in skills]
+    assert [p.returncode for p in skills] == [0] * 4
+    acked = lost = duplicated = 0
+    for k, out in enumerate(outputs):
+        lines = [json.loads(x) for x in out.splitlines()]
+        info = lines[0]
+        assert lines[-1]["done"] is True
+        acks = {x["i"]: x["step"] for x in lines if "i" in x}
+        records = read_trace(Path(info["dir"]) / "trace.jsonl")
+        assert_gap_free(records)
+        notes = [r for r in records if r["phase"] == "note"]
+        messages = [r["payload"]["message"] for r in notes]
+        by_step = {r["step"]: r["payload"]["message"] for r in notes}
+        for i, step in acks.items():
+            if step is None:
+                continue
+            acked += 1
+            count = messages.count(f"k{k}-{i}")
+            lost += count == 0
+            duplicated += max(0, count - 1)
+            assert by_step.get(step) == f"k{k}-{i}", "the acked step holds that event"
+        assert messages == [f"k{k}-{i}" for i in range(n)], "every event once, in order"
+        assert records[-1]["phase"] == "end" and records[-1]["payload"]["outcome"] == "success"
+        assert _meta(info["dir"])["outcome"] == "success"
+    assert (lost, duplicated) == (0, 0)
+    assert acked >= 4 * n * 0.9
+    print(f"\nkill -9 x2 under load: acked={acked} lost={lost} duplicated={duplicated}")
+
+
+def test_kill9_of_a_skill_is_finalized_owner_exited(daemon: Daemon) -> None:
+    code = textwrap.dedent(
+        """
+        import sys, time
+        from traced import Client
+        c = Client(sys.argv[1]); c.connect()
+        s = c.open("doomed")
+        c.emit(s.session_id, "note", {"message": "hi"})
+        print(s.dir, flush=True)
+        time.sleep(600)
+        """
+    )
+    p = subprocess.Popen([sys.executable, "-c", code, str(daemon.socket)], env=daemon.env,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    sdir = p.stdout.readline().strip()
+    killed = time.monotonic()
+    p.kill()
+    p.wait()
+    meta = _wait_for(lambda: _meta(sdir) if _meta(sdir).get("ended_at") else None, timeout=5)
+    assert time.monotonic() - killed < 1.0
+    assert (meta["outcome"], meta["reason"]) == ("aborted", "owner_exited")
+    records = read_trace(Path(sdir) / "trace.jsonl")
+    assert records[-1]["payload"] == {"outcome": "aborted", "reason": "owner_exited"}
+    assert_gap_free(records)
+
+
+def test_shell_owner_pid_and_idle_timeout(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory("--idle-timeout", "1.5")
+    shell = subprocess.Popen(["sleep", "600"])
+    owned = json.loads(d.cli("start", "--skill", "sh", "--pid", str(shell.pid), check=True).stdout)
+    idle = json.loads(d.cli("start", "--skill", "sh", check=True).stdout)  # no owner: idle timeout only
+    d.cli("event", owned["session_id"], "--phase", "note", "--payload", '{"message": "x"}', check=True)
+    shell.kill()
+    shell.wait()
+    meta = _wait_for(lambda: _meta(owned["session_dir"]).get("ended_at") and _meta(owned["session_dir"]))
+    assert meta["reason"] == "owner_exited" and meta["steps"] == 3
+    meta = _wait_for(lambda: _meta(idle["session_dir"]).get("ended_at") and _meta(idle["session_dir"]), timeout=8)
+    assert (meta["outcome"], meta["reason"]) == ("aborted", "idle_timeout")
+    with d.client() as c:
+        assert c.status()["finalized"] == {"owner_exited": 1, "idle_timeout": 1}
+
+
+def test_daemon_and_skill_both_killed_then_recovered(daemon: Daemon) -> None:
+    code = "import sys,time; from traced import Client; c=Client(sys.argv[1]); c.connect(); " \
+           "s=c.open('both'); c.emit(s.session_id,'note',{'message':'x'}); print(s.dir, flush=True); time.sleep(600)"
+    p = subprocess.Popen([sys.executable, "-c", code, str(daemon.socket)], env=daemon.env,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    sdir = p.stdout.readline().strip()
+    daemon.kill9()
+    p.kill()
+    p.wait()
+    assert "ended_at" not in _meta(sdir)
+    daemon.start()
+    meta = _meta(sdir)  # finalized during start-up, before READY
+    assert (meta["outcome"], meta["reason"]) == ("aborted", "recovered_after_restart")
+    records = read_trace(Path(sdir) / "trace.jsonl")
+    assert_gap_free(records)
+    assert [r["phase"] for r in records] == ["start", "note", "end"]
+
+
+def test_graceful_restart_keeps_the_session_open(daemon: Daemon) -> None:
+    with daemon.client() as c:
+        opened = c.open("long-lived")
+        c.emit(opened.session_id, "note", {"message": "before"})
+        assert daemon.stop(signal.SIGTERM) == 0
+        assert "ended_at" not in _meta(opened.dir)
+        daemon.start()
+        # the same client reconnects transparently; steps continue from the file
+        assert c.emit(opened.session_id, "note", {"message": "after"}) == 3
+        c.end(opened.session_id)
+    records = read_trace(Path(opened.dir) / "trace.jsonl")
+    assert_gap_free(records)
+    assert [r["phase"] for r in records] == ["start", "note", "note", "end"]
+    assert any(e.get("event") == "session_readopted" for e in daemon.logs())
+
+
+def test_daemon_down_at_start_spools_then_lands_in_order(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(start=False)
+    env = {**d.env, "TRACED_SPOOL_AFTER": "0.2"}
+    code = textwrap.dedent(
+        """
+        import json, sys
+        from traced import Client
+        with Client(sys.argv[1]) as c, c.session(skill="offline", input={"q": 1}) as s:
+            for i in range(30):
+                s.note(f"n{i}")
+                s.note(f"q{i}", ack=False)
+            print(json.dumps({"id": s.id, "dir": s.dir, "spooled": c.spooled}))
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", code, str(d.socket)], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["spooled"] == 60
+    sh = json.loads(subprocess.run([sys.executable, "-m", "traced", "start", "--skill", "offline-sh"],
+                                   env=env, capture_output=True, text=True, timeout=30).stdout)
+    assert sh["spooled"] is True
+    for i in range(3):
+        r = subprocess.run([sys.executable, "-m", "traced", "event", sh["session_id"], "--phase", "note",
+                            "--payload", json.dumps({"message": f"sh{i}"})], env=env, capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr
+    subprocess.run([sys.executable, "-m", "traced", "end", sh["session_id"], "--outcome", "success"],
+                   env=env, check=True, timeout=30)
+    spool_dir = d.state / "traced" / "spool"
+    assert len(list(spool_dir.glob("*.spool"))) >= 5
+    d.start()
+    records = read_trace(Path(info["dir"]) / "trace.jsonl")
+    assert_gap_free(records)
+    expected = [m for i in range(30) for m in (f"n{i}", f"q{i}")]
+    assert [r["payload"]["message"] for r in records if r["phase"] == "note"] == expected
+    assert records[-1]["payload"] == {"outcome": "success"}
+    sh_records = read_trace(Path(sh["trace_path"]))
+    assert [r["phase"] for r in sh_records] == ["start", "note", "note", "note", "end"]
+    assert list(spool_dir.glob("*.spool")) == []
+    with d.client() as c:
+        assert c.status()["spool_backlog"] == 0
+
+
+def test_spool_keeps_secrets_off_the_disk(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(start=False)
+    secret = "s3cr3t-value-" + "x" * 12
+    env = {**d.env, "TRACED_SPOOL_AFTER": "0.1", "MY_API_TOKEN": secret}
+    code = ("import sys; from traced import Client\n"
+            "with Client(sys.argv[1]) as c, c.session(skill='sec') as s:\n"
+            "    s.tool_call('curl', {'cmd': 'curl -H x:" + secret + "', 'password': 'hunter2hunter2'})\n")
+    subprocess.run([sys.executable, "-c", code, str(d.socket)], env=env, check=True, timeout=60)
+    spooled = b"".join(p.read_bytes() for p in (d.state / "traced" / "spool").glob("*.spool"))
+    assert spooled and secret.encode() not in spooled and b"hunter2hunter2" not in spooled
+
+
+def test_client_falls_back_to_spool_when_daemon_vanishes(daemon: Daemon) -> None:
+    with daemon.client() as c:
+        c.spool_after = 0.2
+        opened = c.open("vanish")
+        assert c.emit(opened.session_id, "note", {"message": "live"}) == 2
+        daemon.kill9()
+        assert c.emit(opened.session_id, "note", {"message": "spooled"}) is None
+        assert c.spooling
+        daemon.start()
+        time.sleep(1.1)  # the client retries at most once a second while spooling
+        assert c.emit(opened.session_id, "note", {"message": "live again"}) == 4
+        c.end(opened.session_id)
+    records = read_trace(Path(opened.dir) / "trace.jsonl")
+    assert [r["payload"].get("message") for r in records[1:-1]] == ["live", "spooled", "live again"]
+    assert_gap_free(records)
+
+
+def test_fsync_always_acks_after_fdatasync(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory("--fsync", "always")
+    with d.client() as c, c.session(skill="durable") as s:
+        steps = [s.note(f"{i}") for i in range(50)]
+        for i in range(100):
+            s.note(f"nb{i}", ack=False)
+        c.sync(fsync=True)
+    assert steps == list(range(2, 52))
+    assert_gap_free(read_trace(Path(s.dir) / "trace.jsonl"))
+
+
+def test_file_size_limit_gives_io_error_then_recovers(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(start=False)
+    d.start("--fsync", "never", preexec=lambda: __import__("resource").setrlimit(
+        __import__("resource").RLIMIT_FSIZE, (4000, __import__("resource").RLIM_INFINITY)))
+    from traced import RequestError
+
+    with d.client() as c:
+        opened = c.open("fsize")
+        ok = 0
+        with pytest.raises(RequestError) as e:
+            for i in range(200):
+                c.emit(opened.session_id, "note", {"message": f"{i:04d}" + "x" * 60})
+                ok += 1
+        assert e.value.code == "io_error" and "too large" in e.value.message.lower()
+        data = (Path(opened.dir) / "trace.jsonl").read_bytes()
+        assert data.endswith(b"\n") and len(data) <= 4000
+        assert_gap_free(read_trace(Path(opened.dir) / "trace.jsonl"))
+        assert c.status()["write_errors"] >= 1
+        # lift the limit on the running daemon: the same session carries on
+        assert d.proc is not None
+        subprocess.run(["prlimit", "--pid", str(d.proc.pid), "--fsize=unlimited"], check=True)
+        assert c.emit(opened.session_id, "note", {"message": "after"}) == ok + 2
+        c.end(opened.session_id)
+    records = read_trace(Path(opened.dir) / "trace.jsonl")
+    assert_gap_free(records)
+    assert records[-1]["phase"] == "end"
+    assert d.alive()
+
+
+def test_torn_tail_is_moved_aside_on_readoption(daemon: Daemon) -> None:
+    with daemon.client() as c:
+        opened = c.open("torn", owner_pid=-1)
+        c.emit(opened.session_id, "note", {"message": "ok"})
+    daemon.kill9()
+    with open(Path(opened.dir) / "trace.jsonl", "ab") as f:
+        f.write(b'{"ts":"2026-01-01T00:00:00.000000Z","skill":"torn","step":3,"pha')
+    daemon.start()
+    with daemon.client() as c:
+        assert c.emit(opened.session_id, "note", {"message": "next"}) == 3
+        c.end(opened.session_id)
+    assert_gap_free(read_trace(Path(opened.dir) / "trace.jsonl"))
+    assert (Path(opened.dir) / "trace.torn").read_bytes().startswith(b'{"ts":"2026-01-01')
+
+
+def test_sighup_reloads_config(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(start=False)
+    cfg = d.base / "config" / "traced" / "config.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text('fsync = "never"\n')
+    d.start()
+    with d.client() as c:
+        assert c.status()["fsync"] == "never"
+        cfg.write_text('fsync = "always"\n')
+        assert d.proc is not None
+        os.kill(d.proc.pid, signal.SIGHUP)
+        _wait_for(lambda: c.status()["fsync"] == "always")
+
+
+def test_other_writers_sessions_get_the_idle_timeout(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory("--idle-timeout", "1")
+    time.sleep(0.5)  # the watcher arms on today's date dir
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    sdir = d.root / day / "devboy-skill" / "01JD0DEVB0YWR1TER000000000"
+    sdir.mkdir(parents=True)
+    meta = {"session_id": sdir.name, "skill": "devboy-skill", "devboy_version": "0.9.0",
+            "started_at": f"{day}T00:00:00Z", "tool_calls": 0, "errors": 0, "skill_version": "2"}
+    (sdir / "meta.json").write_text(json.dumps(meta))
+    with open(sdir / "trace.jsonl", "w") as f:  # devboy's own writer: no step
+        f.write(json.dumps({"ts": f"{day}T00:00:00Z", "skill": "devboy-skill", "session_id": sdir.name,
+                            "phase": "start", "payload": {}}) + "\n")
+        f.write(json.dumps({"ts": f"{day}T00:00:01Z", "skill": "devboy-skill", "session_id": sdir.name,
+                            "phase": "tool_call", "payload": {"tool": "x", "args": {}}}) + "\n")
+    final = _wait_for(lambda: _meta(sdir).get("ended_at") and _meta(sdir), timeout=10)
+    assert (final["outcome"], final["reason"]) == ("aborted", "idle_timeout")
+    assert final["skill_version"] == "2" and final["devboy_version"] == "0.9.0", "fields set at start survive"
+    lines = (sdir / "trace.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[-1])["phase"] == "end"
+
+
+def test_config_file_change_reloads(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(start=False)
+    cfg = d.base / "config" / "traced" / "config.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("idle_timeout = 100\n")
+    d.start()
+    with d.client() as c:
+        cfg.write_text('idle_timeout = 100\nfsync = "always"\n')
+        _wait_for(lambda: c.status()["fsync"] == "always")
+
+
+def test_kill9_during_unacked_batches_loses_and_duplicates_nothing(daemon: Daemon) -> None:
+    code = textwrap.dedent(
+        """
+        import json, sys, time
+        from traced import Client
+        with Client(sys.argv[1], spool_after=10.0) as c, c.session(skill="batches") as s:
+            print(json.dumps({"dir": s.dir}), flush=True)
+            for i in range(6000):
+                s.note(f"b{i}", ack=False)
+                if i % 500 == 499:
+                    c.sync()
+                if i == 2200:  # 200 events sent or batched, none confirmed: now the daemon dies
+                    c._flush()
+                    print("go", flush=True)
+                    time.sleep(0.5)
+        print(json.dumps({"reconnects": c.reconnects}), flush=True)
+        """
+    )
+    p = subprocess.Popen([sys.executable, "-c", code, str(daemon.socket)], env=daemon.env,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    sdir = json.loads(p.stdout.readline())["dir"]
+    assert p.stdout.readline().strip() == "go"
+    daemon.kill9()
+    daemon.start()
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 0
+    assert json.loads(out)["reconnects"] >= 1
+    records = read_trace(Path(sdir) / "trace.jsonl")
+    assert_gap_free(records)
+    assert [r["payload"]["message"] for r in records if r["phase"] == "note"] == [f"b{i}" for i in range(6000)]

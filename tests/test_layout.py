@@ -1,0 +1,162 @@
+"""The package's shape (docs/architecture.md): wings, no import cycles, light shell paths."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "traced"
+WINGS = {"format", "wire", "redaction", "daemon", "client", "read", "forward", "integrations", "cli"}
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for path in SRC.rglob("*.py"):
+        name = ".".join(path.relative_to(SRC.parent).with_suffix("").parts)
+        mods[name.removesuffix(".__init__")] = path
+    return mods
+
+
+def _imports(mods: dict[str, Path]) -> dict[str, set[str]]:
+    """Every traced module each module imports, TYPE_CHECKING and function-level imports included."""
+    edges: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        out = edges.setdefault(name, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "traced":
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    out.add(full if full in mods else node.module)
+            elif isinstance(node, ast.Import):
+                out.update(a.name for a in node.names if a.name.split(".")[0] == "traced")
+        out.discard(name)
+        out.discard("traced")  # the package's lazy __init__
+    return edges
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+    counter = 0
+    for root, targets in edges.items():
+        if root in index:
+            continue
+        work = [(root, iter(sorted(targets)))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            node, children = work[-1]
+            child = next((c for c in children if c in edges), None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on.add(child)
+                    work.append((child, iter(sorted(edges[child]))))
+                elif child in on:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                comp = []
+                while True:
+                    top = stack.pop()
+                    on.discard(top)
+                    comp.append(top)
+                    if top == node:
+                        break
+                if len(comp) > 1:
+                    found.append(sorted(comp))
+    return found
+
+
+def test_no_import_cycles() -> None:
+    assert _cycles(_imports(_modules())) == []
+
+
+def test_top_level_is_wings_and_a_few_shared_modules() -> None:
+    entries = {p.name for p in SRC.iterdir() if p.name != "__pycache__"}
+    assert len(entries) <= 16, sorted(entries)
+    assert {p.name for p in SRC.iterdir() if p.is_dir() and p.name != "__pycache__"} == WINGS
+    assert entries - WINGS == {"__init__.py", "__main__.py", "_version.py", "errors.py", "locations.py", "py.typed"}
+
+
+@pytest.mark.parametrize("wing", sorted(WINGS - {"forward"}))
+def test_wing_packages_are_empty(wing: str) -> None:
+    """Sub-package ``__init__`` files stay empty, so the shell path pays nothing for the folders."""
+    for init in (SRC / wing).rglob("__init__.py"):
+        assert init.read_text() == "", init
+
+
+def test_every_user_error_is_a_traced_error() -> None:
+    """Only errors.py defines exception classes (the journal's internal short write aside)."""
+    defined = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(b, ast.Name) and (b.id.endswith(("Error", "Exception")) or b.id in {
+                    "TracedError", "ReadError"}) for b in node.bases):
+                defined.append((name, node.name))
+    assert {m for m, _ in defined} <= {"traced.errors", "traced.daemon.journal"}, defined
+    from traced import errors
+
+    for _mod, cls in defined:
+        obj = getattr(errors, cls, None)
+        if obj is not None:
+            assert issubclass(obj, errors.TracedError), cls
+
+
+def _imported_by(code: str, stdin: str = "") -> list[str]:
+    """The traced and third-party modules a snippet imports (run in a fresh interpreter)."""
+    probe = (
+        "import sys\n"
+        "base = set(sys.modules)\n"
+        f"{code}\n"
+        "print('\\n'.join(sorted(m for m in set(sys.modules) - base)))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", probe], input=stdin, capture_output=True, text=True, timeout=60)
+    return res.stdout.splitlines()
+
+
+HEAVY = ("msgspec", "anyio", "argparse", "typing", "structlog", "watchfiles", "rich", "uvloop", "genai_prices",
+         "pathlib", "dataclasses", "difflib")
+
+
+def test_traced_event_fast_path_imports_nothing_heavy() -> None:
+    """``traced event`` parses a plain line and talks through the stdlib client."""
+    loaded = _imported_by("from traced.cli import event\nevent.quick_args(['event', 'X', '--phase', 'note'])")
+    assert [m for m in loaded if m.split(".")[0] in HEAVY] == []
+
+
+@pytest.mark.parametrize("event", [
+    "SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolUseFailure", "Notification",
+    "Stop", "SubagentStart", "SubagentStop", "PreCompact", "SessionEnd",
+])
+def test_every_hook_event_path_imports_nothing_heavy(event: str) -> None:
+    """Translating any hook event and sizing its payload pulls in no msgspec, anyio, argparse or typing."""
+    hook = json.dumps({"session_id": "s1", "hook_event_name": event, "tool_name": "Bash", "tool_use_id": "t1",
+                       "tool_input": {"command": "ls"}, "tool_response": {"stdout": "x"}, "cwd": "/tmp"})
+    code = (
+        "from traced.cli import hook\n"
+        "from traced.integrations.claude_code import run, translate\n"
+        "from traced.wire import fit, minipack\n"
+        f"plan = translate.translate(translate.parse({hook!r}), run.options_from(), 0.0)\n"
+        "for _phase, payload in plan.records:\n"
+        "    minipack.packb(fit.fit(payload, run.max_event_bytes(0)))\n"
+    )
+    loaded = _imported_by(code)
+    assert [m for m in loaded if m.split(".")[0] in HEAVY] == []

@@ -162,19 +162,8 @@ def _run(
     out = Out(sys.stdout)
     try:
         return body(args, out)
-    except (CliError, ReadError) as exc:
+    except (CliError, ReadError) as exc:  # named after the command; anything else goes to main
         return report(name, exc)
-    except BrokenPipeError:
-        import os
-
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
-        return 0
-    except KeyboardInterrupt:
-        return 130
 
 
 def _roots(args: argparse.Namespace) -> list[Path]:

@@ -9,19 +9,17 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Generator
-from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.abc import SocketStream
 
-from traced import locations
+from traced.client.common import ClientBase
 from traced.client.conversation import (
     FLUSH_AT,
     MAX_UNSYNCED,
     READ_SIZE,
     Backoff,
-    Conversation,
     check,
     records,
     spool_pending,
@@ -60,7 +58,7 @@ class _Opening:
         await self.session.__aexit__(*exc)
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """An anyio connection to the daemon; it reconnects and spools like ``Client``.
 
     ``timeout``: seconds one receive may wait for the daemon before the
@@ -74,43 +72,11 @@ class AsyncClient:
                  timeout: float = 30.0, send_secrets: bool = True, spool_after: float | None = None,
                  spool: bool = True, spool_dir: str | os.PathLike[str] | None = None,
                  client_id: str | None = None) -> None:
-        self.socket_path = Path(socket_path) if socket_path else locations.socket_path()
-        self.timeout = timeout
-        self.spool_enabled = spool
-        self.spool_dir = Path(spool_dir) if spool_dir else locations.spool_dir()
-        self.spooled = 0
-        """Events written to the spool by this client."""
-        self.reconnects = 0
-        """Times the connection was re-established after it broke."""
-        self.server = ""
+        super().__init__(socket_path, name=name or f"python-async:{os.getpid()}", timeout=timeout,
+                         send_secrets=send_secrets, spool_after=spool_after, spool=spool, spool_dir=spool_dir,
+                         client_id=client_id)
         self._stream: SocketStream | None = None
-        self._conv = Conversation(client_id, name or f"python-async:{os.getpid()}", send_secrets=send_secrets,
-                                  spool_after=spool_after)
         self._lock = anyio.Lock()
-
-    @property
-    def client_id(self) -> str:
-        """This client's id: with each event's seq, the idempotency key."""
-        return self._conv.client_id
-
-    @property
-    def name(self) -> str:
-        """The client's name in the daemon's logs."""
-        return self._conv.name
-
-    @property
-    def spooling(self) -> bool:
-        """True once events went to the spool; reset when the daemon answers again."""
-        return self._conv.spooling
-
-    @property
-    def spool_after(self) -> float:
-        """Seconds the daemon may stay away before events go to the spool."""
-        return self._conv.spool_after
-
-    @spool_after.setter
-    def spool_after(self, seconds: float) -> None:
-        self._conv.spool_after = seconds
 
     # --- connection ---------------------------------------------------------
 

@@ -10,16 +10,14 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from traced import locations
+from traced.client.common import ClientBase
 from traced.client.conversation import (
     FLUSH_AT,
     MAX_UNSYNCED,
     READ_SIZE,
     Backoff,
-    Conversation,
     check,
     records,
     spool_pending,
@@ -31,7 +29,7 @@ from traced.format import layout
 from traced.wire import protocol
 
 
-class Client:
+class Client(ClientBase):
     """A blocking connection to the daemon, which survives daemon restarts.
 
     When the connection breaks, it reconnects with backoff and sends every
@@ -59,47 +57,10 @@ class Client:
         spool_dir: str | os.PathLike[str] | None = None,
         client_id: str | None = None,
     ) -> None:
-        self.socket_path = Path(socket_path) if socket_path else locations.socket_path()
-        self.timeout = timeout
-        self.spool_enabled = spool
-        self.spool_dir = Path(spool_dir) if spool_dir else locations.spool_dir()
-        self.spooled = 0
-        """Events written to the spool by this client."""
-        self.reconnects = 0
-        """Times the connection was re-established after it broke."""
-        self.server = ""
+        super().__init__(socket_path, name=name or f"python:{os.getpid()}", timeout=timeout,
+                         send_secrets=send_secrets, spool_after=spool_after, spool=spool, spool_dir=spool_dir,
+                         client_id=client_id)
         self._sock: socket.socket | None = None
-        self._conv = Conversation(client_id, name or f"python:{os.getpid()}", send_secrets=send_secrets,
-                                  spool_after=spool_after)
-
-    @property
-    def client_id(self) -> str:
-        """This client's id: with each event's seq, the idempotency key."""
-        return self._conv.client_id
-
-    @property
-    def name(self) -> str:
-        """The client's name in the daemon's logs."""
-        return self._conv.name
-
-    @property
-    def spooling(self) -> bool:
-        """True once events went to the spool; reset when the daemon answers again."""
-        return self._conv.spooling
-
-    @property
-    def frame_limit(self) -> int:
-        """The daemon's frame limit in bytes, from its ``welcome`` (0 before it is known)."""
-        return self._conv.frame_limit
-
-    @property
-    def spool_after(self) -> float:
-        """Seconds the daemon may stay away before events go to the spool."""
-        return self._conv.spool_after
-
-    @spool_after.setter
-    def spool_after(self, seconds: float) -> None:
-        self._conv.spool_after = seconds
 
     # --- connection ---------------------------------------------------------
 

@@ -281,22 +281,23 @@ class Forwarder:
 
     async def _read_batch(self) -> Batch:
         """Lines after the cursors of the sessions that are behind, oldest first."""
-        plan: list[tuple[str, int, int]] = []
+        plan: list[tuple[str, int, int, int | None]] = []
         budget = self.sink.max_records
         for d in self.ready:
             if len(plan) >= budget:
                 break
             cur = self.store.get(d)
-            plan.append((d, cur.step if cur else 0, cur.offset if cur else 0))
+            known = self.behind.get(d)
+            plan.append((d, cur.step if cur else 0, cur.offset if cur else 0, known.last_step if known else None))
         max_records, max_bytes = self.sink.max_records, self.sink.max_bytes
 
         def read() -> list[ReadResult]:
             out: list[ReadResult] = []
             records = nbytes = 0
-            for d, step, offset in plan:
+            for d, step, offset, upto in plan:
                 if records >= max_records or nbytes >= max_bytes:
                     break
-                res = read_after(d, offset, step, max_records - records, max(1, max_bytes - nbytes))
+                res = read_after(d, offset, step, max_records - records, max(1, max_bytes - nbytes), upto)
                 records += len(res.lines)
                 nbytes += sum(len(line.raw) for line in res.lines)
                 out.append(res)
@@ -304,7 +305,7 @@ class Forwarder:
 
         results = await anyio.to_thread.run_sync(read)
         batch = Batch()
-        for (d, step, _offset), res in zip(plan, results, strict=False):
+        for (d, step, _offset, _upto), res in zip(plan, results, strict=False):
             b = self.behind.get(d)
             if res.malformed:
                 self.malformed += res.malformed

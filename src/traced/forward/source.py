@@ -68,8 +68,12 @@ def trace_path(session_dir: str) -> str:
     return os.path.join(session_dir, layout.TRACE)
 
 
-def read_after(session_dir: str, offset: int, after_step: int, max_records: int, max_bytes: int) -> ReadResult:
-    """Complete lines from byte ``offset`` on whose step is above ``after_step``.
+def read_after(session_dir: str, offset: int, after_step: int, max_records: int, max_bytes: int,
+               upto_step: int | None = None) -> ReadResult:
+    """Complete lines from byte ``offset`` on whose step is above ``after_step`` (and at most ``upto_step``).
+
+    ``upto_step`` is the last step the daemon said is durable: a record after it
+    is written but not yet synced under the fsync policy, and is left for later.
 
     Stops after ``max_records`` lines or ``max_bytes`` bytes (at least one line is
     returned when there is one). A malformed line is skipped and counted; a line
@@ -110,6 +114,10 @@ def read_after(session_dir: str, offset: int, after_step: int, max_records: int,
                 continue
             if head.step is None or head.step <= after_step:
                 continue
+            if upto_step is not None and head.step > upto_step:
+                pos = start  # not durable yet: read again from here next time
+                res.eof = True
+                break
             res.last_step = max(res.last_step, head.step)
             res.lines.append(Line(head.step, head.phase, start, pos, body))
             taken += len(raw)

@@ -11,13 +11,55 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
+
+
+def _describe(what: str | Callable[[], str]) -> str:
+    return what() if callable(what) else what
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str | Callable[[], str] = "the condition",
+             every: float = 0.02) -> T:
+    """Poll ``predicate`` until it returns something truthy and return that; the only way tests wait.
+
+    Every readiness wait in the suite goes through here (or ``await_for``): a condition
+    with a deadline, never a fixed sleep. The deadline is generous (a loaded CI machine
+    can be many times slower than a laptop) and only costs time when the test fails. The
+    predicate is asked once more after the deadline, so a starved poller does not fail a
+    condition that did hold. ``what`` (or a callable giving it, e.g. a log tail) names the
+    condition in the AssertionError.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {_describe(what)} (last: {value!r})")
+        time.sleep(every)
+
+
+async def await_for(predicate: Callable[[], T], timeout: float = 30.0, what: str | Callable[[], str] = "the condition",
+                    every: float = 0.01) -> T:
+    """``wait_for`` for async tests: polls with ``anyio.sleep`` so the event loop keeps running."""
+    import anyio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {_describe(what)} (last: {value!r})")
+        await anyio.sleep(every)
 
 
 @pytest.fixture
@@ -75,21 +117,21 @@ class Daemon:
             self.wait_ready()
         return self
 
-    def wait_ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the socket accepts (the daemon binds only after recovery and arming its watchers)."""
+
+        def accepting() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log.read_text()}")
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(str(self.socket))
-                return
-            except OSError:
-                time.sleep(0.02)
-            finally:
-                probe.close()
-        raise AssertionError(f"daemon not ready:\n{self.log.read_text()}")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(str(self.socket))
+                except OSError:
+                    return False
+                return True
+
+        wait_for(accepting, timeout, what=lambda: f"the daemon to accept; its log:\n{self.log.read_text()}")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

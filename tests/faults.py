@@ -28,7 +28,7 @@ def wedge(seconds: float) -> None:
     def append(self: Registry, live: Live, batch: Iterable[Pending]) -> Any:
         batch = list(batch)
         if any(p.phase == "fault_wedge" for p in batch):
-            time.sleep(seconds)
+            time.sleep(seconds)  # the injected fault itself: a hung write(2) (not a wait for anything)
         return original(self, live, batch)
 
     Registry.append = append  # type: ignore[method-assign]

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Daemon, assert_gap_free, read_trace
+from tests.conftest import Daemon, assert_gap_free, read_trace, wait_for
 from traced import Client
 from traced.wire import protocol
 from traced.wire.framing import Framer
@@ -104,7 +104,10 @@ def test_tail_follow_falls_back_to_files(daemon: Daemon) -> None:
                             stderr=subprocess.PIPE, text=True)
     try:
         assert tail.stderr is not None and "following the files" in tail.stderr.readline()
-        time.sleep(0.5)  # let the watcher start
+        # tail says so before it notes the files' sizes and arms its watches: wait until
+        # watchfiles has a watch on each directory of the root (it notes the sizes first)
+        dirs = 1 + sum(1 for p in daemon.root.rglob("*") if p.is_dir())
+        wait_for(lambda: _inotify_watches(tail.pid) >= dirs, what=f"tail -f to watch the {dirs} dirs of the root")
         with open(Path(opened.dir) / "trace.jsonl", "a") as f:
             f.write(json.dumps({"ts": "2026-11-22T00:00:00.000000Z", "skill": "filetail",
                                 "session_id": opened.session_id, "step": 2, "phase": "note",
@@ -117,11 +120,17 @@ def test_tail_follow_falls_back_to_files(daemon: Daemon) -> None:
         tail.wait()
 
 
-def _wait_subscribed(daemon: Daemon, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+def _wait_subscribed(daemon: Daemon) -> None:
     with Client(daemon.socket) as c:
-        while time.monotonic() < deadline:
-            if c.status().get("subscribers"):
-                return
-            time.sleep(0.02)
-    raise AssertionError("tail -f never subscribed")
+        wait_for(lambda: c.status().get("subscribers"), what="tail -f to subscribe")
+
+
+def _inotify_watches(pid: int) -> int:
+    """How many inotify watches process ``pid`` holds (Linux: one ``inotify wd:`` line each in fdinfo)."""
+    n = 0
+    for fdinfo in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            n += fdinfo.read_text().count("inotify wd:")
+        except OSError:  # an fd closed meanwhile
+            pass
+    return n

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, wait_for
 
 
 class NotifySocket:
@@ -28,7 +28,7 @@ class NotifySocket:
         self.sock.bind(str(path))
         self.messages: list[tuple[float, str]] = []
 
-    def collect(self, until: Any, timeout: float = 10.0) -> list[tuple[float, str]]:
+    def collect(self, until: Any, timeout: float = 30.0) -> list[tuple[float, str]]:
         """Receive datagrams until ``until(messages)`` is true."""
         deadline = time.monotonic() + timeout
         while not until(self.messages):
@@ -107,10 +107,7 @@ def test_socket_activation(daemon_factory: Any) -> None:
                              "traced", "serve", "--log-format", "json"],
                             env=env, stderr=open(d.log, "ab"))  # noqa: SIM115
     try:
-        deadline = time.monotonic() + 10
-        while not d.socket.exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_for(d.socket.exists, what="systemd-socket-activate to bind the socket")
         # the first connection starts the daemon, and it is served
         res = d.cli("status", "--json", check=True)
         info = json.loads(res.stdout)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Daemon, assert_gap_free, read_trace
+from tests.conftest import Daemon, assert_gap_free, await_for, read_trace, wait_for
 
 NATS_SERVER = shutil.which("nats-server")
 pytestmark = pytest.mark.skipif(
@@ -54,15 +54,16 @@ class NatsServer:
         self.proc = subprocess.Popen([NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port),
                                       "-sd", str(self.store)], stdout=logf, stderr=logf)
         logf.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
+
+        def accepting() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
             except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"nats-server not ready:\n{self.log.read_text()}")
+                return False
+            return True
+
+        wait_for(accepting, what=lambda: f"nats-server to accept:\n{self.log.read_text()}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -120,16 +121,6 @@ def stream_count(url: str, stream: str) -> int:
         return -1
 
 
-def _wait_for(predicate: Any, timeout: float, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
-
-
 def _lines_on_disk(daemon: Daemon) -> dict[tuple[str, int], bytes]:
     out: dict[tuple[str, int], bytes] = {}
     for trace in daemon.root.glob("*/*/*/trace.jsonl"):
@@ -147,7 +138,7 @@ def _run_sessions(daemon: Daemon, n_sessions: int, n_events: int, pause: float, 
             for i in range(n_events):
                 s.note(f"{tag}{k}-{i}")
                 if pause:
-                    time.sleep(pause)
+                    time.sleep(pause)  # pacing: the load spans the outages (not a wait for anything)
 
     threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(n_sessions)]
     for t in threads:
@@ -157,8 +148,12 @@ def _run_sessions(daemon: Daemon, n_sessions: int, n_events: int, pause: float, 
 
 def _assert_exactly_once(daemon: Daemon, url: str, stream: str, subject: str = "traced") -> dict[str, Any]:
     on_disk = _lines_on_disk(daemon)
-    _wait_for(lambda: stream_count(url, stream) >= len(on_disk), timeout=25)
-    time.sleep(0.3)  # anything more (a duplicate) would land now
+    wait_for(lambda: stream_count(url, stream) >= len(on_disk), timeout=60,
+             what=f"{len(on_disk)} messages in {stream}")
+    # and the forwarder is done: every record acknowledged (cursor at the end), nothing being
+    # sent, so nothing more (a duplicate) can land; the stream is final
+    wait_for(lambda: all(f["state"] == "idle" and f["lag_records"] == 0 for f in _forwarders(daemon)),
+             what=lambda: f"the forwarder idle and caught up: {_forwarders(daemon)}")
     meta, msgs = stream_messages(url, stream)
     keys = []
     for subj, headers, data in msgs:
@@ -184,19 +179,20 @@ def _forwarders(daemon: Daemon) -> list[dict[str, Any]]:
 def test_broker_down_and_back_under_load(daemon_factory: Any, broker: NatsServer) -> None:
     d: Daemon = daemon_factory("--forward", broker.url)
     threads = _run_sessions(d, n_sessions=4, n_events=250, pause=0.004, tag="a")
-    time.sleep(0.3)
+    wait_for(lambda: _forwarders(d)[0]["sent"] > 0, what="the forwarder sending")
     broker.stop()  # records keep landing on disk; the forwarder backs off
-    fw = _wait_for(lambda: (f := _forwarders(d)[0])["last_error"] and f, timeout=15, every=0.2)
+    fw = wait_for(lambda: (f := _forwarders(d)[0])["last_error"] and f, what="the forwarder to see the outage",
+                  every=0.2)
     assert fw["lag_records"] > 0, fw
-    time.sleep(0.5)
+    time.sleep(0.5)  # the scenario: the outage goes on while the load does (not a wait for anything)
     broker.start()  # same port, same store
     for t in threads:
         t.join(60)
     meta = _assert_exactly_once(d, broker.url, "TRACED")
     assert meta["subjects"] == ["traced.>"]
     assert "file" in meta["storage"]
-    fw = _wait_for(lambda: (f := _forwarders(d)[0])["lag_records"] == 0 and f, timeout=5)
-    assert fw["retries"] >= 1 and fw["sent"] == meta["messages"], fw
+    fw = _forwarders(d)[0]  # caught up: _assert_exactly_once waited for it
+    assert fw["lag_records"] == 0 and fw["retries"] >= 1 and fw["sent"] == meta["messages"], fw
     assert fw["url"] == f"{broker.url}?stream=TRACED&subject=traced"
     assert (fw["lag_seconds"], fw["last_error"]) == (0.0, None)
 
@@ -205,11 +201,12 @@ def test_daemon_restarts_resume_from_cursor_even_beyond_dedup(daemon_factory: An
     url = f"{broker.url}?stream=TINY&subject=tiny.t&duplicate_window=0.1"
     d: Daemon = daemon_factory("--forward", url)
     threads = _run_sessions(d, n_sessions=3, n_events=150, pause=0.004, tag="r")
-    time.sleep(0.4)
+    wait_for(lambda: _forwarders(d)[0]["sent"] > 0, what="the forwarder sending")
     assert d.stop(signal.SIGTERM) == 0  # graceful: in-flight PubAcks are awaited, cursors written
-    time.sleep(0.3)  # > the duplicate window: a re-send would be stored twice
+    time.sleep(0.3)  # the scenario: down for longer than the duplicate window, so a re-send would be stored twice
     d.start()
-    time.sleep(0.4)
+    wait_for(lambda: _forwarders(d)[0]["sent"] > 0 or all(not t.is_alive() for t in threads),
+             what="the restarted forwarder sending")
     assert d.stop(signal.SIGTERM) == 0
     d.start()
     for t in threads:
@@ -223,7 +220,9 @@ def test_daemon_restarts_resume_from_cursor_even_beyond_dedup(daemon_factory: An
     with d.client() as c, c.session(skill="offline") as s:
         for i in range(20):
             s.note(f"o{i}")
-    time.sleep(0.3)
+    # the forwarder knows of the whole session (start, 20 notes, end) and failed to send it
+    wait_for(lambda: (f := _forwarders(d)[0])["lag_records"] == 22 and f["last_error"],
+             what=lambda: f"the forwarder to fail on the offline session: {_forwarders(d)}")
     assert d.stop(signal.SIGTERM) == 0
     broker.start()
     d.start()
@@ -235,9 +234,9 @@ def test_daemon_restarts_resume_from_cursor_even_beyond_dedup(daemon_factory: An
 def test_kill9_of_the_daemon_dedups_by_msg_id(daemon_factory: Any, broker: NatsServer) -> None:
     d: Daemon = daemon_factory("--forward", broker.url)
     threads = _run_sessions(d, n_sessions=3, n_events=200, pause=0.003, tag="k")
-    time.sleep(0.4)
+    wait_for(lambda: _forwarders(d)[0]["sent"] > 0, what="the forwarder sending")
     d.kill9()  # cursor writes are write(2)s: at most the in-flight batch is sent again
-    time.sleep(0.2)
+    time.sleep(0.2)  # the scenario: the daemon stays dead a moment while the sessions retry
     d.start()
     for t in threads:
         t.join(60)
@@ -378,15 +377,13 @@ def _forwarder(state: Path, root: Path, sink: FakeSink) -> Any:
     return Forwarder(dest, sink, store, lambda: [str(root)])
 
 
-async def _drain(fw: Any, until: Any, timeout: float = 20.0) -> None:
+async def _drain(fw: Any, until: Any, timeout: float = 60.0) -> None:
     import anyio
 
-    with anyio.fail_after(timeout):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(fw.run)
-            while not until():
-                await anyio.sleep(0.01)
-            tg.cancel_scope.cancel()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(fw.run)
+        await await_for(until, timeout, what=lambda: f"the forwarder to get there: {fw.status()}")
+        tg.cancel_scope.cancel()
 
 
 @pytest.mark.anyio
@@ -434,14 +431,13 @@ async def test_engine_outage_partial_acks_and_bounded_memory(tmp_path: Path) -> 
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(fw.run)
-        await anyio.sleep(0.5)
+        await await_for(lambda: fw.retries >= 2, what="two failed sends")
         st = fw.status()
-        assert st["last_error"] == "down" and st["retries"] >= 2 and st["lag_records"] == 1500
+        assert st["last_error"] == "down" and st["lag_records"] == 1500 and sink.sent == []
         assert len(fw.behind) == 5, "memory holds one entry per session, not the records"
         sink.fail = False
         sink.ack_prefix = 30  # only the first 30 of each batch are acknowledged
-        while fw.lag_records():
-            await anyio.sleep(0.01)
+        await await_for(lambda: fw.lag_records() == 0, what=lambda: f"the forwarder caught up: {fw.status()}")
         tg.cancel_scope.cancel()
     assert sorted(sink.sent) == sorted({(sid, step) for _, sid in sessions for step in range(1, 301)})
     assert len(sink.sent) == 1500, "an unacknowledged record is re-sent, an acknowledged one never"

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Daemon, read_trace
+from tests.conftest import Daemon, read_trace, wait_for
 
 pytest.importorskip("opentelemetry.proto", reason="opentelemetry-proto not installed (pip install 'traced[otlp]')")
 
@@ -107,18 +107,23 @@ def attrs(kvs: Any) -> dict[str, Any]:
     return out
 
 
-def _wait_for(predicate: Any, timeout: float = 15.0, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
-
-
 def _root(receiver: Receiver, name: str) -> Span:
-    return _wait_for(lambda: next((s for s in receiver.spans() if s.name == name and not s.parent_span_id), None))
+    root: Span = wait_for(lambda: next((s for s in receiver.spans() if s.name == name and not s.parent_span_id), None),
+                          what=f"the root span {name!r}")
+    return root
+
+
+def _caught_up(d: Daemon) -> tuple[str, dict[str, Any]]:
+    """``traced status --json`` once the forwarder has nothing left to send (the receiver
+    records a request before it answers, so the forwarder commits a moment after)."""
+
+    def status() -> tuple[str, dict[str, Any]] | None:
+        out = d.cli("status", "--json", check=True).stdout
+        info: dict[str, Any] = json.loads(out)["forwarders"][0]
+        return (out, info) if info["lag_records"] == 0 else None
+
+    caught: tuple[str, dict[str, Any]] = wait_for(status, what="the forwarder caught up", every=0.1)
+    return caught
 
 
 def _sid_span(session_id: str, step: int | str) -> bytes:
@@ -198,9 +203,8 @@ def test_span_tree_and_attributes(daemon_factory: Any, receiver: Receiver) -> No
     assert (res["service.name"], res["openinference.project.name"]) == ("traced", "proj1")
     h = receiver.headers[-1]
     assert h["x-api-key"] == "k-123" and h["content-type"] == "application/x-protobuf"
-    fw = d.cli("status", "--json", check=True)
-    info = json.loads(fw.stdout)["forwarders"][0]
-    assert "k-123" not in fw.stdout and info["url"].endswith("header=X-Api-Key:***")
+    out, info = _caught_up(d)
+    assert "k-123" not in out and info["url"].endswith("header=X-Api-Key:***")
     assert info["lag_records"] == 0 and info["sent"] == len(records)
 
 
@@ -210,7 +214,7 @@ def test_tool_span_across_a_daemon_restart(daemon_factory: Any, receiver: Receiv
         opened = c.open("slow")
         call = c.emit(opened.session_id, "tool_call", {"tool": "Build", "args": {"target": "all"}, "call_id": "b1"})
         c.emit(opened.session_id, "llm_call", {"model": "m", "usage": {"input_tokens": 1, "output_tokens": 2}})
-        _wait_for(lambda: any(s.name == "chat m" for s in receiver.spans()))
+        wait_for(lambda: any(s.name == "chat m" for s in receiver.spans()), what="the span 'chat m'")
         assert d.stop(signal.SIGTERM) == 0
         d.start()  # the forwarder's memory of the open call is gone: rebuilt from the file
         c.emit(opened.session_id, "tool_result", {"tool": "Build", "ok": True, "call_id": "b1"})
@@ -243,8 +247,7 @@ def test_503_with_retry_after_is_retried(daemon_factory: Any, client: str) -> No
         assert attempts[2][0] - attempts[1][0] >= 0.9
         spans = receiver.spans()
         assert sorted(s.name for s in spans) == ["chat m0", "chat m1", "chat m2", "invoke_agent retry"]
-        info = _wait_for(lambda: (f := json.loads(d.cli("status", "--json").stdout)["forwarders"][0])
-                         ["lag_records"] == 0 and f)
+        _, info = _caught_up(d)
         assert info["retries"] >= 2 and info["last_error"] is None
         assert any(e.get("event") == "forward_failed" and "HTTP 503" in e.get("error", "") for e in d.logs())
     finally:

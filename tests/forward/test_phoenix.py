@@ -21,7 +21,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, wait_for
 
 pytestmark = pytest.mark.phoenix
 
@@ -48,7 +47,7 @@ READ_BACK = textwrap.dedent(
             spans = []
         if len(spans) >= want:
             break
-        time.sleep(0.5)
+        time.sleep(0.5)  # a poll with a deadline, here: this runs in Phoenix's Python, without tests.conftest
     try:
         session = client.sessions.get(session_id=sid)
     except Exception as e:
@@ -95,18 +94,17 @@ def phoenix(request: pytest.FixtureRequest, short_tmp: Path) -> Iterator[tuple[s
     proc = subprocess.Popen([server, "serve"], env=env, stdout=log, stderr=log, start_new_session=True)
     log.close()
     base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert proc.poll() is None, (short_tmp / "phoenix.log").read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (short_tmp / "phoenix.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "phoenix not healthy in 90 s"
-            time.sleep(0.3)
+        wait_for(healthy, timeout=90, what="phoenix /healthz", every=0.3)
         yield base, reader
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -117,6 +115,7 @@ def phoenix(request: pytest.FixtureRequest, short_tmp: Path) -> Iterator[tuple[s
             proc.wait(5)
 
 
+@pytest.mark.timeout(300)  # Phoenix may take 90 s to get healthy, then ingests asynchronously
 def test_session_reads_back_from_phoenix(daemon_factory: Any, phoenix: tuple[str, str]) -> None:
     base, reader = phoenix
     project = "traced-test"

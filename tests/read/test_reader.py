@@ -238,12 +238,9 @@ def test_scan_skill_filter(root: Path) -> None:
 def test_thousands_of_finished_sessions_read_only_their_meta(tmp_path: Path) -> None:
     fx.many_sessions(tmp_path, 1500)
     stats = ScanStats()
-    started = time.perf_counter()
     infos = scan([tmp_path], stats=stats)
-    elapsed = time.perf_counter() - started
     assert len(infos) == 1500
-    assert stats.metas_read == 1500 and stats.traces_read == 0
-    assert elapsed < 5.0  # ~0.1 s here; generous for slow CI disks
+    assert stats.metas_read == 1500 and stats.traces_read == 0  # the cost is files opened; bench times it
 
 
 def test_scan_tolerates_junk_in_the_root(root: Path) -> None:

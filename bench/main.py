@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -597,8 +598,44 @@ class Bench:
             r2.series.values = py_times
             r1.note = f"{len(ev_times)} invocations"
             r2.note = f"{len(py_times)} invocations"
+            self._hook_times(d, traced_bin, env, sec)
         finally:
             self.retire(d)
+
+    def _hook_times(self, d: Daemon, traced_bin: str, env: dict[str, str], sec: str) -> None:
+        """`traced hook claude-code` per event (a PreToolUse that writes a record), then SessionEnd
+        against a daemon that accepts but never answers (SIGSTOP): each must finish (or spool) in 1 s."""
+        runs = max(5, self.p.cli_runs // 2)
+        sid = "bench-hook-session"
+        base = {"session_id": sid, "transcript_path": "/tmp/x.jsonl", "cwd": "/tmp"}
+
+        def hook(event: dict[str, Any]) -> float:
+            t0 = time.perf_counter()
+            res = subprocess.run([traced_bin, "hook", "claude-code"], input=json.dumps({**base, **event}).encode(),
+                                 env=env, check=False, capture_output=True, timeout=60)
+            el = (time.perf_counter() - t0) * 1000
+            if res.returncode != 0 or res.stdout:
+                raise BenchFailure(f"traced hook exited {res.returncode}: {res.stderr[-500:]!r}")
+            return el
+
+        hook({"hook_event_name": "SessionStart", "source": "startup"})
+        times = [hook({"hook_event_name": "PreToolUse", "tool_name": "Bash", "tool_use_id": f"toolu_{i}",
+                       "tool_input": {"command": "ls"}}) for i in range(3 + runs)][3:]
+        r = self.res.row("cli.hook", sec, "`traced hook claude-code` (PreToolUse, writes a record)", "ms",
+                         ref="cli.py")
+        r.series.values = times
+        r.note = f"{len(times)} invocations"
+        assert d.proc is not None
+        os.kill(d.proc.pid, signal.SIGSTOP)  # accepts connections, never answers
+        try:
+            wedged = [hook({"hook_event_name": "SessionEnd", "reason": "other", "session_id": f"{sid}-{i}"})
+                      for i in range(3)]
+        finally:
+            os.kill(d.proc.pid, signal.SIGCONT)
+        w = self.res.row("cli.hook.wedged", sec, "`traced hook claude-code` SessionEnd, daemon stopped (SIGSTOP)",
+                         "ms")
+        w.series.values = wedged
+        w.note = "spooled within the hook's budget; ingested once the daemon runs again"
 
     # --- mode 5: scale ----------------------------------------------------------------------------
 
@@ -851,6 +888,17 @@ def _t3(res: Results) -> tuple[str, bool | None]:
 def _t4(res: Results) -> tuple[str, bool | None]:
     r = res.ratio("cli.event", "cli.py")
     return f"{_med(res, 'cli.event'):.1f} ms vs {_med(res, 'cli.py'):.1f} ms = {r:.2f}×", _ok(r, r <= 2.0)
+
+
+@_target("(4b) a hook invocation whatever the daemon's state", "≤ 1 s wall")
+def _t4b(res: Results) -> tuple[str, bool | None]:
+    live, wedged = res.get("cli.hook"), res.get("cli.hook.wedged")
+    if live is None or wedged is None:
+        return "not measured", None
+    worst = max([*live.series.values, *wedged.series.values])
+    ratio = res.ratio("cli.hook", "cli.py")
+    return (f"live {live.series.median:.1f} ms ({ratio:.2f}× `python -c pass`), daemon stopped "
+            f"{wedged.series.median:.0f} ms; worst {worst:.0f} ms", _ok(worst, worst <= 1000))
 
 
 @_target("(5) scale: RSS with the connections + sessions open", "≤ 200 MB")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import Daemon
+
 SRC = Path(__file__).resolve().parent.parent / "src" / "traced"
 WINGS = {"format", "wire", "redaction", "daemon", "client", "read", "forward", "integrations", "cli"}
 
@@ -129,6 +131,7 @@ def _imported_by(code: str, stdin: str = "") -> list[str]:
         "print('\\n'.join(sorted(m for m in set(sys.modules) - base)))\n"
     )
     res = subprocess.run([sys.executable, "-c", probe], input=stdin, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
     return res.stdout.splitlines()
 
 
@@ -136,10 +139,23 @@ HEAVY = ("msgspec", "anyio", "argparse", "typing", "structlog", "watchfiles", "r
          "pathlib", "dataclasses", "difflib")
 
 
-def test_traced_event_fast_path_imports_nothing_heavy() -> None:
-    """``traced event`` parses a plain line and talks through the stdlib client."""
-    loaded = _imported_by("from traced.cli import event\nevent.quick_args(['event', 'X', '--phase', 'note'])")
+def test_traced_event_fast_path_imports_nothing_heavy(daemon: Daemon) -> None:
+    """``traced event`` parses a plain line, fits the payload and talks through the stdlib client."""
+    with daemon.client() as c:
+        sid = c.session("light", owner_pid=-1).session_id
+    code = (
+        "import sys\n"
+        "from traced.cli import main\n"
+        f"code = main.main(['event', {sid!r}, '--phase', 'note', '--payload', '{{\"message\": \"hi\"}}'])\n"
+        "assert code == 0, code\n"
+    )
+    probe = "import os\nos.environ.update(%r)\n" % {k: daemon.env[k] for k in (
+        "TRACED_SOCKET", "XDG_STATE_HOME", "XDG_RUNTIME_DIR")}
+    loaded = _imported_by(probe + code)
     assert [m for m in loaded if m.split(".")[0] in HEAVY] == []
+    rows = [json.loads(line) for line in daemon.cli("show", sid, "--json", check=True).stdout.splitlines()]
+    assert [(r["step"], r["phase"]) for r in rows] == [(1, "start"), (2, "note")]
+    assert rows[1]["payload"] == {"message": "hi"}
 
 
 @pytest.mark.parametrize("event", [

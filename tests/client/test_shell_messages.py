@@ -14,7 +14,8 @@ SAMPLES = {
     "hello": lambda: shell.hello_msg("traced-shell", "01JDCLIENT"),
     "open": lambda: shell.open_msg("review", session_id="01JDSESSION", target="repo", input={"pr": 42},
                                    meta={"k": "v"}, owner_pid=7, idle_timeout=3.5, cwd="/tmp"),
-    "emit": lambda: shell.emit_msg("01JDSESSION", "tool_call", {"tool": "Bash", "args": {"cmd": "ls"}}, 3, 12.5),
+    "emit": lambda: shell.emit_msg("01JDSESSION", "tool_call", {"tool": "Bash", "args": {"cmd": "ls"}}, 3, ts=12.5,
+                                   late=True),
     "close": lambda: shell.close_msg("01JDSESSION", "failure", "it broke"),
 }
 
@@ -49,6 +50,6 @@ def test_builder_decodes_as_the_struct_with_every_value(op: str) -> None:
 def test_emit_sample_values() -> None:
     decoded = protocol.decode_request(minipack.packb({**SAMPLES["emit"](), "id": 1}))
     assert isinstance(decoded, protocol.Emit)
-    assert (decoded.session_id, decoded.phase, decoded.seq, decoded.ts, decoded.ack) == (
-        "01JDSESSION", "tool_call", 3, 12.5, True)
+    assert (decoded.session_id, decoded.phase, decoded.seq, decoded.ts, decoded.ack, decoded.late) == (
+        "01JDSESSION", "tool_call", 3, 12.5, True, True)
     assert decoded.payload == {"tool": "Bash", "args": {"cmd": "ls"}}

@@ -40,7 +40,7 @@ def test_scan_recovers_last_step_turn_and_keys(tmp_path: Path) -> None:
     ]
     trace.write_text("".join(json.dumps(r) + "\n" for r in lines) + "not json\n" + '{"partial')
     st = scan(str(trace))
-    assert (st.last_step, st.last_turn, st.malformed, st.keys) == (2, 1, 1, [("c:1", 2)])
+    assert (st.last_step, st.last_turn, st.malformed, st.keys) == (2, 1, 1, {"c:1": 2})
     assert st.torn_bytes == len('{"partial')
 
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import Daemon, assert_gap_free, read_trace
+from tests.conftest import Daemon, assert_gap_free, read_trace, wait_for
 from traced.integrations.claude_code import clocks, install, translate
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "claude_code"
@@ -54,19 +54,20 @@ def session_dir(d: Daemon, sid: str = SID, skill: str = "claude-code") -> Path:
     return found[0]
 
 
-def wait_meta(sdir: Path, done: Any, timeout: float = 20.0) -> dict[str, Any]:
+def wait_meta(sdir: Path, done: Any) -> dict[str, Any]:
     """meta.json once ``done(meta)`` holds."""
-    deadline = time.monotonic() + timeout
-    meta: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+    last: dict[str, Any] = {}
+
+    def ready() -> dict[str, Any] | None:
+        nonlocal last
         try:
-            meta = json.loads((sdir / "meta.json").read_text())
+            last = json.loads((sdir / "meta.json").read_text())
         except (OSError, ValueError):
-            meta = {}
-        if meta and done(meta):
-            return meta
-        time.sleep(0.05)
-    raise AssertionError(f"meta.json never got there: {meta}")
+            last = {}
+        return last if last and done(last) else None
+
+    meta: dict[str, Any] = wait_for(ready, what=lambda: f"meta.json to get there, now: {last}")
+    return meta
 
 
 EXPECTED_PHASES = [
@@ -186,14 +187,10 @@ def test_conversation_through_the_spool(daemon_factory: Any) -> None:
     assert not list(spool.glob("*.spool"))
 
 
-def wait_meta_dir(d: Daemon, timeout: float = 20.0) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = list(d.root.glob(f"*/claude-code/{SID}")) if d.root.exists() else []
-        if found:
-            return found[0]
-        time.sleep(0.05)
-    raise AssertionError(f"session never appeared; daemon log:\n{d.log.read_text()}")
+def wait_meta_dir(d: Daemon) -> Path:
+    found: list[Path] = wait_for(lambda: list(d.root.glob(f"*/claude-code/{SID}")) if d.root.exists() else [],
+                                 what=lambda: f"the session to appear; daemon log:\n{d.log.read_text()}")
+    return found[0]
 
 
 @pytest.mark.parametrize(
@@ -218,13 +215,17 @@ def test_bad_input_exits_0_silently(daemon: Daemon, stdin: str) -> None:
     assert not daemon.root.exists() or not any(daemon.root.iterdir())
 
 
-def test_bad_options_exit_0(daemon: Daemon) -> None:
+def test_bad_options_exit_0_and_record_with_the_defaults(daemon: Daemon) -> None:
+    """A bad option costs the option, never the event: it is recorded with the defaults."""
     payload = fixture("session-start")
     res = run_hook(daemon, payload, None, "--idle-timeout", "soon")
-    assert res.stderr.startswith("traced hook: invalid idle timeout")
-    res = run_hook(daemon, payload, {"TRACED_HOOK_SKILL": "../evil"})
-    assert res.stderr.startswith("traced hook: invalid skill")
-    res = run_hook(daemon, payload, None, "--target", str(daemon.base / "missing-dir"))
+    assert res.stderr == "traced hook: invalid idle timeout 'soon'; recording with the defaults\n"
+    assert [r["phase"] for r in read_trace(session_dir(daemon) / "trace.jsonl")] == ["start"]
+    res = run_hook(daemon, fixture("user-prompt-submit"), {"TRACED_HOOK_SKILL": "../evil"})
+    assert res.stderr.startswith("traced hook: invalid skill '../evil'")
+    assert [r["phase"] for r in read_trace(session_dir(daemon) / "trace.jsonl")] == ["start", "user_prompt"]
+    other = {**payload, "session_id": "another-session"}
+    res = run_hook(daemon, other, None, "--target", str(daemon.base / "missing-dir"))
     assert "target" in res.stderr and len(res.stderr.splitlines()) == 1  # the daemon refused it
 
 
@@ -261,11 +262,12 @@ def test_custom_skill_and_target(daemon: Daemon) -> None:
 
 def test_resume_after_idle_timeout_and_end_reasons(daemon: Daemon) -> None:
     """A session aborted by the idle timeout is reopened by the conversation's next event."""
-    env = {"TRACED_HOOK_IDLE_TIMEOUT": "0.5"}
-    run_hook(daemon, fixture("session-start"), env)
+    run_hook(daemon, fixture("session-start"), {"TRACED_HOOK_IDLE_TIMEOUT": "0.5"})
     sdir = session_dir(daemon)
     meta = wait_meta(sdir, lambda m: m.get("ended_at"))
     assert meta["outcome"] == "aborted" and meta["reason"] == "idle_timeout"
+    # the reopened session must live until SessionEnd, however slowly the hooks start
+    env = {"TRACED_HOOK_IDLE_TIMEOUT": "600"}
     run_hook(daemon, fixture("user-prompt-submit"), env)
     run_hook(daemon, {**fixture("session-end"), "reason": "bypass_permissions_disabled"}, env)
     records = read_trace(sdir / "trace.jsonl")

@@ -16,7 +16,7 @@ import sys
 import time
 from types import SimpleNamespace
 
-from traced.client.shell import ShellClient
+from traced.client.shell import ShellClient, spool_after_default
 from traced.errors import EXIT_ERROR, EXIT_USAGE, CliError, RequestError
 from traced.format.ids import new_ulid
 
@@ -26,28 +26,34 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def json_arg(text: str, what: str) -> Any:
-    """``text`` parsed as JSON; CliError (exit 2) naming ``what`` when it is not."""
+def json_arg(text: str | bytes, what: str) -> Any:
+    """``text`` parsed as JSON (``wire.fit.parse_json``: BOM, invalid UTF-8 and lone surrogates
+    repaired, numbers exact); CliError (exit 2) naming ``what`` when it is not JSON."""
+    from traced.wire.fit import parse_json
+
     try:
-        return json.loads(text)
+        return parse_json(text)
     except json.JSONDecodeError as e:
         raise CliError(f"invalid JSON in {what}: {e.msg} at line {e.lineno} column {e.colno}",
                        EXIT_USAGE) from e
+    except ValueError as e:
+        raise CliError(f"invalid JSON in {what}: {e}", EXIT_USAGE) from e
 
 
 def _read_payload(args: argparse.Namespace) -> Any:
+    text: str | bytes
     if args.payload_file is not None:
         source = "--payload-file"
         try:
             if args.payload_file == "-":
-                text = sys.stdin.read()
+                text = sys.stdin.buffer.read()
             else:
-                with open(args.payload_file, encoding="utf-8") as f:
+                with open(args.payload_file, "rb") as f:
                     text = f.read()
         except OSError as e:
             raise CliError(f"cannot read {args.payload_file}: {e.strerror}") from e
     elif args.payload == "-":
-        source, text = "stdin", sys.stdin.read()
+        source, text = "stdin", sys.stdin.buffer.read()
     elif args.payload is not None:
         source, text = "--payload", args.payload
     else:
@@ -68,14 +74,20 @@ def event_payload(args: argparse.Namespace) -> dict[str, Any]:
     return payload
 
 
-def cmd_event(args: argparse.Namespace) -> int:
-    """Append one event; print its step (the full client: reconnects, then spools)."""
+def cmd_event(args: argparse.Namespace, *, budget: float | None = None, offline: bool = False) -> int:
+    """Append one event; print its step (the full client: reconnects, then spools).
+
+    ``budget``: seconds left for reaching the daemon (default ``TRACED_SPOOL_AFTER``);
+    ``offline``: the daemon just timed out, so the event goes to the spool at once.
+    """
     from traced.client.blocking import Client
 
     payload = getattr(args, "payload_value", None)
     if payload is None:
         payload = event_payload(args)
-    with Client(args.socket, name="traced-cli", client_id=args.client_id) as client:
+    left = spool_after_default() if budget is None else max(budget, 0.0)
+    with Client(args.socket, name="traced-cli", client_id=args.client_id, timeout=max(left, 0.05),
+                spool_after=left, offline=offline) as client:
         step = client.emit(args.session_id, args.phase, payload, ts=getattr(args, "ts", None))
     print(step or 0)  # 0: the daemon is away and the event went to the spool
     return 0
@@ -161,13 +173,19 @@ def run(argv: list[str]) -> int:
     args.client_id = new_ulid()
     args.payload_value = payload
     args.ts = time.time()
+    from traced.wire.fit import fit, payload_budget
+
+    deadline = time.monotonic() + spool_after_default()  # one deadline for the whole command
     try:
-        with ShellClient(args.socket, name="traced-cli", client_id=args.client_id) as client:
+        with ShellClient(args.socket, name="traced-cli", client_id=args.client_id, deadline=deadline) as client:
+            args.payload_value = payload = fit(payload, payload_budget(client.frame_limit))
             step = client.emit(args.session_id, args.phase, payload, ts=args.ts)
     except RequestError as e:
         print(f"traced: {e}", file=sys.stderr)
         return EXIT_USAGE if e.code == "too_large" else EXIT_ERROR
+    except TimeoutError:  # the daemon does not answer: spool now, same key
+        return cmd_event(args, offline=True)
     except OSError:  # daemon away or connection lost: the full client takes over, same key
-        return cmd_event(args)
+        return cmd_event(args, budget=deadline - time.monotonic())
     print(step)
     return 0

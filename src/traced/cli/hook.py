@@ -31,8 +31,11 @@ def run(argv: list[str]) -> int | None:
     except ValueError:
         return None
     rest = words[at + 1 :]
-    if not rest or rest[0] not in AGENTS or "-h" in rest or "--help" in rest:
+    if not rest or rest[0] == "install" or "-h" in rest or "--help" in rest:
         return None
+    if rest[0] not in AGENTS:  # a typo in an agent's settings must not block its tools (exit 2)
+        _complain(f"unknown agent {rest[0]!r} (known: {', '.join(AGENTS)}); nothing recorded")
+        return 0
     options: dict[str, str | None] = dict.fromkeys(_VALUED.values())
     unknown: list[str] = []
     for part in (words[:at], rest[1:]):
@@ -55,16 +58,61 @@ def run(argv: list[str]) -> int | None:
 
 
 def record(agent: str, options: dict[str, str | None]) -> None:
-    """Record one ``agent`` hook event read from stdin; never raises."""
+    """Record one ``agent`` hook event read from stdin within the hook's budget; never raises."""
     try:
-        import sys
+        import time
 
+        from traced.errors import HookError
         from traced.integrations.claude_code import run as hook_run
 
-        opts = hook_run.options_from(options.get("skill"), options.get("target"), options.get("idle_timeout"))
-        hook_run.run(sys.stdin.buffer.read(), opts, options.get("socket"))
+        deadline = time.monotonic() + hook_run.budget()
+        try:
+            opts = hook_run.options_from(options.get("skill"), options.get("target"), options.get("idle_timeout"))
+        except HookError as e:  # a bad option costs the option, never the event
+            _complain(f"{e}; recording with the defaults")
+            from traced.integrations.claude_code.translate import Options
+
+            opts = Options()
+        data = read_json_value(0, deadline - hook_run.SPOOL_RESERVE)
+        hook_run.run(data, opts, options.get("socket"), deadline=deadline)
     except BaseException as e:  # the hook must exit 0 whatever happens
         _complain(e)
+
+
+def read_json_value(fd: int, deadline: float, limit: int = 64 * 1024 * 1024) -> bytes:
+    """The bytes of the first complete JSON value on ``fd``: read until it is complete, EOF or
+    ``deadline`` (``time.monotonic()`` seconds), whichever comes first; at most ``limit`` bytes.
+
+    An agent may write one object and keep the pipe open: the hook must not wait for EOF.
+    """
+    import json
+    import os
+    import select
+    import time
+
+    chunks: list[bytes] = []
+    size = 0
+    decoder = json.JSONDecoder()
+    while size < limit:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            break
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if chunk.rstrip().endswith((b"}", b"]")):  # a value may be complete: try it
+            text = b"".join(chunks).decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
+            try:
+                _value, end = decoder.raw_decode(text)
+            except ValueError:
+                continue
+            return text[:end].encode("utf-8", "surrogatepass")
+    return b"".join(chunks)
 
 
 def _complain(error: BaseException | str) -> None:

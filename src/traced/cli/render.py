@@ -311,6 +311,7 @@ def _rows(info: dict[str, Any]) -> list[tuple[str, str]]:
         ("redactions", str(info.get("redactions", 0))),
         ("finalized", ", ".join(f"{k} {v}" for k, v in sorted(finalized.items())) or "none"),
         ("spool backlog", str(info.get("spool_backlog", 0))),
+        ("client events lost", str(info.get("client_events_lost", 0))),
         ("write errors", str(info.get("write_errors", 0))),
         ("fsync", str(info.get("fsync"))),
     ]

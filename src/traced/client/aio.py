@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Generator
 from typing import Any
 
 import anyio
-from anyio.abc import SocketStream
+from anyio.abc import SocketAttribute, SocketStream
 
 from traced.client.common import ClientBase
 from traced.client.conversation import (
@@ -22,9 +22,8 @@ from traced.client.conversation import (
     Backoff,
     check,
     records,
-    spool_pending,
-    spool_reply,
 )
+from traced.client.peer import check_dir, check_peer
 from traced.client.session import AsyncSession
 from traced.errors import DaemonUnavailable, RequestError
 from traced.format import layout
@@ -81,8 +80,10 @@ class AsyncClient(ClientBase):
     # --- connection ---------------------------------------------------------
 
     async def _dial(self) -> None:
+        check_dir(self.socket_path)  # secrets never go to another uid
         with anyio.fail_after(self.timeout):
             self._stream = await anyio.connect_unix(self.socket_path)
+        check_peer(self._stream.extra(SocketAttribute.raw_socket))
         conv = self._conv
         conv.reset_transport()
         rid = conv.send(conv.hello())
@@ -178,13 +179,6 @@ class AsyncClient(ClientBase):
                 raise
             conv.feed(data)
 
-    def _spool(self, msg: Any) -> protocol.Reply:
-        if not self.spool_enabled:
-            raise DaemonUnavailable(f"no traced daemon at {self.socket_path}")
-        self.spooled += spool_pending(self._conv, msg, self.spool_dir)
-        self._conv.spooling = True
-        return spool_reply(msg)
-
     async def request(self, msg: Any) -> protocol.Reply:
         """Send ``msg`` and wait for its reply; raise RequestError on ``error``."""
         async with self._lock:
@@ -223,13 +217,13 @@ class AsyncClient(ClientBase):
         return AsyncSession(self, session_id, "")
 
     async def emit(self, session_id: str, phase: str, payload: dict[str, Any], *,
-                   ack: bool = True, ts: float | None = None) -> int | None:
+                   ack: bool = True, ts: float | None = None, late: bool = False) -> int | None:
         """Append one event; its step (None with ``ack=False`` or while spooling).
 
         Raises RequestError for this event alone, as ``Client.emit``.
         """
         conv = self._conv
-        msg = conv.emit_msg(session_id, phase, payload, ack=ack, ts=ts)
+        msg = conv.emit_msg(session_id, phase, payload, ack=ack, ts=ts, late=late)
         if ack:
             reply = await self.request(msg)
             return reply.step if isinstance(reply, protocol.Ack) and reply.step else None

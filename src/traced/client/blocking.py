@@ -20,9 +20,8 @@ from traced.client.conversation import (
     Backoff,
     check,
     records,
-    spool_pending,
-    spool_reply,
 )
+from traced.client.peer import check_dir, check_peer
 from traced.client.session import Session
 from traced.errors import DaemonUnavailable, RequestError
 from traced.format import layout
@@ -38,8 +37,10 @@ class Client(ClientBase):
     local spool (redacted here first) and the calls return at once: steps are
     then None. The daemon ingests the spool when it is back.
 
-    ``timeout``: seconds one socket operation may block. Raises
-    DaemonUnavailable (no daemon and ``spool=False``) and RequestError.
+    ``timeout``: seconds one socket operation may block. ``offline=True``
+    starts in spooling mode without touching the socket (for callers that just
+    saw the daemon time out). Raises DaemonUnavailable (no daemon and
+    ``spool=False``) and RequestError.
 
     >>> with Client() as client, client.session(skill="review") as s:
     ...     s.tool_call("Bash", {"cmd": "ls"})
@@ -56,20 +57,26 @@ class Client(ClientBase):
         spool: bool = True,
         spool_dir: str | os.PathLike[str] | None = None,
         client_id: str | None = None,
+        offline: bool = False,
     ) -> None:
         super().__init__(socket_path, name=name or f"python:{os.getpid()}", timeout=timeout,
                          send_secrets=send_secrets, spool_after=spool_after, spool=spool, spool_dir=spool_dir,
                          client_id=client_id)
         self._sock: socket.socket | None = None
+        if offline:  # the daemon is known to be wedged or away: spool at once, touch no socket
+            self._conv.spooling = True
+            self._conv.last_attempt = time.monotonic()
 
     # --- connection ---------------------------------------------------------
 
     def _dial(self) -> None:
         """Open the socket and exchange hello (raises OSError/RequestError)."""
+        check_dir(self.socket_path)  # secrets never go to another uid
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect(str(self.socket_path))
+            check_peer(sock)
         except OSError:
             sock.close()
             raise
@@ -196,14 +203,6 @@ class Client(ClientBase):
                 if conv.retry_after_loss(msg):
                     rid = conv.send(msg)
 
-    def _spool(self, msg: Any) -> protocol.Reply:
-        """Write every unconfirmed emit (and ``msg``) to the spool; a local reply for ``msg``."""
-        if not self.spool_enabled:
-            raise DaemonUnavailable(f"no traced daemon at {self.socket_path}")
-        self.spooled += spool_pending(self._conv, msg, self.spool_dir)
-        self._conv.spooling = True
-        return spool_reply(msg)
-
     # --- sessions -------------------------------------------------------------
 
     def open(self, skill: str, **kwargs: Any) -> protocol.Opened:
@@ -231,14 +230,14 @@ class Client(ClientBase):
         return Session(self, session_id, "")
 
     def emit(self, session_id: str, phase: str, payload: dict[str, Any], *,
-             ack: bool = True, ts: float | None = None) -> int | None:
+             ack: bool = True, ts: float | None = None, late: bool = False) -> int | None:
         """Append one event; returns its step (None with ``ack=False`` or while spooling).
 
         Raises RequestError for this event alone (``invalid_event`` when it
         cannot be encoded, ``too_large``, or the daemon's refusal).
         """
         conv = self._conv
-        msg = conv.emit_msg(session_id, phase, payload, ack=ack, ts=ts)
+        msg = conv.emit_msg(session_id, phase, payload, ack=ack, ts=ts, late=late)
         if ack:
             reply = self.request(msg)
             return reply.step if isinstance(reply, protocol.Ack) and reply.step else None

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from traced import locations
-from traced.client.conversation import Conversation
+from traced.client.conversation import Conversation, spool_pending, spool_reply
+from traced.errors import DaemonUnavailable
+from traced.wire import protocol
 
 
 class ClientBase:
@@ -60,3 +63,20 @@ class ClientBase:
     @spool_after.setter
     def spool_after(self, seconds: float) -> None:
         self._conv.spool_after = seconds
+
+    @property
+    def lost(self) -> int:
+        """Events lost since the daemon last answered: it was away and the spool could not be written."""
+        return self._conv.lost
+
+    def _spool(self, msg: Any) -> protocol.Reply:
+        """Write every unconfirmed emit (and ``msg``) to the spool; a local reply for ``msg``.
+
+        Raises DaemonUnavailable when spooling is off. A spool that cannot be
+        written loses the events (counted in ``lost``), never the caller's program.
+        """
+        if not self.spool_enabled:
+            raise DaemonUnavailable(f"no traced daemon at {self.socket_path}")
+        self.spooled += spool_pending(self._conv, msg, self.spool_dir)
+        self._conv.spooling = True
+        return spool_reply(msg)

@@ -32,10 +32,12 @@ from typing import Any, Final
 import msgspec
 
 from traced import locations
+from traced.client.shell import spool_after_default
 from traced.errors import DaemonUnavailable, RequestError
 from traced.format import layout
 from traced.format.ids import new_ulid
 from traced.wire import protocol
+from traced.wire.fit import cut_depth, repair
 from traced.wire.framing import HEADER, Framer
 
 FLUSH_AT: Final = 64 * 1024
@@ -44,21 +46,13 @@ BATCH_EVENTS: Final = 256
 """``ack=False`` events to one session per ``emit_batch`` frame."""
 MAX_UNSYNCED: Final = 10000
 """Send a ``sync`` after this many ``ack=False`` events, bounding the daemon's backlog."""
-SPOOL_AFTER: Final = 2.0
-"""Seconds the daemon may stay away before events go to the spool (``TRACED_SPOOL_AFTER``)."""
 REVIVE_EVERY: Final = 1.0
 """While spooling, seconds between attempts to reach the daemon again."""
 READ_SIZE: Final = 65536
+DEFAULT_DEPTH: Final = 64
+"""The daemon's default payload depth limit (``max_payload_depth``), until its welcome says."""
 
 _encoder: Final = msgspec.msgpack.Encoder()
-
-
-def spool_after_default() -> float:
-    """``$TRACED_SPOOL_AFTER`` in seconds, else ``SPOOL_AFTER``."""
-    try:
-        return float(os.environ.get("TRACED_SPOOL_AFTER") or SPOOL_AFTER)
-    except ValueError:
-        return SPOOL_AFTER
 
 
 def client_secrets() -> list[str]:
@@ -117,6 +111,11 @@ class Conversation:
         self.spooling = False
         """True once events went to the spool; reset when the daemon answers again."""
         self.last_attempt = 0.0
+        self.lost = 0
+        """Events lost because neither the daemon nor the spool took them (told at the next hello)."""
+        self.lost_warned = False
+        self.max_depth = DEFAULT_DEPTH
+        """The daemon's payload depth limit, from ``welcome``."""
         self._next_id = 0
         self._seq = 0
         self._emit_seq: dict[int, int] = {}
@@ -131,21 +130,23 @@ class Conversation:
     def hello(self) -> protocol.Hello:
         """The ``hello`` of a (re)connection, with this process's secret env values when allowed."""
         return protocol.Hello(client=self.name, client_id=self.client_id, pid=os.getpid(),
-                              cwd=locations.current_dir(), secrets=client_secrets() if self.send_secrets else [])
+                              cwd=locations.current_dir(), secrets=client_secrets() if self.send_secrets else [],
+                              lost=self.lost)
 
     def open_msg(self, skill: str, *, session_id: str | None = None, target: str = "global", input: Any = None,
                  meta: dict[str, Any] | None = None, owner_pid: int | None = None,
-                 idle_timeout: float | None = None, cwd: str | None = None) -> protocol.Open:
+                 idle_timeout: float | None = None, cwd: str | None = None, reopen: bool = True) -> protocol.Open:
         """An ``open``: a new ULID unless ``session_id`` resumes one; owner 0 = this process."""
         return protocol.Open(skill=skill, session_id=session_id or new_ulid(), target=target,
                              cwd=cwd or locations.current_dir(), owner_pid=owner_pid or 0,
-                             idle_timeout=idle_timeout or 0.0, input=input, meta=meta or {}, ts=time.time())
+                             idle_timeout=idle_timeout or 0.0, input=input, meta=meta or {}, ts=time.time(),
+                             reopen=reopen)
 
     def emit_msg(self, session_id: str, phase: str, payload: dict[str, Any], *, ack: bool = True,
-                 ts: float | None = None) -> protocol.Emit:
-        """An ``emit`` with the next idempotency ``seq``."""
+                 ts: float | None = None, late: bool = False) -> protocol.Emit:
+        """An ``emit`` with the next idempotency ``seq`` (``late``: see ``protocol.Emit``)."""
         return protocol.Emit(session_id=session_id, phase=phase, payload=payload, ts=ts or time.time(),
-                             seq=self.next_seq(), ack=ack)
+                             seq=self.next_seq(), ack=ack, late=late)
 
     @staticmethod
     def close_msg(session_id: str, outcome: str = "success", summary: str | None = None) -> protocol.Close:
@@ -161,15 +162,35 @@ class Conversation:
     # --- outgoing -------------------------------------------------------------------
 
     def _encode(self, msg: Any) -> bytes:
-        """``msg`` as one frame; RequestError ``invalid_event``/``too_large`` and nothing queued when it cannot go."""
-        try:
-            body = _encoder.encode(msg)
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as e:
-            raise RequestError("invalid_event", f"cannot encode the event: {e}") from e
+        """``msg`` as one frame; RequestError ``invalid_event``/``too_large`` and nothing queued when it cannot go.
+
+        What JSON can hold but MessagePack cannot is repaired first, never refused
+        (``_encode_body``).
+        """
+        body = self._encode_body(msg)
         if self.frame_limit and len(body) > self.frame_limit:
             raise RequestError("too_large", f"event of {len(body)} bytes exceeds the daemon's limit of "
                                f"{self.frame_limit} bytes")
         return len(body).to_bytes(HEADER, "big") + body
+
+    def _encode_body(self, msg: Any) -> bytes:
+        """The MessagePack body of ``msg``.
+
+        A lone surrogate becomes U+FFFD, an integer past 64 bits travels as
+        ``EXT_BIGINT``, a payload nested past the interpreter's limit is cut at
+        the daemon's depth with a ``too_deep`` marker. Anything else that cannot
+        be encoded (an object with no JSON form) is RequestError ``invalid_event``.
+        """
+        for attempt in (1, 2):
+            try:
+                return _encoder.encode(msg)
+            except (UnicodeEncodeError, OverflowError, RecursionError) as e:
+                if attempt == 2:
+                    raise RequestError("invalid_event", f"cannot encode the event: {e}") from e
+                _repair(msg, self.max_depth)
+            except Exception as e:  # an object with no JSON form: this event alone fails
+                raise RequestError("invalid_event", f"cannot encode the event: {e}") from e
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def send(self, msg: Any) -> int:
         """Number ``msg``, encode it into ``out`` and return its id.
@@ -194,11 +215,9 @@ class Conversation:
 
         The event is encoded here, alone: RequestError for it, and nothing else changes.
         """
-        try:
-            raw = msgspec.Raw(_encoder.encode(protocol.Event(phase=msg.phase, payload=msg.payload, ts=msg.ts,
-                                                              seq=msg.seq)))
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as e:
-            raise RequestError("invalid_event", f"cannot encode the event: {e}") from e
+        event = protocol.Event(phase=msg.phase, payload=msg.payload, ts=msg.ts, seq=msg.seq)
+        raw = msgspec.Raw(self._encode_body(event))
+        msg.payload = event.payload  # as repaired, for a resend or the spool
         if self.frame_limit and len(raw) + 64 > self.frame_limit:
             raise RequestError("too_large", f"event of {len(raw)} bytes exceeds the daemon's limit of "
                                f"{self.frame_limit} bytes")
@@ -273,7 +292,10 @@ class Conversation:
         if not isinstance(reply, protocol.Welcome):
             raise RequestError("bad_frame", f"expected welcome, got {type(reply).__name__}")
         self.frame_limit = reply.max_frame
+        self.max_depth = reply.max_depth or DEFAULT_DEPTH
         self.spooling = False
+        self.lost = 0  # told
+        self.lost_warned = False
         return reply.server
 
     def raise_pending_errors(self) -> None:
@@ -329,12 +351,26 @@ class Conversation:
         return [p for p in pending if not isinstance(p, protocol.Sync | protocol.StatusRequest | protocol.Subscribe)]
 
 
+def _repair(msg: Any, max_depth: int) -> None:
+    """Make ``msg``'s client values encodable in place (see ``Conversation._encode_body``)."""
+    for field in ("payload", "input", "meta"):
+        value = getattr(msg, field, None)
+        if value is not None:
+            setattr(msg, field, repair(cut_depth(value, max_depth), protocol.bigint))
+    for field in ("summary", "phase", "session_id", "skill"):
+        value = getattr(msg, field, None)
+        if isinstance(value, str):
+            setattr(msg, field, repair(value))
+
+
 def spool_pending(conv: Conversation, msg: Any, directory: Path) -> int:
     """Write ``conv``'s unconfirmed emits, then ``msg``, as one spool segment; return the events spooled.
 
     Payloads, inputs and summaries are redacted here, with this process's
-    secret env values, because the spool is on disk. Raises OSError when the
-    segment cannot be written.
+    secret env values, because the spool is on disk. When the segment cannot
+    be written (a full disk, not a directory), the events are lost: they are
+    counted in ``conv.lost`` (reported to the daemon at the next ``hello``) and
+    0 is returned; nothing is raised into the caller's program.
     """
     from traced.format import spool
     from traced.redaction.redactor import Redactor
@@ -358,8 +394,19 @@ def spool_pending(conv: Conversation, msg: Any, directory: Path) -> int:
         elif isinstance(item, protocol.Close) and item.summary:
             item.summary, _ = redactor.redact_text(item.summary)
         protocol.encode(item, frames)
-    spool.write_segment(directory, conv.client_id, first_seq or conv.next_seq(), frames)
-    return sum(isinstance(p, protocol.Emit) for p in pending)
+    events = sum(isinstance(p, protocol.Emit) for p in pending)
+    try:
+        spool.write_segment(directory, conv.client_id, first_seq or conv.next_seq(), frames)
+    except OSError as e:
+        conv.lost += events
+        if not conv.lost_warned:
+            conv.lost_warned = True
+            import sys
+
+            print(f"traced: cannot write the spool in {directory} ({e.strerror or e}): events are lost "
+                  "until the daemon is back", file=sys.stderr)
+        return 0
+    return events
 
 
 def spool_reply(msg: Any) -> protocol.Reply:

@@ -31,6 +31,16 @@ if TYPE_CHECKING:
 
 VERSION = 1
 """The protocol version this client speaks (``wire.protocol.VERSION``)."""
+SPOOL_AFTER = 2.0
+"""Seconds the daemon may stay away (or silent) before events go to the spool (``TRACED_SPOOL_AFTER``)."""
+
+
+def spool_after_default() -> float:
+    """``$TRACED_SPOOL_AFTER`` in seconds, else ``SPOOL_AFTER``: every client's patience with the daemon."""
+    try:
+        return float(os.environ.get("TRACED_SPOOL_AFTER") or SPOOL_AFTER)
+    except ValueError:
+        return SPOOL_AFTER
 
 
 def hello_msg(name: str, client_id: str) -> dict[str, Any]:
@@ -43,17 +53,19 @@ def hello_msg(name: str, client_id: str) -> dict[str, Any]:
 
 def open_msg(skill: str, *, session_id: str | None = None, target: str = "global", input: Any = None,
              meta: dict[str, Any] | None = None, owner_pid: int | None = None, idle_timeout: float | None = None,
-             cwd: str | None = None) -> dict[str, Any]:
+             cwd: str | None = None, reopen: bool = True) -> dict[str, Any]:
     """``open`` (see ``Client.session``)."""
     return {"op": "open", "skill": skill, "session_id": session_id or new_ulid(), "target": target,
             "cwd": current_dir() if cwd is None else cwd, "owner_pid": owner_pid or 0,
-            "idle_timeout": idle_timeout or 0.0, "input": input, "meta": meta or {}, "ts": time.time()}
+            "idle_timeout": idle_timeout or 0.0, "input": input, "meta": meta or {}, "ts": time.time(),
+            "reopen": reopen}
 
 
-def emit_msg(session_id: str, phase: str, payload: dict[str, Any], seq: int, ts: float | None = None) -> dict[str, Any]:
+def emit_msg(session_id: str, phase: str, payload: dict[str, Any], seq: int, *, ts: float | None = None,
+             late: bool = False) -> dict[str, Any]:
     """``emit``, always acknowledged on this path."""
     return {"op": "emit", "session_id": session_id, "phase": phase, "payload": payload, "ts": ts or time.time(),
-            "seq": seq, "ack": True}
+            "seq": seq, "ack": True, "late": late}
 
 
 def close_msg(session_id: str, outcome: str = "success", summary: str | None = None) -> dict[str, Any]:
@@ -67,17 +79,20 @@ MESSAGES = {"hello": hello_msg, "open": open_msg, "emit": emit_msg, "close": clo
 class ShellClient:
     """Blocking, one connection, no retries; raises OSError when the daemon is away.
 
-    ``timeout``: seconds any one socket operation may block.
+    ``timeout``: seconds any one socket operation may block. ``deadline``
+    (``time.monotonic()`` seconds): when everything must be done; every
+    operation gets only the time left, and TimeoutError follows past it.
     """
 
     spooling = False
 
     def __init__(self, socket_path: str | None = None, *, name: str = "traced-shell",
-                 client_id: str | None = None, timeout: float = 30.0) -> None:
+                 client_id: str | None = None, timeout: float = 30.0, deadline: float | None = None) -> None:
         self.socket_path = socket_path or socket_location()
         self.name = name
         self.client_id = client_id or new_ulid()
         self.timeout = timeout
+        self.deadline = deadline
         self.frame_limit = 0
         self._sock: socket.socket | None = None
         self._framer = Framer(64 * 1024 * 1024)
@@ -87,16 +102,30 @@ class ShellClient:
 
     def connect(self) -> None:
         """Connect and say hello; learn the daemon's frame limit."""
+        from traced.client.peer import check_dir, check_peer
+
+        check_dir(self.socket_path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except OSError:
-            sock.close()
-            raise
         self._sock = sock
+        try:
+            self._arm()
+            sock.connect(self.socket_path)
+            check_peer(sock)
+        except OSError:
+            self.close()
+            raise
         welcome = self.request(hello_msg(self.name, self.client_id))
         self.frame_limit = int(welcome.get("max_frame") or 0)
+
+    def _arm(self) -> None:
+        """Give the next socket operation the time left (TimeoutError when none is)."""
+        assert self._sock is not None
+        wait = self.timeout
+        if self.deadline is not None:
+            wait = min(wait, self.deadline - time.monotonic())
+            if wait <= 0:
+                raise TimeoutError("the hook's time budget is spent")
+        self._sock.settimeout(wait)
 
     def close(self) -> None:
         """Close the connection."""
@@ -125,6 +154,7 @@ class ShellClient:
         if self.frame_limit and len(body) > self.frame_limit:
             raise RequestError("too_large", f"event of {len(body)} bytes exceeds the daemon's limit of "
                                f"{self.frame_limit} bytes")
+        self._arm()
         self._sock.sendall(frame(body))
         while True:
             reply = self._next()
@@ -141,6 +171,7 @@ class ShellClient:
                 value = minipack.unpackb(self._ready.pop(0))
                 if isinstance(value, dict):
                     return value
+            self._arm()
             data = self._sock.recv(65536)
             if not data:
                 raise ConnectionResetError("the daemon closed the connection")
@@ -151,10 +182,10 @@ class ShellClient:
         return self.request(open_msg(skill, **kwargs))
 
     def emit(self, session_id: str, phase: str, payload: dict[str, Any], *, ack: bool = True,
-             ts: float | None = None) -> int | None:
+             ts: float | None = None, late: bool = False) -> int | None:
         """Append one event and return its step (always acknowledged on this path)."""
         self._seq += 1
-        step = self.request(emit_msg(session_id, phase, payload, self._seq, ts)).get("step")
+        step = self.request(emit_msg(session_id, phase, payload, self._seq, ts=ts, late=late)).get("step")
         return step if isinstance(step, int) else None
 
     def end(self, session_id: str, outcome: str = "success", summary: str | None = None) -> dict[str, Any]:

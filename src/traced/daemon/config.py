@@ -38,6 +38,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     artifact_max_bytes: int = 64 * 1024 * 1024
     """Largest file an ``artifact`` event may ask the daemon to copy."""
     partial_frame_timeout: float = 30.0
+    connection_idle_timeout: float = 600.0
+    """Seconds a connection may stay silent before it is closed (0: never); clients reconnect."""
     fd_cache: int = 16384
     """Trace files kept open (LRU); clamped at start to what RLIMIT_NOFILE allows."""
     subscriber_buffer: int = 10000

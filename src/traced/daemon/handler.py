@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import structlog
 
 from traced import __version__
 from traced.daemon.bus import Bus, Subscriber
 from traced.daemon.config import Config
-from traced.daemon.intake import Intake, home
+from traced.daemon.intake import Intake, event_time, home
 from traced.daemon.procfs import peer_cwd
-from traced.daemon.registry import Live, Registry
+from traced.daemon.registry import Live, Loaded, Registry
 from traced.daemon.session import Pending
 from traced.errors import RequestError
 from traced.redaction.redactor import Redactor
@@ -31,6 +32,9 @@ from traced.wire import protocol
 from traced.wire.protocol import encode
 
 log = structlog.get_logger("traced.daemon.handler")
+
+FAIR_SHARE = 32
+"""Requests handled in a row before other connections get their turn."""
 
 
 @dataclass(slots=True)
@@ -51,7 +55,8 @@ class Connection:
     client_id: str = ""
     client: str = ""
     cwd: str = ""
-    opened: int = 0
+    opened: set[str] = field(default_factory=set)
+    """Sessions this connection opened; the per-connection limit counts those still open."""
     touched: set[Live] = field(default_factory=set)
     events: int = 0
     from_spool: bool = False
@@ -65,6 +70,7 @@ class _Run:
     """Consecutive emits to one session, written with one write(2)."""
 
     session_id: str = ""
+    late: bool = False
     pending: list[Pending] = field(default_factory=list)
     replies: list[tuple[int, bool, int]] = field(default_factory=list)
     """(request id, wants ack, number of events) in request order."""
@@ -85,11 +91,16 @@ class Handler:
         """Called once a session's end is durable and its meta.json written (the forwarders)."""
         self.status: Callable[[], dict[str, Any]] = dict
         """The ``status`` reply's info (set by ``serve``)."""
+        self._loading: dict[str, anyio.Lock] = {}
+        """Sessions being read from disk for an ``open`` (one reader per session at a time)."""
 
     async def process(self, conn: Connection, frames: list[bytes], out: bytearray, touched: set[Live]) -> None:
         """Handle the frames of one read, appending their replies to ``out``."""
         run = _Run()
-        for body in frames:
+        for n, body in enumerate(frames):
+            if n and not n % FAIR_SHARE:  # one client's long pipeline never starves the rest
+                self._flush(conn, run, out, touched)
+                await anyio.lowlevel.checkpoint()
             try:
                 req = protocol.decode_request(body)
             except (msgspec.ValidationError, msgspec.DecodeError) as e:
@@ -101,10 +112,10 @@ class Handler:
                     case protocol.Emit():
                         event = protocol.Event(phase=req.phase, payload=req.payload, ts=req.ts, seq=req.seq)
                         await self._events(conn, run, out, touched, rid=req.id, session_id=req.session_id,
-                                           events=[event], ack=req.ack)
+                                           events=[event], ack=req.ack, late=req.late)
                     case protocol.EmitBatch():
                         await self._events(conn, run, out, touched, rid=req.id, session_id=req.session_id,
-                                           events=req.events, ack=req.ack)
+                                           events=req.events, ack=req.ack, late=req.late)
                     case _:
                         self._flush(conn, run, out, touched)
                         encode(await self._request(conn, req, touched), out)
@@ -116,21 +127,28 @@ class Handler:
                 self._flush(conn, run, out, touched)
                 encode(protocol.Error(id=req.id, code="internal", message=f"internal error: {e!r}"), out)
         self._flush(conn, run, out, touched)
+        for live in [lv for lv in touched if lv.state.closed]:  # late records: meta.json's counters
+            try:
+                await anyio.to_thread.run_sync(self.registry.write_meta, live)
+            except OSError as e:
+                log.error("meta_write_failed", session_id=live.state.session_id, error=e.strerror)
 
     async def _events(self, conn: Connection, run: _Run, out: bytearray, touched: set[Live], *, rid: int,
-                      session_id: str, events: list[protocol.Event], ack: bool) -> None:
+                      session_id: str, events: list[protocol.Event], ack: bool, late: bool = False) -> None:
         """Validate, redact and queue ``events`` into the run of ``session_id``."""
         batch = []
         for ev in events:
             pend, heavy = self.intake.event(conn.redactor, ev.phase, ev.payload, ts=ev.ts,
                                             client_id=conn.client_id, seq=ev.seq)
+            pend.late = late
             if heavy:
-                live = self.registry.live(session_id)
+                live = self.registry.late(session_id) if late else self.registry.live(session_id)
                 await self.intake.offload(pend, live.state.dir, [home(), live.root])
             batch.append(pend)
-        if session_id != run.session_id:
+        if session_id != run.session_id or late != run.late:
             self._flush(conn, run, out, touched)
             run.session_id = session_id
+            run.late = late
         run.pending.extend(batch)
         run.replies.append((rid, ack, len(batch)))
 
@@ -139,14 +157,19 @@ class Handler:
         if not run.pending:
             run.replies.clear()
             return
-        pending, replies, sid = run.pending, run.replies, run.session_id
-        run.pending, run.replies, run.session_id = [], [], ""
+        pending, replies, sid, late = run.pending, run.replies, run.session_id, run.late
+        run.pending, run.replies, run.session_id, run.late = [], [], "", False
         try:
-            live = self.registry.live(sid)
+            live = self.registry.late(sid) if late else self.registry.live(sid)
             steps, error = self.registry.append(live, pending)
         except RequestError as e:
             for rid, _ack, _n in replies:
                 encode(protocol.Error(id=rid, code=e.code, message=e.message), out)  # type: ignore[arg-type]
+            return
+        except Exception as e:  # a bug must cost these requests, never the connection
+            log.exception("write_failed_internally", session_id=sid, events=len(pending))
+            for rid, _ack, _n in replies:
+                encode(protocol.Error(id=rid, code="internal", message=f"internal error: {e!r}"), out)
             return
         touched.add(live)
         conn.touched.add(live)
@@ -164,20 +187,32 @@ class Handler:
     async def _request(self, conn: Connection, req: protocol.Request, touched: set[Live]) -> msgspec.Struct:
         match req:
             case protocol.Hello():
+                if req.lost > 0:
+                    self.registry.stats.client_events_lost += req.lost
+                    log.warning("client_events_lost", client=req.client, client_id=req.client_id, events=req.lost)
                 conn.client_id = req.client_id
                 conn.client = req.client
                 conn.cwd = req.cwd
                 if req.secrets and self.config.redaction:
-                    conn.redactor = self.redactor.with_values(req.secrets)
+                    # a few values compile in microseconds; thousands take milliseconds: off the loop
+                    conn.redactor = (self.redactor.with_values(req.secrets) if len(req.secrets) <= 64 else
+                                     await anyio.to_thread.run_sync(self.redactor.with_values, req.secrets))
                 if self.on_hello is not None and req.client_id:
                     await self.on_hello(req.client_id)
                 return protocol.Welcome(id=req.id, server=f"traced {__version__}", pid=os.getpid(),
-                                        max_frame=self.config.max_frame)
+                                        max_frame=self.config.max_frame, max_depth=self.config.max_payload_depth)
             case protocol.Open():
-                return self._open(conn, req)
+                cwd = req.cwd or conn.cwd or peer_cwd(conn.peer.pid)
+                loaded = None
+                if req.session_id and req.session_id not in self.registry.sessions:
+                    async with self._loading.setdefault(req.session_id, anyio.Lock()):
+                        loaded = await anyio.to_thread.run_sync(
+                            self.registry.preload, req.skill, req.session_id, req.target, cwd, conn.peer.uid)
+                    self._loading.pop(req.session_id, None)
+                return self._open(conn, req, cwd, loaded)
             case protocol.Close():
                 summary = self.intake.text(conn.redactor, req.summary)
-                live = await self.end_session(req.session_id, req.outcome, summary, None, req.ts)
+                live = await self.end_session(req.session_id, req.outcome, summary, None, event_time(req.ts))
                 return protocol.Closed(id=req.id, meta=msgspec.to_builtins(live.state.m))
             case protocol.Sync():
                 if req.fsync or self.config.fsync == "always":
@@ -192,9 +227,12 @@ class Handler:
                 return protocol.Subscribed(id=req.id, buffer=sub.capacity)
         raise RequestError("bad_frame", f"unexpected request {type(req).__name__}")
 
-    def _open(self, conn: Connection, req: protocol.Open) -> protocol.Opened:
-        if conn.opened >= self.config.max_sessions_per_connection:
-            raise RequestError("overloaded", f"{conn.opened} sessions opened on this connection: the limit")
+    def _open(self, conn: Connection, req: protocol.Open, cwd: str, loaded: Loaded | None) -> protocol.Opened:
+        limit = self.config.max_sessions_per_connection
+        if len(conn.opened) >= limit:
+            conn.opened.intersection_update(self.registry.sessions)  # those closed since count no more
+            if len(conn.opened) >= limit:
+                raise RequestError("overloaded", f"{len(conn.opened)} sessions open on this connection: the limit")
         owner: int | None
         if req.owner_pid == 0:
             owner = conn.peer.pid
@@ -202,19 +240,20 @@ class Handler:
             owner = None
         else:
             owner = req.owner_pid
-        cwd = req.cwd or conn.cwd or peer_cwd(conn.peer.pid)
         live, resumed, fallback = self.registry.open(
             skill=req.skill, session_id=req.session_id, target=req.target, cwd=cwd,
             owner_pid=owner, peer_uid=conn.peer.uid, idle_timeout=req.idle_timeout,
-            input=self.intake.value(conn.redactor, req.input), labels=req.meta, ts=req.ts,
-            from_spool=conn.from_spool,
+            input=self.intake.value(conn.redactor, req.input), labels=self.intake.value(conn.redactor, req.meta),
+            ts=event_time(req.ts),
+            from_spool=conn.from_spool, reopen=req.reopen, loaded=loaded,
         )
-        conn.opened += 1
+        if not live.state.closed:
+            conn.opened.add(live.state.session_id)
         if fallback:
             log.info("target_fallback", session_id=live.state.session_id, reason=fallback)
         return protocol.Opened(
             id=req.id, session_id=live.state.session_id, dir=live.state.dir,
-            step=live.state.step, resumed=resumed, root_fallback=fallback,
+            step=live.state.step, resumed=resumed, ended=live.state.closed, root_fallback=fallback,
         )
 
     async def end_session(self, session_id: str, outcome: str, summary: str | None,
@@ -223,7 +262,9 @@ class Handler:
 
         The one path for clients' ``close`` and for the watchers' finalize.
         """
-        live = self.registry.close(session_id, outcome, summary, reason, ts)
+        live, ended_before = self.registry.close(session_id, outcome, summary, reason, ts)
+        if ended_before:
+            return live
         try:
             await anyio.to_thread.run_sync(self.registry.finish, live)
         except OSError as e:

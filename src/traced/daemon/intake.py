@@ -4,7 +4,8 @@ Validate -> redact -> spill/attach, for every source alike: socket
 connections, spool replays (and, later, the OTLP receiver and the mirror).
 
 - ``check_phase``/``check_payload`` (sans-IO): phase names and the payload's
-  shape and limits, in one walk that also finds the longest string;
+  shape and limits, in one walk that also finds the longest string; a payload
+  nested too deep is kept with its deep subtrees marked, never refused;
 - ``Intake.event``: a validated, redacted ``Pending`` and whether it needs
   file work;
 - ``Intake.offload``: that file work (artifact copies, blob spills) in a
@@ -24,6 +25,7 @@ from traced.daemon.session import Pending
 from traced.errors import ArtifactRefused, InvalidEvent, RequestError
 from traced.format import vocab
 from traced.redaction.redactor import Redactor
+from traced.wire.fit import cut_depth
 
 
 def check_phase(phase: str) -> None:
@@ -34,27 +36,31 @@ def check_phase(phase: str) -> None:
         raise InvalidEvent(f"phase {phase!r} is written by the daemon: use open/close")
 
 
-def check_payload(payload: Any, max_depth: int, max_keys: int, max_string: int) -> int:
-    """Raise InvalidEvent unless ``payload`` is a map within the depth/key/string limits.
+def check_payload(payload: Any, max_depth: int, max_keys: int, max_string: int) -> tuple[int, bool]:
+    """(length of the longest string in characters, whether it nests deeper than ``max_depth``).
 
-    Returns the length of its longest string (characters), so the caller knows
-    whether it spills without walking the payload again. Hot path: a recursive
-    walk that dispatches on exact types (payloads come from msgpack, so no subclasses).
+    Raises InvalidEvent unless ``payload`` is a map within the key and string
+    limits. Depth is not refused: the caller marks the too-deep subtrees
+    (``wire.fit.cut_depth``) and keeps the record. One walk also finds the
+    longest string, so the caller knows whether it spills without walking the
+    payload again. Hot path: a recursive walk that dispatches on exact types
+    (payloads come from msgpack, so no subclasses), never below ``max_depth``.
     """
     if type(payload) is not dict:
         if not isinstance(payload, dict):
             raise InvalidEvent(f"payload must be a map, not {type(payload).__name__}")
         payload = dict(payload)
-    budget = [max_keys, max_keys]  # [keys left, the limit]
+    budget = [max_keys, max_keys, 0]  # [keys left, the limit, 1 when too deep]
     longest = _map(payload, 1, max_depth, budget)
     if longest > max_string:
         raise InvalidEvent(f"payload string of {longest} chars exceeds {max_string}")
-    return longest
+    return longest, bool(budget[2])
 
 
 def _map(d: dict[Any, Any], depth: int, max_depth: int, budget: list[int]) -> int:
     if depth > max_depth:
-        raise InvalidEvent(f"payload nested deeper than {max_depth}")
+        budget[2] = 1
+        return 0
     budget[0] -= len(d)
     if budget[0] < 0:
         raise InvalidEvent(f"payload has more than {budget[1]} keys")
@@ -73,7 +79,8 @@ def _map(d: dict[Any, Any], depth: int, max_depth: int, budget: list[int]) -> in
 
 def _seq(items: list[Any], depth: int, max_depth: int, budget: list[int]) -> int:
     if depth > max_depth:
-        raise InvalidEvent(f"payload nested deeper than {max_depth}")
+        budget[2] = 1
+        return 0
     longest = 0
     for v in items:
         t = type(v)
@@ -83,6 +90,21 @@ def _seq(items: list[Any], depth: int, max_depth: int, budget: list[int]) -> int
             n = _map(v, depth + 1, max_depth, budget) if t is dict else _seq(v, depth + 1, max_depth, budget)
             longest = max(longest, n)
     return longest
+
+
+MAX_TS = 253402300799.0
+"""9999-12-31T23:59:59Z, the last second a trace timestamp can spell."""
+
+
+def event_time(ts: object) -> float:
+    """A client's event time (epoch seconds) if it is usable, else 0.0 (the time of receipt).
+
+    NaN, infinities, negatives and anything past year 9999 are not times: the
+    record is kept and stamped when it was received (DESIGN §2's rule for no ts).
+    """
+    if type(ts) is not float and type(ts) is not int:
+        return 0.0
+    return float(ts) if 0.0 < ts <= MAX_TS else 0.0
 
 
 class Intake:
@@ -100,14 +122,16 @@ class Intake:
         cfg = self.config
         try:
             check_phase(phase)
-            longest = check_payload(payload, cfg.max_payload_depth, cfg.max_payload_keys, cfg.max_string)
+            longest, too_deep = check_payload(payload, cfg.max_payload_depth, cfg.max_payload_keys, cfg.max_string)
+            if too_deep:  # kept, with {"$omitted": "too_deep", "depth": N} where it went too deep
+                payload = cut_depth(payload, cfg.max_payload_depth)
         except InvalidEvent as e:
             raise RequestError("invalid_event", str(e)) from e
         count = 0
         if cfg.redaction:
             payload, count = redactor.redact(payload)
         heavy = longest > cfg.spill_threshold or (phase == vocab.ARTIFACT and bool(payload.get("attach")))
-        return Pending(phase, payload, ts, client_id, seq, count), heavy
+        return Pending(phase, payload, event_time(ts), client_id, seq, count), heavy
 
     def value(self, redactor: Redactor, value: Any) -> Any:
         """Any other client value bound for disk (a session's input), redacted."""

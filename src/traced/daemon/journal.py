@@ -20,11 +20,13 @@ import msgspec
 from traced.format import vocab
 from traced.format.accounting import Counters, account
 from traced.format.layout import FILE_MODE, TORN, TRACE
-from traced.format.records import Record, record_decoder
+from traced.format.records import Record, parse_ts, record_decoder
 
 __all__ = ["FdCache", "Journal", "JournalWriteError", "TailState", "repair_tail", "scan"]
 
 TAIL_CHUNK: Final = 64 * 1024
+KEYS_KEPT: Final = 4 * 16384
+"""Idempotency keys a scan keeps (the newest): twice the window a session remembers per client."""
 
 
 class JournalWriteError(OSError):
@@ -121,9 +123,10 @@ class Journal:
             if done:
                 self.bytes_written += done
                 self.written_gen += 1
-                if lines == 0 or ends[lines - 1] != done:
+                kept = ends[lines - 1] if lines else 0
+                if done != kept:
                     self.fds.drop(self.path)
-                    self.torn_moved += repair_tail(self.path)
+                    self.torn_moved += cut_fragment(self.path, done - kept)
             raise JournalWriteError(err, lines) from err
         self.bytes_written += total
         self.written_gen += 1
@@ -138,6 +141,44 @@ class Journal:
         finally:
             os.close(fd)
         self.synced_gen = max(self.synced_gen, target)
+
+
+def cut_fragment(path: str, size: int) -> int:
+    """Take the last ``size`` bytes (a line cut short by ENOSPC, EFBIG or EIO) off the trace.
+
+    The fragment is kept in ``trace.torn`` when that can be written; the trace
+    is truncated back to its last complete line either way, so a later line is
+    never glued onto it, even on a disk with no room left. The fragment belongs
+    to an event that was answered ``io_error``, never acknowledged. Returns the
+    bytes taken off (0 when the trace is gone).
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0
+    try:
+        end = os.fstat(fd).st_size
+        keep = max(end - size, 0)
+        fragment = os.pread(fd, end - keep, keep)
+        try:
+            _save_torn(os.path.dirname(path), fragment)
+        except OSError:
+            pass  # no room for it either: the acknowledged lines before it matter more
+        os.ftruncate(fd, keep)
+        return len(fragment)
+    finally:
+        os.close(fd)
+
+
+def _save_torn(directory: str, fragment: bytes) -> None:
+    """Append a torn fragment (and a newline) to ``<directory>/trace.torn``."""
+    tfd = os.open(os.path.join(directory, TORN),
+                  os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.write(tfd, fragment + b"\n")
+        os.fsync(tfd)
+    finally:
+        os.close(tfd)
 
 
 def repair_tail(path: str) -> int:
@@ -163,17 +204,7 @@ def repair_tail(path: str) -> int:
             tail = os.pread(fd, size - start, start)
         keep = start + cut + 1  # cut == -1 -> keep == start == 0
         fragment = os.pread(fd, size - keep, keep)
-        torn_path = os.path.join(os.path.dirname(path), TORN)
-        tfd = os.open(
-            torn_path,
-            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-            FILE_MODE,
-        )
-        try:
-            os.write(tfd, fragment + b"\n")
-            os.fsync(tfd)
-        finally:
-            os.close(tfd)
+        _save_torn(os.path.dirname(path), fragment)  # a torn tail found on start is kept: nothing silently lost
         os.ftruncate(fd, keep)
         return len(fragment)
     finally:
@@ -190,11 +221,13 @@ class TailState:
     malformed: int = 0
     torn_bytes: int = 0
     ended: bool = False
-    """The last record is ``end``."""
-    last: Record | None = None
-    """The last record read."""
-    keys: list[tuple[str, int]] = field(default_factory=list)
-    """(client_seq, step) of every line that carries an idempotency key."""
+    """The last record is ``end``, late records after it aside."""
+    end: Record | None = None
+    """That ``end`` record, when the session ended."""
+    last_ts: float = 0.0
+    """The last record's time (epoch seconds; 0 when none parses)."""
+    keys: dict[str, int] = field(default_factory=dict)
+    """client_seq -> step of the newest lines that carry an idempotency key (bounded: ``KEYS_KEPT``)."""
 
 
 def scan(path: str, counters: Counters | None = None) -> TailState:
@@ -203,6 +236,7 @@ def scan(path: str, counters: Counters | None = None) -> TailState:
     With ``counters``, every record is also accounted into it (meta.json's counters).
     """
     state = TailState(torn_bytes=repair_tail(path))
+    last_ts = ""
     try:
         with open(path, "rb") as f:
             for raw in f:
@@ -220,12 +254,23 @@ def scan(path: str, counters: Counters | None = None) -> TailState:
                     state.last_step += 1
                 if rec.turn:
                     state.last_turn = max(state.last_turn, rec.turn)
+                last_ts = rec.ts
                 if rec.client_seq:
-                    state.keys.append((rec.client_seq, rec.step or state.last_step))
-                state.ended = rec.phase == vocab.END
-                state.last = rec
+                    keys = state.keys
+                    keys[rec.client_seq] = rec.step or state.last_step
+                    if len(keys) > KEYS_KEPT:  # memory independent of the trace's length
+                        state.keys = keys = dict(list(keys.items())[-KEYS_KEPT // 2 :])
+                if rec.phase == vocab.END:
+                    state.ended, state.end = True, rec
+                elif not rec.late:
+                    state.ended, state.end = False, None
                 if counters is not None:
                     account(counters, rec.phase, rec.payload)
     except FileNotFoundError:
         pass
+    if last_ts:
+        try:
+            state.last_ts = parse_ts(last_ts)
+        except ValueError:
+            pass
     return state

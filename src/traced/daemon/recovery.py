@@ -42,7 +42,9 @@ async def recover(registry: Registry, watchers: Watchers) -> tuple[int, int]:
             live = registry.adopt_marker(marker)
         except RequestError as e:  # its trace already ends: complete meta.json, forget the marker
             if e.code == "session_closed":
-                complete_ended(Path(str(marker.get("dir", ""))))
+                sdir = Path(str(marker.get("dir", "")))
+                complete_ended(sdir)
+                registry.peek(sdir)  # a close its client resends finds the recorded ending
             else:
                 log.error("recover_failed", session_id=sid, error=e.message)
             registry.markers.unmark(sid)
@@ -73,8 +75,8 @@ def complete_ended(sdir: Path) -> None:
     meta.phases = {}
     meta.usage = Usage()
     tail = scan(str(sdir / layout.TRACE), counters=meta)
-    end = tail.last
-    if end is None or end.phase != vocab.END:
+    end = tail.end
+    if end is None:
         return
     payload: Any = end.payload if isinstance(end.payload, dict) else {}
     meta.ended_at = end.ts

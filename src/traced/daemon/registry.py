@@ -33,7 +33,7 @@ import structlog
 from traced import __version__, locations
 from traced.daemon import targets
 from traced.daemon.config import Config
-from traced.daemon.journal import FdCache, Journal, JournalWriteError, scan
+from traced.daemon.journal import FdCache, Journal, JournalWriteError, TailState, scan
 from traced.daemon.markers import Markers
 from traced.daemon.procfs import proc_start_time
 from traced.daemon.session import (
@@ -49,15 +49,34 @@ from traced.daemon.status import Stats
 from traced.errors import InvalidName, RequestError
 from traced.format import ids, layout, vocab
 from traced.format.files import write_atomic
-from traced.format.records import Meta, Record, format_ts, json_encoder, meta_decoder, summarize
+from traced.format.records import Meta, Record, Usage, format_ts, json_encoder, meta_decoder, summarize
 
 log = structlog.get_logger("traced.daemon.registry")
 
 WRITER_ID: Final = f"traced {__version__}"
 CLOSED_MEMORY: Final = 10000
+ENDED_MEMORY: Final = 256
 HOST: Final = socket.gethostname()
 
 Listener = Callable[["Live", list[Record]], None]
+
+
+@dataclass(slots=True)
+class Loaded:
+    """A session read from disk: its meta (counted again) and its trace's tail state."""
+
+    sdir: Path
+    size: int
+    """The trace's size when it was read (bytes)."""
+    meta: Meta
+    tail: TailState
+
+    def unchanged(self) -> bool:
+        """Whether the trace is still as it was read."""
+        try:
+            return (self.sdir / layout.TRACE).stat().st_size == self.size
+        except OSError:
+            return self.size == -1
 
 
 @dataclass(slots=True, eq=False)
@@ -91,6 +110,8 @@ class Registry:
         self.roots = targets.Roots(self.state_dir, self.root)
         self.sessions: dict[str, Live] = {}
         self.closed: OrderedDict[str, str] = OrderedDict()
+        self.ended: OrderedDict[str, Live] = OrderedDict()
+        """Recently ended sessions kept loaded for late records (an LRU of ``ENDED_MEMORY``)."""
         self.fds = FdCache(config.fd_cache)
         self.stats = Stats()
         self.fsyncs = 0
@@ -121,17 +142,22 @@ class Registry:
         labels: dict[str, Any] | None = None,
         ts: float = 0.0,
         from_spool: bool = False,
+        reopen: bool = True,
+        loaded: Loaded | None = None,
     ) -> tuple[Live, bool, str | None]:
         """Start or resume a session. Returns (live, resumed, root fallback reason).
 
         Resuming an ended session reopens it (a ``start {resumed: true}``
         record), unless the request replays a spool: then it is refused with
-        ``session_closed`` (see ``session.TRANSITIONS``).
+        ``session_closed``; with ``reopen`` false it stays ended and ``live``
+        can take late records (see ``session.TRANSITIONS``).
         """
         _name("skill", skill)
         if session_id:
             _name("session id", session_id)
-        op: Op = "open_from_spool" if from_spool else "open"
+        op: Op = "open_ended" if not reopen else "open_from_spool" if from_spool else "open"
+        if session_id and not reopen and session_id in self.ended:
+            return self.ended[session_id], True, None
         timeout = idle_timeout if idle_timeout > 0 else self.config.idle_timeout
         live = self.sessions.get(session_id) if session_id else None
         if live is not None:
@@ -152,7 +178,9 @@ class Registry:
                 os.close(layout.open_dir_nofollow(base, existing.relative_to(base).parts, create=False))
             except OSError as e:
                 raise RequestError("forbidden", f"refusing {existing}: {e.strerror}") from e
-            live = self._adopt(existing, root, op)
+            live = self._adopt(existing, root, op, loaded)
+            if live.state.closed:  # peeked, stays ended (reopen false): only late records may follow
+                return live, True, fallback
             live.state.idle_timeout = timeout
             self._update(live, owner_pid, labels)
             self._after_open(live)
@@ -177,7 +205,12 @@ class Registry:
         state = SessionState(skill=skill, session_id=sid, dir=str(sdir), started_at=started, meta=meta,
                              idle_timeout=timeout)
         live = Live(state=state, journal=Journal(str(sdir), self.fds), root=str(root))
-        self.append(live, [Pending(vocab.START, start_payload(input, cwd), now)])
+        steps, error = self.append(live, [Pending(vocab.START, start_payload(input, cwd), now)])
+        if steps[0] is None:  # no start record, no session: step 1 is always the start
+            self.fds.drop(live.journal.path)
+            _remove_empty(sdir)
+            raise RequestError("io_error", f"cannot write the start record under {root}: "
+                               f"{error.strerror if error is not None else 'not written'}")
         if owner_pid:
             self.set_owner(live, owner_pid)
         self.sessions[sid] = live
@@ -204,17 +237,12 @@ class Registry:
         live.state.m.owner_pid = pid
         live.owner_start = proc_start_time(pid)
 
-    def _adopt(self, sdir: Path, root: Path, op: Op) -> Live:
-        """Load a session from disk for ``op``: last step from the file's tail, never from memory.
+    def load(self, sdir: Path) -> Loaded:
+        """Read what adopting a session needs from its files: meta.json and the trace, counted again.
 
-        A session whose trace ends with ``end`` (or that this daemon closed) is
-        ended, whatever its meta.json says; ``session.transition`` decides
-        whether ``op`` may reopen it (RequestError ``session_closed`` if not).
+        Blocking and O(trace length) in time, O(1) in memory: call it in a worker
+        thread (``preload``) for a session that may be large.
         """
-        tail = scan(str(sdir / layout.TRACE))
-        self.stats.torn_tails_moved += 1 if tail.torn_bytes else 0
-        if tail.torn_bytes:
-            log.warning("torn_tail_moved", session_dir=str(sdir), bytes=tail.torn_bytes)
         try:
             meta = meta_decoder.decode((sdir / layout.META).read_bytes())
         except (OSError, msgspec.DecodeError):
@@ -222,8 +250,59 @@ class Registry:
                 session_id=sdir.name, skill=sdir.parent.name, devboy_version=WRITER_ID,
                 started_at=f"{sdir.parent.parent.name}T00:00:00.000000Z",
             )
+        # the trace is the truth: meta.json's counters are counted again from it
+        meta.tool_calls = meta.errors = 0
+        meta.phases = {}
+        meta.usage = Usage()
+        trace = sdir / layout.TRACE
+        tail = scan(str(trace), counters=meta)
+        try:
+            size = trace.stat().st_size
+        except OSError:
+            size = -1
+        return Loaded(sdir, size, meta, tail)
+
+    def preload(self, skill: str, session_id: str, target: str, cwd: str, peer_uid: int) -> Loaded | None:
+        """``load`` the session an ``open`` will resume, if it is on disk and not live (worker thread).
+
+        Reading a 1,000,000-line trace then costs no other client any wait.
+        """
+        if not session_id or session_id in self.sessions or session_id in self.ended:
+            return None
+        try:
+            layout.check_name("skill", skill)
+            layout.check_name("session id", session_id)
+            base, sub, _fallback = targets.resolve(target, cwd, peer_uid, self.root)
+        except (InvalidName, RequestError):
+            return None
+        found = layout.find_session_dir(base.joinpath(*sub), skill, session_id)
+        if found is None:
+            return None
+        sdir = Path(found)
+        try:  # never read through a symlink planted below the root
+            os.close(layout.open_dir_nofollow(base, sdir.relative_to(base).parts, create=False))
+        except (OSError, ValueError):
+            return None
+        return self.load(sdir)
+
+    def _adopt(self, sdir: Path, root: Path, op: Op, loaded: Loaded | None = None) -> Live:
+        """Load a session from disk for ``op``: last step from the file's tail, never from memory.
+
+        A session whose trace ends with ``end`` (or that this daemon closed) is
+        ended, whatever its meta.json says; ``session.transition`` decides
+        whether ``op`` may reopen it (RequestError ``session_closed`` if not).
+        ``loaded``: what ``preload`` read off the loop, used while the trace is unchanged.
+        """
+        if loaded is None or loaded.sdir != sdir or not loaded.unchanged():
+            loaded = self.load(sdir)
+        meta, tail = loaded.meta, loaded.tail
+        self.stats.torn_tails_moved += 1 if tail.torn_bytes else 0
+        if tail.torn_bytes:
+            log.warning("torn_tail_moved", session_dir=str(sdir), bytes=tail.torn_bytes)
         ended = tail.ended or meta.ended_at is not None or sdir.name in self.closed
         action, _ = transition("ended" if ended else "open", op, sdir.name)
+        if ended and action != "reopen":
+            meta.ended_at = meta.ended_at or (tail.end.ts if tail.end is not None else format_ts())
         if tail.malformed:
             meta.malformed_lines = tail.malformed
         state = SessionState(
@@ -232,16 +311,31 @@ class Registry:
             owner_pid=meta.owner_pid,
         )
         meta.steps = tail.last_step
-        for key, step in tail.keys:
+        state.last_ts = tail.last_ts
+        for key, step in tail.keys.items():
             state.remember(key, step)
         live = Live(state=state, journal=Journal(str(sdir), self.fds), root=str(root))
+        if action == "peek":  # stays ended: it can take late records, nothing else
+            state.closed = True
+            self._remember_ended(live)
+            return live
         self.sessions[state.session_id] = live
         self.closed.pop(state.session_id, None)
         if action == "reopen":
             meta.ended_at = meta.outcome = meta.reason = None
             self.append(live, [Pending(vocab.START, dict(RESUMED_PAYLOAD), 0.0)])
+            self._write_meta_fast(live)  # in flight again, for every reader
         self._mark_open(live)
         return live
+
+    def _remember_ended(self, live: Live) -> None:
+        sid = live.state.session_id
+        self.closed[sid] = live.state.dir
+        self.closed.move_to_end(sid)
+        self.ended[sid] = live
+        self.ended.move_to_end(sid)
+        while len(self.ended) > ENDED_MEMORY:
+            self.ended.popitem(last=False)
 
     # --- writing ----------------------------------------------------------
 
@@ -254,15 +348,33 @@ class Registry:
         transition("ended" if session_id in self.closed else "absent", "emit", session_id)
         raise AssertionError("unreachable: emit is legal only on an open session")  # pragma: no cover
 
+    def late(self, session_id: str) -> Live:
+        """The session ``session_id`` for late records: open, or ended and still known.
+
+        RequestError ``unknown_session`` when this daemon does not know it (the
+        client then opens it with ``reopen`` false, which loads it from disk).
+        """
+        live = self.sessions.get(session_id) or self.ended.get(session_id)
+        if live is None:
+            _name("session id", session_id)
+            transition("absent", "emit_late", session_id)
+        assert live is not None
+        return live
+
     def append(self, live: Live, batch: Iterable[Pending]) -> tuple[list[int | None], OSError | None]:
         """Write ``batch`` to the session with one write(2).
 
         Returns each event's step (None where it was not written) and the
-        write error, if any. The critical section: no await in here.
+        write error, if any. The critical section: no await in here. An ended
+        session takes only late events (marked ``late``, its ending unchanged).
         """
         state = live.state
+        batch = list(batch)
         if state.closed:
-            transition("ended", "emit", state.session_id)
+            transition("ended", "emit_late" if all(p.late for p in batch) else "emit", state.session_id)
+        else:
+            for p in batch:  # "may be late", and it is not: an ordinary record
+                p.late = False
         prepared = state.prepare(batch)
         records = prepared.records
         if not records:
@@ -325,13 +437,20 @@ class Registry:
     def close(
         self, session_id: str, outcome: str, summary: str | None = None,
         reason: str | None = None, ts: float = 0.0,
-    ) -> Live:
+    ) -> tuple[Live, bool]:
         """Append ``end``, mark the session closed and update its meta (not yet on disk).
 
-        The caller then runs ``finish(live)`` in a worker thread to fsync and
-        write meta.json atomically, and ``finished(live)`` back on the loop.
+        Returns (live, ended before): a close resent for a session that already
+        ended writes nothing and gives that session, whose meta holds the
+        recorded ending. Otherwise the caller runs ``finish(live)`` in a worker
+        thread to fsync and write meta.json atomically, and ``finished(live)``
+        back on the loop.
         """
         payload = end_payload(outcome, summary, reason)
+        known = self.ended.get(session_id)
+        if known is not None and session_id not in self.sessions and not reason:  # watchers never end twice
+            transition("ended", "close", session_id)
+            return known, True
         live = self.live(session_id)
         transition("open", "finalize" if reason else "close", session_id)
         steps, error = self.append(live, [Pending(vocab.END, payload, ts)])
@@ -340,12 +459,12 @@ class Registry:
         state = live.state
         state.closed = True
         meta = state.m
-        meta.ended_at = format_ts(ts) if ts > 0 else format_ts()
+        meta.ended_at = format_ts(state.last_ts)  # the end record's own time: never before started_at
         meta.outcome = outcome
         meta.summary = summary if summary is not None else meta.summary
         meta.reason = reason
         del self.sessions[session_id]
-        self.closed[session_id] = state.dir
+        self._remember_ended(live)
         while len(self.closed) > CLOSED_MEMORY:
             self.closed.popitem(last=False)
         self.stats.sessions_closed += 1
@@ -353,7 +472,24 @@ class Registry:
             self.stats.finalized[reason] = self.stats.finalized.get(reason, 0) + 1
         for hook in self.on_close:
             hook(live)
+        return live, False
+
+    def peek(self, sdir: Path) -> Live | None:
+        """Load an ended session (to answer resent closes and take late records); None if it is not ended."""
+        try:
+            live = self._adopt(sdir, sdir.parents[2], "open_ended")
+        except (OSError, RequestError) as e:
+            log.error("peek_failed", session_dir=str(sdir), error=str(e))
+            return None
+        if not live.state.closed:  # it was open after all: not ours to load here
+            self.sessions.pop(live.state.session_id, None)
+            self.markers.unmark(live.state.session_id)
+            return None
         return live
+
+    def write_meta(self, live: Live) -> None:
+        """Rewrite meta.json atomically from the state (after late records). Blocking: a worker thread."""
+        write_atomic(live.state.dir, layout.META, json_encoder.encode(live.state.m))
 
     def finish(self, live: Live) -> None:
         """Blocking tail of close: fsync the trace (unless fsync=never), write meta.json."""
@@ -406,7 +542,8 @@ class Registry:
     async def sync_dirty(self) -> None:
         """fdatasync every open session with unsynced data (the ``batch`` policy's tick)."""
         self.sync_wanted = anyio.Event()
-        for live in [lv for lv in self.sessions.values() if lv.journal.dirty or lv.unpublished]:
+        lives = [*self.sessions.values(), *self.ended.values()]
+        for live in [lv for lv in lives if lv.journal.dirty or lv.unpublished]:
             try:
                 await self.durable([live])
             except OSError as e:
@@ -461,3 +598,15 @@ def apply_labels(meta: Meta, labels: dict[str, Any] | None) -> None:
         meta.skill_version = str(labels["skill_version"])
     if labels.get("transcript_path"):
         meta.transcript_path = str(labels["transcript_path"])
+
+
+def _remove_empty(sdir: Path) -> None:
+    """Remove a session dir that a failed open left without a record (and emptied parents)."""
+    try:
+        trace = sdir / layout.TRACE
+        if trace.exists() and trace.stat().st_size == 0:
+            trace.unlink()
+        for path in (sdir, sdir.parent, sdir.parent.parent):
+            path.rmdir()  # only empty ones go
+    except OSError:
+        pass

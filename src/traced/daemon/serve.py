@@ -18,6 +18,7 @@ import os
 import resource
 import signal
 import socket
+import stat
 import time
 from functools import partial
 from pathlib import Path
@@ -59,9 +60,26 @@ def _socket_alive(path: Path) -> bool:
         probe.close()
 
 
+def _own_dir(directory: Path, what: str) -> None:
+    """Make ``directory`` this user's private dir (0700); ConfigError when another uid owns it or it is a
+    symlink: on a shared /tmp, another user who created it first would receive every client's events."""
+    try:
+        st = os.lstat(directory)
+    except FileNotFoundError:
+        layout.ensure_private_dir(directory)
+        return
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"the {what} {directory} is not a directory (a symlink?): refusing to use it")
+    if st.st_uid != os.getuid():
+        raise ConfigError(f"the {what} {directory} is owned by uid {st.st_uid}, not by you (uid {os.getuid()}): "
+                          "refusing to listen there; set XDG_RUNTIME_DIR, or --socket to a path in a directory "
+                          "of your own")
+    os.chmod(directory, layout.DIR_MODE)
+
+
 def _lock(path: Path, what: str) -> int:
     """Hold an exclusive flock on ``path``; AlreadyRunning names the holder's pid when another has it."""
-    layout.ensure_private_dir(path.parent)
+    _own_dir(path.parent, f"directory of {what}")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -137,9 +155,14 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
         ingest = SpoolIngest(handler, locations.spool_dir())
         handler.on_hello = ingest.ingest_client
 
+        running: dict[str, Watchers] = {}
+
         def status() -> dict[str, Any]:
-            info = status_info(registry, transport.connections, bus, cfg.fsync)
+            info = status_info(registry, transport.connections, bus, cfg.fsync, transport.reaped)
             info.update({"socket": sock_name, "socket_source": how, "config_file": config_file, **ingest.backlog()})
+            if "watchers" in running:
+                info["foreign_sessions"] = len(running["watchers"].foreign)
+                info["idle_sweeps"] = running["watchers"].sweeps
             if forwarders is not None:
                 info["forwarders"] = forwarders.status()
             return info
@@ -150,7 +173,7 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
         async with anyio.create_task_group() as tg:
             if forwarders is not None:
                 tg.start_soon(forwarders.run)
-            watchers = Watchers(registry, handler.end_session, tg, quiet=ingest.lock)
+            watchers = running["watchers"] = Watchers(registry, handler.end_session, tg, quiet=ingest.lock)
             adopted, finalized = await recovery.recover(registry, watchers)
             if adopted or finalized:
                 log.info("recovered", readopted=adopted, finalized=finalized)
@@ -190,7 +213,7 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
         log.info("stopped")
 
 
-def status_info(registry: Registry, connections: int, bus: Bus, fsync: str) -> dict[str, Any]:
+def status_info(registry: Registry, connections: int, bus: Bus, fsync: str, reaped: int = 0) -> dict[str, Any]:
     """The daemon's status for ``traced status`` (the ``status`` reply's ``info``).
 
     Times in seconds, sizes in bytes; the 10 most recently active open sessions.
@@ -205,6 +228,7 @@ def status_info(registry: Registry, connections: int, bus: Bus, fsync: str) -> d
         "root": str(registry.root),
         "roots": sorted(registry.roots),
         "connections": connections,
+        "connections_reaped": reaped,
         "open_sessions": len(registry.sessions),
         "sessions": [
             {
@@ -225,6 +249,7 @@ def status_info(registry: Registry, connections: int, bus: Bus, fsync: str) -> d
         "sessions_closed": st.sessions_closed,
         "finalized": dict(st.finalized),
         "torn_tails_moved": st.torn_tails_moved,
+        "client_events_lost": st.client_events_lost,
         "fsync": fsync,
         "fsyncs": registry.fsyncs,
         "open_fds": len(registry.fds),

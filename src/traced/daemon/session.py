@@ -25,8 +25,8 @@ from traced.format.records import Meta, Record, format_ts
 
 State = Literal["absent", "open", "ended"]
 """``absent``: nothing on disk; ``open``: live in this daemon; ``ended``: its trace ends (or it was closed)."""
-Op = Literal["open", "open_from_spool", "emit", "close", "finalize", "adopt"]
-Action = Literal["create", "resume", "reopen", "write", "end", "adopt"]
+Op = Literal["open", "open_from_spool", "open_ended", "emit", "emit_late", "close", "finalize", "adopt"]
+Action = Literal["create", "resume", "reopen", "peek", "write", "write_late", "end", "ended_already", "adopt"]
 
 TRANSITIONS: Final[dict[tuple[State, Op], tuple[Action, State]]] = {
     ("absent", "open"): ("create", "open"),  # writes start {input?, cwd?}
@@ -38,6 +38,14 @@ TRANSITIONS: Final[dict[tuple[State, Op], tuple[Action, State]]] = {
     ("open", "close"): ("end", "ended"),  # writes end {outcome, summary?}
     ("open", "finalize"): ("end", "ended"),  # writes end {outcome: aborted, reason}
     ("open", "adopt"): ("adopt", "open"),  # restart recovery, another writer's session: no record
+    # late events (an async hook's result after SessionEnd): recorded, the ending stays
+    ("absent", "open_ended"): ("create", "open"),
+    ("open", "open_ended"): ("resume", "open"),
+    ("ended", "open_ended"): ("peek", "ended"),  # no record: the session stays ended
+    ("open", "emit_late"): ("write", "open"),
+    ("ended", "emit_late"): ("write_late", "ended"),  # a record marked late after the end
+    # a close resent after a reconnect (or a restart) finds the session ended: its recorded ending
+    ("ended", "close"): ("ended_already", "ended"),
 }
 """(state, request) -> (action, next state). Anything missing is refused (see ``transition``)."""
 
@@ -105,6 +113,7 @@ class Pending:
     client_id: str = ""
     seq: int = 0
     redactions: int = 0
+    late: bool = False
 
 
 @dataclass(slots=True)
@@ -112,12 +121,15 @@ class Prepared:
     """Records built by ``prepare``, waiting for the journal.
 
     ``outcome[i]`` is, for the i-th pending event, the index of its record in
-    ``records``, or ``-(step)`` when it was a replay of an already written event.
+    ``records`` (a copy of an earlier event of the same batch shares its index),
+    or ``-(step)`` when it was a replay of an already written event.
     """
 
     records: list[Record]
     pending: list[Pending]
     outcome: list[int]
+    times: list[float] = field(default_factory=list)
+    """Each record's time (epoch seconds), never before the one before it."""
 
 
 @dataclass(slots=True)
@@ -136,6 +148,8 @@ class SessionState:
     owner_pid: int | None = None
     idle_timeout: float = 0.0
     last_activity: float = field(default_factory=time.monotonic)
+    last_ts: float = 0.0
+    """The time of the last record written (epoch seconds): no record's ``ts`` goes before it."""
     seen: dict[str, dict[int, int]] = field(default_factory=dict)
     """client_id -> {seq: step} of recent writes, to drop replays."""
 
@@ -171,6 +185,9 @@ class SessionState:
         skill = self.skill
         sid = self.session_id
         batch_keys: dict[tuple[str, int], int] = {}
+        times: list[float] = []
+        last = self.last_ts
+        now = 0.0
         for ev in batch:
             if ev.seq and ev.client_id:
                 done = self.replayed_step(ev.client_id, ev.seq)
@@ -178,16 +195,21 @@ class SessionState:
                     outcome.append(-done)
                     continue
                 key = (ev.client_id, ev.seq)
-                if key in batch_keys:
-                    outcome.append(-batch_keys[key])
+                if key in batch_keys:  # a copy inside this batch: it shares its first copy's fate
+                    outcome.append(batch_keys[key])
                     continue
-                batch_keys[key] = step + 1
+                batch_keys[key] = len(pend)
             step += 1
             if ev.phase == vocab.USER_PROMPT:
                 turn += 1
+            t = ev.ts
+            if t <= 0:
+                t = now = now or time.time()
+            t = last = max(t, last)  # a clock moved back, or a client's is behind: time never runs backwards
+            times.append(t)
             records.append(
                 Record(
-                    ts=format_ts(ev.ts),
+                    ts=format_ts(t),
                     skill=skill,
                     session_id=sid,
                     step=step,
@@ -195,11 +217,12 @@ class SessionState:
                     phase=ev.phase,
                     payload=ev.payload,
                     client_seq=f"{ev.client_id}:{ev.seq}" if ev.seq and ev.client_id else None,
+                    late=True if ev.late else None,
                 )
             )
             outcome.append(len(pend))
             pend.append(ev)
-        return Prepared(records, pend, outcome)
+        return Prepared(records, pend, outcome, times)
 
     def commit(self, prepared: Prepared, written: int) -> None:
         """Advance the state for the first ``written`` records of ``prepared``."""
@@ -219,6 +242,8 @@ class SessionState:
                     self.seen[ev.client_id] = _newest(seen)
         meta.steps = self.step
         meta.turns = self.turn
+        if written:
+            self.last_ts = prepared.times[written - 1]
         self.last_activity = time.monotonic()
 
     def steps_of(self, prepared: Prepared, written: int) -> list[int | None]:

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from traced.errors import ArtifactRefused
 from traced.format.files import write_atomic
-from traced.format.layout import ARTIFACTS, BLOBS, DIR_MODE, FILE_MODE, blob_ref
+from traced.format.layout import ARTIFACTS, BLOBS, FILE_MODE, blob_ref, open_dir_nofollow
 
 _COPY_CHUNK: Final = 1 << 20
 
@@ -38,10 +38,14 @@ def has_large_string(value: Any, threshold: int) -> bool:
 
 def _store(session_dir: str, data: bytes) -> str:
     digest = hashlib.sha256(data).hexdigest()
-    bdir = os.path.join(session_dir, BLOBS)
-    os.makedirs(bdir, mode=DIR_MODE, exist_ok=True)
-    if not os.path.exists(os.path.join(bdir, digest)):  # content-addressed: an existing blob is the same bytes
-        write_atomic(bdir, digest, data)
+    dfd = open_dir_nofollow(session_dir, (BLOBS,))  # a symlinked blobs/ is refused (ELOOP), never followed
+    try:
+        try:
+            os.stat(digest, dir_fd=dfd, follow_symlinks=False)  # content-addressed: same name, same bytes
+        except FileNotFoundError:
+            write_atomic(os.path.join(session_dir, BLOBS), digest, data, dir_fd=dfd)
+    finally:
+        os.close(dfd)
     return digest
 
 
@@ -96,31 +100,38 @@ def attach(source: str, session_dir: str, allowed_roots: list[str], max_bytes: i
             raise ArtifactRefused(f"{source} is not a regular file")
         if st.st_size > max_bytes:
             raise ArtifactRefused(f"{source} is {st.st_size} bytes, over the {max_bytes}-byte artifact cap")
-        adir = os.path.join(session_dir, ARTIFACTS)
-        os.makedirs(adir, mode=DIR_MODE, exist_ok=True)
-        digest = hashlib.sha256()
-        tmp = os.path.join(adir, f".incoming.{os.getpid()}.{os.path.basename(source)}")
-        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-        size = 0
+        afd = open_dir_nofollow(session_dir, (ARTIFACTS,))  # a symlinked artifacts/ is refused, never followed
         try:
-            while chunk := os.read(fd, _COPY_CHUNK):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise ArtifactRefused(f"{source} grew over the {max_bytes}-byte artifact cap")
-                digest.update(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(out, view) :]
-            os.fsync(out)
-        except BaseException:
-            os.close(out)
-            os.unlink(tmp)
-            raise
-        os.close(out)
-        hexd = digest.hexdigest()
-        name = f"{hexd[:12]}-{os.path.basename(source)}"
-        os.rename(tmp, os.path.join(adir, name))
-        return {"stored": f"{ARTIFACTS}/{name}", "sha256": hexd, "size_bytes": size}
+            return _copy(fd, afd, source, max_bytes)
+        finally:
+            os.close(afd)
     finally:
         os.close(fd)
+
+
+def _copy(fd: int, afd: int, source: str, max_bytes: int) -> dict[str, Any]:
+    """Copy open file ``fd`` into the directory ``afd`` as ``<sha256[:12]>-<name>``; the record's fields."""
+    digest = hashlib.sha256()
+    tmp = f".incoming.{os.getpid()}.{os.path.basename(source)}"
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=afd)
+    size = 0
+    try:
+        while chunk := os.read(fd, _COPY_CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise ArtifactRefused(f"{source} grew over the {max_bytes}-byte artifact cap")
+            digest.update(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(out, view) :]
+        os.fsync(out)
+    except BaseException:
+        os.close(out)
+        os.unlink(tmp, dir_fd=afd)
+        raise
+    os.close(out)
+    hexd = digest.hexdigest()
+    name = f"{hexd[:12]}-{os.path.basename(source)}"
+    os.rename(tmp, name, src_dir_fd=afd, dst_dir_fd=afd)
+    return {"stored": f"{ARTIFACTS}/{name}", "sha256": hexd, "size_bytes": size}
 

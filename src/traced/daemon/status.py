@@ -19,6 +19,8 @@ class Stats:
     sessions_closed: int = 0
     finalized: dict[str, int] = field(default_factory=dict)
     torn_tails_moved: int = 0
+    client_events_lost: int = 0
+    """Events clients reported lost: the daemon was away and their spool could not be written."""
     recent: list[tuple[float, int]] = field(default_factory=list)
     """(second, events) buckets for the last minute's rate."""
 

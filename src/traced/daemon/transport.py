@@ -9,9 +9,11 @@ replies, ``send`` blocks and we stop reading from it.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import struct
+import time
 
 import anyio
 import structlog
@@ -30,6 +32,8 @@ log = structlog.get_logger("traced.daemon.transport")
 
 _UCRED = struct.Struct("3i")
 READ_SIZE = 65536
+IDLE_REAP_AFTER = 1.0
+"""A connection silent this long (seconds) may be closed to admit a newcomer when the daemon is full."""
 
 
 def peer_of(sock: socket.socket) -> Peer:
@@ -38,14 +42,52 @@ def peer_of(sock: socket.socket) -> Peer:
     return Peer(pid, uid, gid)
 
 
+class _Slot:
+    """A served connection: when it last sent something, and how to end it."""
+
+    __slots__ = ("last", "scope", "streaming")
+
+    def __init__(self, scope: anyio.CancelScope) -> None:
+        self.last = time.monotonic()
+        self.scope = scope
+        self.streaming = False
+
+
 class Transport:
-    """Serves connections: the peer check, the read loop, subscriptions."""
+    """Serves connections: the peer check, the read loop, subscriptions.
+
+    Room for newcomers: a connection silent for ``connection_idle_timeout`` is
+    closed, and when ``max_connections`` are in use the one silent longest (for
+    ``IDLE_REAP_AFTER`` seconds at least) makes room. Our clients reconnect on
+    their own and resend what was not acknowledged.
+    """
 
     def __init__(self, config: Config, handler: Handler) -> None:
         self.config = config
         self.handler = handler
         self.uid = os.getuid()
-        self.connections = 0
+        self.slots: dict[int, _Slot] = {}
+        self.reaped = 0
+
+    @property
+    def connections(self) -> int:
+        """Connections being served now."""
+        return len(self.slots)
+
+    def _make_room(self) -> bool:
+        """Close the longest-silent connection to admit a new one; whether there is room."""
+        if len(self.slots) < self.config.max_connections:
+            return True
+        now = time.monotonic()
+        idle = [(slot.last, key) for key, slot in self.slots.items()
+                if not slot.streaming and now - slot.last >= IDLE_REAP_AFTER]
+        if not idle:
+            return False
+        _last, key = min(idle)
+        self.slots.pop(key).scope.cancel()
+        self.reaped += 1
+        log.info("connection_reaped", reason="make_room", idle_s=round(now - _last, 3))
+        return True
 
     async def accept(self, listener: SocketListener, scope: anyio.CancelScope) -> None:
         """Accept connections until ``scope`` is cancelled or the listener closes."""
@@ -74,19 +116,21 @@ class Transport:
                 why = f"uid {peer.uid} may not connect to the daemon of uid {self.uid}"
                 await self._send_error(stream, "forbidden", why)
                 return
-            if self.connections >= self.config.max_connections:
+            if not self._make_room():
                 log.warning("connection_refused", reason="max_connections", peer_pid=peer.pid)
                 await self._send_error(stream, "overloaded", f"{self.connections} connections: the limit")
                 return
-            self.connections += 1
-            try:
-                await self._loop(stream, Connection(peer=peer, redactor=self.handler.redactor))
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
-                pass
-            except Exception:  # a bug may cost this connection, never the daemon
-                log.exception("connection_failed", peer_pid=peer.pid)
-            finally:
-                self.connections -= 1
+            key = id(stream)
+            with anyio.CancelScope() as scope:
+                slot = self.slots[key] = _Slot(scope)
+                try:
+                    await self._loop(stream, Connection(peer=peer, redactor=self.handler.redactor), slot)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
+                    pass
+                except Exception:  # a bug may cost this connection, never the daemon
+                    log.exception("connection_failed", peer_pid=peer.pid)
+                finally:
+                    self.slots.pop(key, None)
 
     async def _send_error(self, stream: SocketStream, code: str, message: str) -> None:
         """A connection-level error (id 0) before the connection closes."""
@@ -95,7 +139,7 @@ class Transport:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             pass
 
-    async def _loop(self, stream: SocketStream, conn: Connection) -> None:
+    async def _loop(self, stream: SocketStream, conn: Connection, slot: _Slot) -> None:
         framer = Framer(self.config.max_frame)
         partial_timeout = self.config.partial_frame_timeout
         handler = self.handler
@@ -108,10 +152,17 @@ class Transport:
                     await self._send_error(stream, "bad_frame", f"partial frame stalled for {partial_timeout:g}s")
                     return
             else:
-                try:
-                    data = await stream.receive(READ_SIZE)
-                except anyio.EndOfStream:
+                idle_limit = self.config.connection_idle_timeout
+                with anyio.move_on_after(idle_limit if idle_limit > 0 else math.inf) as scope:
+                    try:
+                        data = await stream.receive(READ_SIZE)
+                    except anyio.EndOfStream:
+                        return
+                if scope.cancelled_caught:  # silent too long (or half-open): make room, the client reconnects
+                    self.reaped += 1
+                    log.info("connection_reaped", reason="idle", peer_pid=conn.peer.pid, idle_s=idle_limit)
                     return
+            slot.last = time.monotonic()
             try:
                 frames = framer.feed(data)
             except FrameTooLarge as e:
@@ -128,6 +179,7 @@ class Transport:
             if out:
                 await stream.send(bytes(out))
             if conn.subscription is not None:
+                slot.streaming = True
                 await self._stream_records(stream, *conn.subscription)
                 return
 

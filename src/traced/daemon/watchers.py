@@ -48,7 +48,10 @@ class Watchers:
         self.end_session = end_session
         self.tg = tg
         self._owners: dict[int, tuple[set[str], anyio.CancelScope]] = {}
-        self.foreign: set[str] = set()
+        self.foreign: dict[str, tuple[int, int, float]] = {}
+        """Other writers' session dirs: (trace size, mtime ns, monotonic time it last changed)."""
+        self.sweeps = 0
+        """Idle sweeps done (``traced status``)."""
         """Session dirs seen under the global root that this daemon did not open."""
         registry.on_open.append(self.watch)
         registry.on_close.append(self._forget)
@@ -129,23 +132,30 @@ class Watchers:
                     for sid in expired:
                         await self._finalize(sid, vocab.IDLE_TIMEOUT)
             await self._sweep_foreign(now)
+            self.sweeps += 1
 
     async def _sweep_foreign(self, now: float) -> None:
-        """Finalize other writers' sessions whose trace has not changed for the idle timeout."""
+        """Finalize other writers' sessions whose trace has not changed for the idle timeout.
+
+        Idleness is the file's own progress seen on the monotonic clock (its size and
+        mtime unchanged since ``now - idle``), so a wall-clock jump finalizes nothing.
+        """
         timeout = self.registry.config.idle_timeout
-        wall = time.time()
-        for sdir in list(self.foreign):
+        for sdir, (size, mtime_ns, since) in list(self.foreign.items()):
             path = Path(sdir)
             if path.name in self.registry.sessions or path.name in self.registry.closed or layout.ended(path):
-                self.foreign.discard(sdir)
+                self.foreign.pop(sdir, None)
                 continue
             try:
-                idle = wall - (path / layout.TRACE).stat().st_mtime
+                st = (path / layout.TRACE).stat()
             except OSError:
                 continue  # no trace yet
-            if timeout <= 0 or idle <= timeout:
+            if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+                self.foreign[sdir] = (st.st_size, st.st_mtime_ns, now)  # it moved: idle from now
                 continue
-            self.foreign.discard(sdir)
+            if timeout <= 0 or now - since <= timeout:
+                continue
+            self.foreign.pop(sdir, None)
             try:
                 live = self.registry.adopt_foreign(path)
             except (OSError, RequestError) as e:
@@ -208,7 +218,7 @@ class Watchers:
         """Remember a session dir this daemon did not open (the sweep finalizes it when idle)."""
         sid = sdir.name
         if sid not in self.registry.sessions and sid not in self.registry.closed:
-            self.foreign.add(str(sdir))
+            self.foreign.setdefault(str(sdir), (-1, -1, time.monotonic()))
 
 
 async def _first(*events: anyio.Event) -> None:

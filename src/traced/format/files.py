@@ -14,12 +14,16 @@ from traced.format.layout import FILE_MODE
 _tmp_counter = itertools.count()
 
 
-def write_atomic(dir_path: str, name: str, data: bytes, sync: bool = True) -> None:
+def write_atomic(dir_path: str, name: str, data: bytes, sync: bool = True, *, dir_fd: int | None = None) -> None:
     """Write ``dir_path/name`` as temp file + fsync + rename + directory fsync.
 
-    With ``sync=False`` the rename is still atomic but nothing is fsynced.
+    With ``sync=False`` the rename is still atomic but nothing is fsynced. The
+    directory is opened without following a symlink (ELOOP if ``dir_path`` is
+    one), or given as ``dir_fd`` (then ``dir_path`` is only for messages).
+    Raises OSError.
     """
-    dfd = os.open(dir_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    dfd = dir_fd if dir_fd is not None else os.open(
+        dir_path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     tmp = f".{name}.{os.getpid()}.{next(_tmp_counter)}.tmp"  # hidden: readers skip it
     try:
         fd = os.open(
@@ -47,4 +51,5 @@ def write_atomic(dir_path: str, name: str, data: bytes, sync: bool = True) -> No
             pass
         raise
     finally:
-        os.close(dfd)
+        if dir_fd is None:
+            os.close(dfd)

@@ -28,6 +28,8 @@ class Record(msgspec.Struct, omit_defaults=True, kw_only=True):
     phase: str
     payload: Any = {}
     client_seq: str | None = None
+    late: bool | None = None
+    """True on a record appended after the session's ``end`` (an async hook's late result)."""
 
 
 class Usage(msgspec.Struct, kw_only=True):

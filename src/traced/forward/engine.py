@@ -297,7 +297,7 @@ class Forwarder:
             for d, step, offset, upto in plan:
                 if records >= max_records or nbytes >= max_bytes:
                     break
-                res = read_after(d, offset, step, max_records - records, max(1, max_bytes - nbytes), upto)
+                res = read_after(d, offset, step, max_records - records, max(1, max_bytes - nbytes), upto_step=upto)
                 records += len(res.lines)
                 nbytes += sum(len(line.raw) for line in res.lines)
                 out.append(res)

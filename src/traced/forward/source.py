@@ -68,7 +68,7 @@ def trace_path(session_dir: str) -> str:
     return os.path.join(session_dir, layout.TRACE)
 
 
-def read_after(session_dir: str, offset: int, after_step: int, max_records: int, max_bytes: int,
+def read_after(session_dir: str, offset: int, after_step: int, max_records: int, max_bytes: int, *,
                upto_step: int | None = None) -> ReadResult:
     """Complete lines from byte ``offset`` on whose step is above ``after_step`` (and at most ``upto_step``).
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
-from ahocorasick_rs import AhoCorasick
+from ahocorasick_rs import AhoCorasick, MatchKind
 
 from traced.redaction.names import (  # rule 1 lives there (light, for the shell client); re-exported
     _KEY_CACHE,
@@ -77,11 +77,19 @@ ENV_VALUE_MARKER: Final = "<redacted:env-value>"
 # and pagination tokens (eos_token, next_token, page_token).
 
 
+SMALL_NUMBER = 100_000
+"""A number under a secret-named key below this is a count or a limit (``MaxKeys: 1000``,
+``secrets: 0``, ``cookies: 2``), not a credential; a 6-digit PIN is at or above it."""
+
+
 def _keeps_value(value: Any) -> bool:
-    """Values under a secret key that carry no secret and stay: flags, null, "", markers."""
+    """Values under a secret key that carry no secret and stay: flags, null, "", small numbers, markers."""
     if value is None or value is True or value is False or value == "":
         return True
-    return type(value) is str and value.startswith(MARKER_PREFIX)
+    t = type(value)
+    if t is int or t is float:
+        return bool(-SMALL_NUMBER < value < SMALL_NUMBER)
+    return t is str and value.startswith(MARKER_PREFIX)
 
 
 # ---------------------------------------------------------------------------
@@ -335,16 +343,17 @@ class _Compiled:
     """Trie of every shape trigger and every env value: finds the candidate positions."""
     hits: dict[str, tuple[_RuleEntry, ...]]
     """Word the pre-filter returned -> the shape rules that may start there, in order."""
-    env: re.Pattern[str] | None
-    """The env values, longest first, or None."""
+    env: AhoCorasick | None
+    """The env values (leftmost-longest matches), or None: any number and length of values,
+    no regex built from them."""
+    env_values: tuple[str, ...]
     clean: set[str]
     """Short strings that already passed the pre-filter clean ('Bash', model names)."""
 
 
-@lru_cache(maxsize=256)
-def _compile(values: frozenset[str]) -> _Compiled:
-    triggers = {t for rule in SHAPE_RULES for t in rule.triggers}
-    regex, kept = _trie(triggers | values)
+def _shape_prefilter() -> tuple[re.Pattern[str], list[str], dict[str, tuple[_RuleEntry, ...]]]:
+    """The trie regex over the shape rules' triggers (short literals), once per process."""
+    regex, kept = _trie({t for rule in SHAPE_RULES for t in rule.triggers})
     hits = {
         word: tuple(
             compiled
@@ -353,11 +362,19 @@ def _compile(values: frozenset[str]) -> _Compiled:
         )
         for word in kept
     }
-    env = None
-    if values:
-        ordered = sorted(values, key=lambda v: (-len(v), v))
-        env = re.compile("|".join(re.escape(v) for v in ordered))
-    return _Compiled(AhoCorasick(kept), re.compile(regex), hits, env, set())
+    return re.compile(regex), kept, hits
+
+
+_PREFILTER, _TRIGGERS, _HITS = _shape_prefilter()
+
+
+@lru_cache(maxsize=256)
+def _compile(values: frozenset[str]) -> _Compiled:
+    """The matchers for one set of env values. Aho-Corasick automata only: building them is
+    linear in the values' total length (20,000 values: ~15 ms), whatever their number or size."""
+    ordered = tuple(sorted(values, key=lambda v: (-len(v), v)))
+    env = AhoCorasick(list(ordered), matchkind=MatchKind.LeftmostLongest) if ordered else None
+    return _Compiled(AhoCorasick([*_TRIGGERS, *ordered]), _PREFILTER, _HITS, env, ordered, set())
 
 
 # ---------------------------------------------------------------------------
@@ -408,14 +425,20 @@ class Redactor:
         if not self._c.clean_check.find_matches_as_indexes(text):
             self._remember_clean(text)
             return text, 0
-        m = self._c.prefilter.search(text)
-        if m is None:
-            return text, 0
         n = 0
         env = self._c.env
-        if env is not None and env.search(text, m.start()) is not None:
-            text, n = env.subn(ENV_VALUE_MARKER, text)
-            m = self._c.prefilter.search(text)
+        if env is not None:
+            found = env.find_matches_as_indexes(text)
+            if found:
+                parts: list[str] = []
+                pos = 0
+                for _i, start, end in found:
+                    parts.append(text[pos:start])
+                    parts.append(ENV_VALUE_MARKER)
+                    pos = end
+                parts.append(text[pos:])
+                text, n = "".join(parts), len(found)
+        m = self._c.prefilter.search(text)
         if m is None:
             return text, n
         text, k = self._shapes(text, m)

@@ -11,13 +11,16 @@ place:
   ``{"$omitted": "too_large", "bytes": n}``; its small siblings stay.
 
 Sizes are MessagePack bytes, estimated without a codec (stdlib only: this
-runs on the hook's path, which never imports msgspec).
+runs on the hook's path, which never imports msgspec). ``repair`` makes what
+JSON can hold and MessagePack cannot (lone surrogates, integers past 64 bits)
+holdable, losing nothing.
 """
 
 from __future__ import annotations
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the shell path
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 MIN_OMIT = 256
@@ -50,15 +53,63 @@ def _size(value: Any) -> int:
     return 1
 
 
-def _cut_depth(value: Any, depth: int, max_depth: int) -> Any:
+def cut_depth(value: Any, max_depth: int, depth: int = 1) -> Any:
+    """``value`` with every map or list deeper than ``max_depth`` replaced by
+    ``{"$omitted": "too_deep", "depth": N}`` (N: its depth; the top value is depth 1).
+
+    Iterative: a payload nested thousands deep is cut without recursion errors.
+    """
+    if type(value) is not dict and type(value) is not list:
+        return value
+    if depth > max_depth:
+        return {"$omitted": "too_deep", "depth": depth}
+    top: Any = {} if type(value) is dict else []
+    stack = [(value, top, depth)]
+    while stack:
+        src, dst, d = stack.pop()
+        items = src.items() if type(src) is dict else enumerate(src)
+        for k, v in items:
+            t = type(v)
+            if t is dict or t is list:
+                if d + 1 > max_depth:
+                    child: Any = {"$omitted": "too_deep", "depth": d + 1}
+                else:
+                    child = {} if t is dict else []
+                    stack.append((v, child, d + 1))
+            else:
+                child = v
+            if type(dst) is dict:
+                dst[k] = child
+            else:
+                dst.append(child)
+    return top
+
+
+def repair(value: Any, big_int: Callable[[int], Any] | None = None) -> Any:
+    """``value`` with what MessagePack cannot hold made holdable, nothing dropped.
+
+    Every string (keys too) with a lone UTF-16 surrogate gets U+FFFD in its place;
+    with ``big_int``, every integer past 64 bits becomes ``big_int(n)``. Cut the
+    depth first (``cut_depth``): this walk recurses.
+    """
     t = type(value)
-    if t is dict or t is list:
-        if depth > max_depth:
-            return {"$omitted": "too_deep", "depth": depth}
-        if t is dict:
-            return {k: _cut_depth(v, depth + 1, max_depth) for k, v in value.items()}
-        return [_cut_depth(v, depth + 1, max_depth) for v in value]
+    if t is str:
+        return _text(value)
+    if t is dict:
+        return {_text(k) if type(k) is str else k: repair(v, big_int) for k, v in value.items()}
+    if t is list or t is tuple:
+        return [repair(v, big_int) for v in value]
+    if t is int and big_int is not None and not -(2**63) <= value < 2**64:
+        return big_int(value)
     return value
+
+
+def _text(text: str) -> str:
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _leaves(value: Any, path: tuple[Any, ...], out: list[tuple[int, tuple[Any, ...]]]) -> None:
@@ -84,12 +135,12 @@ def fit(payload: dict[str, Any], max_bytes: int, max_depth: int = 64) -> dict[st
     """
     out = payload
     if max_depth > 0 and _deeper_than(payload, max_depth):
-        out = _cut_depth(payload, 1, max_depth)
+        out = cut_depth(payload, max_depth)
     total = _size(out)
     if total <= max_bytes:
         return out
     if out is payload:
-        out = _cut_depth(payload, 1, 1 << 30)  # a copy we may change in place
+        out = cut_depth(payload, 1 << 30)  # a copy we may change in place
     leaves: list[tuple[int, tuple[Any, ...]]] = []
     _leaves(out, (), leaves)
     leaves.sort(key=lambda leaf: leaf[0], reverse=True)
@@ -115,3 +166,32 @@ def _deeper_than(value: Any, max_depth: int) -> bool:
                 return True
             stack.extend((c, depth + 1) for c in (v.values() if t is dict else v))
     return False
+
+
+FRAME_SLACK = 64 * 1024
+"""Bytes of a frame kept for the message around the payload."""
+DEFAULT_FRAME = 8 * 1024 * 1024
+"""The daemon's default ``max_frame``, until its welcome says."""
+
+
+def payload_budget(frame_limit: int = 0) -> int:
+    """The payload size (MessagePack bytes) that fits a frame of ``frame_limit`` bytes (0: the default)."""
+    return max((frame_limit or DEFAULT_FRAME) - FRAME_SLACK, 1024)
+
+
+def parse_json(data: bytes | str) -> Any:
+    """JSON input from a shell, a file or an agent's hook, read the way it was meant.
+
+    A UTF-8 byte-order mark is skipped; invalid UTF-8 bytes and lone surrogates
+    (``\\ud83d`` escapes) become U+FFFD; numbers of any size stay exact (an
+    integer past 64 bits travels as ``EXT_BIGINT``). Raises ValueError (not
+    JSON, or nested deeper than the parser can go).
+    """
+    import json
+
+    text = bytes(data).decode("utf-8", "replace") if isinstance(data, bytes | bytearray) else data
+    text = text.removeprefix("\ufeff")
+    try:
+        return repair(json.loads(text))
+    except RecursionError:
+        raise ValueError("nested deeper than the JSON parser can go") from None

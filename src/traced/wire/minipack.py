@@ -5,6 +5,14 @@ several times the whole start-up budget of a command that runs once per event
 from shell skills. This covers exactly what those frames hold (maps with
 string keys, arrays, str, int, float, bool, nil, bin); everything else in
 traced uses msgspec, and a Hypothesis test keeps the two byte-compatible.
+
+Two things JSON can hold and MessagePack cannot, carried without loss:
+
+- a string with a lone UTF-16 surrogate (half an emoji, cut by truncation)
+  is sent with U+FFFD in its place, never as invalid UTF-8;
+- an integer past 64 bits travels as extension type ``EXT_BIGINT`` holding
+  its decimal digits; the daemon turns it back into the same integer, and
+  the JSON line holds the number itself.
 """
 
 from __future__ import annotations
@@ -16,6 +24,17 @@ if TYPE_CHECKING:
     from typing import Any
 
 _pack_d = struct.Struct(">Bd").pack
+
+EXT_BIGINT = 1
+"""MessagePack extension type of an integer past 64 bits: its decimal digits in ASCII."""
+
+
+def text_bytes(text: str) -> bytes:
+    """``text`` as UTF-8, with U+FFFD for each lone surrogate (which UTF-8 cannot hold)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
 
 
 def packb(obj: Any) -> bytes:
@@ -37,7 +56,7 @@ def _pack(obj: Any, out: bytearray) -> None:
     elif isinstance(obj, float):
         out += _pack_d(0xCB, obj)
     elif isinstance(obj, str):
-        data = obj.encode("utf-8", "surrogatepass")
+        data = text_bytes(obj)
         _header(out, len(data), _STR)
         out += data
     elif isinstance(obj, dict):
@@ -91,8 +110,15 @@ def _pack_int(n: int, out: bytearray) -> None:
     elif -(2**63) <= n < 0:
         out.append(0xD3)
         out += n.to_bytes(8, "big", signed=True)
-    else:
-        raise OverflowError("int out of MessagePack range")
+    else:  # past 64 bits: an extension holding the digits (ext 8: 0xC7, length, type)
+        digits = str(n).encode("ascii")
+        if len(digits) < 0x100:
+            out += bytes((0xC7, len(digits), EXT_BIGINT))
+        else:
+            out.append(0xC8)
+            out += len(digits).to_bytes(2, "big")
+            out.append(EXT_BIGINT)
+        out += digits
 
 
 class _Reader:
@@ -144,6 +170,13 @@ class _Reader:
             return [self.value() for _ in range(self.uint(_ARRAYS[b]))]
         if b in _MAPS:
             return self.map(self.uint(_MAPS[b]))
+        if b in _EXTS:
+            size = self.uint(_EXTS[b])
+            kind = self.take(1)[0]
+            data = self.take(size)
+            if kind == EXT_BIGINT:
+                return int(data.decode("ascii"))
+            raise ValueError(f"unsupported MessagePack extension type {kind}")
         raise ValueError(f"unsupported MessagePack byte 0x{b:02x}")
 
     def map(self, n: int) -> dict[Any, Any]:
@@ -164,6 +197,7 @@ _STRS = {0xD9: 1, 0xDA: 2, 0xDB: 4}
 _BINS = {0xC4: 1, 0xC5: 2, 0xC6: 4}
 _ARRAYS = {0xDC: 2, 0xDD: 4}
 _MAPS = {0xDE: 2, 0xDF: 4}
+_EXTS = {0xC7: 1, 0xC8: 2, 0xC9: 4}
 
 
 def unpackb(data: bytes) -> Any:

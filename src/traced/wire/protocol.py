@@ -12,6 +12,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from traced.wire.framing import HEADER
+from traced.wire.minipack import EXT_BIGINT
 
 VERSION: Final = 1
 """Protocol version negotiated in ``hello``."""
@@ -37,6 +38,8 @@ class Hello(_Msg, tag="hello"):
     cwd: str = ""
     secrets: list[str] = []
     """Values of the client's secret-named environment variables, kept in memory for redaction."""
+    lost: int = 0
+    """Events this client lost while the daemon was away and its spool could not be written."""
 
 
 class Open(_Msg, tag="open"):
@@ -52,6 +55,8 @@ class Open(_Msg, tag="open"):
     input: Any = None
     meta: dict[str, Any] = {}
     ts: float = 0.0
+    reopen: bool = True
+    """False: an ended session is not reopened (for late events: ``opened`` then says ``ended``)."""
 
 
 class Event(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -73,6 +78,9 @@ class Emit(_Msg, tag="emit"):
     ts: float = 0.0
     seq: int = 0
     ack: bool = True
+    late: bool = False
+    """The event completes something from before the session ended (an async hook's result):
+    it is appended as a ``late`` record, and the session stays ended with its outcome."""
 
 
 class EmitBatch(_Msg, tag="emit_batch"):
@@ -81,6 +89,7 @@ class EmitBatch(_Msg, tag="emit_batch"):
     session_id: str
     events: list[Event]
     ack: bool = True
+    late: bool = False
 
 
 class EmitBatchEncoded(_Msg, tag="emit_batch"):
@@ -140,6 +149,8 @@ class Welcome(_Msg, tag="welcome"):
     pid: int = 0
     max_frame: int = 0
     """The daemon's frame limit: a client refuses larger events itself (``too_large``)."""
+    max_depth: int = 0
+    """The daemon's payload depth limit (0: not said); deeper subtrees are kept as markers."""
 
 
 class Opened(_Msg, tag="opened"):
@@ -148,6 +159,8 @@ class Opened(_Msg, tag="opened"):
     step: int
     """The last step on disk: 1 for a new session (its start record)."""
     resumed: bool = False
+    ended: bool = False
+    """The session had ended and was not reopened (``open`` with ``reopen`` false)."""
     root_fallback: str | None = None
     """Why a ``repo`` target fell back to the global root, if it did."""
 
@@ -206,8 +219,26 @@ class Error(_Msg, tag="error"):
 
 Reply = Welcome | Opened | Ack | Closed | Synced | Status | Subscribed | RecordMsg | Gap | Error
 
-request_decoder: Final[msgspec.msgpack.Decoder[Request]] = msgspec.msgpack.Decoder(Request)
-reply_decoder: Final[msgspec.msgpack.Decoder[Reply]] = msgspec.msgpack.Decoder(Reply)
+MAX_BIGINT_DIGITS: Final = 4300
+"""Python's own limit on int <-> str conversion (sys.int_info.default_max_str_digits)."""
+
+
+def _ext(code: int, data: memoryview) -> Any:
+    """Extension types in payloads: ``EXT_BIGINT`` becomes its integer; anything else a marker."""
+    if code == EXT_BIGINT and 0 < len(data) <= MAX_BIGINT_DIGITS:
+        text = bytes(data).decode("ascii", "replace")
+        if text.lstrip("-").isdigit():
+            return int(text)
+    return {"$omitted": "msgpack_ext", "type": code, "bytes": len(data)}
+
+
+def bigint(n: int) -> msgspec.msgpack.Ext:
+    """An integer past 64 bits as the wire carries it (``EXT_BIGINT``: its decimal digits)."""
+    return msgspec.msgpack.Ext(EXT_BIGINT, str(n).encode("ascii"))
+
+
+request_decoder: Final[msgspec.msgpack.Decoder[Request]] = msgspec.msgpack.Decoder(Request, ext_hook=_ext)
+reply_decoder: Final[msgspec.msgpack.Decoder[Reply]] = msgspec.msgpack.Decoder(Reply, ext_hook=_ext)
 encoder: Final = msgspec.msgpack.Encoder()
 
 

@@ -15,7 +15,7 @@ from traced.errors import HookError
 from traced.format.layout import valid_name
 from traced.integrations.claude_code.clocks import drop_stamps, put_stamp, stamps_root, sweep_stamps, take_stamp
 from traced.integrations.claude_code.translate import DEFAULT_SKILL, Options, Plan, parse, translate
-from traced.wire.fit import fit
+from traced.wire.fit import fit, payload_budget
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hook's start-up
 if TYPE_CHECKING:
@@ -24,16 +24,13 @@ if TYPE_CHECKING:
     from traced.client.blocking import Client
     from traced.client.shell import ShellClient
 
-HOOK_SPOOL_AFTER: Final = 0.5
-"""Seconds the hook waits for an absent daemon before spooling (``TRACED_SPOOL_AFTER`` overrides).
-Shorter than the library's 2 s: a hook blocks Claude Code while it runs."""
-HOOK_TIMEOUT: Final = 5.0
-"""Socket timeout of the hook's client: a hung daemon must not hang Claude Code for long."""
+HOOK_BUDGET: Final = 0.8
+"""Seconds one hook invocation may take, all included (``TRACED_HOOK_BUDGET`` overrides): well
+inside Claude Code's 1.5 s for SessionEnd hooks. Past it, the event is spooled at once."""
+SPOOL_RESERVE: Final = 0.25
+"""Seconds of the budget kept for writing the spool (it imports the full client and redactor)."""
 MAX_DEPTH: Final = 64
 """The daemon's default payload depth limit; deeper subtrees are marked, not sent."""
-FRAME_SLACK: Final = 64 * 1024
-"""Bytes of the frame kept for the message around the payload."""
-DEFAULT_FRAME: Final = 8 * 1024 * 1024
 
 
 def max_event_bytes(frame_limit: int = 0) -> int:
@@ -45,7 +42,7 @@ def max_event_bytes(frame_limit: int = 0) -> int:
         explicit = int(os.environ.get("TRACED_HOOK_MAX_BYTES") or 0)
     except ValueError:
         explicit = 0
-    return explicit or max((frame_limit or DEFAULT_FRAME) - FRAME_SLACK, 1024)
+    return explicit or payload_budget(frame_limit)
 
 
 def options_from(skill: str | None = None, target: str | None = None,
@@ -66,8 +63,24 @@ def options_from(skill: str | None = None, target: str | None = None,
     return Options(skill=skill, target=target, idle_timeout=max(timeout, 0.0))
 
 
-def run(text: str | bytes, options: Options, socket_path: str | None = None, now: float | None = None) -> Plan:
-    """Record one hook event: parse, translate, time the tool call, talk to the daemon."""
+def budget() -> float:
+    """The hook's time budget in seconds (``TRACED_HOOK_BUDGET``, else ``HOOK_BUDGET``)."""
+    try:
+        return float(os.environ.get("TRACED_HOOK_BUDGET") or HOOK_BUDGET)
+    except ValueError:
+        return HOOK_BUDGET
+
+
+def run(text: str | bytes, options: Options, socket_path: str | None = None, now: float | None = None,
+        deadline: float | None = None) -> Plan:
+    """Record one hook event: parse, translate, time the tool call, talk to the daemon.
+
+    ``deadline`` (``time.monotonic()`` seconds, default: the budget from now)
+    bounds everything: a daemon that does not answer in time, or that is away
+    and does not come back in time, gets the event spooled instead (redacted,
+    ingested when it is back). Raises HookError for input that cannot be recorded.
+    """
+    deadline = deadline if deadline is not None else time.monotonic() + budget()
     hook = parse(text)
     plan = translate(hook, options, now if now is not None else time.time())
     root = stamps_root()
@@ -83,20 +96,20 @@ def run(text: str | bytes, options: Options, socket_path: str | None = None, now
 
     client_id = new_ulid()
     try:
-        try:  # the fast path: no msgspec import
-            with ShellClient(socket_path, name="traced-hook", client_id=client_id, timeout=HOOK_TIMEOUT) as fast:
+        try:  # the fast path: no msgspec import, the daemon answers inside the budget
+            with ShellClient(socket_path, name="traced-hook", client_id=client_id,
+                             deadline=deadline - SPOOL_RESERVE) as fast:
                 execute(plan, fast)
-        except OSError:
-            # daemon away or the connection broke: the full client reconnects, then spools;
-            # the same client_id makes the daemon drop whatever the fast path already wrote
+        except OSError as e:
+            # daemon away, wedged, or the connection broke: the full client reconnects while the
+            # budget lasts (never after a time-out), then spools; the same client_id makes the
+            # daemon drop whatever the fast path already wrote
             from traced.client.blocking import Client
 
-            try:
-                spool_after = float(os.environ.get("TRACED_SPOOL_AFTER") or HOOK_SPOOL_AFTER)
-            except ValueError:
-                spool_after = HOOK_SPOOL_AFTER
-            with Client(socket_path, name="traced-hook", timeout=HOOK_TIMEOUT, spool_after=spool_after,
-                        client_id=client_id) as client:
+            left = deadline - SPOOL_RESERVE - time.monotonic()
+            offline = isinstance(e, TimeoutError) or left <= 0.05
+            with Client(socket_path, name="traced-hook", timeout=max(left, 0.05), spool_after=max(left, 0.0),
+                        client_id=client_id, offline=offline) as client:
                 execute(plan, client)
     finally:
         if plan.event == "SessionEnd":
@@ -142,12 +155,13 @@ def _emit(client: Client | ShellClient, plan: Plan, phase: str, payload: dict[st
     reopened = slimmed = False
     while True:
         try:
-            client.emit(plan.session_id, phase, payload, ts=plan.ts)
+            client.emit(plan.session_id, phase, payload, ts=plan.ts, late=plan.late)
             return
         except RequestError as e:
             if e.code in ("unknown_session", "session_closed") and not reopened:
                 # hooks installed mid-conversation, a daemon that lost the session, or one
-                # ended by the idle timeout while the conversation went on: (re)open it
+                # ended by the idle timeout while the conversation went on: (re)open it; a late
+                # event's open never reopens an ended session (it is then appended as late)
                 client.open(**plan.open)
                 reopened = True
             elif e.code == "invalid_event" and not slimmed:

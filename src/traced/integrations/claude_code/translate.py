@@ -36,6 +36,10 @@ HOOK_EVENTS: Final = (
 )
 """The events ``hook install`` registers (any other event is still recorded, as a ``hook`` record)."""
 
+NEW_ACTIVITY: Final = frozenset({"SessionStart", "UserPromptSubmit", "PreToolUse", "SessionEnd"})
+"""Events that start something (or end the session): they reopen an ended session. Every other
+event completes something already begun, so it may come late (async hooks) and never reopens."""
+
 SUCCESS_REASONS: Final = frozenset({"clear", "logout", "prompt_input_exit", "resume"})
 """SessionEnd reasons that are a normal exit (outcome ``success``); any other is ``aborted``."""
 LABEL_FIELDS: Final = ("transcript_path", "permission_mode", "model")
@@ -72,7 +76,7 @@ class Plan:
     ``take``: the one whose start time gives the tool_result's duration.
     """
 
-    __slots__ = ("end", "event", "open", "open_first", "records", "session_id", "stamp", "take", "ts")
+    __slots__ = ("end", "event", "late", "open", "open_first", "records", "session_id", "stamp", "take", "ts")
 
     def __init__(self, session_id: str, event: str, ts: float, open: dict[str, Any]) -> None:
         self.session_id = session_id
@@ -84,6 +88,9 @@ class Plan:
         self.end: tuple[str, str | None] | None = None
         self.stamp = ""
         self.take = ""
+        self.late = False
+        """The event may arrive after SessionEnd (async hooks): it is then recorded as a late
+        record and the session keeps its ending, instead of being reopened."""
 
     def set_duration(self, started: float | None) -> None:
         """Put ``duration_ms`` (now - ``started``) into the tool_result record."""
@@ -95,10 +102,13 @@ class Plan:
 
 
 def parse(text: str | bytes) -> dict[str, Any]:
-    """The hook's JSON object; HookError when it is not one."""
+    """The hook's JSON object (see ``wire.fit.parse_json``: BOM, invalid UTF-8 and lone
+    surrogates repaired, big numbers exact); HookError when it is not one."""
+    from traced.wire.fit import parse_json
+
     try:
-        value = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as e:
+        value = parse_json(text)
+    except ValueError as e:
         raise HookError(f"invalid hook JSON on stdin: {e}") from None
     if not isinstance(value, dict):
         raise HookError(f"hook input must be a JSON object, not {type(value).__name__}")
@@ -115,6 +125,9 @@ def translate(hook: dict[str, Any], options: Options, now: float) -> Plan:
         raise HookError(f"invalid session_id {sid!r}: must match [A-Za-z0-9][A-Za-z0-9._-]{{0,127}}")
     assert isinstance(sid, str)
     plan = Plan(session_id=sid, event=event, ts=now, open=open_args(hook, options))
+    if event not in NEW_ACTIVITY:
+        plan.late = True
+        plan.open["reopen"] = False
     if event == "SessionStart":
         plan.open_first = True
         # a new session records `start {input: {source}}`; a compact/resume/clear inside

@@ -1,0 +1,277 @@
+"""Every promise under faults (issue #14): full disks, crashes mid-close, two daemons, clock jumps,
+idle connections, hostile trees, labels that carry secrets. Each test asserts the bytes on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Daemon, assert_gap_free, read_trace, wait_for
+from traced import RequestError
+
+ROOT_ONLY = pytest.mark.skipif(os.getuid() != 0, reason="needs root (a tmpfs mount)")
+FAKETIME = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))), None)
+
+
+@pytest.fixture
+def tiny_fs(short_tmp: Path) -> Any:
+    """A 2 MiB tmpfs: a real full disk (ENOSPC)."""
+    if os.getuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a tmpfs")
+    mnt = short_tmp / "tiny"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+# ---------------------------------------------------------------- 1, 2. a full disk
+
+@ROOT_ONLY
+def test_full_disk_never_leaves_a_fragment_and_writes_resume(daemon_factory: Any, tiny_fs: Path) -> None:
+    d: Daemon = daemon_factory("--root", str(tiny_fs / "root"))
+    acked: list[int] = []
+    failed = 0
+    with d.client() as c:
+        s = c.session("full", owner_pid=-1)
+        filler = "z" * 20_000  # under the spill threshold: the lines themselves fill the disk
+        for i in range(400):
+            try:
+                step = s.note(f"{i} {filler}")
+                assert step is not None
+                acked.append(step)
+            except RequestError as e:
+                assert e.code == "io_error"
+                failed += 1
+                if failed >= 3:
+                    break
+        assert failed >= 3, "the disk never filled"
+        trace = Path(s.dir) / "trace.jsonl"
+        data = trace.read_bytes()
+        assert data.endswith(b"\n"), "no fragment in front of later lines, even with no room left"
+        records = read_trace(trace)
+        assert_gap_free(records)
+        assert [r["step"] for r in records[1:]] == acked
+        # room comes back: the next events land right after the last acknowledged one
+        subprocess.run(["mount", "-o", "remount,size=8m", str(tiny_fs)], check=True)
+        assert s.note("after the disk had room again") == acked[-1] + 1
+        s.end()
+    records = read_trace(trace)
+    assert_gap_free(records)
+    assert records[-2]["payload"] == {"message": "after the disk had room again"}
+    assert records[-1]["phase"] == "end"
+
+
+@ROOT_ONLY
+def test_open_on_a_full_disk_is_refused_and_leaves_no_session(daemon_factory: Any, tiny_fs: Path) -> None:
+    d: Daemon = daemon_factory("--root", str(tiny_fs / "root"))
+    (tiny_fs / "root").mkdir(exist_ok=True)
+    blocker = tiny_fs / "fill"
+    with open(blocker, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    with d.client() as c, pytest.raises(RequestError) as e:
+        c.open("nospace", owner_pid=-1)
+    assert e.value.code == "io_error"
+    assert list((tiny_fs / "root").rglob("trace.jsonl")) == []
+    blocker.unlink()
+    with d.client() as c:
+        s = c.session("nospace", owner_pid=-1)
+        assert s.note("now it fits") == 2
+        s.end()
+    assert [r["phase"] for r in read_trace(Path(s.dir) / "trace.jsonl")] == ["start", "note", "end"]
+
+
+# ---------------------------------------------------------------- 3. kill -9 between end and the marker's removal
+
+def test_a_session_whose_trace_ends_is_never_ended_twice(daemon: Daemon) -> None:
+    with daemon.client() as c:
+        s = c.session("crashy", owner_pid=-1)
+        s.note("work")
+    marker = daemon.state / "traced" / "open" / f"{s.session_id}.json"
+    saved = marker.read_text()
+    meta_at_open = (Path(s.dir) / "meta.json").read_text()
+    with daemon.client() as c:
+        c.end(s.session_id, "success", "done")
+    # the daemon died after the end record, before meta.json and the marker were settled
+    daemon.kill9()
+    marker.write_text(saved)
+    (Path(s.dir) / "meta.json").write_text(meta_at_open)
+    daemon.start()
+    wait_for(lambda: not marker.exists(), what="the marker is settled")
+    with daemon.client() as c:  # the client resends its close after the restart
+        meta = c.end(s.session_id, "success", "done")
+    records = read_trace(Path(s.dir) / "trace.jsonl")
+    assert [r["phase"] for r in records] == ["start", "note", "end"]
+    disk = json.loads((Path(s.dir) / "meta.json").read_text())
+    for m in (meta, disk):
+        assert (m["outcome"], m["summary"], m["ended_at"], m["steps"]) == ("success", "done", records[-1]["ts"], 3)
+        assert m["phases"] == {"start": 1, "note": 1, "end": 1}
+
+
+# ---------------------------------------------------------------- 4. two daemons, one state directory
+
+def test_a_second_daemon_on_the_same_state_dir_refuses(daemon: Daemon) -> None:
+    other = dict(daemon.env, TRACED_SOCKET=str(daemon.base / "run2" / "traced.sock"))
+    res = subprocess.run([sys.executable, "-m", "traced", "serve", "--log-format", "json"], env=other,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert daemon.proc is not None
+    assert f"another daemon (pid {daemon.proc.pid}) holds the state directory" in res.stderr
+
+
+# ---------------------------------------------------------------- 6. clock jumps
+
+@pytest.mark.skipif(FAKETIME is None, reason="needs libfaketime (Debian: apt-get install libfaketime)")
+def test_clock_jumps_neither_finalize_early_nor_run_time_backwards(daemon_factory: Any, short_tmp: Path) -> None:
+    clock = short_tmp / "faketime"
+    clock.write_text("+0s\n")
+    d: Daemon = daemon_factory(
+        "--idle-timeout", "3600", start=False,
+        env={"LD_PRELOAD": str(FAKETIME), "FAKETIME_TIMESTAMP_FILE": str(clock), "FAKETIME_NO_CACHE": "1",
+             "FAKETIME_DONT_FAKE_MONOTONIC": "1"})
+    d.start()
+    # another writer's session, idle a moment ago
+    other = d.root / time.strftime("%Y-%m-%d", time.gmtime()) / "devboy-skill" / "01JDOTHERWRITER00000000000"
+    other.mkdir(parents=True)
+    (other / "trace.jsonl").write_text(json.dumps({"ts": "2026-01-01T00:00:00Z", "skill": "devboy-skill",
+                                                   "session_id": other.name, "phase": "start", "payload": {}}) + "\n")
+    with d.client() as c:
+        wait_for(lambda: c.status().get("foreign_sessions") == 1, what="the other writer's session is seen")
+        s = c.session("clock", owner_pid=-1)
+        s.note("before the jump")
+        clock.write_text("+2d\n")  # the wall clock leaps two days ahead
+        sweeps = c.status()["idle_sweeps"]
+        wait_for(lambda: c.status()["idle_sweeps"] >= sweeps + 3, what="three idle sweeps")
+        assert c.status()["foreign_sessions"] == 1, "not finalized: it was not idle for an hour of real time"
+        clock.write_text("-1d\n")  # and back, behind where the session started
+        s.note("after the jump back")
+        s.end()
+    records = read_trace(Path(s.dir) / "trace.jsonl")
+    stamps = [r["ts"] for r in records]
+    assert stamps == sorted(stamps), "timestamps never run backwards within a session"
+    meta = json.loads((Path(s.dir) / "meta.json").read_text())
+    assert meta["ended_at"] >= meta["started_at"] and meta["ended_at"] == records[-1]["ts"]
+    assert not (other / "meta.json").exists()
+
+
+# ---------------------------------------------------------------- 7. idle connections
+
+def test_idle_connections_make_room_for_newcomers(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(start=False)
+    (d.base / "config").mkdir(parents=True, exist_ok=True)
+    (d.base / "config" / "traced").mkdir(exist_ok=True)
+    (d.base / "config" / "traced" / "config.toml").write_text("max_connections = 4\n")
+    d.start()
+    idle = []
+    for _ in range(4):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(str(d.socket))
+        idle.append(sock)
+    # the daemon is full of silent connections: once they have been silent a moment, one makes room
+    status = wait_for(lambda: _try_status(d), timeout=30, what="a newcomer is served")
+    assert status["connections_reaped"] >= 1
+    closed = sum(1 for sock in idle if _closed(sock))
+    assert closed >= 1
+    for sock in idle:
+        sock.close()
+
+
+def _try_status(d: Daemon) -> dict[str, Any] | None:
+    try:
+        with d.client() as c:
+            return c.status()  # type: ignore[no-any-return]
+    except RequestError as e:
+        assert e.code == "overloaded"
+        return None
+
+
+def _closed(sock: socket.socket) -> bool:
+    sock.settimeout(5)
+    try:
+        return sock.recv(1) == b""
+    except OSError:
+        return True
+
+
+def test_silent_connections_are_closed_after_the_idle_timeout(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(start=False)
+    (d.base / "config" / "traced").mkdir(parents=True, exist_ok=True)
+    (d.base / "config" / "traced" / "config.toml").write_text("connection_idle_timeout = 0.5\n")
+    d.start()
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(d.socket))
+    sock.settimeout(30)
+    assert sock.recv(1) == b"", "the daemon closed the silent connection"
+    sock.close()
+    with d.client() as c:  # and a client whose connection was reaped between two events reconnects
+        s = c.session("patient", owner_pid=-1)
+        before = c.reconnects
+        wait_for(lambda: _reaped_since(d, 2), timeout=30, what="the client's connection to be reaped")
+        assert s.note("after a pause") == 2
+        assert c.reconnects == before + 1
+        s.end()
+
+
+def _reaped_since(d: Daemon, n: int) -> bool:
+    return sum(1 for e in d.logs() if e.get("event") == "connection_reaped") >= n
+
+
+# ---------------------------------------------------------------- 8. symlinks planted in a session dir
+
+@pytest.mark.parametrize("which", ["blobs", "artifacts"])
+def test_symlinked_blobs_or_artifacts_are_never_followed(daemon: Daemon, short_tmp: Path, which: str) -> None:
+    outside = short_tmp / "outside"
+    outside.mkdir()
+    with daemon.client() as c:
+        s = c.session("planted", owner_pid=-1)
+        src = daemon.root / "report.txt"  # below the session's root: an artifact it may attach
+        src.write_text("the artifact")
+        os.symlink(outside, Path(s.dir) / which)
+        with pytest.raises(RequestError) as e:
+            if which == "blobs":
+                s.note("x" * 100_000)  # over the spill threshold: it would go to blobs/
+            else:
+                s.artifact(str(src), copy=True)
+        assert e.value.code == "io_error"
+        assert s.note("still fine") == 2
+        s.end()
+    assert list(outside.iterdir()) == [], "nothing was written outside the session dir"
+
+
+# ---------------------------------------------------------------- 9. labels and transcript paths carry secrets
+
+def test_labels_summaries_and_transcript_paths_are_redacted(daemon: Daemon) -> None:
+    stripe = "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc"
+    gh = "ghp_" + "a1b2c3d4e5f6a7b8c9d0a1b2c3d4e5f6a7b8"
+    with daemon.client() as c:
+        s = c.session("labels", owner_pid=-1, input={"note": f"deploy with {gh}"},
+                      meta={"deploy_key": stripe, "transcript_path": f"/tmp/{gh}/t.jsonl", "team": "web"})
+        s.end("failure", summary=f"token {gh} was revoked")
+    text = (Path(s.dir) / "meta.json").read_text() + (Path(s.dir) / "trace.jsonl").read_text()
+    assert stripe not in text and gh not in text
+    meta = json.loads((Path(s.dir) / "meta.json").read_text())
+    assert meta["labels"]["deploy_key"] == "<redacted:secret-key>"
+    assert meta["labels"]["team"] == "web"
+    assert meta["transcript_path"] == "/tmp/<redacted:github-token>/t.jsonl"
+    assert meta["summary"] == "token <redacted:github-token> was revoked"
+    logs = daemon.log.read_text()  # the daemon's logs carry ids and counts, never values
+    assert stripe not in logs and gh not in logs

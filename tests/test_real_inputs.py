@@ -436,3 +436,30 @@ def test_daemon_refuses_a_foreign_runtime_directory(daemon_factory: Any, short_t
                          env=d.env, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     assert "owned by uid 65534" in res.stderr and "Traceback" not in res.stderr
+
+
+# ---------------------------------------------------------------- more of the same families, from other trackers
+
+def test_hook_raw_control_characters_and_unescaped_windows_paths(daemon: Daemon) -> None:
+    """claude-code#53463 (literal newlines/tabs inside JSON strings), claude-plugins-official#1211 (C:\\Users…)."""
+    hook(daemon, "SessionStart", source="startup")
+    raw = ('{"session_id": "%s", "hook_event_name": "UserPromptSubmit", "cwd": "C:\\Users\\dev\\src",'
+           ' "prompt": "line one\nline\ttwo"}' % SID)
+    hook(daemon, "UserPromptSubmit", raw)
+    records = trace_of(daemon)  # the whole object parsed: the odd path did not cost the event
+    assert [(r["phase"], r.get("turn")) for r in records] == [("start", None), ("user_prompt", 1)]
+    assert records[1]["payload"]["prompt"] == "line one\nline\ttwo"
+
+
+def test_a_tool_event_delivered_twice_is_recorded_once(daemon: Daemon) -> None:
+    """claude-code#76297 and #10871: the same hook registered twice runs twice with the same stdin."""
+    hook(daemon, "SessionStart", source="startup")
+    pre = {"tool_name": "Bash", "tool_use_id": "toolu_dup", "tool_input": {"command": "ls"}}
+    post = {**pre, "tool_response": {"stdout": "a", "stderr": ""}}
+    for _ in range(2):
+        hook(daemon, "PreToolUse", **pre)
+    for _ in range(2):
+        hook(daemon, "PostToolUse", **post)
+    records = trace_of(daemon)
+    assert [r["phase"] for r in records] == ["start", "tool_call", "tool_result"]
+    assert records[2]["payload"]["call_id"] == "toolu_dup"

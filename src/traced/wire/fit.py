@@ -183,15 +183,29 @@ def parse_json(data: bytes | str) -> Any:
     """JSON input from a shell, a file or an agent's hook, read the way it was meant.
 
     A UTF-8 byte-order mark is skipped; invalid UTF-8 bytes and lone surrogates
-    (``\\ud83d`` escapes) become U+FFFD; numbers of any size stay exact (an
-    integer past 64 bits travels as ``EXT_BIGINT``). Raises ValueError (not
-    JSON, or nested deeper than the parser can go).
+    (``\\ud83d`` escapes) become U+FFFD; raw control characters inside strings
+    are kept; a backslash that starts no JSON escape (an unescaped Windows
+    path) stays a backslash; numbers of any size stay exact (an integer past 64
+    bits travels as ``EXT_BIGINT``). Raises ValueError (not JSON, or nested
+    deeper than the parser can go).
     """
     import json
 
     text = bytes(data).decode("utf-8", "replace") if isinstance(data, bytes | bytearray) else data
     text = text.removeprefix("\ufeff")
     try:
-        return repair(json.loads(text))
+        try:  # strict=False: raw control characters inside strings (agents write them) are kept
+            return repair(json.loads(text, strict=False))
+        except json.JSONDecodeError as e:
+            if "escape" not in e.msg:
+                raise
+            # a Windows path written without escaping (C:\Users\x): its backslashes kept as they are
+            import re
+
+            fixed = re.sub(r'\\(?![\\/"bfnrt]|u[0-9a-fA-F]{4})', r"\\\\", text)
+            try:
+                return repair(json.loads(fixed, strict=False))
+            except json.JSONDecodeError:
+                raise e from None
     except RecursionError:
         raise ValueError("nested deeper than the JSON parser can go") from None

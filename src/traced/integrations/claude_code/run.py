@@ -94,7 +94,10 @@ def run(text: str | bytes, options: Options, socket_path: str | None = None, now
     from traced.client.shell import ShellClient
     from traced.format.ids import new_ulid
 
-    client_id = new_ulid()
+    # a tool event is one delivery per call: a duplicate delivery (the same hook registered twice, a
+    # plugin loading its hooks file twice) carries the same keys, and the daemon writes it once
+    call = plan.take or plan.stamp
+    client_id = f"cc-{plan.event}-{call}" if call and valid_name(call) else new_ulid()
     try:
         try:  # the fast path: no msgspec import, the daemon answers inside the budget
             with ShellClient(socket_path, name="traced-hook", client_id=client_id,

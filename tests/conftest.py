@@ -185,6 +185,11 @@ def daemon_factory(short_tmp: Path) -> Iterator[Any]:
     for d in made:
         if d.alive():
             d.stop(signal.SIGKILL)
+    # every meta.json and trace line a test made the daemon write must stay readable by devboy's own types
+    from tests.devboy_schema import check_root
+
+    for root in {d.root for d in made}:
+        check_root(root)
 
 
 @pytest.fixture

@@ -443,8 +443,8 @@ def test_daemon_refuses_a_foreign_runtime_directory(daemon_factory: Any, short_t
 def test_hook_raw_control_characters_and_unescaped_windows_paths(daemon: Daemon) -> None:
     """claude-code#53463 (literal newlines/tabs inside JSON strings), claude-plugins-official#1211 (C:\\Users…)."""
     hook(daemon, "SessionStart", source="startup")
-    raw = ('{"session_id": "%s", "hook_event_name": "UserPromptSubmit", "cwd": "C:\\Users\\dev\\src",'
-           ' "prompt": "line one\nline\ttwo"}' % SID)
+    raw = ('{"session_id": "' + SID + '", "hook_event_name": "UserPromptSubmit", "cwd": "C:\\Users\\dev\\src",'
+           ' "prompt": "line one\nline\ttwo"}')
     hook(daemon, "UserPromptSubmit", raw)
     records = trace_of(daemon)  # the whole object parsed: the odd path did not cost the event
     assert [(r["phase"], r.get("turn")) for r in records] == [("start", None), ("user_prompt", 1)]
@@ -463,3 +463,75 @@ def test_a_tool_event_delivered_twice_is_recorded_once(daemon: Daemon) -> None:
     records = trace_of(daemon)
     assert [r["phase"] for r in records] == ["start", "tool_call", "tool_result"]
     assert records[2]["payload"]["call_id"] == "toolu_dup"
+
+
+# ---------------------------------------------------------------- what the adversarial review found
+
+def test_an_owner_pid_past_any_pid_is_refused_and_the_daemon_lives(daemon: Daemon) -> None:
+    res = daemon.cli("start", "--skill", "poison", "--pid", "2147483648")
+    assert res.returncode == 1 and "owner_pid 2147483648 is not a process id" in res.stderr
+    assert daemon.alive()
+    daemon.stop()
+    daemon.start()  # and nothing left behind makes it crash on start
+    with daemon.client() as c:
+        assert c.status()["open_sessions"] == 0
+
+
+def test_big_integers_survive_the_spool(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(start=False)
+    res = subprocess.run([sys.executable, "-m", "traced", "hook", "claude-code"], env=d.env, capture_output=True,
+                         timeout=60, input=json.dumps({**HOOK_BASE, "hook_event_name": "PreToolUse",
+                                                       "tool_name": "mcp__eth__send", "tool_use_id": "toolu_s",
+                                                       "tool_input": {"wei": 10**20}}).encode())
+    assert (res.returncode, res.stderr) == (0, b"")
+    d.start()
+    records = wait_for(lambda: (t := list(d.root.glob(f"*/claude-code/{SID}/trace.jsonl"))) and read_trace(t[0]),
+                       what="the spooled hook event lands")
+    assert records[-1]["payload"]["args"] == {"wei": 10**20}
+
+
+def test_a_hook_payload_over_the_key_limit_keeps_its_record(daemon: Daemon) -> None:
+    hook(daemon, "SessionStart", source="startup")
+    rows = [{"id": i, "name": f"row {i}", "state": "open", "owner": "dev"} for i in range(2600)]
+    hook(daemon, "PostToolUse", tool_name="mcp__db__query", tool_use_id="toolu_k", tool_input={"q": "select"},
+         tool_response={"rows": rows, "count": 2600})
+    result = trace_of(daemon)[-1]
+    assert (result["phase"], result["payload"]["call_id"], result["payload"]["server"]) == (
+        "tool_result", "toolu_k", "db")
+    assert result["payload"]["response"]["count"] == 2600  # the small sibling stays
+    assert result["payload"]["response"]["rows"]["$omitted"] == "too_large"
+
+
+def test_a_target_the_daemon_refuses_costs_the_target_not_the_event(daemon: Daemon) -> None:
+    res = hook(daemon, "SessionStart", None, "--target", "/nonexistent/dir", source="startup")
+    assert b"recording under the global root" in res.stderr
+    assert [r["phase"] for r in trace_of(daemon)] == ["start"]
+
+
+def test_a_second_daemon_on_the_same_root_refuses(daemon: Daemon, short_tmp: Path) -> None:
+    other = dict(daemon.env, XDG_STATE_HOME=str(short_tmp / "other-state"),
+                 TRACED_SOCKET=str(short_tmp / "run2" / "t.sock"))
+    res = subprocess.run([sys.executable, "-m", "traced", "serve", "--root", str(daemon.root)], env=other,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert daemon.proc is not None and f"(pid {daemon.proc.pid}) holds the sessions root" in res.stderr
+
+
+def test_a_full_daemon_makes_the_hook_spool_not_lose(daemon_factory: Any) -> None:
+    d: Daemon = daemon_factory(start=False)
+    (d.base / "config" / "traced").mkdir(parents=True, exist_ok=True)
+    (d.base / "config" / "traced" / "config.toml").write_text("max_connections = 1\n")
+    d.start()
+    import socket
+
+    holder = socket.socket(socket.AF_UNIX)
+    holder.connect(str(d.socket))
+    holder.sendall(b"\0\0\0")  # busy mid-frame: never silent long enough to be reaped
+    try:
+        res = hook(d, "SessionStart", source="startup")
+    finally:
+        holder.close()
+    assert res.stderr == b"", res.stderr
+    records = wait_for(lambda: (t := list(d.root.glob(f"*/claude-code/{SID}/trace.jsonl"))) and read_trace(t[0]),
+                       what="the spooled event lands")
+    assert [r["phase"] for r in records] == ["start"]

@@ -81,13 +81,14 @@ def test_open_on_a_full_disk_is_refused_and_leaves_no_session(daemon_factory: An
     d: Daemon = daemon_factory("--root", str(tiny_fs / "root"))
     (tiny_fs / "root").mkdir(exist_ok=True)
     blocker = tiny_fs / "fill"
-    with open(blocker, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
+    fd = os.open(blocker, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:  # fill the disk to the last byte
+        while os.write(fd, b"\0" * 65536):
             pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
     with d.client() as c, pytest.raises(RequestError) as e:
         c.open("nospace", owner_pid=-1)
     assert e.value.code == "io_error"

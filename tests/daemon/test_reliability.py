@@ -416,7 +416,7 @@ def test_other_writers_sessions_get_the_idle_timeout(daemon_factory: Any) -> Non
     sdir = d.root / day / "devboy-skill" / "01JD0DEVB0YWR1TER000000000"
     sdir.mkdir(parents=True)
     meta = {"session_id": sdir.name, "skill": "devboy-skill", "devboy_version": "0.9.0",
-            "started_at": f"{day}T00:00:00Z", "tool_calls": 0, "errors": 0, "skill_version": "2"}
+            "started_at": f"{day}T00:00:00Z", "tool_calls": 0, "errors": 0, "skill_version": 2}
     (sdir / "meta.json").write_text(json.dumps(meta))
     with open(sdir / "trace.jsonl", "w") as f:  # devboy's own writer: no step
         f.write(json.dumps({"ts": f"{day}T00:00:00Z", "skill": "devboy-skill", "session_id": sdir.name,
@@ -425,7 +425,7 @@ def test_other_writers_sessions_get_the_idle_timeout(daemon_factory: Any) -> Non
                             "phase": "tool_call", "payload": {"tool": "x", "args": {}}}) + "\n")
     final = wait_for(lambda: _ended_meta(sdir), what="the other writer's session finalized")
     assert (final["outcome"], final["reason"]) == ("aborted", "idle_timeout")
-    assert final["skill_version"] == "2" and final["devboy_version"] == "0.9.0", "fields set at start survive"
+    assert final["skill_version"] == 2 and final["devboy_version"] == "0.9.0", "fields set at start survive"
     lines = (sdir / "trace.jsonl").read_text().splitlines()
     assert len(lines) == 3 and json.loads(lines[-1])["phase"] == "end"
 

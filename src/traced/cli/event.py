@@ -178,7 +178,7 @@ def run(argv: list[str]) -> int:
     deadline = time.monotonic() + spool_after_default()  # one deadline for the whole command
     try:
         with ShellClient(args.socket, name="traced-cli", client_id=args.client_id, deadline=deadline) as client:
-            args.payload_value = payload = fit(payload, payload_budget(client.frame_limit))
+            args.payload_value = payload = fit(payload, payload_budget(client.frame_limit), 64, client.max_keys)
             step = client.emit(args.session_id, args.phase, payload, ts=args.ts)
     except RequestError as e:
         print(f"traced: {e}", file=sys.stderr)

@@ -31,7 +31,10 @@ def run(argv: list[str]) -> int | None:
     except ValueError:
         return None
     rest = words[at + 1 :]
-    if not rest or rest[0] == "install" or "-h" in rest or "--help" in rest:
+    if not rest:  # an agent's settings with the agent's name missing must not block its tools either
+        _complain(f"no agent named (known: {', '.join(AGENTS)}); nothing recorded")
+        return 0
+    if rest[0] == "install" or "-h" in rest or "--help" in rest:
         return None
     if rest[0] not in AGENTS:  # a typo in an agent's settings must not block its tools (exit 2)
         _complain(f"unknown agent {rest[0]!r} (known: {', '.join(AGENTS)}); nothing recorded")

@@ -86,9 +86,14 @@ class AsyncClient(ClientBase):
         check_peer(self._stream.extra(SocketAttribute.raw_socket))
         conv = self._conv
         conv.reset_transport()
-        rid = conv.send(conv.hello())
-        await self._flush()
-        self.server = conv.welcome(await self._wait(rid))
+        try:
+            rid = conv.send(conv.hello())
+            await self._flush()
+            self.server = conv.welcome(await self._wait(rid))
+        except RequestError as e:  # a full daemon turns us away: as good as away (retry, then spool)
+            if e.code != "overloaded":
+                raise
+            raise ConnectionRefusedError(111, e.message) from e
 
     async def connect(self) -> None:
         """Connect and say hello; raises DaemonUnavailable when nothing listens."""
@@ -161,10 +166,10 @@ class AsyncClient(ClientBase):
     async def _receive(self) -> bytes:
         assert self._stream is not None
         try:
-            with anyio.fail_after(self.timeout):
+            with anyio.fail_after(self.op_timeout):
                 return await self._stream.receive(READ_SIZE)
         except TimeoutError as e:
-            raise ConnectionError(f"no reply from the daemon in {self.timeout:g}s") from e
+            raise ConnectionError(f"no reply from the daemon in {self.op_timeout:g}s") from e
 
     async def _wait(self, rid: int) -> protocol.Reply:
         conv = self._conv

@@ -73,7 +73,7 @@ class Client(ClientBase):
         """Open the socket and exchange hello (raises OSError/RequestError)."""
         check_dir(self.socket_path)  # secrets never go to another uid
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
+        sock.settimeout(self.op_timeout)
         try:
             sock.connect(str(self.socket_path))
             check_peer(sock)
@@ -83,9 +83,14 @@ class Client(ClientBase):
         self._sock = sock
         conv = self._conv
         conv.reset_transport()
-        rid = conv.send(conv.hello())
-        self._flush()
-        self.server = conv.welcome(self._wait(rid))
+        try:
+            rid = conv.send(conv.hello())
+            self._flush()
+            self.server = conv.welcome(self._wait(rid))
+        except RequestError as e:  # a full daemon turns us away: as good as away (retry, then spool)
+            if e.code != "overloaded":
+                raise
+            raise ConnectionRefusedError(111, e.message) from e
 
     def connect(self) -> None:
         """Connect and say hello; raises DaemonUnavailable when nothing listens."""

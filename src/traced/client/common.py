@@ -36,6 +36,12 @@ class ClientBase:
         self._conv = Conversation(client_id, name, send_secrets=send_secrets, spool_after=spool_after)
 
     @property
+    def op_timeout(self) -> float:
+        """Seconds one wait for the daemon may last: ``timeout``, but no longer than ``spool_after``
+        (0.5 s at least): a daemon that accepts and never answers counts as away."""
+        return min(self.timeout, max(self._conv.spool_after, 0.5))
+
+    @property
     def client_id(self) -> str:
         """This client's id: with each event's seq, the idempotency key."""
         return self._conv.client_id
@@ -54,6 +60,11 @@ class ClientBase:
     def frame_limit(self) -> int:
         """The daemon's frame limit in bytes, from its ``welcome`` (0 before it is known)."""
         return self._conv.frame_limit
+
+    @property
+    def max_keys(self) -> int:
+        """The daemon's limit on map keys in one payload, from its ``welcome`` (0: not known)."""
+        return self._conv.max_keys
 
     @property
     def spool_after(self) -> float:

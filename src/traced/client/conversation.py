@@ -38,7 +38,7 @@ from traced.format import layout
 from traced.format.ids import new_ulid
 from traced.wire import protocol
 from traced.wire.fit import cut_depth, repair
-from traced.wire.framing import HEADER, Framer
+from traced.wire.framing import HEADER, Framer, frame
 
 FLUSH_AT: Final = 64 * 1024
 """Send buffered ``ack=False`` events once this many bytes wait."""
@@ -116,6 +116,8 @@ class Conversation:
         self.lost_warned = False
         self.max_depth = DEFAULT_DEPTH
         """The daemon's payload depth limit, from ``welcome``."""
+        self.max_keys = 0
+        """The daemon's payload key limit, from ``welcome`` (0: not known)."""
         self._next_id = 0
         self._seq = 0
         self._emit_seq: dict[int, int] = {}
@@ -293,6 +295,7 @@ class Conversation:
             raise RequestError("bad_frame", f"expected welcome, got {type(reply).__name__}")
         self.frame_limit = reply.max_frame
         self.max_depth = reply.max_depth or DEFAULT_DEPTH
+        self.max_keys = reply.max_keys
         self.spooling = False
         self.lost = 0  # told
         self.lost_warned = False
@@ -393,7 +396,10 @@ def spool_pending(conv: Conversation, msg: Any, directory: Path) -> int:
                 item.meta, _ = redactor.redact(item.meta)
         elif isinstance(item, protocol.Close) and item.summary:
             item.summary, _ = redactor.redact_text(item.summary)
-        protocol.encode(item, frames)
+        try:  # what MessagePack cannot hold is repaired here too: the spool loses nothing the socket keeps
+            frames += frame(conv._encode_body(item))
+        except RequestError:
+            continue  # an event with no JSON form was already refused to the caller
     events = sum(isinstance(p, protocol.Emit) for p in pending)
     try:
         spool.write_segment(directory, conv.client_id, first_seq or conv.next_seq(), frames)

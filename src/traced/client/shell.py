@@ -94,6 +94,7 @@ class ShellClient:
         self.timeout = timeout
         self.deadline = deadline
         self.frame_limit = 0
+        self.max_keys = 0
         self._sock: socket.socket | None = None
         self._framer = Framer(64 * 1024 * 1024)
         self._ready: list[bytes] = []
@@ -114,8 +115,18 @@ class ShellClient:
         except OSError:
             self.close()
             raise
-        welcome = self.request(hello_msg(self.name, self.client_id))
+        try:
+            welcome = self.request(hello_msg(self.name, self.client_id))
+        except OSError:
+            self.close()
+            raise
+        except RequestError as e:  # a full daemon turns us away: as good as away
+            if e.code != "overloaded":
+                raise
+            self.close()
+            raise ConnectionRefusedError(111, e.message) from e
         self.frame_limit = int(welcome.get("max_frame") or 0)
+        self.max_keys = int(welcome.get("max_keys") or 0)
 
     def _arm(self) -> None:
         """Give the next socket operation the time left (TimeoutError when none is)."""

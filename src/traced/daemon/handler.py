@@ -27,12 +27,15 @@ from traced.daemon.procfs import peer_cwd
 from traced.daemon.registry import Live, Loaded, Registry
 from traced.daemon.session import Pending
 from traced.errors import RequestError
+from traced.format.records import meta_dict
 from traced.redaction.redactor import Redactor
 from traced.wire import protocol
 from traced.wire.protocol import encode
 
 log = structlog.get_logger("traced.daemon.handler")
 
+PID_MAX = 4194304
+"""Linux's largest pid (``/proc/sys/kernel/pid_max`` can be at most 2**22)."""
 FAIR_SHARE = 32
 """Requests handled in a row before other connections get their turn."""
 
@@ -200,7 +203,8 @@ class Handler:
                 if self.on_hello is not None and req.client_id:
                     await self.on_hello(req.client_id)
                 return protocol.Welcome(id=req.id, server=f"traced {__version__}", pid=os.getpid(),
-                                        max_frame=self.config.max_frame, max_depth=self.config.max_payload_depth)
+                                        max_frame=self.config.max_frame, max_depth=self.config.max_payload_depth,
+                                        max_keys=self.config.max_payload_keys)
             case protocol.Open():
                 cwd = req.cwd or conn.cwd or peer_cwd(conn.peer.pid)
                 loaded = None
@@ -213,7 +217,7 @@ class Handler:
             case protocol.Close():
                 summary = self.intake.text(conn.redactor, req.summary)
                 live = await self.end_session(req.session_id, req.outcome, summary, None, event_time(req.ts))
-                return protocol.Closed(id=req.id, meta=msgspec.to_builtins(live.state.m))
+                return protocol.Closed(id=req.id, meta=meta_dict(live.state.m))
             case protocol.Sync():
                 if req.fsync or self.config.fsync == "always":
                     await self.registry.durable(conn.touched | touched)
@@ -238,6 +242,8 @@ class Handler:
             owner = conn.peer.pid
         elif req.owner_pid < 0:
             owner = None
+        elif req.owner_pid > PID_MAX:
+            raise RequestError("invalid_event", f"owner_pid {req.owner_pid} is not a process id (max {PID_MAX})")
         else:
             owner = req.owner_pid
         live, resumed, fallback = self.registry.open(

@@ -21,7 +21,7 @@ def proc_start_time(pid: int) -> int | None:
 
 def alive(pid: object, start: object = None) -> bool:
     """Whether process ``pid`` runs and, when ``start`` is given, is the same process as then."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= 4194304:
         return False
     now = proc_start_time(pid)
     return now is not None and (start is None or now == start)

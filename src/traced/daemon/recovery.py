@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import structlog
 
 from traced.daemon.journal import scan
@@ -23,7 +22,7 @@ from traced.daemon.watchers import Watchers
 from traced.errors import RequestError
 from traced.format import layout, vocab
 from traced.format.files import write_atomic
-from traced.format.records import Usage, json_encoder, meta_decoder
+from traced.format.records import Usage, decode_meta, meta_json
 
 log = structlog.get_logger("traced.daemon.recovery")
 
@@ -66,8 +65,8 @@ async def recover(registry: Registry, watchers: Watchers) -> tuple[int, int]:
 def complete_ended(sdir: Path) -> None:
     """Fill meta.json's ending (ended_at, outcome, summary, reason) and counters from the trace."""
     try:
-        meta = meta_decoder.decode((sdir / layout.META).read_bytes())
-    except (OSError, msgspec.DecodeError):
+        meta = decode_meta((sdir / layout.META).read_bytes())
+    except (OSError, ValueError, RecursionError):
         return
     if meta.ended_at is not None:
         return
@@ -87,7 +86,7 @@ def complete_ended(sdir: Path) -> None:
         meta.reason = payload["reason"]
     meta.steps = tail.last_step
     try:
-        write_atomic(str(sdir), layout.META, json_encoder.encode(meta))
+        write_atomic(str(sdir), layout.META, meta_json(meta))
     except OSError as e:
         log.error("meta_write_failed", session_dir=str(sdir), error=e.strerror)
     log.info("session_end_completed", session_dir=str(sdir), outcome=meta.outcome)

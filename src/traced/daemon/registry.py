@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import anyio
-import msgspec
 import structlog
 
 from traced import __version__, locations
@@ -49,7 +48,7 @@ from traced.daemon.status import Stats
 from traced.errors import InvalidName, RequestError
 from traced.format import ids, layout, vocab
 from traced.format.files import write_atomic
-from traced.format.records import Meta, Record, Usage, format_ts, json_encoder, meta_decoder, summarize
+from traced.format.records import Meta, Record, Usage, decode_meta, format_ts, json_encoder, meta_json, summarize
 
 log = structlog.get_logger("traced.daemon.registry")
 
@@ -244,8 +243,8 @@ class Registry:
         thread (``preload``) for a session that may be large.
         """
         try:
-            meta = meta_decoder.decode((sdir / layout.META).read_bytes())
-        except (OSError, msgspec.DecodeError):
+            meta = decode_meta((sdir / layout.META).read_bytes())
+        except (OSError, ValueError, RecursionError):  # msgspec's errors are ValueErrors
             meta = Meta(
                 session_id=sdir.name, skill=sdir.parent.name, devboy_version=WRITER_ID,
                 started_at=f"{sdir.parent.parent.name}T00:00:00.000000Z",
@@ -489,7 +488,7 @@ class Registry:
 
     def write_meta(self, live: Live) -> None:
         """Rewrite meta.json atomically from the state (after late records). Blocking: a worker thread."""
-        write_atomic(live.state.dir, layout.META, json_encoder.encode(live.state.m))
+        write_atomic(live.state.dir, layout.META, meta_json(live.state.m))
 
     def finish(self, live: Live) -> None:
         """Blocking tail of close: fsync the trace (unless fsync=never), write meta.json."""
@@ -500,7 +499,7 @@ class Registry:
             except OSError as e:
                 log.error("fsync_failed", session_id=live.state.session_id, error=e.strerror)
         self.fds.drop(live.journal.path)
-        write_atomic(live.state.dir, layout.META, json_encoder.encode(live.state.m))
+        write_atomic(live.state.dir, layout.META, meta_json(live.state.m))
         self.markers.unmark(live.state.session_id)
 
     def finished(self, live: Live) -> None:
@@ -510,7 +509,7 @@ class Registry:
     def _write_meta_fast(self, live: Live) -> None:
         """The meta.json skeleton at start: atomic rename, no fsync (the trace is the truth)."""
         try:
-            write_atomic(live.state.dir, layout.META, json_encoder.encode(live.state.m), sync=False)
+            write_atomic(live.state.dir, layout.META, meta_json(live.state.m), sync=False)
         except OSError as e:
             log.error("meta_write_failed", session_id=live.state.session_id, error=e.strerror)
 
@@ -566,7 +565,7 @@ class Registry:
         live = self._adopt(sdir, Path(str(marker.get("root") or sdir.parents[2])), "adopt")
         live.state.idle_timeout = float(marker.get("idle_timeout") or self.config.idle_timeout)
         pid = marker.get("owner_pid")
-        if isinstance(pid, int) and pid > 0:
+        if isinstance(pid, int) and 0 < pid <= 4194304:
             live.state.owner_pid = pid
             start = marker.get("owner_start")
             live.owner_start = start if isinstance(start, int) else None
@@ -595,7 +594,11 @@ def apply_labels(meta: Meta, labels: dict[str, Any] | None) -> None:
         return
     meta.labels.update({str(k): str(v) for k, v in labels.items()})
     if "skill_version" in labels:
-        meta.skill_version = str(labels["skill_version"])
+        version = str(labels["skill_version"]).strip()
+        if version.isdigit() and int(version) < 2**32:  # devboy's Option<u32>
+            meta.skill_version, meta.skill_version_text = int(version), None
+        else:
+            meta.skill_version, meta.skill_version_text = None, version
     if labels.get("transcript_path"):
         meta.transcript_path = str(labels["transcript_path"])
 

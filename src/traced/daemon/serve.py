@@ -77,9 +77,16 @@ def _own_dir(directory: Path, what: str) -> None:
     os.chmod(directory, layout.DIR_MODE)
 
 
-def _lock(path: Path, what: str) -> int:
-    """Hold an exclusive flock on ``path``; AlreadyRunning names the holder's pid when another has it."""
-    _own_dir(path.parent, f"directory of {what}")
+def _lock(path: Path, what: str, own_dir: bool = True) -> int:
+    """Hold an exclusive flock on ``path``; AlreadyRunning names the holder's pid when another has it.
+
+    ``own_dir``: make the directory this user's private one first (the state and runtime
+    dirs); a sessions root keeps the modes its user gave it.
+    """
+    if own_dir:
+        _own_dir(path.parent, f"directory of {what}")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=layout.DIR_MODE)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -128,6 +135,11 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
     notifier = Notifier.from_env()
     _fd_budget(cfg)
     state_lock = _lock(locations.state_dir() / "daemon.lock", "the state directory")
+    try:  # and one daemon per sessions root: two would both number the same sessions' steps
+        root_lock = _lock(cfg.root_path() / ".traced-daemon.lock", "the sessions root", own_dir=False)
+    except BaseException:
+        os.close(state_lock)
+        raise
     registry = Registry(cfg)
     registry.roots.load()
     bus = Bus()
@@ -207,7 +219,7 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
         if bound is not None:
             with contextlib.suppress(OSError):
                 bound.unlink()
-        for fd in (lock_fd, state_lock):
+        for fd in (lock_fd, state_lock, root_lock):
             if fd >= 0:
                 os.close(fd)
         log.info("stopped")

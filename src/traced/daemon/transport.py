@@ -146,7 +146,10 @@ class Transport:
         while True:
             if framer.buffered:
                 with anyio.move_on_after(partial_timeout) as scope:
-                    data = await stream.receive(READ_SIZE)
+                    try:
+                        data = await stream.receive(READ_SIZE)
+                    except anyio.EndOfStream:  # gone mid-frame: nothing to answer
+                        return
                 if scope.cancelled_caught:
                     log.warning("partial_frame_timeout", peer_pid=conn.peer.pid, buffered=framer.buffered)
                     await self._send_error(stream, "bad_frame", f"partial frame stalled for {partial_timeout:g}s")

@@ -90,8 +90,11 @@ class Watchers:
         with scope:
             try:
                 fd = os.pidfd_open(pid)
-            except ProcessLookupError:
+            except (ProcessLookupError, OverflowError, ValueError):  # gone, or never a pid at all
                 fd = -1
+            except OSError as e:  # no pidfd here (EPERM, ENOSYS…): never take the daemon down for it
+                log.error("owner_watch_failed", owner_pid=pid, error=str(e))
+                return
             try:
                 if fd >= 0 and (start is None or proc_start_time(pid) == start):
                     await anyio.wait_readable(fd)

@@ -26,7 +26,8 @@ class Record(msgspec.Struct, omit_defaults=True, kw_only=True):
     step: int | None = None
     turn: int | None = None
     phase: str
-    payload: Any = {}
+    payload: Any
+    """Always written, ``{}`` included: devboy's ``TraceRecord`` requires it."""
     client_seq: str | None = None
     late: bool | None = None
     """True on a record appended after the session's ``end`` (an async hook's late result)."""
@@ -56,8 +57,11 @@ class Meta(msgspec.Struct, omit_defaults=True, kw_only=True):
     outcome: str | None = None
     summary: str | None = None
     input_summary: str | None = None
-    skill_version: str | None = None
+    skill_version: int | None = None
+    """devboy's ``Option<u32>``: an integer or absent (a non-integer version goes to
+    ``skill_version_text``)."""
     tool_calls: int = 0
+    """Always written, 0 included (devboy's ``u64``, a required field): see ``meta_json``."""
     errors: int = 0
     # traced's additions
     steps: int = 0
@@ -72,13 +76,53 @@ class Meta(msgspec.Struct, omit_defaults=True, kw_only=True):
     labels: dict[str, str] = {}
     transcript_path: str | None = None
     """The agent's own transcript (e.g. Claude Code's), when a hook gave it."""
+    skill_version_text: str | None = None
+    """A skill version that is not an unsigned 32-bit integer (``"1.2.0"``), kept as given."""
     redactions: int = 0
     malformed_lines: int = 0
 
 
 json_encoder: Final = msgspec.json.Encoder()
+
+DEVBOY_REQUIRED: Final = ("tool_calls", "errors")
+"""devboy's required ``u64`` fields: written even when 0 (``omit_defaults`` would drop them)."""
+
+
+def decode_meta(raw: bytes) -> Meta:
+    """meta.json read tolerantly, keeping every field another writer set.
+
+    A ``skill_version`` that is not an unsigned integer moves to ``skill_version_text``;
+    numbers written as strings are converted. Raises ``msgspec.DecodeError`` (not JSON)
+    and ``msgspec.ValidationError`` (not a meta: a required field missing or of no usable type).
+    """
+    obj = msgspec.json.decode(raw)
+    if not isinstance(obj, dict):
+        raise msgspec.ValidationError("meta.json is not an object")
+    version = obj.get("skill_version")
+    if version is not None and not (type(version) is int and 0 <= version < 2**32):
+        text = str(version).strip()
+        obj["skill_version"] = int(text) if text.isdigit() and int(text) < 2**32 else None
+        if obj["skill_version"] is None:
+            obj.setdefault("skill_version_text", text)
+    return msgspec.convert(obj, Meta, strict=False)
+
+
+def meta_dict(meta: Meta) -> dict[str, Any]:
+    """meta.json's object: devboy's fields first, the required counters always present."""
+    raw: dict[str, Any] = msgspec.to_builtins(meta)
+    out: dict[str, Any] = {}
+    for name in meta.__struct_fields__:
+        if name in raw:
+            out[name] = raw[name]
+        elif name in DEVBOY_REQUIRED:
+            out[name] = getattr(meta, name)
+    return out
+
+
+def meta_json(meta: Meta) -> bytes:
+    """meta.json's bytes (see ``meta_dict``): what devboy's own ``SessionMeta`` reads."""
+    return json_encoder.encode(meta_dict(meta))
 record_decoder: Final = msgspec.json.Decoder(Record)
-meta_decoder: Final = msgspec.json.Decoder(Meta)
 
 _sec_cache: list[Any] = [-1, ""]
 

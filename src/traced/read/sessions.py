@@ -225,6 +225,14 @@ def _str(meta: dict[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _version(meta: dict[str, Any]) -> str | None:
+    """The skill's version: devboy's integer ``skill_version``, else traced's ``skill_version_text``."""
+    value = meta.get("skill_version")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return _str(meta, "skill_version") or _str(meta, "skill_version_text")
+
+
 def _info_from_meta(ref: SessionRef, meta: dict[str, Any]) -> SessionInfo:
     phases = meta.get("phases")
     labels = meta.get("labels")
@@ -239,7 +247,7 @@ def _info_from_meta(ref: SessionRef, meta: dict[str, Any]) -> SessionInfo:
         summary=_str(meta, "summary"),
         input_summary=_str(meta, "input_summary"),
         writer=_str(meta, "devboy_version"),
-        skill_version=_str(meta, "skill_version"),
+        skill_version=_version(meta),
         host=_str(meta, "host"),
         cwd=_str(meta, "cwd"),
         steps=count(meta["steps"]) if "steps" in meta else None,

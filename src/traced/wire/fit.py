@@ -126,18 +126,21 @@ def _leaves(value: Any, path: tuple[Any, ...], out: list[tuple[int, tuple[Any, .
             out.append((size, path))
 
 
-def fit(payload: dict[str, Any], max_bytes: int, max_depth: int = 64) -> dict[str, Any]:
-    """``payload`` within ``max_depth`` (the top map is depth 1) and ``max_bytes`` (MessagePack).
+def fit(payload: dict[str, Any], max_bytes: int, max_depth: int = 64, max_keys: int = 0) -> dict[str, Any]:
+    """``payload`` within ``max_depth`` (the top map is depth 1), ``max_bytes`` (MessagePack) and
+    ``max_keys`` (map keys in all, 0: no limit).
 
-    Returns ``payload`` itself when it already fits, else a new payload with
-    the markers above. The result can still exceed ``max_bytes`` when every
-    leaf left is smaller than ``MIN_OMIT``.
+    Returns ``payload`` itself when it already fits, else a new payload with the
+    markers of the module doc. When omitting the largest leaves is not enough (many
+    small leaves, too many keys), the largest maps and lists go next, each replaced
+    by ``{"$omitted": "too_large", "bytes": n}``. The top map's own scalars always stay.
     """
     out = payload
     if max_depth > 0 and _deeper_than(payload, max_depth):
         out = cut_depth(payload, max_depth)
     total = _size(out)
-    if total <= max_bytes:
+    keys = _keys(out) if max_keys else 0
+    if total <= max_bytes and (not max_keys or keys <= max_keys):
         return out
     if out is payload:
         out = cut_depth(payload, 1 << 30)  # a copy we may change in place
@@ -148,12 +151,69 @@ def fit(payload: dict[str, Any], max_bytes: int, max_depth: int = 64) -> dict[st
         if total <= max_bytes:
             break
         marker = {"$omitted": "too_large", "bytes": size}
-        parent: Any = out
-        for key in path[:-1]:
-            parent = parent[key]
-        parent[path[-1]] = marker
+        _put(out, path, marker)
         total -= size - _size(marker)
+        keys += 2
+    if total <= max_bytes and (not max_keys or keys <= max_keys):
+        return out
+    containers: list[tuple[int, int, tuple[Any, ...]]] = []
+    _containers(out, (), containers)
+    # the bulk first, as deep as it goes: a map whose one child holds most of it is not omitted
+    # whole while that child can go (its small siblings stay)
+    biggest_child: dict[tuple[Any, ...], int] = {}
+    for size, _n, path in containers:
+        parent = path[:-1]
+        biggest_child[parent] = max(biggest_child.get(parent, 0), size)
+    containers.sort(key=lambda c: (biggest_child.get(c[2], 0) * 2 < c[0], c[0], c[1]), reverse=True)
+    gone: list[tuple[Any, ...]] = []
+    for size, nkeys, path in containers:
+        if total <= max_bytes and (not max_keys or keys <= max_keys):
+            break
+        if any(path[: len(g)] == g for g in gone):
+            continue  # inside a subtree already omitted
+        marker = {"$omitted": "too_large", "bytes": size}
+        _put(out, path, marker)
+        gone.append(path)
+        total -= size - _size(marker)
+        keys -= nkeys - 2
     return out
+
+
+def _put(root: Any, path: tuple[Any, ...], value: Any) -> None:
+    parent = root
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = value
+
+
+def _keys(value: Any) -> int:
+    """Map keys in ``value`` in all (what the daemon's ``max_payload_keys`` counts)."""
+    n = 0
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is dict:
+            n += len(v)
+            stack.extend(v.values())
+        elif t is list:
+            stack.extend(v)
+    return n
+
+
+def _containers(value: Any, path: tuple[Any, ...], out: list[tuple[int, int, tuple[Any, ...]]]) -> None:
+    """(size, keys, path) of every map and list below the top one."""
+    t = type(value)
+    if t is dict:
+        for k, v in value.items():
+            if type(v) is dict or type(v) is list:
+                out.append((_size(v), _keys(v), (*path, k)))
+                _containers(v, (*path, k), out)
+    elif t is list:
+        for i, v in enumerate(value):
+            if type(v) is dict or type(v) is list:
+                out.append((_size(v), _keys(v), (*path, i)))
+                _containers(v, (*path, i), out)
 
 
 def _deeper_than(value: Any, max_depth: int) -> bool:

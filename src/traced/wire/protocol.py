@@ -151,6 +151,8 @@ class Welcome(_Msg, tag="welcome"):
     """The daemon's frame limit: a client refuses larger events itself (``too_large``)."""
     max_depth: int = 0
     """The daemon's payload depth limit (0: not said); deeper subtrees are kept as markers."""
+    max_keys: int = 0
+    """The daemon's limit on map keys in one payload (0: not said)."""
 
 
 class Opened(_Msg, tag="opened"):

@@ -34,20 +34,7 @@ def put_stamp(root: str, session_id: str, call_id: str, ts: float) -> None:
     """Keep the PreToolUse time (epoch seconds) of ``call_id``. Raises OSError."""
     if not (valid_name(session_id) and valid_name(call_id)):
         return
-    directory = os.path.join(root, session_id)
-    os.makedirs(os.path.dirname(os.path.dirname(root)), exist_ok=True)  # $XDG_STATE_HOME
-    for level in (os.path.dirname(root), root, directory):  # each one 0700, unlike makedirs
-        if not os.path.isdir(level):
-            try:
-                os.mkdir(level, 0o700)
-            except FileExistsError:
-                pass
-    fd = os.open(os.path.join(directory, call_id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
-    try:
-        os.write(fd, repr(ts).encode())
-    finally:
-        os.close(fd)
+    put_stamp_bytes(root, session_id, call_id, repr(ts).encode())
 
 
 def take_stamp(root: str, session_id: str, call_id: str) -> float | None:
@@ -106,3 +93,52 @@ def sweep_stamps(root: str, max_age: float = STAMP_MAX_AGE, now: float | None = 
                 drop_stamps(root, name)
         except OSError:
             pass
+
+
+def delivered_before(root: str, session_id: str, key: str, digest: int) -> bool:
+    """Whether this exact delivery (``key``: event and call id; ``digest``: of its bytes) came before.
+
+    Claude Code runs a hook registered twice (settings and a plugin, a hooks file loaded twice)
+    twice with the same stdin. The first delivery leaves ``<state>/hooks/<session>/.<key>``
+    holding its digest; a later one with the same digest is a duplicate. Errors answer False:
+    when in doubt, record.
+    """
+    if not (valid_name(session_id) and valid_name(key)):
+        return False
+    path = os.path.join(root, session_id, f".{key}")
+    mark = f"{digest:08x}".encode()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    else:
+        try:
+            if os.read(fd, 16) == mark:
+                return True
+        finally:
+            os.close(fd)
+    try:
+        put_stamp_bytes(root, session_id, f".{key}", mark)
+    except OSError:
+        pass
+    return False
+
+
+def put_stamp_bytes(root: str, session_id: str, name: str, data: bytes) -> None:
+    """Write ``data`` to ``<root>/<session_id>/<name>`` (0600, in 0700 dirs). Raises OSError."""
+    directory = os.path.join(root, session_id)
+    os.makedirs(os.path.dirname(os.path.dirname(root)), exist_ok=True)  # $XDG_STATE_HOME
+    for level in (os.path.dirname(root), root, directory):  # each one 0700, unlike makedirs
+        if not os.path.isdir(level):
+            try:
+                os.mkdir(level, 0o700)
+            except FileExistsError:
+                pass
+    fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)

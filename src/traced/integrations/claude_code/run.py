@@ -13,7 +13,14 @@ import time
 
 from traced.errors import HookError
 from traced.format.layout import valid_name
-from traced.integrations.claude_code.clocks import drop_stamps, put_stamp, stamps_root, sweep_stamps, take_stamp
+from traced.integrations.claude_code.clocks import (
+    delivered_before,
+    drop_stamps,
+    put_stamp,
+    stamps_root,
+    sweep_stamps,
+    take_stamp,
+)
 from traced.integrations.claude_code.translate import DEFAULT_SKILL, Options, Plan, parse, translate
 from traced.wire.fit import fit, payload_budget
 
@@ -31,6 +38,8 @@ SPOOL_RESERVE: Final = 0.25
 """Seconds of the budget kept for writing the spool (it imports the full client and redactor)."""
 MAX_DEPTH: Final = 64
 """The daemon's default payload depth limit; deeper subtrees are marked, not sent."""
+MAX_KEYS: Final = 10000
+"""The daemon's default limit on map keys in one payload, until its welcome says."""
 
 
 def max_event_bytes(frame_limit: int = 0) -> int:
@@ -60,7 +69,9 @@ def options_from(skill: str | None = None, target: str | None = None,
         timeout = float(raw) if raw not in (None, "") else 0.0
     except (TypeError, ValueError):
         raise HookError(f"invalid idle timeout {raw!r}") from None
-    return Options(skill=skill, target=target, idle_timeout=max(timeout, 0.0))
+    if not 0.0 <= timeout < 1e9:  # negative, NaN, infinite
+        raise HookError(f"invalid idle timeout {raw!r}: seconds, 0 or more")
+    return Options(skill=skill, target=target, idle_timeout=timeout)
 
 
 def budget() -> float:
@@ -84,6 +95,13 @@ def run(text: str | bytes, options: Options, socket_path: str | None = None, now
     hook = parse(text)
     plan = translate(hook, options, now if now is not None else time.time())
     root = stamps_root()
+    call = plan.take or plan.stamp
+    if call:  # the same hook registered twice delivers the same bytes twice: record the call once
+        import zlib
+
+        body = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+        if delivered_before(root, plan.session_id, f"{plan.event}-{call}", zlib.crc32(body)):
+            return plan
     if plan.take:
         plan.set_duration(take_stamp(root, plan.session_id, plan.take))
     if plan.stamp:
@@ -94,10 +112,7 @@ def run(text: str | bytes, options: Options, socket_path: str | None = None, now
     from traced.client.shell import ShellClient
     from traced.format.ids import new_ulid
 
-    # a tool event is one delivery per call: a duplicate delivery (the same hook registered twice, a
-    # plugin loading its hooks file twice) carries the same keys, and the daemon writes it once
-    call = plan.take or plan.stamp
-    client_id = f"cc-{plan.event}-{call}" if call and valid_name(call) else new_ulid()
+    client_id = new_ulid()
     try:
         try:  # the fast path: no msgspec import, the daemon answers inside the budget
             with ShellClient(socket_path, name="traced-hook", client_id=client_id,
@@ -122,6 +137,22 @@ def run(text: str | bytes, options: Options, socket_path: str | None = None, now
     return plan
 
 
+def _open(client: Client | ShellClient, plan: Plan) -> None:
+    """Open (or resume) the plan's session; a target the daemon refuses costs the target, not the event."""
+    from traced.errors import RequestError
+
+    try:
+        client.open(**plan.open)
+    except RequestError as e:
+        if e.code not in ("invalid_name", "forbidden") or plan.open.get("target") in (None, "global"):
+            raise
+        import sys
+
+        print(f"traced hook: {e.message}; recording under the global root", file=sys.stderr)
+        plan.open["target"] = "global"
+        client.open(**plan.open)
+
+
 def execute(plan: Plan, client: Client | ShellClient) -> None:
     """Send ``plan`` through ``client``.
 
@@ -133,7 +164,7 @@ def execute(plan: Plan, client: Client | ShellClient) -> None:
 
     sid = plan.session_id
     if plan.open_first or client.spooling:
-        client.open(**plan.open)
+        _open(client, plan)
     for phase, payload in plan.records:
         _emit(client, plan, phase, payload)
     if plan.end is not None:
@@ -145,7 +176,7 @@ def execute(plan: Plan, client: Client | ShellClient) -> None:
                 return
             if e.code != "unknown_session":
                 raise
-            client.open(**plan.open)
+            _open(client, plan)
             client.end(sid, outcome, summary)
 
 
@@ -154,7 +185,7 @@ def _emit(client: Client | ShellClient, plan: Plan, phase: str, payload: dict[st
     from traced.errors import RequestError
 
     # a frame over the daemon's limit costs the connection: fit it first, losing the least
-    payload = fit(payload, max_event_bytes(client.frame_limit), MAX_DEPTH)
+    payload = fit(payload, max_event_bytes(client.frame_limit), MAX_DEPTH, client.max_keys or MAX_KEYS)
     reopened = slimmed = False
     while True:
         try:
@@ -165,11 +196,11 @@ def _emit(client: Client | ShellClient, plan: Plan, phase: str, payload: dict[st
                 # hooks installed mid-conversation, a daemon that lost the session, or one
                 # ended by the idle timeout while the conversation went on: (re)open it; a late
                 # event's open never reopens an ended session (it is then appended as late)
-                client.open(**plan.open)
+                _open(client, plan)
                 reopened = True
             elif e.code == "invalid_event" and not slimmed:
                 # over the daemon's string/key limits: keep the record, drop the bulk
-                payload = fit(payload, 0, MAX_DEPTH)
+                payload = fit(payload, 0, MAX_DEPTH, 1)
                 slimmed = True
             else:
                 raise

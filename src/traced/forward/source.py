@@ -109,7 +109,7 @@ def read_after(session_dir: str, offset: int, after_step: int, max_records: int,
                 continue
             try:
                 head = head_decoder.decode(body)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):  # skipped and counted, never retried forever
                 res.malformed += 1
                 continue
             if head.step is None or head.step <= after_step:

@@ -21,7 +21,7 @@ from traced.errors import AmbiguousSession, SessionNotFound
 from traced.format import layout
 from traced.format.accounting import usage_from_meta
 from traced.format.records import Usage, count
-from traced.read.trace import Entry, TraceStats, TraceSummary, iter_trace
+from traced.read.trace import Entry, TraceStats, TraceSummary, decode_line, iter_trace
 from traced.read.window import Window, parse_epoch
 
 _decode = msgspec.json.decode
@@ -29,8 +29,8 @@ _decode = msgspec.json.decode
 
 def reading_roots(given: Sequence[str | Path] | None = None) -> list[Path]:
     """The roots the reading commands read: ``given`` (``--root``), else the global root."""
-    if given:
-        return [Path(v).expanduser() for v in given]
+    if given:  # absolute: the file watcher reports absolute paths, and offsets are keyed by them
+        return [Path(v).expanduser().absolute() for v in given]
     from traced.locations import default_root
 
     return [default_root()]
@@ -213,10 +213,7 @@ def read_meta(path: Path) -> dict[str, Any] | None:
         data = path.read_bytes()
     except OSError:
         return None
-    try:
-        obj = _decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return None
+    obj = decode_line(data)
     return obj if isinstance(obj, dict) else None
 
 

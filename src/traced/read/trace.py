@@ -22,6 +22,30 @@ from traced.format.records import Usage, summarize
 from traced.read.window import parse_epoch
 
 _decode: Final = msgspec.json.decode
+BOM: Final = b"\xef\xbb\xbf"
+
+
+def decode_line(line: bytes) -> Any:
+    """One JSON text from another writer, read the way it was meant; None when it is not JSON.
+
+    A leading UTF-8 BOM is skipped; invalid UTF-8 bytes become U+FFFD (the record is
+    kept, never silently dropped); nesting too deep to decode counts as broken.
+    """
+    if line.startswith(BOM):
+        line = line[3:]
+    try:
+        return _decode(line)
+    except UnicodeDecodeError:
+        pass
+    except msgspec.DecodeError as e:
+        if "UTF-8" not in str(e):
+            return None
+    except RecursionError:
+        return None
+    try:
+        return _decode(line.decode("utf-8", "replace").encode("utf-8"))
+    except (msgspec.DecodeError, RecursionError):
+        return None
 
 
 @dataclass(slots=True)
@@ -115,11 +139,7 @@ def iter_trace(path: Path, stats: TraceStats | None = None) -> Iterator[Entry]:
         pos = 0
         for line in handle:
             complete = line.endswith(b"\n")
-            try:
-                obj = _decode(line)
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                obj = None
-            entry = to_entry(obj, pos + 1)
+            entry = to_entry(decode_line(line), pos + 1)
             if entry is None:
                 if complete:
                     stats.malformed += 1

@@ -37,8 +37,11 @@ class ClientBase:
 
     @property
     def op_timeout(self) -> float:
-        """Seconds one wait for the daemon may last: ``timeout``, but no longer than ``spool_after``
-        (0.5 s at least): a daemon that accepts and never answers counts as away."""
+        """Seconds one wait for the daemon may last: ``timeout``; when the client may spool, no longer
+        than ``spool_after`` (0.5 s at least): a daemon that accepts and never answers counts as away.
+        Without a spool there is nothing better to do than wait."""
+        if not self.spool_enabled:
+            return self.timeout
         return min(self.timeout, max(self._conv.spool_after, 0.5))
 
     @property

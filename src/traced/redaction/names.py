@@ -25,14 +25,22 @@ def _words(text: str) -> frozenset[str]:
 
 SECRET_KEY_NAMES: Final = _words(
     """
-    authorization proxy_authorization cookie cookies set_cookie password passwd passphrase
-    secret secrets token auth api_key apikey api_token apitoken access_token accesstoken
+    authorization proxy_authorization cookie set_cookie password passwd passphrase
+    secret token auth api_key apikey api_token apitoken access_token accesstoken
     refresh_token refreshtoken id_token auth_token authtoken session_token client_secret
     clientsecret private_key privatekey secret_key secretkey x_api_key xapikey bearer
-    credential credentials access_tokens refresh_tokens api_tokens auth_tokens
+    credential credentials access_tokens refresh_tokens api_tokens auth_tokens sig
     """
 )
-"""Normalised names that are always secret."""
+"""Normalised names that are always secret (``sig``: an Azure SAS signature in a URL)."""
+
+SECRET_CONTAINER_NAMES: Final = _words("secrets cookies passwords passphrases")
+"""Bare plurals that are no secret name (``secrets: 0``, ``cookies: 2``, ``"secrets": ["DB_URL"]``)
+but whose MAPPING holds secrets (``"cookies": {"sid": "..."}``): see ``Redactor``."""
+
+COUNT_WORDS: Final = _words("max min num n nb number total count cnt")
+"""A name with one of these before its last word counts or limits secrets (``max_keys``,
+``num_tokens``, ``total_secret_count``): it is never a secret name, whatever its value."""
 
 SECRET_SUFFIX_WORDS: Final = _words("token secret key password passphrase auth pat cookie credential credentials")
 """Last words that make a name secret (``github_token``, ``db_password``, ``x_auth``)."""
@@ -69,6 +77,7 @@ _CAMEL: Final = re.compile(r"([a-z0-9])([A-Z])")
 _NON_WORD: Final = re.compile(r"[^a-z0-9]+")
 _TRAILING_DIGITS: Final = re.compile(r"_?[0-9]+$")
 _PLURALS: Final = _words("keys secrets passwords passphrases cookies")
+_BARE_PLURALS: Final = _PLURALS | {"tokens"}
 
 
 def _normalize_key(name: str) -> str:
@@ -82,8 +91,12 @@ def _classify_key(name: str) -> bool:
     if norm in SECRET_KEY_NAMES:
         return True
     words = norm.split("_")
+    if len(words) == 1 and words[0] in _BARE_PLURALS:  # keys, tokens, secrets, cookies: a count or a list
+        return False
+    if not COUNT_WORDS.isdisjoint(words[:-1]):  # max_keys, num_api_keys, MaxKeys
+        return False
     last = words[-1]
-    if last in _PLURALS:
+    if last in _PLURALS:  # api_keys, db_passwords: a list of secrets
         last = last[:-1]
     if last.endswith(("password", "passwd", "passphrase")):  # PGPASSWORD, dbpassword
         return True
@@ -99,8 +112,10 @@ _KEY_CACHE_MAX: Final = 8192
 def is_secret_key(name: str) -> bool:
     """True if a dict key or env var name holds a secret (``GITHUB_TOKEN``, ``api_key``).
 
-    Never true for usage counters (``input_tokens``, ``max_tokens``) or structural keys
-    (``primary_key``, ``idempotency_key``). Cached: the same keys recur in every event.
+    Never true for usage counters (``input_tokens``, ``max_tokens``), counts and limits of
+    secrets (``max_keys``, ``MaxKeys``, ``num_tokens``, bare plurals such as ``secrets`` and
+    ``cookies``) or structural keys (``primary_key``, ``idempotency_key``). Cached: the same
+    keys recur in every event.
     """
     hit = _KEY_CACHE.get(name)
     if hit is None:
@@ -125,7 +140,9 @@ def secret_env_values(env: Mapping[str, str]) -> list[str]:
 
 
 __all__ = [
+    "COUNT_WORDS",
     "NON_SECRET_QUALIFIERS",
+    "SECRET_CONTAINER_NAMES",
     "SECRET_ENV_MIN_LEN",
     "SECRET_KEY_NAMES",
     "SECRET_SUFFIX_WORDS",

@@ -14,7 +14,7 @@ import os
 import sys
 
 from traced.cli.event import add_event_parser, json_arg
-from traced.cli.options import base_parser, command_word
+from traced.cli.options import add_globals, base_parser, command_word
 from traced.errors import EXIT_NOT_RUNNING, EXIT_USAGE, CliError, ConfigError, DaemonUnavailable, TracedError
 from traced.format import layout
 
@@ -40,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from traced.daemon import config, serve
 
     overrides: dict[str, Any] = {
-        "socket": args.socket, "root": args.root, "fsync": args.fsync,
+        "socket": args.socket, "root": args.root[-1] if args.root else None, "fsync": args.fsync,
         "log_level": args.log_level, "log_format": args.log_format,
         "idle_timeout": args.idle_timeout, "max_frame": args.max_frame,
         "forward": args.forward or None,
@@ -126,13 +126,16 @@ def cmd_end(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole ``traced`` argument parser."""
+    import argparse
+
     from traced.cli import hook, read
 
     parser, sub = base_parser()
 
     p = sub.add_parser("serve", help="run the daemon in the foreground")
     p.add_argument("--config", help="TOML config file (default $XDG_CONFIG_HOME/traced/config.toml)")
-    p.add_argument("--root", help="global root of session directories")
+    p.add_argument("--root", action="append", metavar="DIR", default=argparse.SUPPRESS,
+                   help="global root of session directories")
     p.add_argument("--fsync", choices=["never", "batch", "always"])
     p.add_argument("--idle-timeout", type=float, help="seconds before an idle session is aborted")
     p.add_argument("--max-frame", type=int, help="largest accepted frame in bytes")
@@ -168,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     read.add_parsers(sub)
     hook.add_parsers(sub)
+    add_globals(parser)
     return parser
 
 

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 SOCKET_HELP = "daemon socket (default: $TRACED_SOCKET or $XDG_RUNTIME_DIR/traced/traced.sock)"
+ROOT_HELP = "sessions root (repeatable for the reading commands; default: the daemon's roots)"
 
 
 def base_parser() -> tuple[argparse.ArgumentParser, Any]:
@@ -23,8 +24,27 @@ def base_parser() -> tuple[argparse.ArgumentParser, Any]:
     parser = argparse.ArgumentParser(prog="traced", description="Record and read session traces of AI-agent skills.")
     parser.add_argument("--version", action="version", version=f"traced {__version__}")
     parser.add_argument("--socket", default=None, help=SOCKET_HELP)
+    parser.add_argument("--root", action="append", metavar="DIR", default=None, help=ROOT_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     return parser, sub
+
+
+def add_globals(parser: argparse.ArgumentParser) -> None:
+    """Accept the global options after the sub-command too (``traced serve --socket P``), in
+    every sub-parser that does not define them itself; given before or after, they land alike."""
+    import argparse
+
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in {id(p): p for p in action.choices.values()}.values():
+            have = {opt for a in child._actions for opt in a.option_strings}
+            if "--socket" not in have:
+                child.add_argument("--socket", default=argparse.SUPPRESS, help=SOCKET_HELP)
+            if "--root" not in have:
+                child.add_argument("--root", action="append", metavar="DIR", default=argparse.SUPPRESS,
+                                   help=ROOT_HELP)
+            add_globals(child)
 
 
 def command_word(argv: list[str]) -> str:

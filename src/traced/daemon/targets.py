@@ -20,12 +20,11 @@ import structlog
 
 from traced.errors import RequestError
 from traced.format.files import write_atomic
-from traced.format.layout import ensure_private_dir
+from traced.format.layout import ROOTS_FILE, ensure_private_dir, read_roots
 
 log = structlog.get_logger("traced.daemon.targets")
 
 REPO_MARKERS: Final = (".git", ".devboy.toml")
-ROOTS_FILE: Final = "roots.json"
 
 
 def find_repo(start: str | os.PathLike[str]) -> Path | None:
@@ -92,11 +91,3 @@ class Roots:
         except OSError as e:
             log.error("roots_write_failed", error=e.strerror)
 
-
-def read_roots(state_dir: Path) -> list[str]:
-    """The roots listed in ``<state_dir>/roots.json``; [] when missing or unreadable."""
-    try:
-        roots = msgspec.json.decode((state_dir / ROOTS_FILE).read_bytes())
-    except (OSError, msgspec.DecodeError):
-        return []
-    return [str(r) for r in roots] if isinstance(roots, list) else []

@@ -255,3 +255,19 @@ def dir_size(path: str | os.PathLike[str]) -> int:
                 pass
     return total
 
+
+
+ROOTS_FILE: Final = "roots.json"
+"""In the state dir: every root the daemon has written to (a JSON list of paths)."""
+
+
+def read_roots(state_dir: str | os.PathLike[str]) -> list[str]:
+    """The roots listed in ``<state_dir>/roots.json``; [] when missing or unreadable."""
+    import json
+
+    try:
+        with open(os.path.join(state_dir, ROOTS_FILE), "rb") as f:
+            roots = json.loads(f.read())
+    except (OSError, ValueError):
+        return []
+    return [str(r) for r in roots if isinstance(r, str)] if isinstance(roots, list) else []

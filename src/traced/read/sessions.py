@@ -28,12 +28,19 @@ _decode = msgspec.json.decode
 
 
 def reading_roots(given: Sequence[str | Path] | None = None) -> list[Path]:
-    """The roots the reading commands read: ``given`` (``--root``), else the global root."""
-    if given:  # absolute: the file watcher reports absolute paths, and offsets are keyed by them
+    """The roots the reading commands read: ``given`` (``--root``), else every root the daemon has
+    written to (its global root and those in ``roots.json``: ``--target repo``, a dir, ``serve --root``).
+    Absolute: the file watcher reports absolute paths, and ``tail -f`` keys its offsets by them."""
+    if given:
         return [Path(v).expanduser().absolute() for v in given]
-    from traced.locations import default_root
+    from traced.locations import default_root, state_dir
 
-    return [default_root()]
+    roots = [default_root().absolute()]
+    for extra in layout.read_roots(state_dir()):
+        path = Path(extra).absolute()
+        if path not in roots and path.is_dir():
+            roots.append(path)
+    return roots
 
 
 @dataclass(frozen=True, slots=True)

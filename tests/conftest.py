@@ -77,6 +77,34 @@ def short_tmp() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def set_tz(name: str | None) -> None:
+    """Set (or, with None, unset) TZ for this process and re-read it."""
+    if name is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = name
+    time.tzset()
+
+
+@pytest.fixture
+def utc() -> Iterator[None]:
+    """TZ=UTC for one test (the reading commands' goldens are in UTC); the old TZ after."""
+    old = os.environ.get("TZ")
+    set_tz("UTC")
+    yield
+    set_tz(old)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A sessions root holding the generated tree of tests/fixtures_traces.py."""
+    from tests import fixtures_traces
+
+    r = tmp_path / "sessions"
+    fixtures_traces.build_tree(r)
+    return r
+
+
 class Daemon:
     """A ``traced serve`` process the test controls: start, stop, kill -9, restart."""
 

@@ -51,13 +51,6 @@ def current_dir() -> str:
         return ""
 
 
-def runtime_dir() -> Path:
-    """``runtime_location()`` as a Path."""
-    from pathlib import Path
-
-    return Path(runtime_location())
-
-
 def socket_path() -> Path:
     """``socket_location()`` as a Path."""
     from pathlib import Path

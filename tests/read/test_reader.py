@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pytest
 
 from tests import fixtures_traces as fx
+from tests.conftest import set_tz
 from traced.errors import AmbiguousSession, SessionNotFound
 from traced.format.layout import read_blob
 from traced.read.sessions import ScanStats, SessionRef, find_session, load_info, load_session, scan
@@ -18,29 +16,7 @@ from traced.read.trace import TraceStats, iter_trace
 from traced.read.usage import LlmCall, Pricer, aggregate, collect, cost_text
 from traced.read.window import parse_window
 
-
-def _set_tz(name: str) -> None:
-    os.environ["TZ"] = name
-    time.tzset()
-
-
-@pytest.fixture(autouse=True)
-def utc() -> Iterator[None]:
-    old = os.environ.get("TZ")
-    _set_tz("UTC")
-    yield
-    if old is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = old
-    time.tzset()
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    r = tmp_path / "sessions"
-    fx.build_tree(r)
-    return r
+pytestmark = pytest.mark.usefixtures("utc")
 
 
 def ref_of(root: Path, sid: str) -> SessionRef:
@@ -201,10 +177,10 @@ def test_parse_window_forms() -> None:
 def test_window_dir_range_follows_the_local_timezone() -> None:
     w = parse_window("2026-11-20", date(2026, 11, 21))
     assert w.dir_range() == ("2026-11-20", "2026-11-20")
-    _set_tz("America/New_York")
+    set_tz("America/New_York")
     # local 2026-11-20 runs 05:00Z on the 20th to 04:59Z on the 21st
     assert w.dir_range() == ("2026-11-20", "2026-11-21")
-    _set_tz("Asia/Tokyo")
+    set_tz("Asia/Tokyo")
     assert w.dir_range() == ("2026-11-19", "2026-11-20")
 
 

@@ -153,15 +153,6 @@ def find_session_dir(root: str | os.PathLike[str], skill: str, session_id: str) 
     return None
 
 
-def split_session_dir(path: str | os.PathLike[str]) -> tuple[str, str, str, str]:
-    """``(root, date, skill, session_id)`` of a session directory path."""
-    sid_dir = os.path.abspath(path)
-    skill_dir, sid = os.path.split(sid_dir)
-    date_dir, skill = os.path.split(skill_dir)
-    root, day = os.path.split(date_dir)
-    return root, day, skill, sid
-
-
 # --------------------------------------------------------------------------- the ended rule
 
 

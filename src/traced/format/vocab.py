@@ -48,9 +48,6 @@ RECOVERED_AFTER_RESTART: Final = "recovered_after_restart"
 REASONS: Final = (OWNER_EXITED, IDLE_TIMEOUT, RECOVERED_AFTER_RESTART)
 """Why a watcher finalized a session (its outcome is then ``aborted``)."""
 
-# --- tool kinds (tool_call.kind) --------------------------------------------------------
-TOOL_KINDS: Final = ("tool", "skill", "mcp", "hook")
-
 _ENUMS: Final = {"Phase": PHASES, "Outcome": OUTCOMES, "Reason": REASONS}
 _built: dict[str, Any] = {}
 

@@ -31,14 +31,13 @@ all the triggers and env values are found by ONE scan:
 A clean payload costs the walk and that scan, and comes back as the very same object: no
 regex runs on it. A string with a hit gets the rules at its hits only (anchored regexes and
 string operations on one line around each), and only the containers on the path to a change
-are copied. ``python -m traced.redaction.redactor`` prints µs per payload.
+are copied. ``bench/redaction.py`` prints µs per payload.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import string
 from bisect import bisect_left, bisect_right, insort
@@ -1279,78 +1278,3 @@ def _char_offsets(raw: bytes, hits: _Hits) -> _Hits:
         byte = s
         out.append((pid, char, char + len(raw[s:e].decode("utf-8", "surrogatepass"))))
     return out
-
-
-# ---------------------------------------------------------------------------
-# python -m traced.redaction.redactor
-# ---------------------------------------------------------------------------
-
-_CMDS: Final = (
-    "git diff --stat HEAD~3 -- src/traced/server.py",
-    "pytest -q tests/test_daemon.py -k pipelined",
-    "rg -n 'def handle' src/ --type py",
-    "ls -la /home/dev/proj/src/traced",
-    "npm run build -- --mode production",
-    "cargo test -p core --lib -- parser",
-)
-_CODE: Final = "".join(
-    f"    def handle_{i}(self, request: Request) -> Response:\n"
-    f'        """Route {i}: validate, then answer from the cache or the backend."""\n'
-    f"        if not request.user.can('route_{i}'):\n            raise Forbidden(request.path)\n"
-    f"        return self.backend.fetch(request, timeout=self.timeout)\n\n"
-    for i in range(40)
-)
-
-
-def _bench_payload(size: int, i: int, secret: bool, seq: int) -> Any:
-    """scripts/bench's events (bench/lib.py ``payload``): a 200 B Bash call or a 2 KB Edit of
-    source code, with the event's unique sequence number in its ``call_id``."""
-    cid = f"toolu_{seq:010d}"
-    if size <= 200:
-        cmd = f"{_CMDS[i % len(_CMDS)]} #{i % 997}"
-        if secret:
-            cmd = f"curl -H 'Authorization: Bearer abc123def456ghi{i:06d}' https://api.example.com/v1/items"
-        return {"tool": "Bash", "args": {"cmd": cmd, "timeout": 120000}, "call_id": cid}
-    k = i % 30
-    old = _CODE[k * 40 : k * 40 + 880]
-    new = old.replace("fetch", "fetch_cached") + f"# {i}\n"
-    if secret:
-        new += f'API_KEY = "sk-proj-{i:06d}abcdefghijklmnopqrstuvwxyz"\n'
-    return {
-        "tool": "Edit",
-        "call_id": cid,
-        "kind": "tool",
-        "args": {"file_path": f"/home/dev/proj/src/app/handlers_{i % 97}.py", "old_string": old, "new_string": new},
-    }
-
-
-def _bench() -> None:
-    """Microbenchmark: ``python -m traced.redaction.redactor`` prints µs per payload.
-
-    scripts/bench's payloads (200 B Bash calls, 2 KB Edits of source code), clean and with a
-    secret, under a redactor with a few env values as in the daemon: "same" repeats one text
-    with a new call id per event, as scripts/bench sends them; "varied" cycles 1000 texts.
-    Every timed event is a fresh object, as the daemon decodes it.
-    """
-    import time
-
-    env = ["s3cr3t-" + "q" * 20, "ghp_" + "A1b2C3d4" * 4 + "xyzw", "hunter2hunter2"]
-    redactor = Redactor(env).with_values(["client-secret-value-42"])
-    seq = iter(range(10**9))
-    for size in (200, 2000):
-        for secret in (False, True):
-            for varied in (False, True):
-                best = float("inf")
-                for _ in range(7):
-                    batch = [_bench_payload(size, i if varied else 7, secret, next(seq)) for i in range(2000)]
-                    start = time.perf_counter()
-                    for p in batch:
-                        redactor.redact(p)
-                    best = min(best, (time.perf_counter() - start) / len(batch))
-                length = len(json.dumps(batch[0]))
-                label = f"{'2 KB Edit' if size > 200 else '200 B Bash'}{' + secret' if secret else ''}"
-                print(f"{label:20} {'varied' if varied else 'same':6} {length:5d} B  {best * 1e6:6.2f} µs/payload")
-
-
-if __name__ == "__main__":
-    _bench()

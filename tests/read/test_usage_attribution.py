@@ -123,6 +123,13 @@ def test_old_sessions_untouched_since_before_the_window_are_not_opened(tmp_path:
     ("azure/gpt-4o-mini", "gpt-4o-mini", None),
     ("anthropic/claude-sonnet-4-5", "claude-sonnet-4-5", "openrouter"),
     ("claude-sonnet-4-5", "claude-sonnet-4-5", "aws.bedrock"),
+    # AWS Bedrock ids, bare or with a cross-region prefix (kunchenguid/axi#92: priced $0 there)
+    ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5", None),
+    ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5", None),
+    ("bedrock/anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5", None),
+    # dated and dotted spellings (hermes-agent#101145, PR#3331)
+    ("claude-haiku-4-5-20251001", "claude-haiku-4-5", None),
+    ("openrouter/anthropic/claude-sonnet-4.5", "claude-sonnet-4-5", None),
 ])
 def test_provider_prefixed_model_ids_price_like_the_bare_id(prefixed: str, bare: str, provider: str | None) -> None:
     pricer = Pricer()
@@ -272,3 +279,24 @@ def test_tool_groupings_are_rejected_by_the_call_aggregate_and_back() -> None:
         aggregate([], "tool")
     with pytest.raises(ValueError, match="bad grouping 'model'"):
         aggregate_tools([], "model")
+
+
+def test_a_dst_day_has_no_missing_or_doubled_hour(tmp_path: Path) -> None:
+    """ccusage#349 / nightscout PR#1000: local days, and the 23-hour DST day, bucket each call once."""
+    sid, sk = "01JE0D5T000000000000000001", "dst"
+    stamps = ["2026-03-08T07:30:00.000000Z",  # 23:30 PST, March 7
+              "2026-03-08T09:30:00.000000Z",  # 01:30 PST, March 8 (clocks jump at 02:00)
+              "2026-03-08T10:30:00.000000Z",  # 03:30 PDT, March 8
+              "2026-03-09T06:30:00.000000Z",  # 23:30 PDT, March 8
+              "2026-03-09T07:30:00.000000Z"]  # 00:30 PDT, March 9
+    lines = fx.numbered([fx.rec(stamps[0], sk, sid, "start", {}),
+                         *(fx.rec(t, sk, sid, "llm_call", call("gpt-4o", 1.0)) for t in stamps),
+                         fx.rec(stamps[-1], sk, sid, "end", {"outcome": "success"})])
+    fx.write_session(tmp_path, "2026-03-08", sk, sid, list(lines), fx.traced_meta(lines))
+    set_tz("America/Los_Angeles")
+    window = parse_window("2026-03-07..2026-03-09")
+    report = aggregate(collect([tmp_path], window), "day", window=window)
+    assert [(r.key, r.llm_calls) for r in report.rows] == [
+        ("2026-03-07", 1), ("2026-03-08", 3), ("2026-03-09", 1)]
+    only = parse_window("2026-03-08")
+    assert aggregate(collect([tmp_path], only), "day", window=only).total.llm_calls == 3

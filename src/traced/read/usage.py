@@ -38,6 +38,7 @@ and it is shown with ``+?`` (``partial`` in JSON), never as exact.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -81,6 +82,13 @@ PROVIDER_ALIASES: Final = {
 }
 
 
+BEDROCK_ID: Final = re.compile(
+    r"^(?:(?:us|eu|apac|global|us-gov|jp|au|ca)\.)?"
+    r"(?:anthropic|amazon|meta|mistral|cohere|ai21|deepseek|qwen|openai|writer)\.[\w.:-]+$"
+)
+"""An AWS Bedrock model id, with or without a cross-region inference prefix."""
+
+
 def is_local(provider: str | None) -> bool:
     """Whether ``provider`` names a local runtime, whose calls cost nothing."""
     return provider is not None and provider.lower() in LOCAL_PROVIDERS
@@ -103,6 +111,8 @@ def price_candidates(model: str, provider: str | None) -> Iterator[tuple[str, st
 
     hint = PROVIDER_ALIASES.get(provider.lower(), provider.lower()) if provider else None
     yield from once(model, hint)
+    if BEDROCK_ID.match(model.rsplit("/", 1)[-1]):  # us.anthropic.claude-…-v1:0
+        yield from once(model.rsplit("/", 1)[-1], "aws")
     rest = model
     while "/" in rest:
         prefix, rest = rest.split("/", 1)

@@ -29,7 +29,7 @@ from tests.integrations.otlp_bodies import (
 from traced.errors import OtlpRequestError
 from traced.integrations.otlp import body, mapping
 
-S0 = T0 / 1e9
+S0 = T0 / 1e9 + 0.5e-6  # mapping.seconds: half a microsecond on top
 TRACE_HEX = TRACE.hex()
 
 

@@ -338,10 +338,9 @@ class OtlpReceiver:
                     skill = live.state.skill
             rid += 1
             owners[rid] = 0
-            times = [it.ts for it in plan.items if it.ts > 0] + ([plan.end[1]] if plan.end else [])
             frames.append(_ENCODER.encode(protocol.Open(  # a new session starts at its first event
                 id=rid, skill=skill, session_id=plan.session_id, owner_pid=-1, reopen=False,
-                meta=dict(plan.labels), input={"source": "otlp"}, ts=min(times, default=0.0))))
+                meta=dict(plan.labels), input={"source": "otlp"}, ts=plan.started)))
             for item in plan.items:
                 rid += 1
                 owners[rid] = 1

@@ -80,6 +80,13 @@ class SessionPlan:
     items: list[Item] = field(default_factory=list)
     end: tuple[str, float] | None = None
     """(outcome, time) when a root agent span ended the session."""
+    started: float = 0.0
+    """The earliest time this request knows of the session (epoch seconds): a new session starts then."""
+
+    def saw(self, ts: float) -> None:
+        """Note an event time (epoch seconds) for ``started``."""
+        if ts > 0 and (not self.started or ts < self.started):
+            self.started = ts
 
 
 @dataclass(slots=True)
@@ -180,6 +187,12 @@ def number(v: Any) -> float | None:
 def text(v: Any) -> str:
     """A non-empty string attribute, or ''."""
     return v if isinstance(v, str) else ""
+
+
+def seconds(ns: int) -> float:
+    """Epoch nanoseconds as epoch seconds that format to the same microsecond (half a microsecond
+    is added: a float that far from 1970 cannot hold .561 exactly, and traced's stamps truncate)."""
+    return (ns // 1000 + 0.5) / 1e6 if ns > 0 else 0.0
 
 
 def item_key(*parts: str | bytes) -> int:
@@ -310,8 +323,9 @@ def _status(span: Span) -> tuple[bool, str]:
 
 def _span_items(plan: SessionPlan, span: Span, attrs: dict[str, Any], kind: str, order: int) -> None:
     trace, sid = span.trace_id.hex(), span.span_id.hex()
-    start, end = span.start_time_unix_nano / 1e9, span.end_time_unix_nano / 1e9
+    start, end = seconds(span.start_time_unix_nano), seconds(span.end_time_unix_nano)
     duration = round(max(0, span.end_time_unix_nano - span.start_time_unix_nano) / 1e6, 3)
+    plan.saw(start)
     ok, message = _status(span)
     error = message or text(attrs.get("error.type")) or ("error" if not ok else "")
     if kind == "llm":
@@ -385,14 +399,14 @@ def _event_names(record: LogRecord, attrs: dict[str, Any]) -> set[str]:
 def log_time(record: LogRecord, attrs: dict[str, Any]) -> float:
     """The event's time (epoch seconds): the record's, its observed time, or ``event.timestamp`` (ISO 8601)."""
     if record.time_unix_nano:
-        return record.time_unix_nano / 1e9
+        return seconds(record.time_unix_nano)
     stamp = text(attrs.get("event.timestamp"))
     if stamp:
         try:
             return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
         except ValueError:
             pass
-    return record.observed_time_unix_nano / 1e9
+    return seconds(record.observed_time_unix_nano)
 
 
 def map_logs(request: ExportLogsServiceRequest) -> Mapped:
@@ -450,7 +464,9 @@ def _claude_api_request(out: Mapped, record: LogRecord, attrs: dict[str, Any], r
         if text(attrs.get(src)):
             payload[dst] = attrs[src]
     payload["source"] = "claude_code.api_request"
-    plan.items.append(Item(vocab.LLM_CALL, payload, log_time(record, attrs), _log_key(record, resource), order))
+    ts = log_time(record, attrs)
+    plan.saw(ts)
+    plan.items.append(Item(vocab.LLM_CALL, payload, ts, _log_key(record, resource), order))
 
 
 def _codex_api_request(out: Mapped, record: LogRecord, attrs: dict[str, Any], resource: dict[str, Any],
@@ -477,4 +493,6 @@ def _codex_api_request(out: Mapped, record: LogRecord, attrs: dict[str, Any], re
     if error:
         payload["error"] = one_line(error)
     payload["source"] = "codex.api_request"
-    plan.items.append(Item(vocab.LLM_CALL, payload, log_time(record, attrs), _log_key(record, resource), order))
+    ts = log_time(record, attrs)
+    plan.saw(ts)
+    plan.items.append(Item(vocab.LLM_CALL, payload, ts, _log_key(record, resource), order))

@@ -231,16 +231,28 @@ def test_rate_limit_answers_429_with_retry_after(daemon_factory: Any) -> None:
     assert rx.status()["refused"] == {"429": 1}
 
 
-def test_env_token_and_loopback_only(daemon_factory: Any, short_tmp: Path) -> None:
-    rx = _receiver(daemon_factory, env={"TRACED_OTLP_TOKEN": "s3cret-token"})
+def test_env_token_idle_end_and_a_full_daemon_answers_503(daemon_factory: Any, short_tmp: Path) -> None:
+    """A session with no root agent span is finalized by the idle watcher; while the daemon cannot open
+    another session the exporter is told to retry (503), and its retry then lands."""
+    rx = _receiver(daemon_factory, "--idle-timeout", "2",
+                   env={"TRACED_OTLP_TOKEN": "s3cret-token", "TRACED_MAX_OPEN_SESSIONS": "1"})
     st = rx.status()
     assert (st["token_file"], st["token_source"]) == (None, "TRACED_OTLP_TOKEN")
     assert not (rx.daemon.state / "traced" / "otlp-token").exists()
-    body = traces([span("7000000000000001", "chat", {"gen_ai.operation.name": "chat", "session.id": "env"})])
-    assert rx.post("/v1/traces", body.SerializeToString(), token="s3cret-token")[0] == 200
-    rx.daemon.stop()
-    remote = Daemon(short_tmp / "remote", ["--otlp-listen", "0.0.0.0:0"])
-    remote.base.mkdir()
+    first = traces([span("7000000000000001", "chat", {"gen_ai.operation.name": "chat", "session.id": "env"})])
+    other = traces([span("7000000000000002", "chat", {"gen_ai.operation.name": "chat", "session.id": "other"})])
+    assert rx.post("/v1/traces", first.SerializeToString(), token="s3cret-token")[0] == 200
+    status, headers, _ = rx.post("/v1/traces", other.SerializeToString(), token="s3cret-token")
+    assert (status, headers["retry-after"]) == (503, "5")
+    end = wait_for(lambda: (recs := _records(rx.daemon, "env"))[-1]["phase"] == "end" and recs[-1],
+                   what="the idle watcher to end the session")
+    assert end["payload"] == {"outcome": "aborted", "reason": "idle_timeout"}
+    assert rx.post("/v1/traces", other.SerializeToString(), token="s3cret-token")[0] == 200
+    assert [r["phase"] for r in _records(rx.daemon, "other")] == ["start", "llm_call"]
+
+
+def test_loopback_only_unless_allowed(short_tmp: Path) -> None:
+    remote = Daemon(short_tmp, ["--otlp-listen", "0.0.0.0:0"])
     remote.start(wait=False)
     try:
         assert remote.proc is not None and remote.proc.wait(60) == 2

@@ -268,3 +268,33 @@ def test_responses() -> None:
     assert logs_partial.partial_success.rejected_log_records == 3
     assert body.status_body(401, "no", "protobuf") == b"\x08\x10\x12\x02no"  # google.rpc.Status{16, "no"}
     assert json.loads(body.status_body(413, "big", "json")) == {"code": 8, "message": "big"}
+
+
+def test_json_with_base64_ids_and_snake_case_keys_is_accepted() -> None:
+    """open-telemetry/opentelemetry-collector#8720: proto3-JSON (base64 ids, snake_case) from some exporters;
+    opentelemetry-swift#537 sent base64 too. Both spellings parse to the same spans as hex lowerCamelCase."""
+    from google.protobuf import json_format
+
+    doc = json_format.MessageToDict(agent_trace(), preserving_proto_field_name=True)
+    assert "trace_id" in doc["resource_spans"][0]["scope_spans"][0]["spans"][0]
+    assert body.parse("traces", json.dumps(doc).encode(), "json") == agent_trace()
+
+
+def test_empty_ids_are_rejected_and_an_empty_parent_is_a_root() -> None:
+    """lmnr-ai/lmnr#1787: an empty trace or span id is a rejected item (never a crash); an empty parent a root."""
+    doc = otlp_json(agent_trace())
+    spans = doc["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    spans[1]["spanId"] = ""
+    spans[2]["traceId"] = ""
+    m = mapping.map_traces(body.parse("traces", json.dumps(doc).encode(), "json"))  # type: ignore[arg-type]
+    assert (m.rejected, [it.phase for it in m.sessions["conv-42"].items]) == (2, [])
+    assert m.sessions["conv-42"].end == ("success", S0 + 1.0)
+
+
+def test_log_with_a_malformed_trace_id_still_maps() -> None:
+    """Logflare/logflare#3683: hex text in the bytes field makes strict receivers refuse the whole batch;
+    the log's trace context is not what traced maps, so the event lands."""
+    rec = claude_log("s")
+    rec.trace_id = TRACE.hex().encode()  # 32 bytes of ASCII hex, not 16 raw bytes
+    m = mapping.map_logs(logs([rec]))
+    assert (m.rejected, len(m.sessions["s"].items)) == (0, 1)

@@ -45,6 +45,8 @@ log = structlog.get_logger("traced.daemon.otlp")
 TOKEN_ENV: Final = "TRACED_OTLP_TOKEN"
 OFFLOAD_BYTES: Final = 256 * 1024
 """Bodies larger than this are decoded and mapped in a worker thread, off the daemon's loop."""
+TRANSIENT: Final = frozenset({"io_error", "overloaded", "internal"})
+"""Refusals a resend may cure: the request is answered 503 (the exporter retries; keys drop the copies)."""
 LOOPBACK_NAMES: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -278,6 +280,7 @@ class OtlpReceiver:
         if not self._authorized(headers.get("authorization", "")):
             return self._refuse(401, "missing or wrong bearer token (see `traced status`)", encoding,
                                 {"WWW-Authenticate": 'Bearer realm="traced"'})
+        self.bucket.rate = self.handler.config.otlp_rate  # SIGHUP may have changed it
         wait = self.bucket.take()
         if wait:
             return self._refuse(429, "rate limit: retry later", encoding,
@@ -308,7 +311,10 @@ class OtlpReceiver:
         else:
             c.logs += mapped.received
             c.logs_ignored += mapped.ignored
-        rejected, errors = await self.feed(mapped)
+        rejected, errors, retry = await self.feed(mapped)
+        if retry:  # a full disk, too many open sessions: the exporter resends, and what was written is dropped
+            return self._refuse(503, f"could not write every record ({errors[0]}): retry", encoding,
+                                {"Retry-After": "5"})
         rejected += mapped.rejected
         errors = mapped.errors + errors
         c.rejected += rejected
@@ -318,10 +324,11 @@ class OtlpReceiver:
         return Response(body.success(signal, kind, rejected, message), status_code=200,
                         media_type=body.JSON if kind == "json" else body.PROTOBUF)
 
-    async def feed(self, mapped: Any) -> tuple[int, list[str]]:
+    async def feed(self, mapped: Any) -> tuple[int, list[str], bool]:
         """Hand ``mapped`` (an ``integrations.otlp.mapping.Mapped``) to the handler, as protocol requests.
 
-        Returns (items refused by the intake or the session state, their reasons).
+        Returns (items refused by the intake or the session state, their reasons, whether a
+        refusal was transient: ``io_error``, ``overloaded`` or ``internal``, worth a resend).
         """
         from traced.integrations.otlp.mapping import CLIENT_ID
 
@@ -353,7 +360,7 @@ class OtlpReceiver:
                 frames.append(_ENCODER.encode(protocol.Close(
                     id=rid, session_id=plan.session_id, outcome=plan.end[0], ts=plan.end[1])))
         if not frames:
-            return 0, []
+            return 0, [], False
         conn = Connection(peer=Peer(0, os.getuid(), os.getgid()), redactor=self.handler.redactor,
                           client_id=CLIENT_ID, client="otlp-receiver")
         out = bytearray()
@@ -365,7 +372,10 @@ class OtlpReceiver:
         self.counters.records_written += registry.stats.events_written - before
         rejected = 0
         errors: list[str] = []
+        retry = False
         for reply in _replies(out):
+            if isinstance(reply, protocol.Error) and reply.code in TRANSIENT:
+                retry = True
             if isinstance(reply, protocol.Error) and owners.get(reply.id):
                 rejected += 1
                 if len(errors) < 5:
@@ -374,7 +384,7 @@ class OtlpReceiver:
                 log.warning("otlp_session_refused", code=reply.code, message=reply.message)
                 if len(errors) < 5:
                     errors.append(f"{reply.code}: {reply.message}")
-        return rejected, errors
+        return rejected, errors, retry
 
 
 def _decode_map(signal: Any, raw: bytes, kind: Any, gzipped: bool, limit: int) -> Any:

@@ -197,11 +197,8 @@ def seconds(ns: int) -> float:
 
 def item_key(*parts: str | bytes) -> int:
     """A positive 63-bit idempotency key from the parts that identify an item."""
-    h = hashlib.blake2b(digest_size=8)
-    for part in parts:
-        h.update(part.encode() if isinstance(part, str) else part)
-        h.update(b"\0")
-    return int.from_bytes(h.digest(), "big") >> 1 or 1
+    data = b"\0".join(p.encode() if isinstance(p, str) else p for p in parts)
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1 or 1
 
 
 def safe_id(raw: str) -> tuple[str, bool]:
@@ -278,11 +275,14 @@ def _span_session(attrs: dict[str, Any], resource: dict[str, Any]) -> str:
 def map_traces(request: ExportTraceServiceRequest) -> Mapped:
     """Map an ``ExportTraceServiceRequest`` (see the module docstring)."""
     out = Mapped()
-    spans: list[tuple[Span, dict[str, Any], dict[str, Any], str]] = []
+    spans: list[tuple[Span, dict[str, Any], str, str, str]] = []
     trace_session: dict[bytes, str] = {}
     trace_agent: dict[bytes, str] = {}
     for rs in request.resource_spans:
         resource = attributes(rs.resource.attributes)
+        service = text(resource.get("service.name"))
+        if service.startswith("unknown_service"):
+            service = ""
         for ss in rs.scope_spans:
             for span in ss.spans:
                 out.received += 1
@@ -300,15 +300,18 @@ def map_traces(request: ExportTraceServiceRequest) -> Mapped:
                 agent = text(attrs.get("gen_ai.agent.name"))
                 if agent:
                     trace_agent.setdefault(span.trace_id, agent)
-                spans.append((span, attrs, resource, kind))
-    for n, (span, attrs, resource, kind) in enumerate(spans):
-        raw_sid = _span_session(attrs, resource) or trace_session.get(span.trace_id) or span.trace_id.hex()
+                spans.append((span, attrs, kind, sid, service))
+    skills: dict[tuple[str, str], str] = {}
+    for n, (span, attrs, kind, own_sid, service) in enumerate(spans):
+        raw_sid = own_sid or trace_session.get(span.trace_id) or span.trace_id.hex()
         sid, derived = safe_id(raw_sid)
-        service = text(resource.get("service.name"))
-        if service.startswith("unknown_service"):
-            service = ""
-        skill = safe_skill(service) or safe_skill(trace_agent.get(span.trace_id, "")) or DEFAULT_SKILL
-        plan = out.plan(sid, skill)
+        plan = out.sessions.get(sid)
+        if plan is None:
+            names = (service, trace_agent.get(span.trace_id, ""))
+            skill = skills.get(names)
+            if skill is None:
+                skill = skills[names] = safe_skill(names[0]) or safe_skill(names[1]) or DEFAULT_SKILL
+            plan = out.plan(sid, skill)
         if derived:
             plan.labels["otlp_session_id"] = raw_sid[:1024]
         _span_items(plan, span, attrs, kind, n)

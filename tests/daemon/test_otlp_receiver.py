@@ -287,4 +287,5 @@ def test_idempotent_across_a_daemon_restart(daemon_factory: Any) -> None:
     recs = _records(rx.daemon, "conv-42")
     assert [(r["step"], r["phase"], r.get("late")) for r in recs[4:]] == [
         (5, "end", None), (6, "tool_call", True), (7, "tool_result", True)]
-    rx.daemon.stop(signal.SIGTERM)
+    assert rx.daemon.stop(signal.SIGTERM) == 0  # the HTTP server leaves SIGTERM to the daemon: a clean drain
+    assert "stopped" in [line.get("event") for line in rx.daemon.logs()]

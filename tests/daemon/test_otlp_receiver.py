@@ -19,7 +19,16 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from tests.conftest import Daemon, read_trace, wait_for
-from tests.integrations.otlp_bodies import TRACE, agent_trace, claude_log, codex_log, logs, otlp_json, span, traces
+from tests.integrations.otlp_bodies import (
+    TRACE,
+    agent_trace,
+    claude_log,
+    codex_completed,
+    logs,
+    otlp_json,
+    span,
+    traces,
+)
 
 PB = "application/x-protobuf"
 CC_SESSION = "0b0e6f8e-1111-2222-3333-444455556666"
@@ -221,7 +230,7 @@ def test_auth_limits_and_bad_requests_write_nothing(daemon_factory: Any) -> None
 
 def test_rate_limit_answers_429_with_retry_after(daemon_factory: Any) -> None:
     rx = _receiver(daemon_factory, env={"TRACED_OTLP_RATE": "0.001"})  # a burst of 1, then one per 1000 s
-    body = logs([codex_log("conv-r")], service="codex_cli_rs").SerializeToString()
+    body = logs([codex_completed("conv-r")], service="codex_cli_rs").SerializeToString()
     assert rx.post("/v1/logs", body)[0] == 200
     status, headers, _ = rx.post("/v1/logs", body)
     assert status == 429

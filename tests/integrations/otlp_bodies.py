@@ -97,10 +97,20 @@ def claude_log(session_id: str, *, ms: int = 0, prompt: str = "p-1") -> LogRecor
         "event.timestamp": "2025-11-30T10:53:20.000Z"}, ms=ms, body="claude_code.api_request")
 
 
-def codex_log(conversation: str, *, ms: int = 0) -> LogRecord:
+def codex_log(conversation: str, *, ms: int = 0, status: int = 200) -> LogRecord:
+    """A ``codex.api_request`` (no token counts: those come on the ``codex.sse_event``)."""
+    extra = {"error.message": "upstream error: 500 Internal Server Error"} if status >= 400 else {}
     return log_record("codex.api_request", {
         "conversation.id": conversation, "model": "gpt-5-codex", "duration_ms": 870,
-        "http.response.status_code": 200, "attempt": 1}, ms=ms)
+        "http.response.status_code": status, "attempt": 1, **extra}, ms=ms)
+
+
+def codex_completed(conversation: str, *, ms: int = 0) -> LogRecord:
+    """The ``codex.sse_event`` that ends a model call's stream, with its token counts."""
+    return log_record("codex.sse_event", {
+        "conversation.id": conversation, "model": "gpt-5-codex", "event.kind": "response.completed",
+        "duration_ms": 2310, "input_token_count": 12000, "output_token_count": 640, "cached_token_count": 10240,
+        "reasoning_token_count": 512, "tool_token_count": 0}, ms=ms)
 
 
 def logs(records: list[LogRecord], service: str = "claude-code") -> ExportLogsServiceRequest:

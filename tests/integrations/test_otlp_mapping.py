@@ -19,6 +19,7 @@ from tests.integrations.otlp_bodies import (
     TRACE,
     agent_trace,
     claude_log,
+    codex_completed,
     codex_log,
     log_record,
     logs,
@@ -155,14 +156,24 @@ def test_claude_code_api_request() -> None:
         "cost_usd": 0.0123, "latency_ms": 5120.0, "prompt_id": "p-1", "source": "claude_code.api_request"}
 
 
-def test_codex_api_request_and_missing_ids() -> None:
-    m = mapping.map_logs(logs([codex_log("conv-c"), log_record("codex.api_request", {"model": "x"})],
-                              service="codex_cli_rs"))
-    assert (m.received, m.rejected, m.errors) == (2, 1, ["codex.api_request without conversation.id"])
-    (item,) = m.sessions["conv-c"].items
-    assert m.sessions["conv-c"].skill == "codex"
-    assert item.payload == {"provider": "openai", "model": "gpt-5-codex", "usage": {}, "latency_ms": 870.0,
-                            "status_code": 200, "source": "codex.api_request"}
+def test_codex_calls_from_sse_completed_and_failed_requests() -> None:
+    req = logs([codex_log("conv-c", ms=0), codex_completed("conv-c", ms=1), codex_log("conv-c", ms=2, status=500),
+                log_record("codex.sse_event", {"conversation.id": "conv-c", "event.kind": "response.created"}),
+                log_record("codex.api_request", {"model": "x", "http.response.status_code": 503})],
+               service="codex_cli_rs")
+    m = mapping.map_logs(req)
+    assert (m.received, m.ignored, m.rejected) == (5, 2, 1)
+    assert m.errors == ["codex.api_request without conversation.id"]
+    plan = m.sessions["conv-c"]
+    assert plan.skill == "codex"
+    completed, failed = (it.payload for it in plan.items)
+    assert completed == {  # OpenAI's input count includes the cached tokens: traced's does not
+        "provider": "openai", "model": "gpt-5-codex",
+        "usage": {"input_tokens": 1760, "output_tokens": 640, "cache_read_tokens": 10240},
+        "latency_ms": 2310.0, "reasoning_tokens": 512, "source": "codex.sse_event"}
+    assert failed == {"provider": "openai", "model": "gpt-5-codex", "usage": {}, "latency_ms": 870.0,
+                      "status_code": 500, "error": "upstream error: 500 Internal Server Error",
+                      "source": "codex.api_request"}
 
 
 def test_log_keys_tell_records_apart() -> None:

@@ -8,8 +8,9 @@ What becomes what (docs/otlp-receiver.md has the whole table):
   ``tool_result`` (at its end), paired by ``gen_ai.tool.call.id`` or the span id;
   a root ``invoke_agent`` / ``AGENT`` span -> the session's end. Any other span is
   ignored and counted.
-- Logs: Claude Code's ``claude_code.api_request`` and Codex's ``codex.api_request``
-  events -> ``llm_call``; any other log record is ignored and counted.
+- Logs: Claude Code's ``claude_code.api_request`` -> ``llm_call``; Codex's model calls ->
+  ``llm_call``, from ``codex.sse_event`` ``response.completed`` (its token counts) or a
+  failed ``codex.api_request``; any other log record is ignored and counted.
 
 Sessions: ``session.id``, else ``gen_ai.conversation.id``, else the trace id (a
 span without its own id takes the one another span of its trace carries in the
@@ -427,8 +428,10 @@ def map_logs(request: ExportLogsServiceRequest) -> Mapped:
                 names = _event_names(record, attrs)
                 if "claude_code.api_request" in names or ("api_request" in names and service == "claude-code"):
                     _claude_api_request(out, record, attrs, resource, n)
-                elif "codex.api_request" in names:
-                    _codex_api_request(out, record, attrs, resource, n)
+                elif "codex.sse_event" in names and attrs.get("event.kind") == "response.completed":
+                    _codex_call(out, record, attrs, resource, n, source="codex.sse_event")
+                elif "codex.api_request" in names and _codex_request_counts(attrs):
+                    _codex_call(out, record, attrs, resource, n, source="codex.api_request")
                 else:
                     out.ignored += 1
     out.finish()
@@ -472,30 +475,44 @@ def _claude_api_request(out: Mapped, record: LogRecord, attrs: dict[str, Any], r
     plan.items.append(Item(vocab.LLM_CALL, payload, ts, _log_key(record, resource), order))
 
 
-def _codex_api_request(out: Mapped, record: LogRecord, attrs: dict[str, Any], resource: dict[str, Any],
-                       order: int) -> None:
+def _codex_request_counts(attrs: dict[str, Any]) -> bool:
+    """Whether a ``codex.api_request`` makes its own ``llm_call``: when it carries token counts, or
+    when it failed (no ``response.completed`` will follow). A successful one without counts is
+    the same call its ``codex.sse_event`` ``response.completed`` records, with the tokens."""
+    if "input_token_count" in attrs or "output_token_count" in attrs:
+        return True
+    status = count(attrs.get("http.response.status_code"))
+    return bool(text(attrs.get("error.message"))) or (status is not None and status >= 400) or (
+        attrs.get("success") in (False, "false"))
+
+
+def _codex_call(out: Mapped, record: LogRecord, attrs: dict[str, Any], resource: dict[str, Any],
+                order: int, *, source: str) -> None:
     raw_sid = text(_first(attrs, "conversation.id", "session.id")) or text(resource.get("conversation.id"))
     if not raw_sid:
-        out.reject("codex.api_request without conversation.id")
+        out.reject(f"{source} without conversation.id")
         return
     sid, derived = safe_id(raw_sid)
     plan = out.plan(sid, CODEX_SKILL, fixed=False)
     if derived:
         plan.labels["otlp_session_id"] = raw_sid[:1024]
-    u = usage(count(_first(attrs, "input_token_count", "input_tokens")),
-              count(_first(attrs, "output_token_count", "output_tokens")),
-              count(_first(attrs, "cached_token_count", "cache_read_tokens")), None)
+    # OpenAI's input count includes the cached tokens, as the GenAI convention's does
+    u = usage(count(attrs.get("input_token_count")), count(attrs.get("output_token_count")),
+              count(attrs.get("cached_token_count")), None)
     payload: dict[str, Any] = {"provider": "openai", "model": text(attrs.get("model")) or "unknown", "usage": u}
     latency = number(attrs.get("duration_ms"))
     if latency is not None and latency >= 0:
         payload["latency_ms"] = latency
+    reasoning = count(attrs.get("reasoning_token_count"))
+    if reasoning is not None:
+        payload["reasoning_tokens"] = reasoning
     status = count(attrs.get("http.response.status_code"))
     if status is not None:
         payload["status_code"] = status
     error = text(attrs.get("error.message"))
     if error:
         payload["error"] = one_line(error)
-    payload["source"] = "codex.api_request"
+    payload["source"] = source
     ts = log_time(record, attrs)
     plan.saw(ts)
     plan.items.append(Item(vocab.LLM_CALL, payload, ts, _log_key(record, resource), order))

@@ -189,7 +189,7 @@ def _chunked(rx: Receiver, path: str, chunks: list[bytes]) -> int:
 
 
 def test_auth_limits_and_bad_requests_write_nothing(daemon_factory: Any) -> None:
-    rx = _receiver(daemon_factory, env={"TRACED_OTLP_MAX_BODY": "65536"})
+    rx = _receiver(daemon_factory, env={"TRACED_OTLP_MAX_BODY": "100000"})
     good = agent_trace().SerializeToString()
     token_file = rx.daemon.state / "traced" / "otlp-token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
@@ -202,8 +202,8 @@ def test_auth_limits_and_bad_requests_write_nothing(daemon_factory: Any) -> None
     assert rx.post("/v1/traces", good, headers={"Content-Encoding": "br"})[0] == 415
     status, _, raw = rx.post("/v1/traces", b"\xff\xff\xff")
     assert status == 400 and raw.startswith(b"\x08\x03\x12")  # google.rpc.Status{INVALID_ARGUMENT, …}
-    assert rx.post("/v1/traces", b"x" * 70000)[0] == 413  # declared too large
-    assert _chunked(rx, "/v1/traces", [b"x" * 30000] * 3) == 413  # actual size, no Content-Length
+    assert rx.post("/v1/traces", b"x" * 100001)[0] == 413  # declared too large
+    assert _chunked(rx, "/v1/traces", [b"x" * 40000] * 3) == 413  # actual size, no Content-Length
     packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     bomb = b"".join([*(packer.compress(b"\0" * 1048576) for _ in range(16)), packer.flush()])
     assert rx.post("/v1/traces", bomb, headers={"Content-Encoding": "gzip"})[0] == 413  # 16 MiB inflated
@@ -223,9 +223,24 @@ def test_auth_limits_and_bad_requests_write_nothing(daemon_factory: Any) -> None
     assert (status, partial.rejected_spans, partial.error_message) == (
         200, 1, "span 'chat': invalid trace or span id")
     assert [r["phase"] for r in _records(rx.daemon, "mixed")] == ["start", "llm_call"]
+    # the socket's intake: secrets redacted, a long result spilled to a blob
+    secret = "ghp_" + "a1B2c3D4e5" * 4
+    tool = traces([span("00f067aa0ba902c3", "execute_tool gh", {
+        "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "gh", "session.id": "mixed",
+        "gen_ai.tool.call.arguments": json.dumps({"GITHUB_TOKEN": secret, "cmd": f"gh auth login {secret}"}),
+        "gen_ai.tool.call.result": "x" * 70000})])
+    assert rx.post("/v1/traces", tool.SerializeToString())[0] == 200
+    sdir = _session(rx.daemon, "mixed")
+    assert secret not in (sdir / "trace.jsonl").read_text()
+    call, result = _records(rx.daemon, "mixed")[2:]
+    assert call["payload"]["args"]["GITHUB_TOKEN"].startswith("<redacted:")
+    assert call["payload"]["args"]["cmd"].startswith("gh auth login <redacted:")
+    assert result["payload"]["response"]["size"] == 70000
+    assert (sdir / "blobs" / result["payload"]["response"]["$blob"].removeprefix("sha256:")).read_text() == "x" * 70000
+    assert json.loads(rx.daemon.cli("status", "--json", check=True).stdout)["redactions"] == 2
     st = rx.status()
     assert st["refused"] == {"400": 1, "401": 4, "413": 3, "415": 2, "421": 1}
-    assert (st["rejected"], st["spans"]) == (1, 2)
+    assert (st["rejected"], st["spans"]) == (1, 3)
 
 
 def test_rate_limit_answers_429_with_retry_after(daemon_factory: Any) -> None:

@@ -313,3 +313,50 @@ def test_idempotent_across_a_daemon_restart(daemon_factory: Any) -> None:
         (5, "end", None), (6, "tool_call", True), (7, "tool_result", True)]
     assert rx.daemon.stop(signal.SIGTERM) == 0  # the HTTP server leaves SIGTERM to the daemon: a clean drain
     assert "stopped" in [line.get("event") for line in rx.daemon.logs()]
+
+
+# --- the receiver's small decisions, without a daemon ----------------------------------------
+
+
+def test_listen_addresses() -> None:
+    from traced.daemon.otlp import parse_listen
+    from traced.errors import ConfigError
+
+    assert parse_listen("127.0.0.1:4318", False) == ("127.0.0.1", 4318)
+    assert parse_listen("[::1]:4318", False) == ("::1", 4318)
+    assert parse_listen("localhost:0", False) == ("localhost", 0)
+    assert parse_listen("0.0.0.0:4318", True) == ("0.0.0.0", 4318)
+    for bad in ("4318", "127.0.0.1", "127.0.0.1:x", "127.0.0.1:70000", ":4318"):
+        with pytest.raises(ConfigError, match="expected HOST:PORT"):
+            parse_listen(bad, False)
+    for remote in ("0.0.0.0:4318", "192.168.1.5:4318", "[::]:4318", "example.com:4318"):
+        with pytest.raises(ConfigError, match="not a loopback address"):
+            parse_listen(remote, False)
+
+
+def test_token_file_is_private_kept_and_never_followed(tmp_path: Path) -> None:
+    from traced.daemon.otlp import load_token
+    from traced.errors import ConfigError
+
+    path = tmp_path / "state" / "otlp-token"
+    token, source = load_token(path, {})
+    assert (source, stat.S_IMODE(path.stat().st_mode), len(token)) == (path, 0o600, 43)
+    assert load_token(path, {}) == (token, path)  # kept across restarts
+    path.chmod(0o644)
+    assert load_token(path, {})[0] == token
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # made private again
+    assert load_token(path, {"TRACED_OTLP_TOKEN": " t0k "}) == ("t0k", None)
+    path.unlink()
+    os.symlink(tmp_path / "elsewhere", path)
+    with pytest.raises(ConfigError, match="cannot read the OTLP token file"):
+        load_token(path, {})
+    assert not (tmp_path / "elsewhere").exists()  # nothing created through the link
+
+
+def test_rate_bucket() -> None:
+    from traced.daemon.otlp import Bucket
+
+    bucket = Bucket(rate=3.0)
+    assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.0]  # a burst of `rate`
+    wait = bucket.take()
+    assert 0.3 < wait <= 1 / 3

@@ -243,23 +243,25 @@ def test_auth_limits_and_bad_requests_write_nothing(daemon_factory: Any) -> None
     assert (st["rejected"], st["spans"]) == (1, 3)
 
 
-def test_rate_limit_answers_429_with_retry_after(daemon_factory: Any) -> None:
-    rx = _receiver(daemon_factory, env={"TRACED_OTLP_RATE": "0.001"})  # a burst of 1, then one per 1000 s
+def test_rate_limit_429_and_the_idle_watcher_ends_otlp_sessions(daemon_factory: Any) -> None:
+    rx = _receiver(daemon_factory, "--idle-timeout", "0.5",
+                   env={"TRACED_OTLP_RATE": "0.001"})  # a burst of 1, then one per 1000 s
     body = logs([codex_completed("conv-r")], service="codex_cli_rs").SerializeToString()
     assert rx.post("/v1/logs", body)[0] == 200
     status, headers, _ = rx.post("/v1/logs", body)
     assert status == 429
     assert 990 <= int(headers["retry-after"]) <= 1000  # whole seconds until the bucket has a token again
-    recs = _records(rx.daemon, "conv-r")
-    assert [(r["phase"], r["skill"]) for r in recs] == [("start", "codex"), ("llm_call", "codex")]
     assert rx.status()["refused"] == {"429": 1}
+    # no root agent span will end it: the idle watcher does
+    wait_for(lambda: _records(rx.daemon, "conv-r")[-1]["phase"] == "end", what="the idle watcher")
+    recs = _records(rx.daemon, "conv-r")
+    assert [(r["phase"], r["skill"]) for r in recs] == [("start", "codex"), ("llm_call", "codex"), ("end", "codex")]
+    assert recs[2]["payload"] == {"outcome": "aborted", "reason": "idle_timeout"}
 
 
-def test_env_token_idle_end_and_a_full_daemon_answers_503(daemon_factory: Any, short_tmp: Path) -> None:
-    """A session with no root agent span is finalized by the idle watcher; while the daemon cannot open
-    another session the exporter is told to retry (503), and its retry then lands."""
-    rx = _receiver(daemon_factory, "--idle-timeout", "2",
-                   env={"TRACED_OTLP_TOKEN": "s3cret-token", "TRACED_MAX_OPEN_SESSIONS": "1"})
+def test_env_token_and_a_full_daemon_answers_503(daemon_factory: Any) -> None:
+    """While the daemon cannot open another session the exporter is told to retry (503); its retry lands."""
+    rx = _receiver(daemon_factory, env={"TRACED_OTLP_TOKEN": "s3cret-token", "TRACED_MAX_OPEN_SESSIONS": "1"})
     st = rx.status()
     assert (st["token_file"], st["token_source"]) == (None, "TRACED_OTLP_TOKEN")
     assert not (rx.daemon.state / "traced" / "otlp-token").exists()
@@ -268,9 +270,7 @@ def test_env_token_idle_end_and_a_full_daemon_answers_503(daemon_factory: Any, s
     assert rx.post("/v1/traces", first.SerializeToString(), token="s3cret-token")[0] == 200
     status, headers, _ = rx.post("/v1/traces", other.SerializeToString(), token="s3cret-token")
     assert (status, headers["retry-after"]) == (503, "5")
-    end = wait_for(lambda: (recs := _records(rx.daemon, "env"))[-1]["phase"] == "end" and recs[-1],
-                   what="the idle watcher to end the session")
-    assert end["payload"] == {"outcome": "aborted", "reason": "idle_timeout"}
+    rx.daemon.cli("end", "env", "--outcome", "success", check=True)
     assert rx.post("/v1/traces", other.SerializeToString(), token="s3cret-token")[0] == 200
     assert [r["phase"] for r in _records(rx.daemon, "other")] == ["start", "llm_call"]
 

@@ -353,6 +353,20 @@ def test_token_file_is_private_kept_and_never_followed(tmp_path: Path) -> None:
     assert not (tmp_path / "elsewhere").exists()  # nothing created through the link
 
 
+def test_host_header_check() -> None:
+    """DNS rebinding: only names of this listener pass (any loopback name; our port or none)."""
+    from traced.daemon.otlp import OtlpReceiver
+
+    rx = OtlpReceiver.__new__(OtlpReceiver)
+    rx.host, rx.port, rx.allow_remote = "127.0.0.1", 4318, False
+    ok = ["127.0.0.1:4318", "localhost:4318", "LOCALHOST:4318", "[::1]:4318", "[::1]", "localhost", "127.0.0.1"]
+    bad = ["evil.example:4318", "evil.example", "127.0.0.1:4319", "", "127.0.0.2:4318", "[::2]:4318"]
+    assert [rx._host_ok(h) for h in ok] == [True] * len(ok)
+    assert [rx._host_ok(h) for h in bad] == [False] * len(bad)
+    rx.allow_remote = True
+    assert rx._host_ok("evil.example:4318")
+
+
 def test_rate_bucket() -> None:
     from traced.daemon.otlp import Bucket
 

@@ -259,7 +259,10 @@ class OtlpReceiver:
         """DNS rebinding: on loopback, the Host must name this listener (any loopback name, our port)."""
         if self.allow_remote:
             return True
-        host, _, port = host_header.rpartition(":") if not host_header.endswith("]") else (host_header, "", "")
+        if host_header.endswith("]") or ":" not in host_header:  # no port: "[::1]", "localhost"
+            host, port = host_header, ""
+        else:
+            host, _, port = host_header.rpartition(":")
         host = host.strip("[]").lower()
         return (host in LOOPBACK_NAMES or host == self.host) and (not port or port == str(self.port))
 

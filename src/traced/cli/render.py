@@ -440,6 +440,13 @@ def _rows(info: dict[str, Any]) -> list[tuple[str, str]]:
         lag = f"lag {fw.get('lag_records', '?')} records / {fw.get('lag_seconds', '?')}s"
         err = f", last error: {fw['last_error']}" if fw.get("last_error") else ""
         rows.append((f"forward {fw.get('url', '?')}", f"{lag}, sent {fw.get('sent', 0)}{err}"))
+    otlp = info.get("otlp")
+    if otlp:
+        token = otlp.get("token_file") or f"${otlp.get('token_source', 'TRACED_OTLP_TOKEN')}"
+        rows.append(("otlp receiver", f"{otlp.get('endpoint')} (token: {token})"))
+        rows.append(("otlp received", f"{otlp.get('spans', 0)} spans ({otlp.get('spans_ignored', 0)} not GenAI), "
+                     f"{otlp.get('logs', 0)} logs ({otlp.get('logs_ignored', 0)} ignored), "
+                     f"{otlp.get('records_written', 0)} records, {otlp.get('rejected', 0)} rejected"))
     return rows
 
 

@@ -59,7 +59,7 @@ def test_missing_extra_names_the_distribution(monkeypatch: pytest.MonkeyPatch) -
         check_urls(["nats://127.0.0.1:4222"])
     assert str(err.value) == (
         "--forward nats://127.0.0.1:4222?stream=TRACED&subject=traced: needs nats-py: "
-        "install the extra into traced's environment: pip install 'traced-daemon[nats]', "
+        f"install the extra into traced's environment ({sys.prefix}): pip install 'traced-daemon[nats]', "
         "uv tool install 'traced-daemon[nats]', or pipx inject traced-daemon nats-py")
 
 

@@ -338,6 +338,11 @@ def test_install_status_uninstall(tmp_path: Path) -> None:
     assert f"Documentation={docs_url()}\n" in service_text
     assert "No systemd user manager is running here" in first.stdout
     assert "+ systemctl" not in first.stdout  # ... so it ran none
+    # the service's PrivateTmp=yes would hide an executable under /tmp (pytest's tmp_path is there)
+    if str(traced_bin).startswith("/tmp/"):
+        assert first.stderr == (f"traced service: warning: {traced_bin} is under /tmp, which the service does not "
+                                "see (PrivateTmp=yes): it would fail with status=203/EXEC; install traced "
+                                "elsewhere, or add a drop-in with PrivateTmp=no\n")
 
     if SYSTEMD_ANALYZE is not None:  # what it installed is valid for systemd
         checked = verify([unit_dir / unit for unit in UNIT_NAMES], tmp_path / "analyze")
@@ -465,3 +470,22 @@ def test_commands_run_against_a_user_manager(tmp_path: Path) -> None:
         "--user daemon-reload",
     ]
     assert not any((tmp_path / "config" / "systemd" / "user").glob("traced.*"))
+
+
+def test_never_an_empty_or_relative_exec_start(tmp_path: Path) -> None:
+    """gpustack#793: an installer that took `which` output wrote `ExecStart=` empty. Here a unit is
+    rendered only for an absolute path, and a missing executable is an error before anything is written."""
+    from traced.daemon import unitfiles
+
+    for bad in ("", "traced", "./traced"):
+        with pytest.raises(ValueError, match="absolute path"):
+            unitfiles.render("traced.service", bad)
+    env = script_env(tmp_path, PATH=str(tmp_path / "empty"))
+    res = service(env, "install", "--bin", "traced")  # not on this PATH
+    assert res.returncode == 2
+    assert res.stderr.strip().endswith("--bin traced: not on PATH")
+    res = service(env, "install", "--bin", str(tmp_path / "nowhere" / "traced"))
+    assert res.returncode == 2
+    assert "not an executable file" in res.stderr
+    assert not (tmp_path / "config").exists()
+    assert unitfiles.exec_start_binary(render("traced.service", "/opt/my tools/traced")) == "/opt/my tools/traced"

@@ -59,6 +59,18 @@ def _executable(args: argparse.Namespace) -> str:
     return path
 
 
+def sandbox_hides(traced_bin: str) -> str | None:
+    """Why the service's sandbox would not find ``traced_bin`` (it would fail with status=203/EXEC),
+    or None: PrivateTmp=yes gives the service an empty /tmp and /var/tmp."""
+    real = os.path.realpath(traced_bin)
+    for tmp in ("/tmp/", "/var/tmp/"):
+        if real.startswith(tmp) or traced_bin.startswith(tmp):
+            return (f"{traced_bin} is under {tmp.rstrip('/')}, which the service does not see (PrivateTmp=yes): "
+                    "it would fail with status=203/EXEC; install traced elsewhere, or add a drop-in with "
+                    "PrivateTmp=no")
+    return None
+
+
 def _unit_dir() -> Path:
     try:
         return unitfiles.unit_dir(os.environ)
@@ -131,6 +143,9 @@ def cmd_install(args: argparse.Namespace) -> int:
         print("(dry run: nothing is changed)")
     traced_bin = _executable(args)
     print(f"traced executable: {traced_bin}")
+    hidden = sandbox_hides(traced_bin)
+    if hidden:
+        print(f"traced service: warning: {hidden}", file=sys.stderr)
     unit_dir = _unit_dir()
     if not unit_dir.is_dir():
         _show(["mkdir", "-p", str(unit_dir)])

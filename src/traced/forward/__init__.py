@@ -17,6 +17,7 @@ the window. See docs/forwarding.md.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ _EXTRAS = {"nats": ("nats", "nats-py", "nats"), "otlp": ("opentelemetry.proto", 
 def install_hint(extra: str, dist: str) -> str:
     """How to add an optional extra to the environment traced runs in, for pip, uv tool and pipx."""
     name = f"{DISTRIBUTION}[{extra}]"
-    return (f"install the extra into traced's environment: pip install '{name}', "
+    return (f"install the extra into traced's environment ({sys.prefix}): pip install '{name}', "
             f"uv tool install '{name}', or pipx inject {DISTRIBUTION} {dist}")
 
 

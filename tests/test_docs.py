@@ -39,6 +39,9 @@ REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELL = {"sh", "bash", "shell", "console"}
 RUN = SHELL | {"python"}
+NOT_RUN = {"", "text", "toml", "json", "jsonl", "yaml", "ini", "diff", "systemd"}
+"""Labels for samples and output; any other label is an error (a ```shell-session or ```py block
+would otherwise escape the test by its spelling)."""
 BLOCK_TIMEOUT = 30.0
 
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\s`]*)")
@@ -96,6 +99,9 @@ def parse(path: Path) -> tuple[list[Block], list[str]]:
                                 "which never runs: drop the marker")
             else:
                 skip = reason["reason"].strip()
+        if lang not in RUN | NOT_RUN:
+            problems.append(f"{rel}:{start + 1}: ```{lang}: label runnable blocks sh, bash, shell, console or "
+                            f"python, and samples one of {', '.join(sorted(NOT_RUN - {''}))}")
         blocks.append(Block(path, start + 1, lang, "\n".join(body) + "\n", skip))
     for no, line in enumerate(lines):
         if MARKER.search(line) and no not in used:
@@ -109,7 +115,7 @@ def console_commands(code: str) -> str:
     cont = False
     for line in code.splitlines():
         if cont:
-            out.append(line)
+            out.append(line[2:] if line.startswith("> ") else line)  # a continuation, with its PS2 prompt
         elif line.startswith("$ "):
             out.append(line[2:])
         else:
@@ -136,14 +142,17 @@ def test_the_parser_on_a_sample(tmp_path: Path) -> None:
         "- item\n  ```console\n  $ traced ls \\\n  >   --json\n  {\"a\": 1}\n  $ echo two\n  two\n  ```\n"
         "<!-- docs-test: skip -->\n```python\nprint(1)\n```\n"
         "<!-- docs-test: skip (reason) -->\n\n```sh\necho far\n```\n"
-        "```text\n$ not run\n```\n")
+        "```text\n$ not run\n```\n"
+        "```shell-session\n$ escapes\n```\n")
     blocks, problems = parse(sample)
     assert [(b.line, b.lang, b.skip) for b in blocks] == [
         (2, "sh", None), (6, "bash", "needs a real agent"), (10, "console", None), (18, "python", None),
-        (23, "sh", None), (26, "text", None)]
-    assert console_commands(blocks[2].code) == "traced ls \\\n>   --json\necho two\n"
+        (23, "sh", None), (26, "text", None), (29, "shell-session", None)]
+    assert console_commands(blocks[2].code) == "traced ls \\\n  --json\necho two\n"
     assert problems == [
         "sample.md:17: a docs-test marker must be `skip (reason)`: <!-- docs-test: skip -->",
+        "sample.md:29: ```shell-session: label runnable blocks sh, bash, shell, console or python, and samples "
+        "one of diff, ini, json, jsonl, systemd, text, toml, yaml",
         "sample.md:21: a docs-test marker must be on the line directly above a fence",
     ]
 
@@ -315,6 +324,13 @@ def inline_problems(text: str, where: str) -> list[str]:
 def test_inline_commands_name_real_options() -> None:
     """`traced tail [-n N] [-f]`-style mentions in prose: every option named exists on that command."""
     problems = [p for path in DOCS for p in inline_problems(path.read_text(), str(path.relative_to(REPO)))]
+    # and the synopses and transcripts in blocks that are not run (```text, bare fences)
+    for path in DOCS:
+        for block in parse(path)[0]:
+            if block.lang in ("", "text"):
+                lines = [re.sub(r"^\$ ", "", line) for line in block.code.splitlines()]
+                spans = "".join(f"`{line}`" for line in lines if line.startswith("traced "))
+                problems += inline_problems(spans, block.where)
     assert problems == []
     # control: the check does see a wrong one
     assert inline_problems("see `traced show ID [--frobnicate]` and `traced ls --since 7d`", "x") == [

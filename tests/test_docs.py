@@ -88,7 +88,7 @@ def parse(path: Path) -> tuple[list[Block], list[str]]:
         i += 1
         skip = None
         above = lines[start - 1] if start else ""
-        marker = MARKER.search(above)
+        marker = MARKER.search(above) if above.lstrip().startswith("<!--") else None
         if marker:
             used.add(start - 1)
             reason = SKIP.match(marker["body"])
@@ -104,7 +104,7 @@ def parse(path: Path) -> tuple[list[Block], list[str]]:
                             f"python, and samples one of {', '.join(sorted(NOT_RUN - {''}))}")
         blocks.append(Block(path, start + 1, lang, "\n".join(body) + "\n", skip))
     for no, line in enumerate(lines):
-        if MARKER.search(line) and no not in used:
+        if line.lstrip().startswith("<!--") and MARKER.search(line) and no not in used:  # not a `mention`
             problems.append(f"{rel}:{no + 1}: a docs-test marker must be on the line directly above a fence")
     return blocks, problems
 

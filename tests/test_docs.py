@@ -230,14 +230,11 @@ class Shell:
         else:
             code = console_commands(block.code) if block.lang == "console" else block.code
             script = self.scratch / f"block_{block.line}.sh"
+            # one prelude line, so that line N of the script is line N-1 of the block
             script.write_text(
-                'if [ -f "$__DT_STATE" ]; then . "$__DT_STATE"; fi\n'
-                '__dt_save() {\n'
-                '  { declare -p $(compgen -v | grep -vxFf "$__DT_BASE") 2>/dev/null; declare -f; } > "$__DT_STATE"\n'
-                '  pwd > "$__DT_CWD"\n'
-                '}\n'
-                "trap __dt_save EXIT\n"
-                "set -e\n" + code)
+                'if [ -f "$__DT_STATE" ]; then . "$__DT_STATE"; fi; '
+                '__dt_save() { { declare -p $(compgen -v | grep -vxFf "$__DT_BASE") 2>/dev/null; declare -f; } '
+                '> "$__DT_STATE"; pwd > "$__DT_CWD"; }; trap __dt_save EXIT; set -e\n' + code)
             cmd = ["bash", "--norc", "--noprofile", str(script)]
         with open(out_path, "wb") as out:
             proc = subprocess.Popen(cmd, env=self.env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
@@ -253,12 +250,35 @@ class Shell:
                     pass
                 proc.wait()
         output = out_path.read_text(errors="replace")
+        if block.lang not in {"python", "console"}:  # bash's "script: line N:" as the doc's file:line
+            output = re.sub(rf"{re.escape(str(script))}: line (\d+):",
+                            lambda m: f"{block.where.rsplit(':', 1)[0]}:{block.line + int(m[1]) - 1}:", output)
+        elif block.lang == "python":  # the traceback's File "block_N.py", line L
+            output = re.sub(rf'File "{re.escape(str(script))}", line (\d+)',
+                            lambda m: f'File "{block.where.rsplit(":", 1)[0]}", line {block.line + int(m[1])}', output)
         if code_ == -1:
             output += f"\n[timed out after {BLOCK_TIMEOUT:g}s]"
         return code_, output
 
 
 DOCS_TO_RUN = [p for p in DOCS if runnable(p)]
+
+
+def test_the_runner_on_a_sample(short_tmp: Path) -> None:
+    """Controls for the runner: state carries over, set -e stops a block, errors name the doc's line."""
+    md = short_tmp / "sample.md"
+    md.write_text("# t\n\n```sh\ncd /\nX=kept\n```\n\n```console\n$ echo \"$X in $PWD\"\nkept in /\n```\n\n"
+                  "```sh\ntrue\nnosuch_command_xyz\necho not reached\n```\n\n"
+                  "```python\nx = 1\nraise SystemExit(1/0)\n```\n")
+    (short_tmp / "s").mkdir()
+    shell = Shell(short_tmp / "s")
+    results = [shell.run(b) for b in parse(md)[0]]
+    assert results[:3] == [(0, ""), (0, "kept in /\n"),
+                           (127, f"{md}:15: nosuch_command_xyz: command not found\n")]
+    code, output = results[3]
+    assert code == 1
+    assert f'File "{md}", line 21, in <module>' in output
+    assert "ZeroDivisionError" in output
 
 
 @pytest.mark.parametrize("path", DOCS_TO_RUN, ids=[str(p.relative_to(REPO)) for p in DOCS_TO_RUN])

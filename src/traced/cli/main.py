@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole ``traced`` argument parser."""
     import argparse
 
-    from traced.cli import hook, read
+    from traced.cli import hook, read, service
 
     parser, sub = base_parser()
 
@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     read.add_parsers(sub)
     hook.add_parsers(sub)
+    service.add_parsers(sub)
     add_globals(parser)
     return parser
 

@@ -303,8 +303,10 @@ def _receiver(cfg: Config, handler: Handler) -> Any:
         import uvicorn  # noqa: F401
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2  # noqa: F401
     except ImportError as e:
-        raise ConfigError(f"--otlp-listen needs the otlp-receiver extra: pip install 'traced[otlp-receiver]' "
-                          f"({e})") from e
+        from traced._version import install_hint
+
+        raise ConfigError(f"--otlp-listen needs the otlp-receiver extra ({e}): "
+                          f"{install_hint('otlp-receiver', 'starlette uvicorn opentelemetry-proto')}") from e
     from traced.daemon.otlp import OtlpReceiver
 
     receiver = OtlpReceiver(handler, cfg.otlp_listen, cfg.otlp_allow_remote)

@@ -315,11 +315,33 @@ def _rows(info: dict[str, Any]) -> list[tuple[str, str]]:
         ("write errors", str(info.get("write_errors", 0))),
         ("fsync", str(info.get("fsync"))),
     ]
+    for disk in info.get("disk") or []:
+        size = f"{human_bytes(disk['bytes'])} ({disk['bytes']:,} bytes)"
+        err = f", error: {disk['error']}" if disk.get("error") else ""
+        rows.append((f"disk {disk['root']}", f"{disk['sessions']} sessions, {size}{err}"))
+    rows.append(("retention", _retention(info.get("retention"))))
     for fw in info.get("forwarders") or []:
         lag = f"lag {fw.get('lag_records', '?')} records / {fw.get('lag_seconds', '?')}s"
         err = f", last error: {fw['last_error']}" if fw.get("last_error") else ""
         rows.append((f"forward {fw.get('url', '?')}", f"{lag}, sent {fw.get('sent', 0)}{err}"))
     return rows
+
+
+def _retention(ret: Any) -> str:
+    """``90d, last run <at>: removed 3 sessions, freed 1.2 MiB, 0 errors`` (or ``off``)."""
+    if not isinstance(ret, dict):
+        return "unknown"
+    setting = str(ret.get("setting") or "off")
+    text = setting + (" (dry run)" if ret.get("dry_run") else "")
+    last = ret.get("last_run")
+    if not isinstance(last, dict):
+        return text if setting == "off" else f"{text}, no pass yet"
+    if last.get("dry_run"):
+        did = (f"would remove {last.get('would_remove', 0)} sessions, "
+               f"would free {human_bytes(int(last.get('would_free', 0)))}")
+    else:
+        did = f"removed {last.get('removed', 0)} sessions, freed {human_bytes(int(last.get('bytes_freed', 0)))}"
+    return f"{text}, last pass {last.get('at')}: {did}, {last.get('errors', 0)} errors"
 
 
 def _session_rows(info: dict[str, Any]) -> list[tuple[str, ...]]:

@@ -267,7 +267,7 @@ def plan(
     held: Held = _never,
     abandoned: bool = True,
 ) -> Plan:
-    """The sessions under ``roots`` that the rule removes at ``older_than`` seconds of age.
+    """The sessions under ``roots`` that the rule removes at ``older_than`` seconds of age, oldest first.
 
     ``held`` tells the sessions a running daemon holds (always kept);
     ``abandoned`` False keeps every unfinished session (when whether the
@@ -296,6 +296,7 @@ def plan(
             at = facts.last_write if reason == "abandoned" else (
                 facts.ended_at or facts.started_at or facts.last_write)
             result.candidates.append(Candidate(root, day, skill, sid, reason, at, layout.dir_size(path)))
+    result.candidates.sort(key=lambda c: (c.date, c.root, c.skill, c.session_id))  # oldest first
     return result
 
 

@@ -97,8 +97,10 @@ def test_status_shows_disk_used_per_root(daemon_factory: Any, short_tmp: Path) -
     ], key=lambda r: str(r["root"]))
     assert size(other) > 0
     plain = d.cli("status", check=True).stdout
-    line = next(x for x in plain.splitlines() if x.startswith(f"disk {d.root} "))
-    assert line.split(None, 2)[2] == f"2 sessions, {human_bytes(expected_main)} ({expected_main:,} bytes)"
+    disks = [x.split(None, 1)[1] for x in plain.splitlines() if x.startswith("disk ")]
+    assert sorted(disks) == sorted([
+        f"{d.root}: 2 sessions, {human_bytes(expected_main)} ({expected_main:,} bytes)",
+        f"{other}: 1 sessions, {human_bytes(size(other))} ({size(other):,} bytes)"])
     assert any(x.split() == ["retention", "off"] for x in plain.splitlines())
 
 

@@ -318,7 +318,7 @@ def _rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     for disk in info.get("disk") or []:
         size = f"{human_bytes(disk['bytes'])} ({disk['bytes']:,} bytes)"
         err = f", error: {disk['error']}" if disk.get("error") else ""
-        rows.append((f"disk {disk['root']}", f"{disk['sessions']} sessions, {size}{err}"))
+        rows.append(("disk", f"{disk['root']}: {disk['sessions']} sessions, {size}{err}"))
     rows.append(("retention", _retention(info.get("retention"))))
     for fw in info.get("forwarders") or []:
         lag = f"lag {fw.get('lag_records', '?')} records / {fw.get('lag_seconds', '?')}s"

@@ -72,6 +72,18 @@ def test_prune_keeps_what_the_daemon_holds_and_lists_exactly_what_goes(daemon_fa
     # with the daemon down nothing is held: the old unfinished session goes too (recent stays)
     d2 = session(d.root, "left-open", started=now - 90 * DAY, written=now - 80 * DAY)
     d.stop()
+    # ... unless the spool holds events a client wrote while the daemon was away: they may be that session's
+    segment = d.state / "traced" / "spool" / "01JCLIENT0000000000000000-000000000001.spool"
+    segment.parent.mkdir(parents=True, exist_ok=True)
+    segment.write_bytes(b"")
+    res = d.cli("prune", "--older-than", "30d", "--json", check=True)
+    doc = json.loads(res.stdout)
+    assert doc["removed"] == [] and doc["abandoned_rule"] is False and "1 spool segments wait" in doc["note"]
+    assert d2.is_dir()
+    text = d.cli("prune", "--older-than", "30d", check=True).stdout.splitlines()
+    assert text[0].startswith("note: no daemon at ") and text[0].endswith(
+        "so every unfinished session is kept")
+    segment.unlink()
     res = d.cli("prune", "--older-than", "30d", "--json", check=True)
     doc = json.loads(res.stdout)
     assert [r["session_id"] for r in doc["removed"]] == ["left-open"] and doc["held"] == 0

@@ -288,3 +288,20 @@ def test_sizes_are_exact(tmp_path: Path) -> None:
 def test_disk_usage_of_a_missing_root(tmp_path: Path) -> None:
     assert prune.disk_usage(tmp_path / "nope").to_json() == {
         "root": str(tmp_path / "nope"), "sessions": 0, "bytes": 0, "error": "No such file or directory"}
+
+
+def test_an_interrupted_removal_is_finished_later(tmp_path: Path) -> None:
+    """A crash between the rename aside and the end of the delete leaves a hidden directory that no
+    reader shows but that still uses disk: the next prune removes it, once nobody can be at work on it."""
+    stale = session(tmp_path, "x", started=NOW - 60 * DAY, ended=NOW - 60 * DAY)
+    stale = stale.rename(stale.parent / ".prune-x.4242")
+    age(stale, NOW - 7200)
+    fresh = session(tmp_path, "y", started=NOW - 60 * DAY, ended=NOW - 60 * DAY)
+    fresh = fresh.rename(fresh.parent / ".prune-y.4243")
+    age(fresh, NOW - 60)  # a prune at work right now
+    plan = prune.plan([tmp_path], 30 * DAY, now=NOW)
+    assert [(c.session_id, c.reason, c.bytes) for c in plan.candidates] == [(".prune-x.4242", "leftover", size(stale))]
+    assert prune.disk_usage(tmp_path).to_json()["bytes"] == size(stale) + size(fresh)  # counted, not listed
+    done = prune.remove(plan.candidates, 30 * DAY, now=NOW)
+    assert [c.session_id for c in done.removed] == [".prune-x.4242"] and done.errors == []
+    assert not stale.exists() and fresh.is_dir()

@@ -148,9 +148,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "(no ended_at; without meta.json, no end record) is abandoned, and goes, when nothing in its "
         "directory was written since the cutoff (newest mtime of trace.jsonl, meta.json, blobs, "
         "artifacts), nor in the last day, and the running daemon does not hold it (it is asked; with "
-        "no daemon listening nothing is held; a daemon that does not answer keeps every unfinished "
-        "session). Never follows a symlink; each session is renamed aside and checked again before "
-        "it is deleted. Exit 1 when a removal failed.",
+        "no daemon listening nothing is held; a daemon that does not answer, or a spool still waiting "
+        "for a stopped daemon, keeps every unfinished session). Never follows a symlink; each "
+        "session is renamed aside and checked again before it is deleted. Exit 1 when a removal "
+        "failed. See docs/reading.md.",
     )
     p.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d, 2w, 12h")
     p.add_argument("--dry-run", action="store_true",
@@ -687,6 +688,13 @@ def _held(args: argparse.Namespace) -> tuple[Callable[[str, str], bool] | None, 
         try:
             probe.connect(str(client.socket_path))
         except OSError:
+            from traced.format.spool import segments
+            from traced.locations import spool_dir
+
+            waiting = len(segments(spool_dir()))
+            if waiting:  # events of unfinished sessions may wait there, their files untouched meanwhile
+                return None, (f"no daemon at {client.socket_path}, and {waiting} spool segments wait to be "
+                              "written into sessions when it starts")
             return (lambda _sid, _path: False), f"no daemon at {client.socket_path}: no session is held open"
         finally:
             probe.close()

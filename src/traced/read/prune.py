@@ -19,7 +19,8 @@ followed, a root reached twice through a symlink is read once); files are read
 with ``O_NOFOLLOW | O_NONBLOCK`` (a FIFO never blocks); a session is first
 renamed aside to a hidden name (readers skip it), judged again, then deleted
 with ``shutil.rmtree(dir_fd=…)``, or renamed back when it changed meanwhile.
-A session that vanished (another prune) is skipped, not an error.
+A session that vanished (another prune) is skipped, not an error; an aside
+directory an interrupted removal left for an hour is removed as a ``leftover``.
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ ASIDE_PREFIX: Final = ".prune-"
 AGE_RE: Final = re.compile(r"\s*(\d{1,6})\s*([hdw])\s*\Z")
 UNITS: Final = {"h": 3600.0, "d": DAY, "w": 7 * DAY}
 
-Reason = Literal["ended", "abandoned"]
+Reason = Literal["ended", "abandoned", "leftover"]
+"""``leftover``: a session renamed aside by a removal that did not finish (a crash, a power cut)."""
+LEFTOVER_AFTER_S: Final = 3600.0
+"""An aside directory untouched this long is a leftover (a removal in progress takes seconds)."""
 Held = Callable[[str, str], bool]
 """``held(session_id, path)``: whether a running daemon holds that session."""
 
@@ -296,8 +300,27 @@ def plan(
             at = facts.last_write if reason == "abandoned" else (
                 facts.ended_at or facts.started_at or facts.last_write)
             result.candidates.append(Candidate(root, day, skill, sid, reason, at, layout.dir_size(path)))
+        result.candidates += _leftovers(root, until, now)
     result.candidates.sort(key=lambda c: (c.date, c.root, c.skill, c.session_id))  # oldest first
     return result
+
+
+def _leftovers(root: str, until: str, now: float) -> list[Candidate]:
+    """Aside directories that an interrupted removal left (hidden: no reader sees them, but they use disk)."""
+    found = []
+    for day in layout.date_dirs(root, hi=until):
+        for skill in layout.subdirs(os.path.join(root, day)):
+            try:
+                with os.scandir(os.path.join(root, day, skill)) as it:
+                    names = [e.name for e in it if e.name.startswith(ASIDE_PREFIX) and e.is_dir(follow_symlinks=False)]
+            except OSError:
+                continue
+            for name in names:
+                path = os.path.join(root, day, skill, name)
+                written = last_write(path)
+                if written < now - LEFTOVER_AFTER_S:
+                    found.append(Candidate(root, day, skill, name, "leftover", written, layout.dir_size(path)))
+    return found
 
 
 # --------------------------------------------------------------------------- removing
@@ -363,6 +386,14 @@ def _remove_one(cand: Candidate, cutoff: float, now: float, held: Held, out: Rem
             return
         if not stat.S_ISDIR(st.st_mode):
             raise OSError(0, "not a directory (a symlink?): left alone")
+        if cand.reason == "leftover":  # already aside: finish the job
+            aside = cand.session_id
+            errors = _rmtree(aside, dfd)
+            if errors:
+                out.errors.append(f"{cand.path}: {errors[0]}")
+            else:
+                out.removed.append(cand)
+            return
         os.rename(cand.session_id, aside, src_dir_fd=dfd, dst_dir_fd=dfd)
         aside_path = os.path.join(cand.root, cand.date, cand.skill, aside)
         facts = facts_of(aside_path)

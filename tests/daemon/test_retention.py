@@ -151,6 +151,21 @@ def test_daily_pass_runs_at_start_dry_run_first(daemon_factory: Any) -> None:
     assert [(e["removed"], e["bytes_freed"]) for e in passes] == [(2, gone)]
 
 
+def test_the_pass_runs_after_recovery_and_spares_re_adopted_sessions(daemon_factory: Any) -> None:
+    """A daemon killed with sessions open: the next one re-adopts them before its first pass, which
+    must not take them for abandoned however old their files look."""
+    d: Daemon = daemon_factory()
+    held = held_session(d, "left-by-a-crash")
+    d.kill9()
+    age(held, time.time() - 80 * DAY)
+    d.env["TRACED_RETENTION"] = "30d"
+    d.start()
+    run = wait_for(lambda: status(d)["retention"]["last_run"], what="the first pass")
+    assert (run["removed"], run["held"], run["errors"]) == (0, 1, 0)
+    assert held.is_dir()
+    assert d.cli("end", "left-by-a-crash", "--outcome", "success").returncode == 0
+
+
 def test_reload_turns_retention_on_and_the_pass_keeps_open_sessions(daemon_factory: Any) -> None:
     d: Daemon = daemon_factory(start=False)
     cfg = d.base / "config" / "traced" / "config.toml"

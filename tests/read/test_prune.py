@@ -98,6 +98,8 @@ def chosen(root: Path | list[Path], days: float = 30, **kw: Any) -> dict[str, st
     (Facts(False, None, NOW - 99 * DAY, NOW - 30 * DAY + 1), False, None),  # written since the cutoff
     (Facts(False, None, NOW - 99 * DAY, NOW - 99 * DAY), True, None),  # held by the daemon
     (Facts(True, NOW - 99 * DAY, None, NOW - 99 * DAY), True, None),
+    (Facts(True, NOW + 99 * DAY, NOW - 99 * DAY, NOW - 99 * DAY), False, None),  # a clock ahead: kept
+    (Facts(False, None, NOW - 99 * DAY, NOW + 99 * DAY), False, None),
 ])
 def test_judge(facts: Facts, held: bool, want: str | None) -> None:
     assert judge(facts, cutoff=NOW - 30 * DAY, now=NOW, held=held) == want

@@ -307,3 +307,26 @@ def test_an_interrupted_removal_is_finished_later(tmp_path: Path) -> None:
     done = prune.remove(plan.candidates, 30 * DAY, now=NOW)
     assert [c.session_id for c in done.removed] == [".prune-x.4242"] and done.errors == []
     assert not stale.exists() and fresh.is_dir()
+
+
+def test_two_prunes_at_once_remove_each_session_once(tmp_path: Path) -> None:
+    """Two ``traced prune`` (or a prune and the daemon's pass) racing over one root."""
+    for i in range(60):
+        session(tmp_path, f"s{i:03d}", started=NOW - 60 * DAY, ended=NOW - 60 * DAY, skill=f"k{i % 3}")
+    results: list[prune.Removal] = []
+    barrier = threading.Barrier(2)
+
+    def one() -> None:
+        plan = prune.plan([tmp_path], 30 * DAY, now=NOW)
+        barrier.wait()
+        results.append(prune.remove(plan.candidates, 30 * DAY, now=NOW))
+
+    workers = [threading.Thread(target=one) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert [r.errors for r in results] == [[], []]
+    assert sum(len(r.removed) for r in results) == 60
+    assert sum(len(r.removed) + r.vanished for r in results) == 120
+    assert list(tmp_path.iterdir()) == []

@@ -394,7 +394,11 @@ def _remove_one(cand: Candidate, cutoff: float, now: float, held: Held, out: Rem
             else:
                 out.removed.append(cand)
             return
-        os.rename(cand.session_id, aside, src_dir_fd=dfd, dst_dir_fd=dfd)
+        try:
+            os.rename(cand.session_id, aside, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except FileNotFoundError:  # another prune took it between the stat and here
+            out.vanished += 1
+            return
         aside_path = os.path.join(cand.root, cand.date, cand.skill, aside)
         facts = facts_of(aside_path)
         still = facts is not None and judge(facts, cutoff=cutoff, now=now,

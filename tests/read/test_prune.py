@@ -253,6 +253,24 @@ def test_remove_keeps_a_session_opened_after_the_plan(tmp_path: Path) -> None:
     assert [c.session_id for c in done.kept] == ["reopened"]
 
 
+def test_the_held_check_and_the_rename_run_together_through_claim(tmp_path: Path) -> None:
+    """The daemon runs "held? else rename aside" on its loop (``claim``), so no open slips in between."""
+    for sid in ("a", "b"):
+        session(tmp_path, sid, started=NOW - 90 * DAY, written=NOW - 80 * DAY)
+    plan = prune.plan([tmp_path], 30 * DAY, now=NOW)
+    opened = {"b"}  # opened by a client after the plan
+    seen: list[list[str]] = []
+
+    def claim(step: Any) -> bool:
+        seen.append(sorted(p.name for p in (tmp_path / iso(NOW - 90 * DAY)[:10] / "s").iterdir()))
+        return bool(step())
+
+    done = prune.remove(plan.candidates, 30 * DAY, now=NOW, held=lambda sid, _p: sid in opened, claim=claim)
+    assert seen == [["a", "b"], ["b"]]  # nothing renamed before its claim ran
+    assert [c.session_id for c in done.removed] == ["a"] and [c.session_id for c in done.kept] == ["b"]
+    assert (tmp_path / iso(NOW - 90 * DAY)[:10] / "s" / "b" / "trace.jsonl").is_file()
+
+
 def test_a_session_removed_meanwhile_is_not_an_error(tmp_path: Path) -> None:
     import shutil
 

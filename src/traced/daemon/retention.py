@@ -73,6 +73,11 @@ class Retention:
 
         return held
 
+    def _held_live(self, sid: str, path: str) -> bool:
+        """``held`` on the loop, right before a rename aside (through ``claim``): the registry as it is now."""
+        reg = self.registry
+        return sid in reg.sessions or sid in reg.ended or path in self.foreign()
+
     # --- the passes -----------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -139,7 +144,8 @@ class Retention:
             result.update(removed=0, bytes_freed=0, would_remove=len(chosen.candidates),
                           would_free=sum(c.bytes for c in chosen.candidates))
         else:
-            done = prune.remove(chosen.candidates, age, now=started, held=held)
+            done = prune.remove(chosen.candidates, age, now=started, held=self._held_live,
+                                claim=anyio.from_thread.run_sync)
             for c in done.removed:
                 log.info("retention_removed", path=c.path, bytes=c.bytes, reason=c.reason)
             errors += done.errors

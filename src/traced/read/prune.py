@@ -58,6 +58,13 @@ LEFTOVER_AFTER_S: Final = 3600.0
 """An aside directory untouched this long is a leftover (a removal in progress takes seconds)."""
 Held = Callable[[str, str], bool]
 """``held(session_id, path)``: whether a running daemon holds that session."""
+Claim = Callable[[Callable[[], bool]], bool]
+"""Runs the "not held? then rename aside" step; the daemon runs it on its event loop, so that no
+session can be opened between the check and the rename."""
+
+
+def _direct(step: Callable[[], bool]) -> bool:
+    return step()
 
 
 def _never(_sid: str, _path: str) -> bool:
@@ -350,10 +357,12 @@ def remove(
     *,
     now: float | None = None,
     held: Held = _never,
+    claim: Claim = _direct,
 ) -> Removal:
     """Delete the ``candidates`` of a plan, judging each again right before; then empty skill and date dirs.
 
-    Never raises for one session: failures are collected in ``errors``.
+    Never raises for one session: failures are collected in ``errors``. ``claim`` runs the held
+    check and the rename aside together (see ``Claim``).
     """
     now = time.time() if now is None else now
     cutoff = now - older_than
@@ -362,7 +371,7 @@ def remove(
     for cand in candidates:
         touched.add((cand.root, cand.date, cand.skill))
         try:
-            _remove_one(cand, cutoff, now, held, out)
+            _remove_one(cand, cutoff, now, out, held=held, claim=claim)
         except OSError as e:
             out.errors.append(f"{cand.path}: {e.strerror or e}")
     for root, day, skill in sorted(touched):
@@ -371,7 +380,7 @@ def remove(
     return out
 
 
-def _remove_one(cand: Candidate, cutoff: float, now: float, held: Held, out: Removal) -> None:
+def _remove_one(cand: Candidate, cutoff: float, now: float, out: Removal, *, held: Held, claim: Claim) -> None:
     try:
         dfd = layout.open_dir_nofollow(cand.root, (cand.date, cand.skill), create=False)
     except FileNotFoundError:
@@ -394,15 +403,24 @@ def _remove_one(cand: Candidate, cutoff: float, now: float, held: Held, out: Rem
             else:
                 out.removed.append(cand)
             return
-        try:
+
+        def take() -> bool:
+            if held(cand.session_id, cand.path):
+                return False
             os.rename(cand.session_id, aside, src_dir_fd=dfd, dst_dir_fd=dfd)
+            return True
+
+        try:
+            taken = claim(take)
         except FileNotFoundError:  # another prune took it between the stat and here
             out.vanished += 1
             return
+        if not taken:
+            out.kept.append(cand)
+            return
         aside_path = os.path.join(cand.root, cand.date, cand.skill, aside)
         facts = facts_of(aside_path)
-        still = facts is not None and judge(facts, cutoff=cutoff, now=now,
-                                            held=held(cand.session_id, cand.path)) is not None
+        still = facts is not None and judge(facts, cutoff=cutoff, now=now, held=False) is not None
         if not still:  # a writer came back meanwhile: put it back as it was
             os.rename(aside, cand.session_id, src_dir_fd=dfd, dst_dir_fd=dfd)
             out.kept.append(cand)

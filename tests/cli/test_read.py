@@ -472,6 +472,15 @@ def test_tail_stops_at_old_finished_sessions(
 # --------------------------------------------------------------------------- prune
 
 
+@pytest.fixture
+def no_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No daemon and an empty spool for ``prune`` (it asks the daemon what it holds, and looks at the spool)."""
+    for var in ("STATE_DIRECTORY", "RUNTIME_DIRECTORY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TRACED_SOCKET", str(tmp_path / "no-daemon.sock"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
 def prune_tree(tmp_path: Path) -> dict[str, Path]:
     return {
         "old": fx.aged_session(tmp_path, "old-done", 60),
@@ -480,6 +489,7 @@ def prune_tree(tmp_path: Path) -> dict[str, Path]:
     }
 
 
+@pytest.mark.usefixtures("no_daemon")
 def test_prune_dry_run_removes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dirs = prune_tree(tmp_path)
     size = sum(p.stat().st_size for p in dirs["old"].iterdir())
@@ -493,6 +503,7 @@ def test_prune_dry_run_removes_nothing(tmp_path: Path, capsys: pytest.CaptureFix
     assert all(p.exists() for p in dirs.values())
 
 
+@pytest.mark.usefixtures("no_daemon")
 def test_prune_removes_old_finished_sessions_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -68,6 +68,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"traced is not running ({e})")
         return EXIT_NOT_RUNNING
     info["running"] = True
+    info["disk"] = _disk(info)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -75,6 +76,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     render_status(info, sys.stdout)
     return 0
+
+
+def _disk(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """Disk used per root the daemon writes to, measured here (not in the daemon): one walk of
+    each root, about 0.1 s per 10,000 sessions with a warm cache."""
+    from traced.read.prune import disk_usage, real_roots
+
+    roots = info.get("roots") or [info.get("root")]
+    return [disk_usage(r).to_json() for r in real_roots(str(r) for r in roots if r)]
 
 
 # --- shell-friendly session commands -----------------------------------------

@@ -282,11 +282,14 @@ class AsyncClient(ClientBase):
             for item in records(self._conv.framer, data):
                 yield item
 
-    async def status(self) -> dict[str, Any]:
-        """The daemon's status (DaemonUnavailable when it is not running)."""
+    async def status(self, held: bool = False) -> dict[str, Any]:
+        """The daemon's status (DaemonUnavailable when it is not running).
+
+        ``held``: also ``held_sessions`` and ``held_dirs``, every session the daemon holds (see ``prune``).
+        """
         if self.spooling and not await self._revive():
             raise DaemonUnavailable(f"no traced daemon at {self.socket_path}")
-        reply = await self.request(protocol.StatusRequest())
+        reply = await self.request(protocol.StatusRequest(held=held))
         if not isinstance(reply, protocol.Status):
             raise DaemonUnavailable(f"no traced daemon at {self.socket_path}")
         return reply.info

@@ -301,11 +301,14 @@ class Client(ClientBase):
                 raise DaemonUnavailable("the daemon closed the subscription")
             yield from records(self._conv.framer, data)
 
-    def status(self) -> dict[str, Any]:
-        """The daemon's status (DaemonUnavailable when it is not running)."""
+    def status(self, held: bool = False) -> dict[str, Any]:
+        """The daemon's status (DaemonUnavailable when it is not running).
+
+        ``held``: also ``held_sessions`` and ``held_dirs``, every session the daemon holds (see ``prune``).
+        """
         if self.spooling and not self._revive():
             raise DaemonUnavailable(f"no traced daemon at {self.socket_path}")
-        reply = self.request(protocol.StatusRequest())
+        reply = self.request(protocol.StatusRequest(held=held))
         if not isinstance(reply, protocol.Status):
             raise DaemonUnavailable(f"no traced daemon at {self.socket_path}")
         return reply.info

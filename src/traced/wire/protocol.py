@@ -121,6 +121,10 @@ class Sync(_Msg, tag="sync"):
 class StatusRequest(_Msg, tag="status"):
     """Ask for the daemon's status."""
 
+    held: bool = False
+    """Also list every session the daemon holds (``held_sessions`` ids, ``held_dirs`` paths): open, recently
+    ended, or another writer's it watches. ``traced prune`` never removes those; an older daemon ignores it."""
+
 
 class Subscribe(_Msg, tag="subscribe"):
     """Turn this connection into a stream of records as they land (after redaction).

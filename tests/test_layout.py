@@ -158,19 +158,29 @@ def test_traced_event_fast_path_imports_nothing_heavy(daemon: Daemon) -> None:
     assert rows[1]["payload"] == {"message": "hi"}
 
 
-@pytest.mark.parametrize("event", [
-    "SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolUseFailure", "Notification",
-    "Stop", "SubagentStart", "SubagentStop", "PreCompact", "SessionEnd",
-])
-def test_every_hook_event_path_imports_nothing_heavy(event: str) -> None:
-    """Translating any hook event and sizing its payload pulls in no msgspec, anyio, argparse or typing."""
+def _hook_events() -> list[tuple[str, str]]:
+    """(agent, event) for every event each agent's install registers, and one it does not know."""
+    from traced.integrations.hooks import install
+
+    return [(agent, event) for agent in ("claude-code", "codex", "gemini")
+            for event in [*install.install_events(agent), "SomeFutureEvent"]]
+
+
+@pytest.mark.parametrize(("agent", "event"), _hook_events())
+def test_every_hook_event_path_imports_nothing_heavy(agent: str, event: str) -> None:
+    """Translating any hook event of any agent, timing it and sizing its payload pulls in no
+    msgspec, anyio, argparse, typing, pathlib or dataclasses."""
     hook = json.dumps({"session_id": "s1", "hook_event_name": event, "tool_name": "Bash", "tool_use_id": "t1",
-                       "tool_input": {"command": "ls"}, "tool_response": {"stdout": "x"}, "cwd": "/tmp"})
+                       "tool_input": {"command": "ls"}, "tool_response": {"stdout": "x"}, "cwd": "/tmp",
+                       "llm_request": {"model": "gemini-2.5-pro"},
+                       "llm_response": {"candidates": [{"finishReason": "STOP"}],
+                                        "usageMetadata": {"promptTokenCount": 3}}})
     code = (
         "from traced.cli import hook\n"
-        "from traced.integrations.claude_code import run, translate\n"
+        "from traced.integrations.hooks import clocks, core, run\n"
         "from traced.wire import fit, minipack\n"
-        f"plan = translate.translate(translate.parse({hook!r}), run.options_from(), 0.0)\n"
+        f"plan = core.translate(core.parse({hook!r}), run.agent_named({agent!r}), run.options_from(), 0.0)\n"
+        "plan.set_duration(None)\n"
         "for _phase, payload in plan.records:\n"
         "    minipack.packb(fit.fit(payload, run.max_event_bytes(0)))\n"
     )

@@ -63,9 +63,19 @@ def run(argv: list[str]) -> int | None:
 
 
 def record(agent: str, options: dict[str, str | None]) -> None:
-    """Record one ``agent`` hook event read from stdin within the hook's budget; never raises."""
+    """Record one ``agent`` hook event read from stdin within the hook's budget; never raises.
+
+    stdout belongs to the agent (Gemini CLI parses it as JSON, Claude Code and Codex may add
+    it to the conversation): it is pointed at stderr first, so nothing of ours can land there.
+    """
     try:
+        import os
         import time
+
+        try:
+            os.dup2(2, 1)
+        except OSError:
+            pass
 
         from traced.errors import HookError
         from traced.integrations.hooks import run as hook_run

@@ -470,8 +470,11 @@ def cli(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.
 @pytest.fixture
 def home(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "home").mkdir()
-    env = {**os.environ, "HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO / "src")}
-    return env
+    env = {k: v for k, v in os.environ.items() if k != "CLAUDE_CONFIG_DIR"}
+    # no `claude` on PATH: install registers every event (tests/integrations/test_hook_install.py
+    # covers the version detection)
+    return {**env, "HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO / "src"),
+            "PATH": os.path.dirname(sys.executable) + os.pathsep + "/usr/bin:/bin"}
 
 
 ORIGINAL = {

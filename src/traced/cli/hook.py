@@ -154,8 +154,8 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 NOTES = {
-    "codex": "Codex runs hooks only with `[features] codex_hooks = true` in config.toml; "
-             "review them with /hooks if it asks",
+    "codex": "Codex runs hooks only with its hooks feature on in config.toml: `[features] codex_hooks = true` "
+             "(newer releases: `hooks = true`); review them with /hooks if it asks",
     "gemini": "Gemini CLI may ask you to trust the hooks of a project settings file",
 }
 

@@ -190,8 +190,10 @@ def cmd_install(args: argparse.Namespace) -> int:
         if version is None:
             print(f"traced: invalid --agent-version {args.agent_version!r}", file=sys.stderr)
             return EXIT_USAGE
+    elif args.uninstall or all(tuple(since) == (0,) for _e, since in install.table(agent).INSTALL_EVENTS):
+        version = None  # nothing to gate
     else:
-        version = None if args.uninstall else install.agent_version(agent)
+        version = install.agent_version(agent)
     command = install.hook_command(extra=extra, agent=agent, portable=args.project)
     try:
         events = install.install_events(agent, version)
@@ -213,7 +215,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     else:
         what = "removed traced's hooks from" if args.uninstall else "installed traced's hooks in"
         print(f"traced: {what} {path}", file=sys.stderr)
-        if not args.uninstall and agent in NOTES:
+        if not args.uninstall and agent in NOTES and (agent != "gemini" or args.project):
             print(f"traced: note: {NOTES[agent]}", file=sys.stderr)
     return 0
 

@@ -364,3 +364,27 @@ def test_wedged_daemon_costs_each_agent_at_most_its_budget(daemon: Daemon) -> No
         os.kill(daemon.proc.pid, signal.SIGCONT)
     spooled = list((daemon.state / "traced" / "spool").glob("*.spool"))
     assert spooled, "the hooks should have spooled"
+
+
+@pytest.mark.parametrize(("agent", "closing"), [("claude-code", "PermissionDenied"), ("codex", "PostToolUse")])
+def test_calls_without_a_tool_use_id_are_still_paired_and_timed(daemon: Daemon, agent: str, closing: str) -> None:
+    """Claude Code has sent tool hooks without ``tool_use_id`` (headless, bypassPermissions:
+    anthropics/claude-code#18093, #13241): the call clock pairs them by tool name and input, as for
+    Gemini CLI; two calls get two ids, and a denial without an id still closes its call."""
+    sid = f"{agent}-no-ids"
+    base = {"session_id": sid, "cwd": "/tmp", "tool_name": "Bash", "tool_input": {"command": "make -j4"}}
+    hook(daemon, agent, {**base, "hook_event_name": "PreToolUse"})
+    hook(daemon, agent, {**base, "hook_event_name": "PostToolUse", "tool_response": {"stdout": "ok", "stderr": ""}})
+    other = {**base, "tool_input": {"command": "rm -rf build"}}
+    hook(daemon, agent, {**other, "hook_event_name": "PreToolUse"})
+    hook(daemon, agent, {**other, "hook_event_name": closing, "reason": "denied by rule", "tool_response": "gone"})
+    records = read_trace(session_dir(daemon, agent, sid) / "trace.jsonl")
+    assert [r["phase"] for r in records] == ["start", "tool_call", "tool_result", "tool_call", "tool_result"]
+    p = [r["payload"] for r in records]
+    assert p[1]["call_id"] == p[2]["call_id"] and p[1]["call_id"].startswith("t")
+    assert p[3]["call_id"] == p[4]["call_id"] != p[1]["call_id"]
+    assert p[2]["ok"] is True and p[2]["duration_ms"] >= 0 and p[4]["duration_ms"] >= 0
+    if closing == "PermissionDenied":
+        assert (p[4]["ok"], p[4]["denied"], p[4]["error"]) == (False, True, "permission denied: denied by rule")
+    else:
+        assert (p[4]["ok"], p[4]["result_summary"]) == (True, "gone")

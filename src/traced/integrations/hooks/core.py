@@ -59,11 +59,12 @@ class Agent:
     default ``tool_name``). ``common``: fields every hook carries, kept out of ``hook``
     records (the session's meta holds them). ``labels``: fields recorded as the session's
     labels. ``success_reasons``: session-end reasons that are a normal exit.
-    ``call_id_key``: the field pairing a call with its result (None: the agent sends none,
-    so the call clock pairs them by tool name and input). ``skill_tool``: the tool that runs
-    a skill. ``provider``: the ``llm_call`` provider. ``stop_events``/``on_stop``: the hook
-    point for work at the end of a turn (e.g. reading the transcript's usage), run after the
-    plan's records with the same client. Plain class, not a dataclass: this is the hot path.
+    ``call_id_key``: the field pairing a call with its result (None: the agent sends none;
+    then, as whenever a hook lacks it, the call clock pairs them by tool name and input).
+    ``skill_tool``: the tool that runs a skill. ``provider``: the ``llm_call`` provider.
+    ``stop_events``/``on_stop``: the hook point for work at the end of a turn (e.g. reading
+    the transcript's usage), run after the plan's records with the same client. Plain class,
+    not a dataclass: this is the hot path.
     """
 
     __slots__ = ("call_id_key", "common", "kinds", "labels", "name", "name_keys", "on_stop", "provider",
@@ -207,22 +208,20 @@ def translate(hook: dict[str, Any], agent: Agent, options: Options, now: float) 
         )))
     elif kind == CALL:
         payload = tool_call_payload(hook, agent)
-        if agent.call_id_key is None:  # no id from the agent: make one, keep it on the clock
-            plan.stamp = call_key(hook)
+        plan.stamp = _str(payload.get("call_id"))
+        if not plan.stamp:  # no id from the agent (Gemini CLI; Claude Code headless): make one up,
+            plan.stamp = call_key(hook)  # keep it on the clock under the call's digest
             plan.stamp_call = f"{plan.stamp}-{int(now * 1000):x}"
             payload["call_id"] = plan.stamp_call
-        else:
-            plan.stamp = _str(payload.get("call_id"))
         plan.records.append((vocab.TOOL_CALL, payload))
     elif kind in (RESULT, FAILURE, DENIED):
         payload = tool_result_payload(hook, agent, kind)
         plan.records.append((vocab.TOOL_RESULT, payload))
-        if agent.call_id_key is None:
+        plan.take = _str(payload.get("call_id"))
+        if not plan.take:  # the call's clock holds the id its hook made up
             plan.take = call_key(hook)
             plan.adopt_call = True
             payload["call_id"] = f"{plan.take}-unpaired"
-        else:
-            plan.take = _str(payload.get("call_id"))
     elif kind == END:
         reason = _str(hook.get("reason"))
         plan.end = (vocab.SUCCESS if reason in agent.success_reasons else vocab.ABORTED, reason or None)

@@ -388,3 +388,37 @@ def test_calls_without_a_tool_use_id_are_still_paired_and_timed(daemon: Daemon, 
         assert (p[4]["ok"], p[4]["denied"], p[4]["error"]) == (False, True, "permission denied: denied by rule")
     else:
         assert (p[4]["ok"], p[4]["result_summary"]) == (True, "gone")
+
+
+@pytest.mark.parametrize("agent", ["codex"])  # the read and drain are shared by every agent
+def test_the_agents_write_never_breaks_the_pipe(daemon: Daemon, agent: str) -> None:
+    """A hook that exits before its agent finished writing makes the write fail with EPIPE, which
+    Codex reports on every call ("failed to write hook stdin: Broken pipe") and some hosts crash on
+    (reddb-io/red-skills#2240, mastra-ai/mastra#21796). Here the object is followed by 8 MiB the
+    hook does not need: all of it is read, the object is recorded."""
+    import os
+    import threading
+
+    payload = json.dumps({"session_id": f"{agent}-pipe", "hook_event_name": "SessionStart", "source": "startup",
+                          "cwd": "/tmp"}).encode() + b"\n" + b" " * (8 * 1024 * 1024)
+    proc = subprocess.Popen([sys.executable, "-m", "traced", "hook", agent], env=daemon.env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        assert proc.stdin is not None
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(proc.stdin.fileno(), view[:65536]):]
+            proc.stdin.close()
+        except OSError as e:
+            errors.append(e)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    writer.join(60)
+    assert proc.wait(60) == 0
+    assert errors == [] and proc.stdout.read() == b"" and proc.stderr.read() == b""
+    assert [r["phase"] for r in read_trace(session_dir(daemon, agent, f"{agent}-pipe") / "trace.jsonl")] == ["start"]

@@ -93,6 +93,31 @@ def record(agent: str, options: dict[str, str | None]) -> None:
         hook_run.run(data, table, opts, options.get("socket"), deadline=deadline)
     except BaseException as e:  # the hook must exit 0 whatever happens
         _complain(e)
+    finally:
+        drain(0)
+
+
+def drain(fd: int, most: float = 0.5, idle: float = 0.02) -> None:
+    """Read and drop what is left on ``fd`` (a pipe): until EOF, ``idle`` seconds without data,
+    or ``most`` seconds in all. Never raises.
+
+    A hook that exits while its agent is still writing the payload (bytes after the first JSON
+    value, a payload over the read limit, a read cut by the budget) makes that write fail with
+    EPIPE, which agents report as a hook failure ("failed to write hook stdin: Broken pipe")
+    or, unhandled, crash on.
+    """
+    try:
+        import os
+        import select
+        import time
+
+        end = time.monotonic() + most
+        while (left := end - time.monotonic()) > 0:
+            ready, _, _ = select.select([fd], [], [], min(idle, left))
+            if not ready or not os.read(fd, 1 << 20):
+                return
+    except BaseException:
+        pass
 
 
 def read_json_value(fd: int, deadline: float, limit: int = 64 * 1024 * 1024) -> bytes:

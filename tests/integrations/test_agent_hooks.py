@@ -270,6 +270,8 @@ def test_on_stop_hook_point_runs_at_the_end_of_a_turn(daemon: Daemon) -> None:
 
     def on_stop(client: Any, plan: core.Plan) -> None:
         seen.append(plan.event)
+        assert plan.hook["transcript_path"].endswith(f"{CLAUDE_SID}.jsonl")
+        assert 0 < plan.deadline - time.monotonic() < 1
         client.emit(plan.session_id, "note", {"message": f"after {plan.event}"}, ts=plan.ts, late=plan.late)
 
     opts = run.options_from()

@@ -87,7 +87,8 @@ class Agent:
         self.provider = provider
         self.stop_events = stop_events
         self.on_stop: Callable[[Any, Plan], None] | None = None
-        """``on_stop(client, plan)``: called after the records of a ``stop_events`` event."""
+        """``on_stop(client, plan)``: called after the records of a ``stop_events`` event, before
+        the session's end; ``plan.hook`` is the hook object, ``plan.deadline`` the time it has."""
 
 
 # ============================================================================ the plan
@@ -122,8 +123,8 @@ class Plan:
     A plan with nothing to send (``idle``) costs no connection.
     """
 
-    __slots__ = ("adopt_call", "end", "event", "kind", "late", "open", "open_first", "records", "session_id",
-                 "stamp", "stamp_call", "take", "ts")
+    __slots__ = ("adopt_call", "deadline", "end", "event", "hook", "kind", "late", "open", "open_first", "records",
+                 "session_id", "stamp", "stamp_call", "take", "ts")
 
     def __init__(self, session_id: str, event: str, ts: float, open: dict[str, Any]) -> None:
         self.session_id = session_id
@@ -138,6 +139,10 @@ class Plan:
         self.stamp_call = ""
         self.take = ""
         self.adopt_call = False
+        self.hook: dict[str, Any] = {}
+        """The hook object itself (for the ``on_stop`` hook point: ``transcript_path``…)."""
+        self.deadline = 0.0
+        """``time.monotonic()`` seconds by which the invocation must be done (set by ``run``)."""
         self.late = False
         """The event may arrive after the session ended (async hooks): it is then recorded as a
         late record and the session keeps its ending, instead of being reopened."""
@@ -189,6 +194,7 @@ def translate(hook: dict[str, Any], agent: Agent, options: Options, now: float) 
     kind = agent.kinds.get(event, HOOK)
     plan = Plan(session_id=sid, event=event, ts=now, open=open_args(hook, agent, options))
     plan.kind = kind
+    plan.hook = hook
     if kind not in REOPENING:
         plan.late = True
         plan.open["reopen"] = False

@@ -116,6 +116,7 @@ def run(text: str | bytes, agent: Agent, options: Options, socket_path: str | No
     deadline = deadline if deadline is not None else time.monotonic() + budget()
     hook = parse(text)
     plan = translate(hook, agent, options, now if now is not None else time.time())
+    plan.deadline = deadline - SPOOL_RESERVE
     root = stamps_root()
     call = plan.take or plan.stamp
     if call and plan.kind in TOOL_KINDS:  # the same hook registered twice delivers the same bytes twice

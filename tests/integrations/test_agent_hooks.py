@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import Daemon, assert_gap_free, read_trace, wait_for
 from traced.integrations.hooks import core, run
@@ -424,3 +426,29 @@ def test_the_agents_write_never_breaks_the_pipe(daemon: Daemon, agent: str) -> N
     assert proc.wait(60) == 0
     assert errors == [] and proc.stdout.read() == b"" and proc.stderr.read() == b""
     assert [r["phase"] for r in read_trace(session_dir(daemon, agent, f"{agent}-pipe") / "trace.jsonl")] == ["start"]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8)
+_EVENTS = ["SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolUseFailure", "PermissionDenied",
+           "SessionEnd", "BeforeAgent", "BeforeTool", "AfterTool", "BeforeModel", "AfterModel", "StopFailure", "X"]
+_FIELDS = ["tool_name", "tool_input", "tool_response", "tool_use_id", "duration_ms", "error", "reason", "prompt",
+           "source", "llm_request", "llm_response", "mcp_context", "is_interrupt", "transcript_path", "model"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(agent=st.sampled_from(["claude-code", "codex", "gemini"]), event=st.sampled_from(_EVENTS),
+       fields=st.dictionaries(st.sampled_from(_FIELDS), _JSON, max_size=8))
+def test_any_field_of_any_type_translates_or_is_a_hook_error(agent: str, event: str, fields: dict[str, Any]) -> None:
+    """Payload shapes change between agent versions (a string where an object was, a number for a
+    duration, a list for candidates): translating never fails on them, and every record is JSON."""
+    hook_in = {**fields, "session_id": "s-1", "hook_event_name": event}
+    plan = core.translate(hook_in, run.agent_named(agent), core.Options(), 100.0)
+    plan.set_duration(99.5, "t00000000-1")
+    for phase, payload in plan.records:
+        assert isinstance(phase, str) and isinstance(payload, dict)
+        json.dumps(payload)
+        if phase == "tool_result":
+            assert isinstance(payload["ok"], bool) and isinstance(payload.get("duration_ms", 0), (int, float))

@@ -186,3 +186,33 @@ def test_every_hook_event_path_imports_nothing_heavy(agent: str, event: str) -> 
     )
     loaded = _imported_by(code)
     assert [m for m in loaded if m.split(".")[0] in HEAVY] == []
+
+
+@pytest.mark.parametrize(("agent", "payload"), [
+    ("codex", {"session_id": "cx-light", "hook_event_name": "PreToolUse", "tool_name": "Bash", "cwd": "/tmp",
+               "tool_use_id": "call_1", "tool_input": {"command": "ls"}, "turn_id": "t1", "model": "gpt-5.1-codex"}),
+    ("gemini", {"session_id": "gm-light", "hook_event_name": "AfterModel", "cwd": "/tmp",
+                "llm_request": {"model": "gemini-2.5-pro"},
+                "llm_response": {"candidates": [{"finishReason": "STOP"}],
+                                 "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 2}}}),
+])
+def test_codex_and_gemini_hook_runs_import_nothing_heavy(daemon: Daemon, agent: str, payload: dict[str, object]) -> None:
+    """A whole ``traced hook codex|gemini`` run, daemon and all, stays on the light path."""
+    code = (
+        "import sys\n"
+        "from traced.cli import main\n"
+        f"assert main.main(['hook', {agent!r}]) == 0\n"
+    )
+    probe = "import os\nos.environ.update(%r)\n" % {k: daemon.env[k] for k in (
+        "TRACED_SOCKET", "XDG_STATE_HOME", "XDG_RUNTIME_DIR")}
+    res = subprocess.run([sys.executable, "-c", (
+        "import sys\nbase = set(sys.modules)\n" + probe + code +
+        "sys.__stderr__.write('\\n'.join(sorted(m for m in set(sys.modules) - base)))\n")],
+        input=json.dumps(payload), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout == "", res.stderr
+    loaded = res.stderr.splitlines()
+    assert "traced.integrations.hooks.run" in loaded
+    assert [m for m in loaded if m.split(".")[0] in HEAVY] == []
+    [sdir] = daemon.root.glob(f"*/{agent}/{payload['session_id']}")
+    phases = [json.loads(line)["phase"] for line in (sdir / "trace.jsonl").read_text().splitlines()]
+    assert phases == ["start", "tool_call" if agent == "codex" else "llm_call"]

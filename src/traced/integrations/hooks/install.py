@@ -4,9 +4,9 @@ Claude Code (``settings.json``), Codex (``hooks.json``) and Gemini CLI
 (``settings.json``) share one shape: ``{"hooks": {Event: [{"matcher"?,
 "hooks": [{"type": "command", "command", "timeout"}]}]}}``. ``merge_settings``
 is pure; ``install`` reads, merges, and writes atomically (a symlinked settings
-file stays a symlink). Nothing else in the file changes. Which events, which
-timeouts (seconds for Claude Code and Codex, whole ones for Codex;
-milliseconds for Gemini CLI) come from the agent's table module.
+file stays a symlink). Nothing else in the file changes. Which events and
+which timeouts (whole seconds for Claude Code and Codex, milliseconds for
+Gemini CLI) come from the agent's table module.
 """
 
 from __future__ import annotations

@@ -196,7 +196,8 @@ def test_every_hook_event_path_imports_nothing_heavy(agent: str, event: str) -> 
                 "llm_response": {"candidates": [{"finishReason": "STOP"}],
                                  "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 2}}}),
 ])
-def test_codex_and_gemini_hook_runs_import_nothing_heavy(daemon: Daemon, agent: str, payload: dict[str, object]) -> None:
+def test_codex_and_gemini_hook_runs_import_nothing_heavy(daemon: Daemon, agent: str,
+                                                         payload: dict[str, object]) -> None:
     """A whole ``traced hook codex|gemini`` run, daemon and all, stays on the light path."""
     code = (
         "import sys\n"

@@ -265,28 +265,47 @@ def test_claude_code_newer_events(daemon: Daemon) -> None:
 
 
 def test_on_stop_hook_point_runs_at_the_end_of_a_turn(daemon: Daemon) -> None:
-    """``Agent.on_stop`` runs after the records of a stop event, with the same client, before the end."""
+    """``Agent.on_stop`` runs for a stop event before the event is sent, on a client of its own,
+    with the hook, the time it may use and the session opener; what it raises costs only itself."""
+    from traced.client.shell import ShellClient
     from traced.integrations.hooks.claude_code import AGENT
 
     seen: list[str] = []
 
-    def on_stop(client: Any, plan: core.Plan) -> None:
+    def on_stop(hook_in: dict[str, Any], plan: core.Plan, socket_path: str | None, deadline: float,
+                opener: Any) -> None:
         seen.append(plan.event)
-        assert plan.hook["transcript_path"].endswith(f"{CLAUDE_SID}.jsonl")
-        assert 0 < plan.deadline - time.monotonic() < 1
-        client.emit(plan.session_id, "note", {"message": f"after {plan.event}"}, ts=plan.ts, late=plan.late)
+        assert hook_in["transcript_path"].endswith(f"{CLAUDE_SID}.jsonl") and hook_in is plan.hook
+        assert 0 < deadline - time.monotonic() < 1
+        if plan.event == "Stop":
+            raise RuntimeError("transcript gone")
+        with ShellClient(socket_path, name="test-on-stop", deadline=deadline) as client:
+            opener(client, plan)
+            client.emit(plan.session_id, "note", {"message": f"before {plan.event}"}, ts=plan.ts, late=plan.late)
 
     opts = run.options_from()
     AGENT.on_stop = on_stop
+    stop = {**fixture("claude_code_events", "pre-compact"), "hook_event_name": "Stop", "stop_hook_active": False}
     try:
-        for name in ("session-start", "pre-compact", "session-end"):
-            run.run(json.dumps(fixture("claude_code_events", name)), AGENT, opts, str(daemon.socket))
+        for payload in (fixture("claude_code_events", "session-start"), fixture("claude_code_events", "pre-compact"),
+                        stop, fixture("claude_code_events", "session-end")):
+            run.run(json.dumps(payload), AGENT, opts, str(daemon.socket))
     finally:
         AGENT.on_stop = None
-    assert seen == ["PreCompact", "SessionEnd"]
+    assert seen == ["PreCompact", "Stop", "SessionEnd"]
     records = read_trace(session_dir(daemon, "claude-code", CLAUDE_SID) / "trace.jsonl")
-    assert [(r["phase"], r["payload"].get("message")) for r in records] == [
-        ("start", None), ("hook", None), ("note", "after PreCompact"), ("note", "after SessionEnd"), ("end", None)]
+    assert [(r["phase"], r["payload"].get("message") or r["payload"].get("event")) for r in records] == [
+        ("start", None), ("note", "before PreCompact"), ("hook", "PreCompact"), ("hook", "Stop"),
+        ("note", "before SessionEnd"), ("end", None)]
+
+
+def test_on_stop_may_name_its_function() -> None:
+    """A ``"module:function"`` hook point is imported only when a stop event comes."""
+    plan = core.translate({"session_id": "s", "hook_event_name": "Stop"}, GEMINI, core.Options(), 1.0)
+    calls: list[tuple[Any, ...]] = []
+    sys.modules[__name__].__dict__["_recorded_stop"] = lambda *a: calls.append(a)
+    run.stop_hook(f"{__name__}:_recorded_stop", {"x": 1}, plan, "/nowhere", 5.0)
+    assert len(calls) == 1 and calls[0][:4] == ({"x": 1}, plan, "/nowhere", 5.0) and callable(calls[0][4])
 
 
 # ============================================================================ the contract, for every agent

@@ -63,8 +63,7 @@ class Agent:
     then, as whenever a hook lacks it, the call clock pairs them by tool name and input).
     ``skill_tool``: the tool that runs a skill. ``provider``: the ``llm_call`` provider.
     ``stop_events``/``on_stop``: the hook point for work at the end of a turn (e.g. reading
-    the transcript's usage), run after the plan's records with the same client. Plain class,
-    not a dataclass: this is the hot path.
+    the transcript's usage). Plain class, not a dataclass: this is the hot path.
     """
 
     __slots__ = ("call_id_key", "common", "kinds", "labels", "name", "name_keys", "on_stop", "provider",
@@ -86,9 +85,13 @@ class Agent:
         self.skill_tool = skill_tool
         self.provider = provider
         self.stop_events = stop_events
-        self.on_stop: Callable[[Any, Plan], None] | None = None
-        """``on_stop(client, plan)``: called after the records of a ``stop_events`` event, before
-        the session's end; ``plan.hook`` is the hook object, ``plan.deadline`` the time it has."""
+        self.on_stop: Callable[..., None] | str | None = None
+        """The end-of-turn hook point: ``on_stop(hook, plan, socket_path, deadline, opener)``, run
+        for a ``stop_events`` event before the event itself is sent (so what it records, e.g. the
+        turn's LLM calls from the transcript, lands before the Stop). ``deadline``:
+        ``time.monotonic()`` seconds it may use; ``opener(client, plan)`` opens the session on a
+        client of its own. A ``"module:function"`` string is imported only when called (the
+        table stays light). Whatever it raises costs its own records, never the event."""
 
 
 # ============================================================================ the plan

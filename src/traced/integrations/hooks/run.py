@@ -135,7 +135,9 @@ def run(text: str | bytes, agent: Agent, options: Options, socket_path: str | No
             pass  # no duration for this call; the event itself still counts
     if plan.idle:
         return plan
-    on_stop = agent.on_stop if plan.event in agent.stop_events else None
+    if agent.on_stop is not None and plan.event in agent.stop_events:
+        left = deadline - SPOOL_RESERVE - time.monotonic()
+        stop_hook(agent.on_stop, hook, plan, socket_path, time.monotonic() + max(left, 0.0) * 0.6)
     from traced.client.shell import ShellClient
     from traced.format.ids import new_ulid
 
@@ -144,7 +146,7 @@ def run(text: str | bytes, agent: Agent, options: Options, socket_path: str | No
         try:  # the fast path: no msgspec import, the daemon answers inside the budget
             with ShellClient(socket_path, name="traced-hook", client_id=client_id,
                              deadline=deadline - SPOOL_RESERVE) as fast:
-                execute(plan, fast, on_stop)
+                execute(plan, fast)
         except OSError as e:
             # daemon away, wedged, or the connection broke: the full client reconnects while the
             # budget lasts (never after a time-out), then spools; the same client_id makes the
@@ -155,7 +157,7 @@ def run(text: str | bytes, agent: Agent, options: Options, socket_path: str | No
             offline = isinstance(e, TimeoutError) or left <= 0.05
             with Client(socket_path, name="traced-hook", timeout=max(left, 0.05), spool_after=max(left, 0.0),
                         client_id=client_id, offline=offline) as client:
-                execute(plan, client, on_stop)
+                execute(plan, client)
     finally:
         if plan.kind == END:
             drop_stamps(root, plan.session_id)
@@ -180,10 +182,27 @@ def _open(client: Client | ShellClient, plan: Plan) -> None:
         client.open(**plan.open)
 
 
-def execute(plan: Plan, client: Client | ShellClient,
-            on_stop: Callable[[Any, Plan], None] | None = None) -> None:
-    """Send ``plan`` through ``client``; then ``on_stop(client, plan)`` (the agent's end-of-turn
-    hook point, e.g. the transcript's usage), before the session's end.
+def stop_hook(on_stop: Callable[..., None] | str, hook: dict[str, Any], plan: Plan, socket_path: str | None,
+              deadline: float) -> None:
+    """Run the agent's end-of-turn hook point (``Agent.on_stop``; a ``"module:function"`` is
+    imported now). What it raises is one line on stderr: the event is still recorded."""
+    try:
+        if isinstance(on_stop, str):
+            import importlib
+
+            module, _, name = on_stop.partition(":")
+            func: Callable[..., None] = getattr(importlib.import_module(module), name)
+        else:
+            func = on_stop
+        func(hook, plan, socket_path, deadline, _open)
+    except Exception as e:
+        import sys
+
+        print(f"traced hook: {plan.event}: {type(e).__name__}: {' '.join(str(e).split())[:200]}", file=sys.stderr)
+
+
+def execute(plan: Plan, client: Client | ShellClient) -> None:
+    """Send ``plan`` through ``client``.
 
     While the client spools (daemon down) it cannot learn that a session is
     unknown, so every event is then preceded by an open: for a session that
@@ -196,8 +215,6 @@ def execute(plan: Plan, client: Client | ShellClient,
         _open(client, plan)
     for phase, payload in plan.records:
         _emit(client, plan, phase, payload)
-    if on_stop is not None:
-        on_stop(client, plan)
     if plan.end is not None:
         outcome, summary = plan.end
         try:

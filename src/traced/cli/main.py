@@ -13,10 +13,8 @@ import json
 import os
 import sys
 
-from traced.cli.event import add_event_parser, json_arg
 from traced.cli.options import add_globals, base_parser, command_word
 from traced.errors import EXIT_NOT_RUNNING, EXIT_USAGE, CliError, ConfigError, DaemonUnavailable, TracedError
-from traced.format import layout
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the shell path
 if TYPE_CHECKING:
@@ -102,6 +100,9 @@ def _parse_meta(pairs: list[str]) -> dict[str, str]:
 
 def cmd_start(args: argparse.Namespace) -> int:
     """Open a session; print {session_id, session_dir, trace_path} as one JSON line."""
+    from traced.cli.event import json_arg
+    from traced.format import layout
+
     target = args.target
     if target not in ("global", "repo"):
         target = os.path.abspath(target)
@@ -175,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="the session's input, as JSON")
     p.add_argument("--idle-timeout", type=float)
     p.set_defaults(func=cmd_start)
+
+    from traced.cli.event import add_event_parser
 
     add_event_parser(sub)
 

@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole ``traced`` argument parser."""
     import argparse
 
-    from traced.cli import hook, read
+    from traced.cli import hook, importer, read
 
     parser, sub = base_parser()
 
@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     read.add_parsers(sub)
     hook.add_parsers(sub)
+    importer.add_parsers(sub)
     add_globals(parser)
     return parser
 

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from traced.read.sessions import Session, SessionInfo, SessionRef
     from traced.read.trace import Entry
-    from traced.read.usage import UsageReport
+    from traced.read.usage import Pricer, UsageReport
     from traced.read.window import Window
 
 OUTCOME_CHOICES = ("success", "failure", "aborted", "running")
@@ -212,7 +212,10 @@ def _ls(args: argparse.Namespace, out: Out) -> int:
         for info in infos:
             out.json_line(info.to_json())
         return 0
-    rows = [_ls_row(i) for i in infos]
+    from traced.read.usage import Pricer
+
+    pricer = Pricer()  # shared: the catalog loads once, and only if a row needs it
+    rows = [_ls_row(i, pricer) for i in infos]
     out.table(
         ["STARTED", "SKILL", "ID", "STEPS", "TURNS", "DURATION", "OUTCOME", "TOOLS", "ERRORS",
          "TOKENS IN/OUT", "COST"],
@@ -222,18 +225,24 @@ def _ls(args: argparse.Namespace, out: Out) -> int:
     return 0
 
 
-def _ls_row(info: SessionInfo) -> list[Cell]:
-    from traced.read.usage import cost_text
+def _ls_row(info: SessionInfo, pricer: Pricer) -> list[Cell]:
+    from traced.read.usage import UsageRow, cost_text, session_calls
 
     outcome = "running" if info.running else (info.outcome or "?")
     usage = info.usage
     tokens = f"{usage.input_tokens:,}/{usage.output_tokens:,}" if usage and usage.llm_calls else "-"
-    cost = (
-        cost_text(usage.cost_usd, calls=usage.llm_calls, unknown=usage.unknown_cost_calls,
-                  local=False).replace(" + unknown", "+?")
-        if usage
-        else "-"
-    )
+    if usage and usage.unknown_cost_calls:  # calls with no reported cost (an agent's hooks): priced offline
+        row = UsageRow("session")
+        row.add_calls((c, pricer.price(c)) for c in session_calls(info))
+        cost = cost_text(row.cost_usd, calls=row.llm_calls, unknown=row.unknown_cost_calls,
+                         local=row.local).replace(" + unknown", "+?")
+    else:
+        cost = (
+            cost_text(usage.cost_usd, calls=usage.llm_calls, unknown=usage.unknown_cost_calls,
+                      local=False).replace(" + unknown", "+?")
+            if usage
+            else "-"
+        )
     return [
         clock(info.started),
         info.skill,
@@ -324,10 +333,11 @@ def _n(count: int, noun: str) -> str:
 
 
 def _cost_of(entries: Iterable[Entry]) -> tuple[int, int, int, str]:
-    """(llm calls, input tokens, output tokens, cost text) priced without the catalog."""
+    """(llm calls, input tokens, output tokens, cost text); calls with no reported cost are priced
+    with the genai-prices catalog (imported then, not before)."""
     from traced.read.usage import LlmCall, Pricer, UsageRow
 
-    pricer = Pricer(catalog=False)
+    pricer = Pricer()
     calls = [LlmCall.from_entry(e) for e in entries if e.phase == "llm_call"]
     row = UsageRow("session")
     row.add_calls((c, pricer.price(c)) for c in calls)

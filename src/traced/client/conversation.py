@@ -137,24 +137,28 @@ class Conversation:
 
     def open_msg(self, skill: str, *, session_id: str | None = None, target: str = "global", input: Any = None,
                  meta: dict[str, Any] | None = None, owner_pid: int | None = None,
-                 idle_timeout: float | None = None, cwd: str | None = None, reopen: bool = True) -> protocol.Open:
-        """An ``open``: a new ULID unless ``session_id`` resumes one; owner 0 = this process."""
+                 idle_timeout: float | None = None, cwd: str | None = None, reopen: bool = True,
+                 ts: float | None = None) -> protocol.Open:
+        """An ``open``: a new ULID unless ``session_id`` resumes one; owner 0 = this process;
+        ``ts``: when the session started (epoch seconds; default now)."""
         return protocol.Open(skill=skill, session_id=session_id or new_ulid(), target=target,
                              cwd=cwd or locations.current_dir(), owner_pid=owner_pid or 0,
-                             idle_timeout=idle_timeout or 0.0, input=input, meta=meta or {}, ts=time.time(),
+                             idle_timeout=idle_timeout or 0.0, input=input, meta=meta or {}, ts=ts or time.time(),
                              reopen=reopen)
 
     def emit_msg(self, session_id: str, phase: str, payload: dict[str, Any], *, ack: bool = True,
-                 ts: float | None = None, late: bool = False) -> protocol.Emit:
-        """An ``emit`` with the next idempotency ``seq`` (``late``: see ``protocol.Emit``)."""
+                 ts: float | None = None, late: bool = False, seq: int | None = None) -> protocol.Emit:
+        """An ``emit`` with the next idempotency ``seq``, or the caller's own (a stable key: see
+        ``Client.emit``); ``late``: see ``protocol.Emit``."""
         return protocol.Emit(session_id=session_id, phase=phase, payload=payload, ts=ts or time.time(),
-                             seq=self.next_seq(), ack=ack, late=late)
+                             seq=seq or self.next_seq(), ack=ack, late=late)
 
     @staticmethod
-    def close_msg(session_id: str, outcome: str = "success", summary: str | None = None) -> protocol.Close:
-        """A ``close``."""
+    def close_msg(session_id: str, outcome: str = "success", summary: str | None = None,
+                  ts: float | None = None) -> protocol.Close:
+        """A ``close`` (``ts``: when the session ended, epoch seconds; default now)."""
         return protocol.Close(session_id=session_id, outcome=outcome, summary=summary,  # type: ignore[arg-type]
-                              ts=time.time())
+                              ts=ts or time.time())
 
     def next_seq(self) -> int:
         """The next client sequence number (the idempotency key with client_id)."""

@@ -193,10 +193,12 @@ class ShellClient:
         return self.request(open_msg(skill, **kwargs))
 
     def emit(self, session_id: str, phase: str, payload: dict[str, Any], *, ack: bool = True,
-             ts: float | None = None, late: bool = False) -> int | None:
-        """Append one event and return its step (always acknowledged on this path)."""
-        self._seq += 1
-        step = self.request(emit_msg(session_id, phase, payload, self._seq, ts=ts, late=late)).get("step")
+             ts: float | None = None, late: bool = False, seq: int | None = None) -> int | None:
+        """Append one event and return its step (always acknowledged on this path); ``seq``: see
+        ``Client.emit``."""
+        if not seq:
+            self._seq += 1
+        step = self.request(emit_msg(session_id, phase, payload, seq or self._seq, ts=ts, late=late)).get("step")
         return step if isinstance(step, int) else None
 
     def end(self, session_id: str, outcome: str = "success", summary: str | None = None) -> dict[str, Any]:

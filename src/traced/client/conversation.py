@@ -392,7 +392,8 @@ def spool_pending(conv: Conversation, msg: Any, directory: Path) -> int:
     for item in pending:
         if isinstance(item, protocol.Emit):
             item.payload, _ = redactor.redact(item.payload)
-            first_seq = first_seq or item.seq
+            if item.seq <= conv._seq:  # numbered by us (a caller's own seq says nothing of order)
+                first_seq = first_seq or item.seq
         elif isinstance(item, protocol.Open):
             if item.input is not None:
                 item.input, _ = redactor.redact(item.input)

@@ -182,7 +182,9 @@ def read_new(path: str, state: list[int] | None, cap: int) -> tuple[list[bytes],
             if not more:
                 break
             data += more
-            lines, used = complete_lines(data)
+            if b"\n" in more:
+                data = data[: data.index(b"\n") + 1]
+                lines, used = complete_lines(data)
         end = offset + used
         before = min(CHECK_BYTES, end)
         new_state = [end, st.st_ino, zlib.crc32(data[used - before : used] if used >= before

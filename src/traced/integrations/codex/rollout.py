@@ -12,7 +12,8 @@ Codex keeps one JSONL file per session, ``$CODEX_HOME/sessions/YYYY/MM/DD/rollou
   arguments, call_id}``, ``function_call_output {call_id, output}``, ``custom_tool_call {name, input,
   call_id}``, ``custom_tool_call_output``, ``local_shell_call``, ``web_search_call``.
 
-One ``token_count`` with ``info`` follows each model response; Codex may write the same totals
+One ``token_count`` with ``info`` follows each model response (after the items it produced: its
+``llm_call`` is put before them); Codex may write the same totals
 twice, so a call is the growth of ``total_token_usage`` (``last_token_usage`` when there are no
 totals), and a ``token_count`` that adds nothing is not a call. OpenAI counts cached tokens inside
 ``input_tokens`` and reasoning inside ``output_tokens``; traced's ``input_tokens`` excludes the
@@ -75,6 +76,8 @@ class Rollout:
         self.items: list[Item] = []
         self._totals: dict[str, int] | None = None
         self._prev_ts: float | None = None
+        self._response_at = 0
+        """Where the current response's items start: its llm_call goes before them."""
         self._calls: dict[str, tuple[str, float | None]] = {}
 
     def feed(self, raw: bytes) -> None:
@@ -125,6 +128,7 @@ class Rollout:
             if isinstance(text, str) and text.strip():
                 self.items.append(Item(ts, vocab.USER_PROMPT, {"prompt": text}, f"prompt:{ts}:{len(self.items)}"))
             self._prev_ts = ts
+            self._response_at = len(self.items)
         elif kind == "token_count":
             self._token_count(payload.get("info"), ts)
 
@@ -151,8 +155,8 @@ class Rollout:
                                    "usage": traced_usage(delta)}
         if self._prev_ts is not None and ts is not None and ts >= self._prev_ts:
             payload["latency_ms"] = round((ts - self._prev_ts) * 1000.0, 3)
-        self.items.append(Item(ts, vocab.LLM_CALL, payload, key))
-        self._prev_ts = ts
+        self.items.insert(self._response_at, Item(ts, vocab.LLM_CALL, payload, key))
+        self._response_at = len(self.items)
 
     def _item(self, payload: dict[str, Any], ts: float | None) -> None:
         from traced.integrations.claude_code.translate import one_line, split_tool
@@ -199,6 +203,7 @@ class Rollout:
                 result["result_summary"] = summary
             self.items.append(Item(ts, vocab.TOOL_RESULT, result, "result:" + call_id))
             self._prev_ts = ts
+            self._response_at = len(self.items)
 
     def records(self) -> list[Item]:
         """Every record, in file order."""

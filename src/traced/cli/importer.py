@@ -58,13 +58,15 @@ def cmd_import(args: argparse.Namespace) -> int:
 
             yield rich
 
-    with Client(args.socket, name="traced-import", client_id=CLIENT_ID) as client, progress() as report:
-        totals = importer.run_import(args.agent, args.paths, client, reading_roots(getattr(args, "root", None)),
+    def connect() -> Client:
+        return Client(args.socket, name="traced-import", client_id=CLIENT_ID)
+
+    with progress() as report:
+        totals = importer.run_import(args.agent, args.paths, connect, reading_roots(getattr(args, "root", None)),
                                      skill=args.skill, target=target, progress=report)
-        spooled = client.spooling
+    spooled = totals.spooled
     if args.json:
         out: dict[str, Any] = totals.to_json()
-        out["spooled"] = spooled
         print(json.dumps(out))
     else:
         print(f"{totals.found} sessions found: {totals.new} new, {totals.updated} updated, "

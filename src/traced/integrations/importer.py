@@ -38,6 +38,8 @@ from traced.integrations.claude_code.transcript import CLIENT_ID, Item, Reader, 
 AGENTS: Final = ("claude-code", "codex")
 SKILLS: Final = {"claude-code": "claude-code", "codex": "codex"}
 """The skill each agent's sessions are recorded under: the one its hook uses."""
+WORKERS: Final = 4
+"""Connections an import uses side by side."""
 LIVE_AFTER: Final = 300.0
 """Seconds since a transcript's last write under which its conversation may still be going on."""
 
@@ -89,13 +91,14 @@ class Totals:
     failed: int = 0
     records: int = 0
     llm_calls: int = 0
+    spooled: bool = False
     errors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The totals as a JSON object (``traced import --json``)."""
         return {"found": self.found, "new": self.new, "updated": self.updated, "unchanged": self.unchanged,
                 "failed": self.failed, "records": self.records, "llm_calls": self.llm_calls,
-                "errors": self.errors[:20]}
+                "spooled": self.spooled, "errors": self.errors[:20]}
 
 
 # ============================================================================ finding transcripts
@@ -300,33 +303,66 @@ def import_one(client: Any, loaded: Loaded, skill: str, have: Existing | None, *
     return ("new" if have is None else "updated"), len(todo), calls
 
 
-def run_import(agent: str, paths: Sequence[str | Path], client: Any, roots: Sequence[Path], *,
-               skill: str | None = None, target: str = "global",
+def run_import(agent: str, paths: Sequence[str | Path], connect: Callable[[], Any], roots: Sequence[Path], *,
+               skill: str | None = None, target: str = "global", workers: int = WORKERS,
                progress: Callable[[int, int], None] | None = None) -> Totals:
-    """Import every session of ``agent`` found under ``paths`` through ``client``; never raises for one
-    bad transcript (it is counted in ``failed`` and named in ``errors``)."""
-    from traced.errors import RequestError
+    """Import every session of ``agent`` found under ``paths``; never raises for one bad transcript
+    (it is counted in ``failed`` and named in ``errors``).
+
+    ``connect()`` makes a client (a ``traced.Client``, entered here); ``workers`` of them import
+    sessions side by side, since the daemon's time goes to each session's files (its start, its
+    ``meta.json``), which it writes in parallel. Returns the totals; ``spooled`` in them says
+    whether the daemon was away (the records then wait in the spool).
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from traced.errors import DaemonUnavailable, RequestError
 
     sources = find(agent, paths)
     totals = Totals(found=len(sources))
     index = session_index(roots)
     skill = skill or SKILLS[agent]
-    for n, source in enumerate(sources, 1):
+    lock = threading.Lock()
+    local = threading.local()
+    clients: list[Any] = []
+    done = 0
+
+    def one(source: Source) -> None:
+        nonlocal done
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = connect().__enter__()
+            with lock:
+                clients.append(client)
         try:
             loaded = load(source)
             if not loaded.items and loaded.started is None:
-                totals.unchanged += 1
-                continue
-            sdir = index.get(loaded.session_id)
-            have = existing(sdir) if sdir is not None else None
-            outcome, records, calls = import_one(client, loaded, skill, have, target=target)
-        except (OSError, ValueError, RequestError) as e:
-            totals.failed += 1
-            totals.errors.append(f"{source.path}: {e}")
+                outcome, records, calls = "unchanged", 0, 0
+            else:
+                sdir = index.get(loaded.session_id)
+                have = existing(sdir) if sdir is not None else None
+                outcome, records, calls = import_one(client, loaded, skill, have, target=target)
+        except (OSError, ValueError, RequestError, DaemonUnavailable) as e:
+            with lock:
+                totals.failed += 1
+                totals.errors.append(f"{source.path}: {e}")
         else:
-            setattr(totals, outcome, getattr(totals, outcome) + 1)
-            totals.records += records
-            totals.llm_calls += calls
-        if progress is not None:
-            progress(n, len(sources))
+            with lock:
+                setattr(totals, outcome, getattr(totals, outcome) + 1)
+                totals.records += records
+                totals.llm_calls += calls
+        with lock:
+            done += 1
+            if progress is not None:
+                progress(done, len(sources))
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="traced-import") as pool:
+            for future in [pool.submit(one, s) for s in sources]:
+                future.result()
+    finally:
+        for client in clients:
+            totals.spooled = totals.spooled or bool(client.spooling)
+            client.__exit__(None, None, None)
     return totals

@@ -271,33 +271,56 @@ def _record_usage(hook: dict[str, Any], plan: Plan, socket_path: str | None, dea
 
 def send_calls(plan: Plan, calls: list[Any], socket_path: str | None, deadline: float,
                opener: Callable[[Any, Plan], None]) -> int:
-    """Send ``calls`` (``transcript.Response``) as ``llm_call`` records; how many went (acked or spooled)."""
+    """Send ``calls`` (``transcript.Response``) as ``llm_call`` records; how many went (acked or spooled).
+
+    The fast path pipelines them on the stdlib client; when the daemon is away or too slow, the
+    full client spools them (the same client id and seqs: whatever did land is dropped as a replay).
+    """
     from traced.client.shell import ShellClient
 
-    cid = CLIENT_ID
-    sent = 0
     try:
-        with ShellClient(socket_path, name="traced-hook", client_id=cid, deadline=deadline) as fast:
-            for call in calls:
-                _emit(fast, plan, call, opener)
-                sent += 1
-        return sent
+        with ShellClient(socket_path, name="traced-hook", client_id=CLIENT_ID, deadline=deadline) as fast:
+            _pipeline(fast, plan, calls, opener)
+        return len(calls)
     except OSError as e:
         from traced.client.blocking import Client
 
         left = deadline - time.monotonic()
         offline = isinstance(e, TimeoutError) or left <= 0.05
+        sent = 0
         with Client(socket_path, name="traced-hook", timeout=max(left, 0.05), spool_after=max(left, 0.0),
-                    client_id=cid, offline=offline) as client:
+                    client_id=CLIENT_ID, offline=offline) as client:
             if client.spooling:  # the spool cannot learn that the session is unknown: open it first
                 opener(client, plan)
-            for call in calls[sent:]:
+            for call in calls:
                 _emit(client, plan, call, opener)
                 sent += 1
         return sent
 
 
-def _emit(client: Client | ShellClient, plan: Plan, call: Any, opener: Callable[[Any, Plan], None]) -> None:
+def _pipeline(client: ShellClient, plan: Plan, calls: list[Any], opener: Callable[[Any, Plan], None]) -> None:
+    """Every call in one write; the session (re)opened once if the daemon does not know it."""
+    from traced.client.shell import emit_msg
+    from traced.errors import RequestError
+
+    todo = list(calls)
+    for attempt in (1, 2):
+        msgs = [emit_msg(plan.session_id, vocab.LLM_CALL, c.payload(), source_seq("llm:" + c.key), ts=c.last_ts,
+                         late=plan.late) for c in todo]
+        replies = client.request_many(msgs)
+        unknown = [c for c, r in zip(todo, replies, strict=True)
+                   if r.get("op") == "error" and r.get("code") in ("unknown_session", "session_closed")]
+        for reply in replies:  # one call the daemon refuses (too large, invalid) costs that call only
+            if reply.get("op") == "error" and reply.get("code") not in (
+                    "unknown_session", "session_closed", "invalid_event", "too_large"):
+                raise RequestError(str(reply.get("code")), str(reply.get("message")))
+        if not unknown or attempt == 2:
+            return
+        opener(client, plan)
+        todo = unknown
+
+
+def _emit(client: Client, plan: Plan, call: Any, opener: Callable[[Any, Plan], None]) -> None:
     from traced.errors import RequestError
 
     seq = source_seq("llm:" + call.key)

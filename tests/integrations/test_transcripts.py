@@ -176,6 +176,20 @@ def test_read_new_survives_partial_lines_truncation_rotation_rewrites_and_the_ca
     assert usage.read_new(str(path), state, 1 << 20)[0] == [b'{"a":1}', b'{"b":2}', b'{"c":3}', b'{"d":4}']
 
 
+def test_cut_keeps_whole_responses_and_bounds_the_calls_per_invocation() -> None:
+    reader = transcript.Reader(SID)
+    reader.feed_all(line.rstrip(b"\n") for line in lines(MAIN))
+    calls = reader.calls()
+    assert [c.first_line for c in calls] == [2, 5, 8, 11, 13, 15, 17]
+    assert usage.cut_at(calls, 18, False, 500) == 18  # the whole file was read: all of it
+    assert usage.cut_at(calls, 18, True, 500) == 17  # more to come: the last response waits
+    assert usage.cut_at(calls, 18, False, 3) == 11  # at most 3 calls: up to the 4th's first line
+    assert usage.cut_at(calls[:1], 4, True, 500) == 2  # the lines before it are taken
+    alone = transcript.Reader(SID)
+    alone.feed_all(line.rstrip(b"\n") for line in lines(MAIN)[2:4])
+    assert usage.cut_at(alone.calls(), 2, True, 500) == 2  # a response alone in the read: taken, progress
+
+
 # ============================================================================ the hook
 
 
@@ -260,7 +274,8 @@ def check_surfaces(d: Daemon, sid: str, tokens: dict[str, int] = TOTALS, cost: f
 
 
 def test_appended_while_read_capped_resumed_and_rotated(daemon: Daemon) -> None:
-    """Half a line waits for its end; a small cap records the rest at the next events; a resumed
+    """Half a line waits for its end (and the response it may belong to with it); a small cap
+    records the rest at the next events, never a response cut short by the cap; a resumed
     conversation that replays old lines, and a transcript replaced under the same name, add only
     the new responses."""
     _config, main, sub = home(daemon.base)
@@ -271,11 +286,14 @@ def test_appended_while_read_capped_resumed_and_rotated(daemon: Daemon) -> None:
     main.write_bytes(b"".join(all_main[:3]) + all_main[3][:half])  # msg A's second line, half written
     run_hook(daemon, stop)
     trace = session_dir(daemon) / "trace.jsonl"
-    assert calls_of(read_trace(trace)) == [("msg_01A7hQe2WbX4kP9sLm3Rt6Uv", 4, 3, 12744, 2318)]  # its first line
+    # msg A waits: the half line may be its own, with its final usage (and it is)
+    assert calls_of(read_trace(trace)) == []
     with main.open("ab") as f:
         f.write(all_main[3][half:])
-    run_hook(daemon, stop)  # the finished line repeats msg A with its final usage: still one call
-    assert calls_of(read_trace(trace)) == [("msg_01A7hQe2WbX4kP9sLm3Rt6Uv", 4, 3, 12744, 2318)]
+    run_hook(daemon, stop)
+    assert calls_of(read_trace(trace)) == [TURN1_CALLS[0]]
+    run_hook(daemon, stop)
+    assert calls_of(read_trace(trace)) == [TURN1_CALLS[0]]
 
     with main.open("ab") as f:
         f.write(b"".join(all_main[4:]))
@@ -285,7 +303,7 @@ def test_appended_while_read_capped_resumed_and_rotated(daemon: Daemon) -> None:
         run_hook(daemon, stop, env)
         counts.append(len(calls_of(read_trace(trace))))
     assert counts[0] < 7 and counts == sorted(counts) and counts[-1] == 7
-    assert [c[0] for c in calls_of(read_trace(trace))] == [c[0] for c in TURN1_CALLS + TURN2_CALLS]
+    assert calls_of(read_trace(trace)) == TURN1_CALLS + TURN2_CALLS  # each with its final usage
 
     # resumed (claude --resume): old lines replayed after the end, then one new response
     new = json.loads(all_main[-1])

@@ -46,8 +46,6 @@ USAGE_FIELDS: Final = (
     ("cache_creation_input_tokens", "cache_write_tokens"),
 )
 """(Claude's usage field, traced's)."""
-PARSE_LIMIT: Final = 256 * 1024
-"""Non-assistant lines longer than this are not parsed on the hook's path (only their time is found)."""
 SKIPPED_PROMPTS: Final = ("<local-command-stdout>", "<local-command-stderr>", "[Request interrupted by user")
 """User lines that are Claude Code's own output, not a prompt."""
 
@@ -141,12 +139,14 @@ def response_key(entry: dict[str, Any]) -> str:
 class Response:
     """One API response, gathered from its lines."""
 
-    __slots__ = ("agent_id", "first_ts", "key", "last_ts", "message_id", "model", "order", "prev_ts",
-                 "request_id", "sidechain", "stop_reason", "usage")
+    __slots__ = ("agent_id", "first_line", "first_ts", "key", "last_ts", "message_id", "model", "order",
+                 "prev_ts", "request_id", "sidechain", "stop_reason", "usage")
 
-    def __init__(self, key: str, order: int) -> None:
+    def __init__(self, key: str, order: int, first_line: int = 0) -> None:
         self.key = key
         self.order = order
+        self.first_line = first_line
+        """The index of its first line among the lines fed."""
         self.message_id = ""
         self.request_id = ""
         self.model = ""
@@ -214,6 +214,8 @@ class Reader:
         self.cwd = ""
         self.version = ""
         self.lines = 0
+        self.fed = 0
+        """Lines fed, blank ones included (``Response.first_line`` counts in these)."""
         self.malformed = 0
         self.copies = 0
         self._prev_ts: float | None = None
@@ -227,6 +229,7 @@ class Reader:
 
     def feed(self, raw: bytes) -> None:
         """Take one complete line (bytes, no newline)."""
+        self.fed += 1
         if not raw.strip():
             return
         self.lines += 1
@@ -265,18 +268,13 @@ class Reader:
 
     @staticmethod
     def _quick_time(raw: bytes) -> float | None:
-        """The line's time, parsing it only when it is small (tool results can be megabytes)."""
-        if len(raw) <= PARSE_LIMIT:
-            try:
-                entry = json.loads(raw)
-            except ValueError:
-                return None
-            return parse_time(entry.get("timestamp")) if isinstance(entry, dict) else None
+        """The line's time without parsing it (tool results can be megabytes): its last
+        ``"timestamp":"…"`` (Claude Code writes the line's own after the message)."""
         at = raw.rfind(b'"timestamp":"')
         if at < 0:
             return None
         start = at + len(b'"timestamp":"')
-        end = raw.find(b'"', start)
+        end = raw.find(b'"', start, start + 40)
         return parse_time(raw[start:end].decode("ascii", "replace")) if end > 0 else None
 
     def _agent(self, entry: dict[str, Any]) -> str:
@@ -298,7 +296,7 @@ class Reader:
             return
         resp = self.responses.get(key)
         if resp is None:
-            resp = self.responses[key] = Response(key, len(self.responses))
+            resp = self.responses[key] = Response(key, len(self.responses), self.fed - 1)
             resp.prev_ts = self._prev_ts
             resp.first_ts = ts
             mid, rid = message.get("id"), entry.get("requestId")

@@ -42,6 +42,9 @@ USAGE_EVENTS: Final = frozenset({"Stop", "SubagentStop", "PreCompact", "SessionE
 """The hook events at which the transcript is read."""
 READ_CAP: Final = 8 * 1024 * 1024
 """Bytes of transcript read per invocation, all files together (``TRACED_TRANSCRIPT_CAP`` overrides)."""
+MAX_CALLS: Final = 500
+"""API responses recorded per invocation at most; a backlog (hooks installed mid-conversation on a
+long one) is worked off over the next events."""
 STATE_MAX_AGE: Final = 30 * 86400
 """Read positions of sessions untouched this long are swept (at SessionEnd)."""
 CHECK_BYTES: Final = 64
@@ -194,6 +197,30 @@ def read_new(path: str, state: list[int] | None, cap: int) -> tuple[list[bytes],
         os.close(fd)
 
 
+def cut_at(calls: list[Any], lines: int, more: bool, room: int) -> int:
+    """How many of the ``lines`` read to take: all, or up to the first line of the last response
+    when the read stopped short of the file's end (its next lines may hold its final usage), or of
+    the first response past ``room``. Never 0 lines when there is a response: progress is made."""
+    cut = lines
+    if more and calls:
+        cut = calls[-1].first_line
+    if len(calls) > max(room, 1):
+        cut = min(cut, calls[max(room, 1)].first_line)
+    return cut if cut > 0 else lines
+
+
+def state_at(path: str, offset: int) -> list[int]:
+    """The read position ``[offset, inode, crc]`` of ``path`` at ``offset``. Raises OSError."""
+    import zlib
+
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        before = min(CHECK_BYTES, offset)
+        return [offset, os.fstat(fd).st_ino, zlib.crc32(os.pread(fd, before, offset - before))]
+    finally:
+        os.close(fd)
+
+
 def sweep_states(root: str, max_age: float = STATE_MAX_AGE, now: float | None = None) -> None:
     """Remove the read positions of sessions untouched for ``max_age`` seconds."""
     cutoff = (now if now is not None else time.time()) - max_age
@@ -244,19 +271,28 @@ def _record_usage(hook: dict[str, Any], plan: Plan, socket_path: str | None, dea
     try:
         positions = load_state(fd)
         budget = read_cap()
-        calls = []
+        calls: list[Any] = []
         new_positions = dict(positions)
         for path, agent in files:
             if budget <= 0:
                 break
             try:
-                lines, state, _more = read_new(path, positions.get(path), budget)
+                lines, state, more = read_new(path, positions.get(path), budget)
             except OSError:
                 continue
-            budget -= sum(len(line) + 1 for line in lines)
+            size = sum(len(line) + 1 for line in lines)
+            budget -= size
             reader = Reader(sid, agent)
             reader.feed_all(lines)
-            calls.extend(reader.calls())
+            got = reader.calls()
+            cut = cut_at(got, len(lines), more, MAX_CALLS - len(calls))
+            if cut < len(lines):  # stop before a response that may go on past what was read
+                got = [c for c in got if c.first_line < cut]
+                try:
+                    state = state_at(path, state[0] - size + sum(len(line) + 1 for line in lines[:cut]))
+                except OSError:
+                    continue
+            calls.extend(got)
             new_positions[path] = state
         calls.sort(key=lambda c: c.last_ts if c.last_ts is not None else float("inf"))
         sent = send_calls(plan, calls, socket_path, deadline, opener) if calls else 0

@@ -57,13 +57,13 @@ class Params:
     import_sessions: int
     """Claude Code transcripts imported per run (each: 2 turns, a subagent, 9 API responses)"""
     hook_responses: int
-    """API responses in the transcript a Stop hook reads"""
+    """API responses in the transcript a Stop hook reads (at most 500 are taken per invocation)"""
 
 
 FULL = Params(runs=3, busy_runs=5, pipe_n={200: 200_000, 2000: 40_000}, naive_cap=100_000, ack_each=4_000,
               ack_one=10_000, durable_each=300, cli_runs=40, scale_sessions=10_000, scale_conns=1_000,
               scale_n=200_000, scale_spread_n=50_000, ls_sessions=10_000, ls_runs=5, import_sessions=1_000,
-              hook_responses=2_000)
+              hook_responses=500)
 QUICK = Params(runs=3, busy_runs=3, pipe_n={200: 12_000, 2000: 3_000}, naive_cap=12_000, ack_each=200,
                ack_one=1_000, durable_each=20, cli_runs=30, scale_sessions=500, scale_conns=50, scale_n=10_000,
                scale_spread_n=2_000, ls_sessions=500, ls_runs=3, import_sessions=100, hook_responses=300)

@@ -378,6 +378,36 @@ def test_import_claude_code_twice_adds_nothing(daemon: Daemon) -> None:
     assert (sdir / "trace.jsonl").read_bytes() == before
 
 
+def test_import_after_hooks_adds_only_the_calls_they_missed(daemon: Daemon) -> None:
+    """The hooks recorded the first turn and the end, not the responses written after the last
+    Stop: the import adds those calls, as late records of the ended session, and nothing else."""
+    config, main, sub = home(daemon.base)
+    all_main = lines(MAIN)
+    run_hook(daemon, hooked("user-prompt-submit", main, sub))
+    main.write_bytes(b"".join(all_main[:TURN1]))
+    run_hook(daemon, hooked("stop-1", main, sub))
+    run_hook(daemon, hooked("session-end", main, sub))
+    main.write_bytes(b"".join(all_main))  # the rest, e.g. written by a later resumed run of the agent
+    sub.write_bytes(SUB.read_bytes())
+    for path in (main, sub):
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+    sdir = session_dir(daemon)
+    before = read_trace(sdir / "trace.jsonl")
+    res = daemon.cli("import", "claude-code", "--json", env={"CLAUDE_CONFIG_DIR": str(config)})
+    assert json.loads(res.stdout) == {"found": 1, "new": 0, "updated": 1, "unchanged": 0, "failed": 0,
+                                      "records": 6, "llm_calls": 6, "spooled": False, "errors": []}
+    records = read_trace(sdir / "trace.jsonl")
+    assert records[: len(before)] == before and before[-1]["phase"] == "end"
+    added = records[len(before):]
+    assert [r["phase"] for r in added] == ["llm_call"] * 6 and all(r["late"] is True for r in added)
+    assert calls_of(added) == TURN2_CALLS[:3] + SUB_CALLS + TURN2_CALLS[3:]
+    meta = json.loads((sdir / "meta.json").read_text())
+    assert meta["outcome"] == "success" and [r["phase"] for r in records].count("end") == 1
+    assert {k: meta["usage"][k] for k in TOTALS} == TOTALS and meta["usage"]["llm_calls"] == 9
+    res = daemon.cli("import", "claude-code", "--json", env={"CLAUDE_CONFIG_DIR": str(config)}, check=True)
+    assert json.loads(res.stdout)["unchanged"] == 1 and read_trace(sdir / "trace.jsonl") == records
+
+
 def test_import_codex_through_the_spool_then_again(daemon_factory: Any) -> None:
     """With the daemon away the import spools; the daemon ingests it; a second import adds nothing."""
     d: Daemon = daemon_factory(start=False)

@@ -227,7 +227,7 @@ class Conversation:
         if self.frame_limit and len(raw) + 64 > self.frame_limit:
             raise RequestError("too_large", f"event of {len(raw)} bytes exceeds the daemon's limit of "
                                f"{self.frame_limit} bytes")
-        if self._batch and (self._batch[0][0].session_id != msg.session_id
+        if self._batch and (self._batch[0][0].session_id != msg.session_id or self._batch[0][0].late != msg.late
                             or (self.frame_limit and self._batch_bytes + len(raw) + 64 > self.frame_limit)):
             self.flush_batch()
         self._batch.append((msg, raw))
@@ -247,7 +247,7 @@ class Conversation:
         self._next_id += 1
         rid = self._next_id
         frame = protocol.EmitBatchEncoded(id=rid, session_id=batch[0][0].session_id, ack=False,
-                                          events=[raw for _m, raw in batch])
+                                          events=[raw for _m, raw in batch], late=batch[0][0].late)
         body = _encoder.encode(frame)
         self.out += len(body).to_bytes(HEADER, "big") + body
         self._batch_seqs[rid] = [m.seq for m, _raw in batch]

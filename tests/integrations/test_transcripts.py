@@ -281,6 +281,7 @@ def test_appended_while_read_capped_resumed_and_rotated(daemon: Daemon) -> None:
     _config, main, sub = home(daemon.base)
     all_main = lines(MAIN)
     stop = hooked("stop-1", main, sub)
+    del stop["last_assistant_message"]  # as older Claude Code versions send it (see the next test)
     run_hook(daemon, hooked("user-prompt-submit", main, sub))
     half = len(all_main[3]) // 2
     main.write_bytes(b"".join(all_main[:3]) + all_main[3][:half])  # msg A's second line, half written
@@ -324,6 +325,28 @@ def test_appended_while_read_capped_resumed_and_rotated(daemon: Daemon) -> None:
     assert_gap_free(read_trace(trace))
 
 
+def test_stop_before_claude_code_wrote_the_final_message(daemon: Daemon) -> None:
+    """Claude Code may run Stop hooks before it has written the turn's last lines
+    (anthropics/claude-code#15813, #40655): while the transcript lacks the event's
+    ``last_assistant_message``, the response it ends with may be incomplete, so it waits for the
+    next event; the responses before it are recorded."""
+    _config, main, sub = home(daemon.base)
+    all_main = lines(MAIN)
+    stop = hooked("stop-1", main, sub)
+    run_hook(daemon, hooked("user-prompt-submit", main, sub))
+    main.write_bytes(b"".join(all_main[:3]))  # msg A's first line only (output_tokens 3 so far)
+    run_hook(daemon, stop)
+    trace = session_dir(daemon) / "trace.jsonl"
+    assert calls_of(read_trace(trace)) == []
+    main.write_bytes(b"".join(all_main[:8]))  # A and B with their tool results; C not yet
+    run_hook(daemon, stop)
+    assert calls_of(read_trace(trace)) == TURN1_CALLS[:2]
+    main.write_bytes(b"".join(all_main[:TURN1]))
+    run_hook(daemon, stop)
+    records = read_trace(trace)
+    assert calls_of(records) == TURN1_CALLS and {r["turn"] for r in records if r["phase"] == "llm_call"} == {1}
+
+
 def test_hook_reading_the_transcript_stays_light(daemon: Daemon) -> None:
     """Stop with a real transcript: no msgspec, argparse, typing, pathlib, dataclasses… on the path."""
     _config, main, sub = home(daemon.base)
@@ -337,7 +360,7 @@ def test_hook_reading_the_transcript_stays_light(daemon: Daemon) -> None:
         "         'genai_prices', 'traced.read.sessions', 'traced.daemon.handler']\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], input=json.dumps(hooked("stop-1", main, sub)),
+    res = subprocess.run([sys.executable, "-c", code], input=json.dumps(hooked("stop-2", main, sub)),
                          env=daemon.env, capture_output=True, text=True, timeout=60, cwd=REPO)
     assert res.returncode == 0 and res.stderr == "", res.stderr
     assert res.stdout.strip() == "[]"

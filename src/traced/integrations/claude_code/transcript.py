@@ -139,8 +139,8 @@ def response_key(entry: dict[str, Any]) -> str:
 class Response:
     """One API response, gathered from its lines."""
 
-    __slots__ = ("agent_id", "first_line", "first_ts", "key", "last_ts", "message_id", "model", "order",
-                 "prev_ts", "request_id", "sidechain", "stop_reason", "usage")
+    __slots__ = ("agent_id", "first_line", "first_ts", "key", "last_text", "last_ts", "message_id", "model",
+                 "order", "prev_ts", "request_id", "sidechain", "stop_reason", "usage")
 
     def __init__(self, key: str, order: int, first_line: int = 0) -> None:
         self.key = key
@@ -158,6 +158,8 @@ class Response:
         self.stop_reason = ""
         self.agent_id = ""
         self.sidechain = False
+        self.last_text = ""
+        """Its last text block (what Claude Code's Stop hook gives as ``last_assistant_message``)."""
 
     def payload(self) -> dict[str, Any]:
         """``llm_call {provider, model, usage, latency_ms?, finish_reason?, message_id?, request_id?, agent_id?}``."""
@@ -216,6 +218,8 @@ class Reader:
         self.lines = 0
         self.fed = 0
         """Lines fed, blank ones included (``Response.first_line`` counts in these)."""
+        self.tail: Response | None = None
+        """The response whose lines are the last ones fed (nothing came after it yet)."""
         self.malformed = 0
         self.copies = 0
         self._prev_ts: float | None = None
@@ -235,6 +239,7 @@ class Reader:
         self.lines += 1
         if not self.full and b'"assistant"' not in raw:
             self._prev_ts = self._quick_time(raw) or self._prev_ts
+            self.tail = None
             return
         try:
             entry = json.loads(raw)
@@ -251,6 +256,7 @@ class Reader:
             self._prev_ts = ts or self._prev_ts
             return
         kind = entry.get("type")
+        self.tail = None
         if self.full and ts is not None:
             self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
             self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
@@ -314,6 +320,12 @@ class Reader:
         stop = message.get("stop_reason")
         if isinstance(stop, str) and stop:
             resp.stop_reason = stop
+        content = message.get("content")
+        if isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
+                    resp.last_text = block["text"]
+        self.tail = resp
         if self.full:
             self._tool_uses(entry, message, ts, resp.agent_id)
 

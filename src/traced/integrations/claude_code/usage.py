@@ -197,6 +197,35 @@ def read_new(path: str, state: list[int] | None, cap: int) -> tuple[list[bytes],
         os.close(fd)
 
 
+FLUSH_WAIT: Final = 0.3
+"""Seconds the hook waits, at most, for Claude Code to write the final message of the turn."""
+
+
+def read_responses(path: str, state: list[int] | None, cap: int, *, session_id: str, agent: str,
+                   wait_for: str | None, deadline: float) -> tuple[list[bytes], list[int], bool, Reader]:
+    """``read_new`` then a ``Reader`` over the lines. With ``wait_for`` (the event's
+    ``last_assistant_message``), while the lines do not hold it and the file is not complete, the
+    file is read again as it grows, for ``FLUSH_WAIT`` seconds at most (Claude Code runs Stop hooks
+    before it has always written the turn's last lines: anthropics/claude-code#15813, #40655).
+    Raises OSError."""
+    until = min(time.monotonic() + FLUSH_WAIT, deadline - 0.1)
+    while True:
+        lines, new_state, more = read_new(path, state, cap)
+        reader = Reader(session_id, agent)
+        reader.feed_all(lines)
+        if wait_for is None or has_final(reader.calls(), wait_for) or more or time.monotonic() >= until:
+            return lines, new_state, more, reader
+        size = os.stat(path).st_size
+        while os.stat(path).st_size == size and time.monotonic() < until:
+            time.sleep(0.02)
+
+
+def has_final(calls: list[Any], final: str) -> bool:
+    """Whether the last responses read hold the turn's final message (``last_assistant_message``)."""
+    want = " ".join(final.split())
+    return any(" ".join(c.last_text.split()) == want for c in calls[-3:])
+
+
 def cut_at(calls: list[Any], lines: int, more: bool, room: int) -> int:
     """How many of the ``lines`` read to take: all, or up to the first line of the last response
     when the read stopped short of the file's end (its next lines may hold its final usage), or of
@@ -273,19 +302,24 @@ def _record_usage(hook: dict[str, Any], plan: Plan, socket_path: str | None, dea
         budget = read_cap()
         calls: list[Any] = []
         new_positions = dict(positions)
-        for path, agent in files:
+        final = hook.get("last_assistant_message") if plan.event in ("Stop", "SubagentStop") else None
+        for n, (path, agent) in enumerate(files):
             if budget <= 0:
                 break
+            # the event's own final message is in the first file (the main one at Stop, the
+            # subagent's at SubagentStop): Claude Code may not have written it yet (the Stop race)
+            wait_for = final if not n and isinstance(final, str) and final.strip() else None
             try:
-                lines, state, more = read_new(path, positions.get(path), budget)
+                lines, state, more, reader = read_responses(path, positions.get(path), budget, session_id=sid,
+                                                            agent=agent, wait_for=wait_for, deadline=deadline)
             except OSError:
                 continue
             size = sum(len(line) + 1 for line in lines)
             budget -= size
-            reader = Reader(sid, agent)
-            reader.feed_all(lines)
             got = reader.calls()
             cut = cut_at(got, len(lines), more, MAX_CALLS - len(calls))
+            if wait_for is not None and reader.tail is not None and not has_final(got, wait_for):
+                cut = min(cut, reader.tail.first_line)  # not all written yet: the next event takes it
             if cut < len(lines):  # stop before a response that may go on past what was read
                 got = [c for c in got if c.first_line < cut]
                 try:

@@ -431,6 +431,25 @@ def test_import_after_hooks_adds_only_the_calls_they_missed(daemon: Daemon) -> N
     assert json.loads(res.stdout)["unchanged"] == 1 and read_trace(sdir / "trace.jsonl") == records
 
 
+def test_find_reads_subagents_of_both_layouts_with_their_session(tmp_path: Path) -> None:
+    """Subagent transcripts: ``<session>/subagents/agent-<id>.jsonl``, or (older Claude Code)
+    ``agent-<id>.jsonl`` in the project dir, which only its lines tie to a session."""
+    from traced.integrations import importer
+
+    project = tmp_path / "projects" / PROJECT
+    project.mkdir(parents=True)
+    shutil.copyfile(MAIN, project / MAIN.name)
+    shutil.copyfile(SUB, project / "agent-a4f1c2e9.jsonl")
+    other = SUB.read_bytes().replace(SID.encode(), b"0b9d7a51-2f64-4c1e-8a3b-6d5c4e3f2a10")
+    (project / "agent-b7c8d9e0.jsonl").write_bytes(other)  # another session's, not here
+    [source] = importer.find("claude-code", [tmp_path])
+    assert source.session_id == SID and source.subagents == [(project / "agent-a4f1c2e9.jsonl", "a4f1c2e9")]
+    loaded = importer.load(source)
+    calls = [i.payload for i in loaded.items if i.phase == "llm_call"]
+    assert len(calls) == 9 and [c.get("agent_id") for c in calls].count("a4f1c2e9") == 2
+    assert sum(c["usage"]["output_tokens"] for c in calls) == TOTALS["output_tokens"]
+
+
 def test_import_codex_through_the_spool_then_again(daemon_factory: Any) -> None:
     """With the daemon away the import spools; the daemon ingests it; a second import adds nothing."""
     d: Daemon = daemon_factory(start=False)

@@ -4,7 +4,8 @@ Sources (``find``):
 
 - ``claude-code``: ``<config>/projects/**/<session_id>.jsonl``, ``<config>`` being each directory
   of ``$CLAUDE_CONFIG_DIR`` (comma-separated), else ``~/.claude``; a session's subagents are
-  ``<session_id>/subagents/agent-<id>.jsonl`` beside it (``transcript.Reader``).
+  ``<session_id>/subagents/agent-<id>.jsonl`` beside it, or, from older versions,
+  ``agent-<id>.jsonl`` files whose lines name the session (``transcript.Reader``).
 - ``codex``: ``$CODEX_HOME/sessions/**/rollout-*.jsonl`` (``CODEX_HOME`` defaults to ``~/.codex``;
   ``codex.rollout.Rollout``).
 
@@ -145,16 +146,43 @@ def find(agent: str, paths: Sequence[str | Path] = ()) -> list[Source]:
             sid = stem[-36:] if len(stem) > 44 and stem[-37] == "-" else ""
             found.setdefault(sid or str(f), Source(agent, f, sid))
     else:
+        legacy: list[Path] = []
         for f in _files(given, "*.jsonl"):
-            if f.parent.name == "subagents" or f.name.startswith("agent-"):
+            if f.parent.name == "subagents":
                 continue  # a subagent's: read with its session
+            if f.name.startswith("agent-"):
+                legacy.append(f)  # older versions: <project>/agent-<id>.jsonl, its session in its lines
+                continue
             src = found.setdefault(f.stem, Source(agent, f, f.stem))
             sub = f.parent / f.stem / "subagents"
             if sub.is_dir() and not src.subagents:
                 src.subagents = [(p, p.stem[6:]) for p in sorted(sub.glob("agent-*.jsonl"))]
+        for f in legacy:
+            parent = found.get(_first_session_id(f))
+            if parent is not None and all(p != f for p, _ in parent.subagents):
+                parent.subagents.append((f, f.stem[6:]))
     sources = list(found.values())
     sources.sort(key=lambda s: _mtime(s.path))
     return sources
+
+
+def _first_session_id(path: Path) -> str:
+    """The ``sessionId`` of the first line of ``path`` that has one ('' if none in the first 64 KiB)."""
+    import json
+
+    try:
+        with path.open("rb") as f:
+            head = f.read(65536)
+    except OSError:
+        return ""
+    for line in head.split(b"\n")[:20]:
+        try:
+            sid = json.loads(line).get("sessionId")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(sid, str) and sid:
+            return sid
+    return ""
 
 
 def _mtime(path: Path) -> float:

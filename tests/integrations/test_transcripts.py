@@ -149,6 +149,45 @@ def test_rollout_calls_are_the_growth_of_the_totals() -> None:
     assert roll.records()[-1].payload["error"] == "no such file" and roll.records()[-1].payload["exit_code"] == 2
 
 
+def _tc(ts: str, total: tuple[int, int, int, int, int], last: tuple[int, int, int, int, int] | None = None) -> bytes:
+    keys = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens", "total_tokens")
+    info = {"total_token_usage": dict(zip(keys, total, strict=True)),
+            "last_token_usage": dict(zip(keys, last or total, strict=True)), "model_context_window": 272000}
+    return json.dumps({"timestamp": ts, "type": "event_msg", "payload": {"type": "token_count", "info": info}}).encode()
+
+
+def test_rollout_resumed_totals_and_forks() -> None:
+    """A running total that drops (a resumed session) still counts its call; a fork's file replays
+    its parent's history at its start (ccusage#1349): that sets the baseline, it is no call of its own."""
+    def line(ts: str, kind: str, payload: dict[str, Any]) -> bytes:
+        return json.dumps({"timestamp": ts, "type": kind, "payload": payload}).encode()
+
+    child, parent = "0199f0b7-1111-7222-8333-444455556666", CODEX_SID
+    roll = Rollout()
+    for raw in (
+        line("2025-10-22T08:00:00.000Z", "session_meta", {"id": child, "timestamp": "2025-10-22T08:00:00.000Z",
+                                                          "cwd": "/w", "cli_version": "0.47.0"}),
+        line("2025-10-22T08:00:00.001Z", "session_meta", {"id": parent, "timestamp": "2025-10-21T14:02:11.480Z",
+                                                          "cwd": "/w", "cli_version": "0.47.0"}),
+        line("2025-10-22T08:00:00.002Z", "event_msg", {"type": "user_message", "message": "the parent's prompt"}),
+        _tc("2025-10-22T08:00:00.003Z", (26512, 23296, 801, 320, 27313)),
+        line("2025-10-22T08:00:05.000Z", "turn_context", {"model": "gpt-5-codex", "cwd": "/w"}),
+        line("2025-10-22T08:00:05.001Z", "event_msg", {"type": "user_message", "message": "now the tests"}),
+        _tc("2025-10-22T08:00:09.000Z", (36512, 31296, 1001, 400, 37513)),
+        _tc("2025-10-22T08:00:20.000Z", (500, 100, 50, 0, 550), (500, 100, 50, 0, 550)),  # restarted
+    ):
+        roll.feed(raw)
+    items = roll.records()
+    assert roll.session_id == child
+    assert [(i.phase, i.payload.get("prompt")) for i in items] == [
+        ("user_prompt", "now the tests"), ("llm_call", None), ("llm_call", None)]
+    assert [i.payload["usage"] for i in items[1:]] == [
+        {"input_tokens": 2000, "output_tokens": 200, "cache_read_tokens": 8000, "cache_write_tokens": 0,
+         "reasoning_tokens": 80},
+        {"input_tokens": 400, "output_tokens": 50, "cache_read_tokens": 100, "cache_write_tokens": 0},
+    ]
+
+
 def test_read_new_survives_partial_lines_truncation_rotation_rewrites_and_the_cap(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     path.write_bytes(b'{"a":1}\n{"b":')

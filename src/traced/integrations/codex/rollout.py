@@ -15,7 +15,11 @@ Codex keeps one JSONL file per session, ``$CODEX_HOME/sessions/YYYY/MM/DD/rollou
 One ``token_count`` with ``info`` follows each model response (after the items it produced: its
 ``llm_call`` is put before them); Codex may write the same totals
 twice, so a call is the growth of ``total_token_usage`` (``last_token_usage`` when there are no
-totals), and a ``token_count`` that adds nothing is not a call. OpenAI counts cached tokens inside
+totals, or when the running total drops: a resumed session), and a ``token_count`` that adds
+nothing is not a call (ccusage/ccusage#824, #1288). A forked or subagent session's file starts
+with its own ``session_meta``, then its parent's and a burst of the parent's history stamped at
+the fork (ccusage/ccusage#1349): what is stamped within ``REPLAY_WINDOW`` of the start after a
+second ``session_meta`` only sets the baseline of the totals. OpenAI counts cached tokens inside
 ``input_tokens`` and reasoning inside ``output_tokens``; traced's ``input_tokens`` excludes the
 cache: ``input_tokens - cached_input_tokens`` -> ``input_tokens``, ``cached_input_tokens`` ->
 ``cache_read_tokens``, ``output_tokens`` as it is (``reasoning_tokens`` kept beside it).
@@ -32,6 +36,8 @@ from traced.integrations.claude_code.transcript import Item, parse_time
 PROVIDER: Final = "openai"
 TOKEN_FIELDS: Final = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens",
                        "total_tokens")
+REPLAY_WINDOW: Final = 2.0
+"""Seconds after a fork's start within which its lines are the parent's history replayed."""
 CALL_ITEMS: Final = ("function_call", "custom_tool_call", "local_shell_call")
 OUTPUT_ITEMS: Final = ("function_call_output", "custom_tool_call_output")
 
@@ -76,6 +82,8 @@ class Rollout:
         self.items: list[Item] = []
         self._totals: dict[str, int] | None = None
         self._prev_ts: float | None = None
+        self._replay_until: float | None = None
+        """Lines stamped up to this time are a copy of the parent's history (a fork)."""
         self._response_at = 0
         """Where the current response's items start: its llm_call goes before them."""
         self._calls: dict[str, tuple[str, float | None]] = {}
@@ -98,6 +106,9 @@ class Rollout:
             self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
             self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         kind, payload = entry.get("type"), entry["payload"]
+        if (self._replay_until is not None and ts is not None and ts <= self._replay_until
+                and kind != "session_meta" and not (kind == "event_msg" and payload.get("type") == "token_count")):
+            return  # the parent's prompts and tool calls, copied
         if kind == "session_meta":
             self._meta(payload)
         elif kind == "turn_context":
@@ -112,6 +123,12 @@ class Rollout:
             self._item(payload, ts)
 
     def _meta(self, payload: dict[str, Any]) -> None:
+        sid = payload.get("id")
+        if self.session_id and isinstance(sid, str) and sid != self.session_id:
+            # a forked or subagent session: its file goes on with its parent's meta and a burst
+            # of the parent's history, stamped when the fork was made (ccusage#1349, #1288)
+            self._replay_until = (self.first_ts or 0.0) + REPLAY_WINDOW
+            return
         for attr, key in (("session_id", "id"), ("cwd", "cwd"), ("version", "cli_version"),
                           ("provider", "model_provider")):
             value = payload.get(key)
@@ -139,10 +156,15 @@ class Rollout:
         last = _tokens(info.get("last_token_usage"))
         if totals is not None:
             before = self._totals or dict.fromkeys(TOKEN_FIELDS, 0)
-            if totals["total_tokens"] <= before["total_tokens"] and self._totals is not None:
-                return  # the same totals again: no new call
-            delta = {k: max(totals[k] - before[k], 0) for k in TOKEN_FIELDS}
+            if self._totals is not None and totals["total_tokens"] == before["total_tokens"]:
+                return  # the same totals again (a rate-limit refresh): no new call
             self._totals = totals
+            if self._replay_until is not None and ts is not None and ts <= self._replay_until:
+                return  # a fork's copy of its parent's history: counted in the parent
+            if totals["total_tokens"] < before["total_tokens"]:  # the running total restarted (resume)
+                delta = last if last is not None else totals
+            else:
+                delta = {k: max(totals[k] - before[k], 0) for k in TOKEN_FIELDS}
             key = f"llm:{totals['total_tokens']}:{totals['input_tokens']}:{totals['output_tokens']}"
         elif last is not None:
             delta = last

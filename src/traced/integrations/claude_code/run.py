@@ -109,12 +109,11 @@ def run(text: str | bytes, options: Options, socket_path: str | None = None, now
             put_stamp(root, plan.session_id, plan.stamp, plan.ts)
         except OSError:
             pass  # no duration for this call; the event itself still counts
-    if plan.event in ("Stop", "SubagentStop", "PreCompact", "SessionEnd"):
-        # usage and cost: the transcript's new API responses, before the event itself (usage.py)
-        from traced.integrations.claude_code.usage import record_usage
+    from traced.integrations.claude_code import usage
 
+    if plan.event in usage.USAGE_EVENTS:  # usage and cost: the transcript's new API responses, first
         left = deadline - SPOOL_RESERVE - time.monotonic()
-        record_usage(hook, plan, socket_path, time.monotonic() + max(left, 0.0) * 0.6, _open)
+        usage.record_usage(hook, plan, socket_path, time.monotonic() + max(left, 0.0) * 0.6, _open)
     from traced.client.shell import ShellClient
     from traced.format.ids import new_ulid
 

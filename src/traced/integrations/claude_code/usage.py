@@ -16,8 +16,9 @@ transcript client id with a seq hashed from the response's ``message.id``
 transcript read again from the start).
 
 Stdlib only (hot path). The state file is locked (``flock``) while it is used, so the hooks of
-parallel subagents and an import never read the same bytes at once; a hook that cannot get the
-lock in time leaves the reading to the next one.
+parallel subagents never read the same bytes at once; a hook that cannot get the lock in time
+leaves the reading to the next one. (An import running at the same time needs no lock: the
+daemon drops whichever copy of a record comes second.)
 """
 
 from __future__ import annotations

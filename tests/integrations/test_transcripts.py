@@ -92,6 +92,11 @@ def test_reader_counts_each_response_once_with_its_final_usage() -> None:
         reader.feed(json.dumps(extra).encode())
     assert [(c.message_id, *usage_of(c.payload())) for c in reader.calls()] == TURN1_CALLS + TURN2_CALLS
     assert reader.copies == 1
+    assert "cost_usd" not in calls[0].payload()  # none in the transcript: priced when read
+    old_style = {**replay, "message": {**replay["message"], "id": "msg_01OldVersionWithCost0000"}, "costUSD": 0.0125}
+    reader.feed(json.dumps(old_style).encode())
+    reader.feed(json.dumps(old_style).encode())  # every line of the response repeats it
+    assert reader.calls()[-1].payload()["cost_usd"] == 0.0125
     sub = transcript.Reader(SID, "a4f1c2e9")
     sub.feed_all(line.rstrip(b"\n") for line in lines(SUB))
     assert [(c.message_id, *usage_of(c.payload())) for c in sub.calls()] == SUB_CALLS

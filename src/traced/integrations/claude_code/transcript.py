@@ -139,8 +139,8 @@ def response_key(entry: dict[str, Any]) -> str:
 class Response:
     """One API response, gathered from its lines."""
 
-    __slots__ = ("agent_id", "first_line", "first_ts", "key", "last_text", "last_ts", "message_id", "model",
-                 "order", "prev_ts", "request_id", "sidechain", "stop_reason", "usage")
+    __slots__ = ("agent_id", "cost_usd", "first_line", "first_ts", "key", "last_text", "last_ts", "message_id",
+                 "model", "order", "prev_ts", "request_id", "sidechain", "stop_reason", "usage")
 
     def __init__(self, key: str, order: int, first_line: int = 0) -> None:
         self.key = key
@@ -160,13 +160,18 @@ class Response:
         self.sidechain = False
         self.last_text = ""
         """Its last text block (what Claude Code's Stop hook gives as ``last_assistant_message``)."""
+        self.cost_usd: float | None = None
+        """``costUSD``, which older Claude Code versions wrote on each line (the same for every line)."""
 
     def payload(self) -> dict[str, Any]:
-        """``llm_call {provider, model, usage, latency_ms?, finish_reason?, message_id?, request_id?, agent_id?}``."""
+        """``llm_call {provider, model, usage, cost_usd?, latency_ms?, finish_reason?, message_id?, request_id?,
+        agent_id?}`` (``cost_usd`` only when the transcript reports one)."""
         payload: dict[str, Any] = {"provider": PROVIDER, "model": self.model or "unknown",
                                    "usage": dict(self.usage)}
         for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
             payload["usage"].setdefault(name, 0)
+        if self.cost_usd is not None:
+            payload["cost_usd"] = self.cost_usd
         if self.prev_ts is not None and self.last_ts is not None and self.last_ts >= self.prev_ts:
             payload["latency_ms"] = round((self.last_ts - self.prev_ts) * 1000.0, 3)
         if self.stop_reason:
@@ -315,6 +320,9 @@ class Reader:
         if isinstance(model, str) and model:
             resp.model = model
         merge_usage(resp.usage, usage)
+        cost = entry.get("costUSD")
+        if isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0:
+            resp.cost_usd = max(resp.cost_usd or 0.0, float(cost))
         if ts is not None and (resp.last_ts is None or ts > resp.last_ts):
             resp.last_ts = ts
         stop = message.get("stop_reason")

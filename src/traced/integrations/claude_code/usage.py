@@ -291,8 +291,8 @@ def record_usage(hook: dict[str, Any], plan: Plan, socket_path: str | None, dead
 def _record_usage(hook: dict[str, Any], plan: Plan, socket_path: str | None, deadline: float,
                   opener: Callable[[Any, Plan], None]) -> int:
     sid = plan.session_id
-    files = transcript_files(hook, sid)
-    if not files:
+    files = [(path, agent) for path, agent in transcript_files(hook, sid) if os.path.isfile(path)]
+    if not files:  # no transcript (yet): no state file either
         return 0
     root = state_root()
     fd = lock_state(root, sid, deadline)

@@ -475,6 +475,23 @@ def test_import_after_hooks_adds_only_the_calls_they_missed(daemon: Daemon) -> N
     assert json.loads(res.stdout)["unchanged"] == 1 and read_trace(sdir / "trace.jsonl") == records
 
 
+def test_import_of_a_live_conversation_leaves_it_to_the_hooks(daemon: Daemon) -> None:
+    """A transcript written to just now: the session stays open, and a response the transcript
+    ends with (maybe half-written) is left to the hook, which counts it whole at its next event."""
+    config, main, sub = home(daemon.base)
+    all_main = lines(MAIN)
+    main.write_bytes(b"".join(all_main[:3]))  # the prompt, then msg A's first line (output_tokens 3 so far)
+    res = daemon.cli("import", "claude-code", "--json", env={"CLAUDE_CONFIG_DIR": str(config)}, check=True)
+    assert json.loads(res.stdout)["new"] == 1 and json.loads(res.stdout)["llm_calls"] == 0
+    trace = session_dir(daemon) / "trace.jsonl"
+    assert [r["phase"] for r in read_trace(trace)] == ["start", "user_prompt"]  # no end: still going
+    main.write_bytes(b"".join(all_main[:TURN1]))
+    run_hook(daemon, hooked("stop-1", main, sub))
+    records = read_trace(trace)
+    assert calls_of(records) == TURN1_CALLS and records[-1]["payload"]["event"] == "Stop"
+    assert [r["phase"] for r in records].count("start") == 1
+
+
 def test_find_reads_subagents_of_both_layouts_with_their_session(tmp_path: Path) -> None:
     """Subagent transcripts: ``<session>/subagents/agent-<id>.jsonl``, or (older Claude Code)
     ``agent-<id>.jsonl`` in the project dir, which only its lines tie to a session."""
@@ -486,6 +503,8 @@ def test_find_reads_subagents_of_both_layouts_with_their_session(tmp_path: Path)
     shutil.copyfile(SUB, project / "agent-a4f1c2e9.jsonl")
     other = SUB.read_bytes().replace(SID.encode(), b"0b9d7a51-2f64-4c1e-8a3b-6d5c4e3f2a10")
     (project / "agent-b7c8d9e0.jsonl").write_bytes(other)  # another session's, not here
+    for path in project.iterdir():
+        os.utime(path, (1_700_000_000, 1_700_000_000))  # a past conversation
     [source] = importer.find("claude-code", [tmp_path])
     assert source.session_id == SID and source.subagents == [(project / "agent-a4f1c2e9.jsonl", "a4f1c2e9")]
     loaded = importer.load(source)

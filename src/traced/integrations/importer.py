@@ -216,11 +216,11 @@ def _load_claude(source: Source) -> Loaded:
     loaded.labels = {"transcript_path": str(source.path)}
     if main.version:
         loaded.labels["agent_version"] = main.version
-    items = main.records()
+    items = _settled(main, source.path)
     for path, agent in source.subagents:
         sub = Reader(sid, agent, full=True)
         sub.feed_all(_lines(path))
-        items.extend(sub.records())
+        items.extend(_settled(sub, path))
         loaded.malformed += sub.malformed
         loaded.mtime = max(loaded.mtime, _mtime(path))
         for ts in (sub.first_ts, sub.last_ts):
@@ -231,6 +231,15 @@ def _load_claude(source: Source) -> Loaded:
         items.sort(key=lambda i: i.ts if i.ts is not None else float("inf"))
     loaded.items = items
     return loaded
+
+
+def _settled(reader: Reader, path: Path) -> list[Item]:
+    """The reader's records, less the LLM call of a response that ends a transcript still being
+    written (its next lines may hold its final usage; the hook counts it, whole, at its next event)."""
+    items = reader.records()
+    if reader.tail is not None and time.time() - _mtime(path) < LIVE_AFTER:
+        items = [i for i in items if i.key != "llm:" + reader.tail.key]
+    return items
 
 
 def _load_codex(source: Source) -> Loaded:

@@ -56,7 +56,7 @@ SHOW_REVIEW = golden("""
        9   +7.100s  tool_result  Bash                         2.10s  error    <-8   1 failed, 11 passed
       10   +7.200s  hook         PostToolUse:lint              45ms  ok
       11   +8.000s  user_prompt                                                     Summarize the review
-      12   +9.600s  llm_call     openai/gpt-4o                1.50s                 800 in / 200 out, cost unknown
+      12   +9.600s  llm_call     openai/gpt-4o                1.50s                 800 in / 200 out, $0.0040
       13  +10.000s  verify       tests                               ok             12 passed
       14  +10.100s  artifact     report                                             review.md (2,048 bytes)
       15  +10.200s  note                                                            LGTM with two nits
@@ -290,7 +290,7 @@ REPLAY_REVIEW = golden("""
     [11 +8.000s turn 2] [User]
       Summarize the review
 
-    [12 +9.600s turn 2] [LLM] openai/gpt-4o (1.50s, 800 in / 200 out, cost unknown)
+    [12 +9.600s turn 2] [LLM] openai/gpt-4o (1.50s, 800 in / 200 out, $0.0040)
 
     [13 +10.000s turn 2] [Verify] tests: ok
       Output: 12 passed

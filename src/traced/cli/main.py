@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole ``traced`` argument parser."""
     import argparse
 
-    from traced.cli import hook, read, service
+    from traced.cli import hook, importer, read, service
 
     parser, sub = base_parser()
 
@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_parsers(sub)
     hook.add_parsers(sub)
     service.add_parsers(sub)
+    importer.add_parsers(sub)
     add_globals(parser)
     return parser
 

@@ -322,7 +322,7 @@ def llm_text(p: dict[str, Any]) -> str:
     from traced.read.usage import LlmCall, Pricer, cost_text
 
     call = LlmCall.from_payload(p)
-    price = Pricer(catalog=False).price(call)
+    price = Pricer().price(call)  # the catalog is imported only for a call with no reported cost
     parts = [f"{call.input_tokens:,} in / {call.output_tokens:,} out"]
     if call.cache_read_tokens or call.cache_write_tokens:
         parts.append(f"cache {call.cache_read_tokens:,}r/{call.cache_write_tokens:,}w")

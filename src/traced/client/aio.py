@@ -222,13 +222,15 @@ class AsyncClient(ClientBase):
         return AsyncSession(self, session_id, "")
 
     async def emit(self, session_id: str, phase: str, payload: dict[str, Any], *,
-                   ack: bool = True, ts: float | None = None, late: bool = False) -> int | None:
+                   ack: bool = True, ts: float | None = None, late: bool = False,
+                   seq: int | None = None) -> int | None:
         """Append one event; its step (None with ``ack=False`` or while spooling).
 
-        Raises RequestError for this event alone, as ``Client.emit``.
+        ``seq``: a stable idempotency key, as ``Client.emit``. Raises RequestError for this
+        event alone, as ``Client.emit``.
         """
         conv = self._conv
-        msg = conv.emit_msg(session_id, phase, payload, ack=ack, ts=ts, late=late)
+        msg = conv.emit_msg(session_id, phase, payload, ack=ack, ts=ts, late=late, seq=seq)
         if ack:
             reply = await self.request(msg)
             return reply.step if isinstance(reply, protocol.Ack) and reply.step else None

@@ -101,6 +101,7 @@ class EmitBatchEncoded(_Msg, tag="emit_batch"):
     session_id: str
     events: list[msgspec.Raw]
     ack: bool = True
+    late: bool = False
 
 
 class Close(_Msg, tag="close"):

@@ -41,6 +41,8 @@ AGENT: Final = Agent(
     provider="anthropic",
     stop_events=frozenset({"Stop", "SubagentStop", "PreCompact", "SessionEnd"}),
 )
+AGENT.on_stop = "traced.integrations.claude_code.usage:record_usage"
+"""Usage and cost: the transcript's new API responses, recorded before the end-of-turn event."""
 
 TOOL_EVENTS: Final = ("PreToolUse", "PostToolUse", "PostToolUseFailure", "PermissionRequest", "PermissionDenied")
 """Events matched against a tool name: registered with ``"matcher": "*"``."""

@@ -318,6 +318,8 @@ def _rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     for fw in info.get("forwarders") or []:
         lag = f"lag {fw.get('lag_records', '?')} records / {fw.get('lag_seconds', '?')}s"
         err = f", last error: {fw['last_error']}" if fw.get("last_error") else ""
+        if fw.get("config_error"):
+            err = f", CONFIGURATION ERROR (fix the URL or credentials): {fw['config_error']}"
         rows.append((f"forward {fw.get('url', '?')}", f"{lag}, sent {fw.get('sent', 0)}{err}"))
     return rows
 

@@ -276,7 +276,8 @@ def _forwarders(cfg: Config, registry: Registry, handler: Handler) -> Any:
     from traced.forward import Forwarders
 
     try:
-        fw = Forwarders(cfg.forward, locations.state_dir(), lambda: registry.roots, headers=cfg.forward_headers)
+        fw = Forwarders(cfg.forward, locations.state_dir(), lambda: registry.roots, headers=cfg.forward_headers,
+                        capture_content=cfg.otlp_capture_content)
     except ForwardURLError as e:
         raise ConfigError(str(e)) from e
     registry.on_durable.append(lambda live, _recs: fw.notify(

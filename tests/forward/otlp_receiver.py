@@ -57,7 +57,7 @@ class Receiver:
                     if receiver.script:
                         status = receiver.script.pop(0)
                         receiver.attempts.append((now, status))
-                        self._answer(status, b"scripted", retry=status in (429, 503))
+                        self._answer(status, b"scripted", retry=status in (429, 502, 503, 504))
                         return
                     if receiver.max_body is not None and len(body) > receiver.max_body:
                         receiver.attempts.append((now, 413))
@@ -72,7 +72,7 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     @property

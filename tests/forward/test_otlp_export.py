@@ -8,6 +8,7 @@ OpenInference's (Phoenix) and the OTLP exporter specification's environment vari
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import json
 import math
@@ -265,6 +266,10 @@ def test_wire_caps_and_replaces_bad_text() -> None:
     ({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://cloud.example/api/public/otel"},
      "https://cloud.example/api/public/otel/v1/traces"),
     ({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://cloud.example/otel/"}, "https://cloud.example/otel/v1/traces"),
+    # a base is a base, even one ending in the signal path (opentelemetry-js#2816)
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://col:4318/v1/traces"}, "http://col:4318/v1/traces/v1/traces"),
+    # a signal-specific URL is used exactly as given: no slash added (opentelemetry-js#3269)
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://col/something"}, "https://col/something"),
     ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://col:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:1/custom"},
      "http://t:1/custom"),
 ])
@@ -392,3 +397,19 @@ async def test_413_for_one_record_shrinks_then_drops_only_at_the_minimum(trace_d
         assert after.acked == [True] and "traced.truncated" not in attrs(r.spans()[-1].attributes)
     finally:
         await sink.aclose()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.datetimes(min_value=datetime.datetime(1971, 1, 1), max_value=datetime.datetime(2200, 1, 1)),
+       st.integers(min_value=-14 * 60, max_value=14 * 60), st.booleans())
+def test_ts_ns_is_exact_to_the_microsecond(naive: Any, offset_min: int, as_z: bool) -> None:
+    from traced.forward.spans import ts_ns
+
+    utc = datetime.UTC
+    tz = utc if as_z else datetime.timezone(datetime.timedelta(minutes=offset_min))
+    dt = naive.replace(tzinfo=tz)
+    text = dt.isoformat().replace("+00:00", "Z") if as_z else dt.isoformat()
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=utc)
+    assert ts_ns(text) == ((dt - epoch) // datetime.timedelta(microseconds=1)) * 1000
+    assert ts_ns(naive.isoformat()) == ts_ns(naive.replace(tzinfo=utc).isoformat())  # no zone: UTC
+    assert ts_ns("yesterday") == 0

@@ -29,7 +29,7 @@ import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
@@ -43,7 +43,6 @@ from traced.forward.source import iter_lines
 
 SPAN_PHASES: Final = frozenset({"tool_call", "tool_result", "llm_call"})
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_US: Final = timedelta(microseconds=1)
 OTHER: Final = "_OTHER"
 """The spec's value for "none of the known values" (``gen_ai.provider.name``, ``error.type``)."""
 
@@ -95,15 +94,23 @@ def _nonzero(b: bytes) -> bytes:
     return b if any(b) else b[:-1] + b"\x01"
 
 
+_EPOCH_ORDINAL: Final = _EPOCH.toordinal()
+
+
 def ts_ns(ts: str) -> int:
     """A trace timestamp as Unix nanoseconds (exact to the microsecond); 0 if unparsable."""
     try:
-        dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
+        dt = datetime.fromisoformat(ts)
+    except (ValueError, TypeError):
         return 0
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return ((dt - _EPOCH) // _US) * 1000
+    offset = dt.utcoffset()
+    seconds = (dt.toordinal() - _EPOCH_ORDINAL) * 86400 + dt.hour * 3600 + dt.minute * 60 + dt.second
+    if offset is not None:
+        seconds -= offset.days * 86400 + offset.seconds
+        micro = dt.microsecond - offset.microseconds
+    else:
+        micro = dt.microsecond
+    return (seconds * 1_000_000 + micro) * 1000
 
 
 def _payload(rec: Record) -> dict[str, Any]:

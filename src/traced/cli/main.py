@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "socket": args.socket, "root": args.root[-1] if args.root else None, "fsync": args.fsync,
         "log_level": args.log_level, "log_format": args.log_format,
         "idle_timeout": args.idle_timeout, "max_frame": args.max_frame,
-        "forward": args.forward or None,
+        "forward": args.forward or None, "mirror": args.mirror,
     }
     if args.no_redaction:
         overrides["redaction"] = False
@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frame", type=int, help="largest accepted frame in bytes")
     p.add_argument("--no-redaction", action="store_true", help="write payloads unredacted")
     p.add_argument("--forward", action="append", help="forward records to URL (repeatable)")
+    p.add_argument("--mirror", metavar="URL", help="write every record of a JetStream stream that other daemons "
+                   "forward to into this root (nats://HOST:PORT[?stream=…&durable=…])")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["auto", "json", "console"])
     p.set_defaults(func=cmd_serve)

@@ -52,6 +52,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     forward: list[str] = []
     forward_headers: dict[str, dict[str, str]] = {}
     """Extra headers per forward URL (``${VAR}`` is expanded), e.g. a backend's project name."""
+    mirror: str = ""
+    """``nats://…``: mirror the JetStream stream other daemons forward to into this root."""
     otlp_capture_content: bool = False
     """OTLP export: send tool arguments and results, prompts and the session input (opt-in content)."""
 

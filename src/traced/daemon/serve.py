@@ -147,6 +147,7 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
     handler = Handler(cfg, registry, _redactor(cfg), bus)
     transport = Transport(cfg, handler)
     forwarders = _forwarders(cfg, registry, handler)
+    mirror = _mirror(cfg, registry)
     activated = listen_fds()
     for extra in activated[1:]:
         extra.close()
@@ -177,6 +178,8 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
                 info["idle_sweeps"] = running["watchers"].sweeps
             if forwarders is not None:
                 info["forwarders"] = forwarders.status()
+            if mirror is not None:
+                info["mirror"] = mirror.status()
             return info
 
         handler.status = status
@@ -185,6 +188,8 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
         async with anyio.create_task_group() as tg:
             if forwarders is not None:
                 tg.start_soon(forwarders.run)
+            if mirror is not None:
+                tg.start_soon(mirror.run)
             watchers = running["watchers"] = Watchers(registry, handler.end_session, tg, quiet=ingest.lock)
             adopted, finalized = await recovery.recover(registry, watchers)
             if adopted or finalized:
@@ -285,6 +290,18 @@ def _forwarders(cfg: Config, registry: Registry, handler: Handler) -> Any:
     handler.on_finished.append(lambda live: fw.notify(
         live.state.dir, live.state.skill, live.state.session_id, live.state.step, True))
     return fw
+
+
+def _mirror(cfg: Config, registry: Registry) -> Any:
+    """``--mirror``: a Mirror writing into the global root (None when not configured)."""
+    if not cfg.mirror:
+        return None
+    from traced.forward import mirror_of
+
+    try:
+        return mirror_of(cfg.mirror, str(registry.root))
+    except ForwardURLError as e:
+        raise ConfigError(str(e)) from e
 
 
 def _sockname(listener: SocketListener) -> str:

@@ -30,7 +30,7 @@ from traced.forward.cursor import CursorStore
 from traced.forward.engine import Forwarder, Sink
 from traced.forward.urls import Destination, parse
 
-__all__ = ["ForwardURLError", "Forwarders", "check_urls"]
+__all__ = ["ForwardURLError", "Forwarders", "check_urls", "mirror_of"]
 
 _EXTRAS = {"nats": ("nats", "nats-py", "traced[nats]"),
            "otlp": ("opentelemetry.proto", "opentelemetry-proto", "traced[otlp]")}
@@ -59,6 +59,18 @@ def check_urls(urls: Iterable[str], headers: Mapping[str, Mapping[str, str]] | N
             raise ForwardURLError(f"--forward {dest.display}: needs {dist}: pip install '{extra}'")
         dests.append(dest)
     return dests
+
+
+def mirror_of(url: str, root: str) -> Any:
+    """``--mirror URL``: a :class:`traced.forward.mirror.Mirror` (raises ForwardURLError: not nats://, no nats-py)."""
+    dest = parse(url)
+    if dest.kind != "nats":
+        raise ForwardURLError(f"--mirror {dest.display}: a mirror reads a NATS JetStream stream (nats:// or tls://)")
+    if not _has_module("nats"):
+        raise ForwardURLError(f"--mirror {dest.display}: needs nats-py: pip install 'traced[nats]'")
+    from traced.forward.mirror import Mirror
+
+    return Mirror(dest, root)
 
 
 def _headers_for(url: str, headers: Mapping[str, Mapping[str, str]] | None) -> dict[str, str]:

@@ -1,0 +1,99 @@
+"""``traced serve --mirror nats://…``: two real daemons and a real ``nats-server -js``.
+
+The origin forwards to JetStream; the mirror reads the stream through a durable consumer
+and writes every record into its own root. The broker and the mirror are both restarted
+along the way: the mirror must still hold every record of the origin exactly once, and
+``traced usage`` must say the same on both.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Daemon, wait_for
+from tests.forward.test_nats import NATS_SERVER, NatsServer
+
+pytestmark = pytest.mark.skipif(
+    NATS_SERVER is None, reason="nats-server not on PATH (Debian: apt-get install nats-server)")
+pytest.importorskip("nats", reason="nats-py not installed (pip install 'traced[nats]')")
+
+
+def _sessions(root: Path) -> dict[str, Path]:
+    return {p.parent.name: p.parent for p in root.glob("*/*/*/trace.jsonl")}
+
+
+def _same_records(origin: Daemon, mirror: Daemon) -> bool:
+    theirs = _sessions(origin.root)
+    ours = _sessions(mirror.root)
+    if set(theirs) != set(ours):
+        return False
+    return all((ours[sid] / "trace.jsonl").read_bytes() == (theirs[sid] / "trace.jsonl").read_bytes()
+               for sid in theirs)
+
+
+def _work(d: Daemon, skill: str, n: int) -> None:
+    with d.client() as c, c.session(skill=skill, input={"n": n}) as s:
+        for i in range(n):
+            s.llm_call("claude-x", provider="anthropic", input_tokens=100 + i, output_tokens=10,
+                       cache_read_tokens=1000, cache_write_tokens=5, cost_usd=0.01)
+            s.tool_call("Bash", {"cmd": f"echo {i}"}, call_id=f"c{i}")
+            s.tool_result("Bash", ok=i % 3 != 0, call_id=f"c{i}", result_summary="ok")
+        s.end("success", summary=f"{skill} done")
+
+
+def test_mirror_holds_every_record_once_across_broker_and_mirror_restarts(short_tmp: Path) -> None:
+    broker = NatsServer(short_tmp)
+    broker.start()
+    (short_tmp / "o").mkdir()
+    (short_tmp / "m").mkdir()
+    origin = Daemon(short_tmp / "o", ["--forward", broker.url])
+    mirror = Daemon(short_tmp / "m", ["--mirror", f"{broker.url}?durable=fleet"])
+    try:
+        origin.start()
+        mirror.start()
+        _work(origin, "alpha", 5)
+        wait_for(lambda: _same_records(origin, mirror), what="the mirror to hold alpha")
+
+        broker.stop()  # the broker goes away while the origin keeps recording
+        _work(origin, "beta", 4)
+        broker.start()
+        wait_for(lambda: _same_records(origin, mirror), what="the mirror to catch up after the broker restart")
+
+        assert mirror.stop(signal.SIGTERM) == 0  # the mirror goes away; the stream keeps its place
+        _work(origin, "gamma", 3)
+        mirror.start()
+        wait_for(lambda: _same_records(origin, mirror), what="the mirror to catch up after its own restart")
+
+        status = json.loads(mirror.cli("status", "--json", check=True).stdout)["mirror"]
+        assert status["durable"] == "fleet" and status["rejected"] == 0 and status["last_error"] is None
+
+        theirs, ours = _sessions(origin.root), _sessions(mirror.root)
+        for sid, sdir in ours.items():
+            assert sdir.relative_to(mirror.root) == theirs[sid].relative_to(origin.root)  # same layout
+            meta = json.loads((sdir / "meta.json").read_text())
+            their_meta = json.loads((theirs[sid] / "meta.json").read_text())
+            for key in ("session_id", "skill", "started_at", "ended_at", "outcome", "summary", "tool_calls",
+                        "errors", "steps", "usage"):
+                assert meta.get(key) == their_meta.get(key), (sid, key)
+            assert meta["host"] == socket.gethostname()
+        usage = [json.loads(d.cli("usage", "--json", check=True).stdout) for d in (origin, mirror)]
+        assert usage[0] == usage[1]
+        assert _total_calls(usage[0]) == 12
+    finally:
+        for d in (origin, mirror):
+            if d.alive():
+                d.stop(signal.SIGKILL)
+        broker.stop()
+
+
+def _total_calls(usage: Any) -> int:
+    text = json.dumps(usage)
+    assert "llm_calls" in text, text[:300]
+    rows = usage if isinstance(usage, list) else usage.get("rows") or usage.get("groups") or [usage]
+    return sum(int(r.get("llm_calls", 0)) for r in rows if isinstance(r, dict))

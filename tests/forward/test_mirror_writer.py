@@ -67,3 +67,21 @@ def test_garbage_is_acknowledged_and_counted_not_written(tmp_path: Path) -> None
     assert (res.ok, res.rejected, res.written) == ([True] * 5, 4, 1)
     assert [p.name for p in tmp_path.glob("*/*/*")] == ["s4"]
     w.close()
+
+
+def test_a_record_before_its_predecessor_waits_for_it(tmp_path: Path) -> None:
+    """JetStream can redeliver out of order (nats-io/nats-server#6114): step 3 before step 2 is
+    held (not acknowledged), written after 2; once its patience is spent it is written anyway."""
+    lines = [_line("s5", n, "note", {"message": str(n)}) for n in (1, 2, 3)]
+    w = MirrorWriter(str(tmp_path))
+    assert w.apply(_msgs("s5", lines[:1])).written == 1
+    early = w.apply([Incoming(lines[2], "s5:3", "h")])
+    assert (early.ok, early.held, early.written) == ([False], 1, 0)
+    res = w.apply([Incoming(lines[1], "s5:2", "h"), Incoming(lines[2], "s5:3", "h", delivered=2)])
+    assert (res.ok, res.written) == ([True, True], 2)
+    gone = w.apply([Incoming(_line("s5", 9, "note", {}), "s5:9", "h", delivered=5)])  # 4-8 never come
+    assert (gone.ok, gone.written) == ([True], 1)
+    w.close()
+    trace = tmp_path / "2026-11-29" / "sk" / "s5" / "trace.jsonl"
+    steps = [json.loads(x)["step"] for x in trace.read_text().splitlines()]
+    assert steps == [1, 2, 3, 9]

@@ -10,9 +10,11 @@ the fleet.
 
 Exactly once per (session, step): a record whose step is not above the session's
 last written step is a redelivery and is skipped; a message is acknowledged only
-after its line is fsynced. The consumer's position lives in the broker (file
-storage), the last step of each session in the files themselves, so restarts of
-the mirror and of the broker lose nothing and duplicate nothing. ``meta.json`` of a
+after its line is fsynced; a record that arrives before an earlier step of its
+session (redeliveries can come out of order) is not acknowledged, so it comes again
+after it. The consumer's position lives in the broker (file storage), the last step
+of each session in the files themselves, so restarts of the mirror and of the broker
+lose nothing and duplicate nothing. ``meta.json`` of a
 mirrored session is rebuilt from its records (:func:`traced.format.accounting.account`)
 after every batch that touched it, with ``host`` the origin's.
 
@@ -46,6 +48,9 @@ FETCH_WAIT: Final = 1.0
 CONNECT_TIMEOUT: Final = 3
 BACKOFF_CAP: Final = 10.0
 ACK_WAIT: Final = 30.0
+GAP_PATIENCE: Final = 5
+"""Deliveries a record waits for the step before it (JetStream may redeliver out of order,
+nats-server#6114); after that it is written anyway (the earlier step may be gone from the stream)."""
 HOST_HEADER: Final = "Traced-Host"
 
 
@@ -69,6 +74,8 @@ class Incoming:
     data: bytes
     msg_id: str
     host: str = ""
+    delivered: int = 1
+    """How many times the broker has delivered it (1: the first time)."""
 
 
 @dataclass(slots=True)
@@ -89,6 +96,8 @@ class ApplyResult:
     written: int = 0
     duplicates: int = 0
     rejected: int = 0
+    held: int = 0
+    """Records that came before an earlier step of their session: not acknowledged, so redelivered."""
 
 
 class MirrorWriter:
@@ -169,6 +178,9 @@ class MirrorWriter:
                     res.ok[i] = True
                     res.duplicates += 1
                     continue
+                if step > s.last_step + 1 and msg.delivered < GAP_PATIENCE:
+                    res.held += 1  # an earlier step is still to come: wait for it
+                    continue
                 if s.fd < 0:
                     s.fd = os.open(os.path.join(s.dir, layout.TRACE),
                                    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -216,7 +228,7 @@ class Mirror:
         self.durable = dest.options.get("durable") or "traced-mirror"
         self.writer = MirrorWriter(root)
         self.state = "starting"
-        self.received = self.written = self.duplicates = self.rejected = 0
+        self.received = self.written = self.duplicates = self.rejected = self.held = 0
         self.last_error: str | None = None
         self.last_error_at: float | None = None
 
@@ -268,12 +280,13 @@ class Mirror:
                     continue
                 self.state = "writing"
                 batch = [Incoming(m.data, (m.headers or {}).get("Nats-Msg-Id", ""),
-                                  (m.headers or {}).get(HOST_HEADER, "")) for m in msgs]
+                                  (m.headers or {}).get(HOST_HEADER, ""), _delivered(m)) for m in msgs]
                 res = await anyio.to_thread.run_sync(self.writer.apply, batch)
                 self.received += len(msgs)
                 self.written += res.written
                 self.duplicates += res.duplicates
                 self.rejected += res.rejected
+                self.held += res.held
                 for m, ok in zip(msgs, res.ok, strict=True):
                     if ok:
                         await m.ack()
@@ -288,6 +301,14 @@ class Mirror:
     def status(self) -> dict[str, Any]:
         """The ``mirror`` entry of ``traced status``."""
         return {"url": self.dest.display, "durable": self.durable, "state": self.state, "received": self.received,
-                "written": self.written, "duplicates": self.duplicates, "rejected": self.rejected,
+                "written": self.written, "duplicates": self.duplicates, "rejected": self.rejected, "held": self.held,
                 "sessions": len(self.writer.sessions), "last_error": self.last_error,
                 "last_error_at": self.last_error_at}
+
+
+def _delivered(msg: Any) -> int:
+    """A JetStream message's delivery count (1 when the metadata cannot be read)."""
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:
+        return 1

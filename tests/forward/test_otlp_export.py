@@ -215,7 +215,7 @@ def test_stepless_lines_are_numbered_by_position(tmp_path: Path) -> None:
 # --- the hand-written protobuf encoder against the official classes ------------------------
 
 scalars = (st.text(max_size=40) | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1)
-           | st.floats(allow_nan=False))
+           | st.floats(allow_nan=False) | st.integers(min_value=2**63, max_value=2**80))
 values = scalars | st.lists(st.text(max_size=5) | st.integers(min_value=0, max_value=99), max_size=4) | st.dictionaries(
     st.text(max_size=5), st.integers(), max_size=3)
 
@@ -243,6 +243,8 @@ def test_wire_encoding_decodes_with_the_official_classes(a: dict[str, Any], t: i
             assert json.loads(decoded[k]) == v
         elif isinstance(v, float):
             assert decoded[k] == v or (math.isinf(v) and decoded[k] == v)
+        elif isinstance(v, int) and not isinstance(v, bool) and v >= 2**63:
+            assert decoded[k] == str(v)  # beyond int64: as text
         else:
             assert decoded[k] == v, k
     assert attrs(req.resource_spans[0].resource.attributes) == {"service.name": "svc"}
@@ -340,6 +342,21 @@ async def test_retryable_statuses_honour_retry_after(trace_dir: Path, receivers:
         assert (res.acked, res.retry_after, res.config_error, res.dropped) == ([False], 7.0, False, 0)
         res = await sink.send(_one(trace_dir))
         assert res.acked == [True] and res.error is None and len(r.spans()) == 1
+    finally:
+        await sink.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("header", ["0", "0.2", None])
+async def test_a_zero_retry_after_does_not_make_a_retry_storm(trace_dir: Path, receivers: list[Receiver],
+                                                            header: str | None) -> None:
+    """``Retry-After: 0`` (or none) on every answer: the exponential backoff decides, not the header."""
+    r = Receiver(script=[503], retry_after=header)
+    receivers.append(r)
+    sink = OtlpSink(parse(r.url, environ={}))
+    try:
+        res = await sink.send(_one(trace_dir))
+        assert (res.acked, res.retry_after) == ([False], None)
     finally:
         await sink.aclose()
 

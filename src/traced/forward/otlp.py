@@ -11,7 +11,7 @@ Responses, as the OTLP/HTTP specification says:
 
 - 2xx delivers (a ``partial_success`` with rejected spans is logged and counted as dropped);
 - 429, 502, 503 and 504 are retried with backoff, honouring ``Retry-After`` (seconds
-  or an HTTP date); so are network errors;
+  or an HTTP date) of a second or more; so are network errors;
 - 400, 401, 403 and 404 mean the destination is misconfigured (endpoint, path, token):
   nothing is acknowledged or dropped, ``traced status`` shows a configuration error,
   and the request is tried again only every :data:`CONFIG_RETRY` seconds;
@@ -57,6 +57,8 @@ TIMEOUT: Final = 10.0
 CTX_CACHE: Final = 20000
 RETRYABLE: Final = frozenset({429, 502, 503, 504})
 CONFIG_ERRORS: Final = frozenset({400, 401, 403, 404})
+MIN_RETRY_AFTER: Final = 1.0
+"""A shorter ``Retry-After`` is replaced by the exponential backoff (0.5 s doubling to 30 s)."""
 CONFIG_RETRY: Final = 300.0
 """Seconds between tries while the destination answers with a configuration error."""
 LEVELS: Final = (otlpwire.FULL, otlpwire.SHRUNK, otlpwire.MINIMAL)
@@ -242,7 +244,10 @@ class OtlpSink:
             self._commit_ctx(updates)
             return SendResult([True] * n, dropped=n)
         if status in RETRYABLE:
-            return SendResult([False] * n, detail, retry_after=retry_after(resp.headers.get("retry-after")))
+            wait = retry_after(resp.headers.get("retry-after"))
+            if wait is not None and wait < MIN_RETRY_AFTER:
+                wait = None  # "Retry-After: 0" again and again would be a retry storm: back off instead
+            return SendResult([False] * n, detail, retry_after=wait)
         if status in CONFIG_ERRORS:
             self.config_error = detail
             log.error("forward_misconfigured", dest=self.dest.display, reason=detail, retry_in=CONFIG_RETRY)

@@ -135,6 +135,8 @@ def _any(value: Any, limit: int) -> bytes:
     if value is False:
         return b"\x10\x00"
     if isinstance(value, int):
+        if not -(1 << 63) <= value < 1 << 63:  # int_value is an int64: a larger number goes as text
+            return _any(str(value), limit)
         return b"\x18" + (_SMALL[value] if 0 <= value < 16384 else _varint(value))
     if isinstance(value, float):
         return b"\x21" + _double(value)

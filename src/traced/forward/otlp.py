@@ -175,7 +175,7 @@ class OtlpSink:
             first = lines[0]
             ctx = self.ctx.get(ref.dir)
             if ctx is None or ctx.step != first.step - 1:
-                ctx = rebuild(ref.dir, ref.skill, ref.session_id, first.start)
+                ctx = rebuild(ref.dir, ref.skill, ref.session_id, first.start) if first.start else SessionCtx()
             else:
                 ctx = ctx.copy()
             builder = SpanBuilder(ref.dir, ref.skill, ref.session_id, ctx, capture_content=self.capture_content)

@@ -63,9 +63,12 @@ def test_garbage_is_acknowledged_and_counted_not_written(tmp_path: Path) -> None
     res = w.apply([Incoming(b"not json", "x:1"), Incoming(_line("../evil", 1, "start", {}), "../evil:1"),
                    Incoming(_line("s2", 1, "start", {}, skill="a/b"), "s2:1"),
                    Incoming(_line("s3", 1, "start", {}), "other:1"),
-                   Incoming(_line("s4", 1, "start", {}), "s4:1")])
-    assert (res.ok, res.rejected, res.written) == ([True] * 5, 4, 1)
-    assert [p.name for p in tmp_path.glob("*/*/*")] == ["s4"]
+                   Incoming(_line("s4", 1, "start", {}), "s4:1"),
+                   Incoming(json.dumps({"ts": "../../../x", "skill": "sk", "session_id": "s6", "step": 1,
+                                        "phase": "start", "payload": {}}).encode(), "s6:1")])
+    assert (res.ok, res.rejected, res.written) == ([True] * 6, 4, 2)
+    assert sorted(p.name for p in tmp_path.glob("*/*/*")) == ["s4", "s6"]  # a bad ts cannot leave the root
+    assert all(p.parent.parent.parent == tmp_path for p in tmp_path.glob("*/*/*"))
     w.close()
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -52,6 +53,7 @@ GAP_PATIENCE: Final = 5
 """Deliveries a record waits for the step before it (JetStream may redeliver out of order,
 nats-server#6114); after that it is written anyway (the earlier step may be gone from the stream)."""
 HOST_HEADER: Final = "Traced-Host"
+_DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class _Line(msgspec.Struct):
@@ -113,9 +115,14 @@ class MirrorWriter:
             return known
         sdir = layout.find_session_dir(self.root, skill, sid)
         if sdir is None:
-            date = (first.ts or time.strftime("%Y-%m-%dT", time.gmtime()))[:10]
+            date = first.ts[:10]
+            if not _DATE_RE.fullmatch(date):  # the day the session started, as the origin's layout has it
+                date = time.strftime("%Y-%m-%d", time.gmtime())
             sdir = layout.session_dir(self.root, date, skill, sid)
-            os.makedirs(sdir, mode=0o700, exist_ok=True)
+            path = self.root
+            for part in (date, skill, sid):  # each level private, as the daemon makes them
+                path = os.path.join(path, part)
+                layout.ensure_private_dir(path)
         meta = Meta(session_id=sid, skill=skill, devboy_version=f"traced {__version__} (mirror)",
                     started_at=first.ts, host=host)
         last = 0

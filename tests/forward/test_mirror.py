@@ -72,6 +72,8 @@ def test_mirror_holds_every_record_once_across_broker_and_mirror_restarts(short_
 
         status = json.loads(mirror.cli("status", "--json", check=True).stdout)["mirror"]
         assert status["durable"] == "fleet" and status["rejected"] == 0 and status["last_error"] is None
+        text = mirror.cli("status", check=True).stdout
+        assert f"mirror {broker.url}" in text and "written" in text
 
         theirs, ours = _sessions(origin.root), _sessions(mirror.root)
         for sid, sdir in ours.items():

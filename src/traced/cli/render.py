@@ -321,6 +321,12 @@ def _rows(info: dict[str, Any]) -> list[tuple[str, str]]:
         if fw.get("config_error"):
             err = f", CONFIGURATION ERROR (fix the URL or credentials): {fw['config_error']}"
         rows.append((f"forward {fw.get('url', '?')}", f"{lag}, sent {fw.get('sent', 0)}{err}"))
+    mirror = info.get("mirror")
+    if mirror:
+        err = f", last error: {mirror['last_error']}" if mirror.get("last_error") else ""
+        rows.append((f"mirror {mirror.get('url', '?')}",
+                     f"{mirror.get('state', '?')}, written {mirror.get('written', 0)} records of "
+                     f"{mirror.get('sessions', 0)} sessions, duplicates {mirror.get('duplicates', 0)}{err}"))
     return rows
 
 

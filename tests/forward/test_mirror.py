@@ -1,9 +1,10 @@
-"""``traced serve --mirror nats://…``: two real daemons and a real ``nats-server -js``.
+"""``traced serve --mirror nats://…``: real daemons and a real ``nats-server -js``.
 
-The origin forwards to JetStream; the mirror reads the stream through a durable consumer
-and writes every record into its own root. The broker and the mirror are both restarted
-along the way: the mirror must still hold every record of the origin exactly once, and
-``traced usage`` must say the same on both.
+Two origins (two machines of a fleet) forward to JetStream; the mirror reads the stream
+through a durable consumer and writes every record into its own root. The broker and the
+mirror are both restarted along the way: the mirror must still hold every record of the
+origins exactly once (its files equal theirs byte for byte), and its ``traced usage`` must
+be the sum of theirs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import signal
 import socket
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,8 +28,9 @@ def _sessions(root: Path) -> dict[str, Path]:
     return {p.parent.name: p.parent for p in root.glob("*/*/*/trace.jsonl")}
 
 
-def _same_records(origin: Daemon, mirror: Daemon) -> bool:
-    theirs = _sessions(origin.root)
+def _same_records(origins: Daemon | list[Daemon], mirror: Daemon) -> bool:
+    theirs = {sid: d for o in (origins if isinstance(origins, list) else [origins])
+              for sid, d in _sessions(o.root).items()}
     ours = _sessions(mirror.root)
     if set(theirs) != set(ours):
         return False
@@ -50,52 +51,57 @@ def _work(d: Daemon, skill: str, n: int) -> None:
 def test_mirror_holds_every_record_once_across_broker_and_mirror_restarts(short_tmp: Path) -> None:
     broker = NatsServer(short_tmp)
     broker.start()
-    (short_tmp / "o").mkdir()
-    (short_tmp / "m").mkdir()
+    for sub in ("o", "p", "m"):
+        (short_tmp / sub).mkdir()
     origin = Daemon(short_tmp / "o", ["--forward", broker.url])
+    other = Daemon(short_tmp / "p", ["--forward", broker.url])  # a second machine of the fleet
     mirror = Daemon(short_tmp / "m", ["--mirror", f"{broker.url}?durable=fleet"])
     try:
         origin.start()
+        other.start()
         mirror.start()
         _work(origin, "alpha", 5)
-        wait_for(lambda: _same_records(origin, mirror), what="the mirror to hold alpha")
+        _work(other, "delta", 2)
+        wait_for(lambda: _same_records([origin, other], mirror), what="the mirror to hold alpha and delta")
 
         broker.stop()  # the broker goes away while the origin keeps recording
         _work(origin, "beta", 4)
         broker.start()
-        wait_for(lambda: _same_records(origin, mirror), what="the mirror to catch up after the broker restart")
+        wait_for(lambda: _same_records([origin, other], mirror),
+                 what="the mirror to catch up after the broker restart")
 
         assert mirror.stop(signal.SIGTERM) == 0  # the mirror goes away; the stream keeps its place
         _work(origin, "gamma", 3)
         mirror.start()
-        wait_for(lambda: _same_records(origin, mirror), what="the mirror to catch up after its own restart")
+        wait_for(lambda: _same_records([origin, other], mirror), what="the mirror to catch up after its own restart")
 
         status = json.loads(mirror.cli("status", "--json", check=True).stdout)["mirror"]
         assert status["durable"] == "fleet" and status["rejected"] == 0 and status["last_error"] is None
         text = mirror.cli("status", check=True).stdout
         assert f"mirror {broker.url}" in text and "written" in text
 
-        theirs, ours = _sessions(origin.root), _sessions(mirror.root)
+        roots = {sid: o.root for o in (origin, other) for sid in _sessions(o.root)}
+        theirs = {sid: d for o in (origin, other) for sid, d in _sessions(o.root).items()}
+        ours = _sessions(mirror.root)
         for sid, sdir in ours.items():
-            assert sdir.relative_to(mirror.root) == theirs[sid].relative_to(origin.root)  # same layout
+            assert sdir.relative_to(mirror.root) == theirs[sid].relative_to(roots[sid])  # same layout
             meta = json.loads((sdir / "meta.json").read_text())
             their_meta = json.loads((theirs[sid] / "meta.json").read_text())
             for key in ("session_id", "skill", "started_at", "ended_at", "outcome", "summary", "tool_calls",
                         "errors", "steps", "usage"):
                 assert meta.get(key) == their_meta.get(key), (sid, key)
             assert meta["host"] == socket.gethostname()
-        usage = [json.loads(d.cli("usage", "--json", check=True).stdout) for d in (origin, mirror)]
-        assert usage[0] == usage[1]
-        assert _total_calls(usage[0]) == 12
+        first, second, fleet = (json.loads(d.cli("usage", "--json", check=True).stdout)
+                                for d in (origin, other, mirror))
+        assert fleet["rows"] == sorted(first["rows"] + second["rows"], key=lambda r: r["key"])
+        for key in ("sessions", "success", "llm_calls", "input_tokens", "output_tokens", "cache_read_tokens",
+                    "cache_write_tokens"):
+            assert fleet["total"][key] == first["total"][key] + second["total"][key], key
+        assert fleet["total"]["cost_usd"] == pytest.approx(first["total"]["cost_usd"] + second["total"]["cost_usd"])
+        assert (fleet["total"]["llm_calls"], fleet["total"]["sessions"]) == (14, 4)
     finally:
-        for d in (origin, mirror):
+        for d in (origin, other, mirror):
             if d.alive():
                 d.stop(signal.SIGKILL)
         broker.stop()
 
-
-def _total_calls(usage: Any) -> int:
-    text = json.dumps(usage)
-    assert "llm_calls" in text, text[:300]
-    rows = usage if isinstance(usage, list) else usage.get("rows") or usage.get("groups") or [usage]
-    return sum(int(r.get("llm_calls", 0)) for r in rows if isinstance(r, dict))

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -963,6 +964,25 @@ def long_transcript(sid: str, n: int) -> bytes:
         out.append({**base, "type": "user", "message": result, "uuid": f"u{i:035d}", "timestamp": ts})
     return b"".join(json.dumps(o, separators=(",", ":")).encode() + b"\n" for o in out)
 
+    def mode_exporter(self) -> None:
+        """The OTLP exporter (``bench/exporter.py``): spans/s out of the real forwarder to a receiver process."""
+        sessions = 300 if self.args.quick else 2000
+        sec = f"10. OTLP exporter: {sessions:,} sessions x 13 spans to an OTLP/HTTP receiver"
+        self.say(f"exporter: {sessions:,} sessions")
+        cmd = [sys.executable, str(lib.HERE / "exporter.py"), "--sessions", str(sessions), "--runs", "3"]
+        res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
+        if res.returncode != 0:
+            raise BenchFailure(f"bench/exporter.py failed: {(res.stdout + res.stderr)[-1000:]!r}")
+        for line in res.stdout.splitlines():
+            m = re.match(r"run \d+: \d+ spans in [\d.]+ s: ([\d,]+) spans/s, ([\d,]+) spans per CPU second", line)
+            if m:
+                self.res.add("exporter.rate", float(m.group(1).replace(",", "")), sec, "spans/s out (wall clock)",
+                             "spans/s")
+                self.res.add("exporter.cpu", float(m.group(2).replace(",", "")), sec,
+                             "spans per CPU second of the exporter's process", "spans/s")
+        if self.res.get("exporter.rate") is None:
+            raise BenchFailure(f"bench/exporter.py printed no run: {res.stdout[-500:]!r}")
+
 
 def _shq(s: str) -> str:
     import shlex
@@ -1234,7 +1254,7 @@ def render(res: Results, info: dict[str, str], args: argparse.Namespace, elapsed
     return "\n".join(out)
 
 
-MODES = ("pipelined", "acked", "durable", "cli", "scale", "ls", "otlp", "import")
+MODES = ("pipelined", "acked", "durable", "cli", "scale", "ls", "otlp", "import", "exporter")
 
 
 def main(argv: list[str] | None = None) -> int:

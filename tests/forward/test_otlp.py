@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,70 +21,9 @@ from tests.conftest import Daemon, read_trace, wait_for
 
 pytest.importorskip("opentelemetry.proto", reason="opentelemetry-proto not installed (traced-daemon[otlp])")
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-
-class Receiver:
-    """An OTLP/HTTP endpoint: records every request; can answer 503 + Retry-After first."""
-
-    def __init__(self, fail_first: int = 0, retry_after: str = "1") -> None:
-        self.fail_first = fail_first
-        self.retry_after = retry_after
-        self.attempts: list[tuple[float, int]] = []
-        """(time, status answered) of every POST."""
-        self.headers: list[dict[str, str]] = []
-        self.requests: list[ExportTraceServiceRequest] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.lock:
-                    receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
-                    if len(receiver.attempts) < receiver.fail_first:
-                        receiver.attempts.append((time.monotonic(), 503))
-                        self.send_response(503)
-                        self.send_header("Retry-After", receiver.retry_after)
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    receiver.attempts.append((time.monotonic(), 200))
-                    receiver.requests.append(ExportTraceServiceRequest.FromString(body))
-                out = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/traces"
-
-    def spans(self) -> list[Span]:
-        with self.lock:
-            return [s for r in self.requests for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans]
-
-    def resources(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [attrs(rs.resource.attributes) for r in self.requests for rs in r.resource_spans]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.forward.otlp_receiver import Receiver, attrs
 
 
 @pytest.fixture
@@ -93,18 +31,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
-
-
-def attrs(kvs: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for kv in kvs:
-        v = kv.value
-        kind = v.WhichOneof("value")
-        if kind == "array_value":
-            out[kv.key] = [getattr(x, x.WhichOneof("value")) for x in v.array_value.values]
-        else:
-            out[kv.key] = getattr(v, kind) if kind else None
-    return out
 
 
 def _root(receiver: Receiver, name: str) -> Span:
@@ -132,7 +58,7 @@ def _sid_span(session_id: str, step: int | str) -> bytes:
 
 def test_span_tree_and_attributes(daemon_factory: Any, receiver: Receiver) -> None:
     url = f"{receiver.url}?header=X-Api-Key:${{FWD_TEST_KEY}}&project=proj1"
-    d: Daemon = daemon_factory("--forward", url, env={"FWD_TEST_KEY": "k-123"})
+    d: Daemon = daemon_factory("--forward", url, env={"FWD_TEST_KEY": "k-123", "TRACED_OTLP_CAPTURE_CONTENT": "true"})
     with d.client() as c, c.session(skill="review", input={"q": "why"}) as s:
         s.user_prompt("do the review")
         s.llm_call("claude-x", provider="anthropic", input_tokens=100, output_tokens=20, cache_read_tokens=5,
@@ -161,7 +87,8 @@ def test_span_tree_and_attributes(daemon_factory: Any, receiver: Receiver) -> No
     assert ra["gen_ai.conversation.id"] == ra["session.id"] == sid
     assert (ra["traced.outcome"], ra["traced.summary"], ra["output.value"]) == ("success", "done", "done")
     assert json.loads(ra["input.value"]) == {"q": "why"}
-    assert (ra["gen_ai.usage.input_tokens"], ra["gen_ai.usage.output_tokens"]) == (100, 20)
+    assert (ra["gen_ai.usage.input_tokens"], ra["gen_ai.usage.output_tokens"]) == (112, 20)  # 100 + 5 + 7
+    assert ra["gen_ai.provider.name"] == "anthropic"
     assert ra["traced.cost_usd"] == pytest.approx(0.01)
     assert (ra["traced.steps"], ra["traced.tool_calls"], ra["traced.errors"]) == (len(records), 3, 1)
     assert root.status.code == Status.STATUS_CODE_OK
@@ -179,7 +106,7 @@ def test_span_tree_and_attributes(daemon_factory: Any, receiver: Receiver) -> No
     la = attrs(llm.attributes)
     assert llm.kind == Span.SpanKind.SPAN_KIND_CLIENT
     assert (la["gen_ai.provider.name"], la["gen_ai.request.model"]) == ("anthropic", "claude-x")
-    assert (la["gen_ai.usage.input_tokens"], la["gen_ai.usage.output_tokens"]) == (100, 20)
+    assert (la["gen_ai.usage.input_tokens"], la["gen_ai.usage.output_tokens"]) == (112, 20)
     assert la["gen_ai.usage.cache_read.input_tokens"] == 5 and la["gen_ai.usage.cache_creation.input_tokens"] == 7
     assert la["traced.cost_usd"] == pytest.approx(0.01) and la["gen_ai.response.finish_reasons"] == ["stop"]
     assert llm.end_time_unix_nano - llm.start_time_unix_nano == 1_500_000_000
@@ -194,7 +121,7 @@ def test_span_tree_and_attributes(daemon_factory: Any, receiver: Receiver) -> No
     assert b.end_time_unix_nano > b.start_time_unix_nano
     r = by_name["execute_tool Read"]
     assert r.span_id == _sid_span(sid, read) and r.status.code == Status.STATUS_CODE_ERROR
-    assert r.status.message == "nope"
+    assert r.status.message == "nope" and attrs(r.attributes)["error.type"] == "_OTHER"
     g = by_name["execute_tool Grep"]
     assert g.span_id == _sid_span(sid, grep) and attrs(g.attributes)["traced.unfinished"] is True
     assert g.end_time_unix_nano == root.end_time_unix_nano
@@ -203,13 +130,14 @@ def test_span_tree_and_attributes(daemon_factory: Any, receiver: Receiver) -> No
     assert (res["service.name"], res["openinference.project.name"]) == ("traced", "proj1")
     h = receiver.headers[-1]
     assert h["x-api-key"] == "k-123" and h["content-type"] == "application/x-protobuf"
+    assert h["content-encoding"] == "gzip"
     out, info = _caught_up(d)
     assert "k-123" not in out and info["url"].endswith("header=X-Api-Key:***")
     assert info["lag_records"] == 0 and info["sent"] == len(records)
 
 
 def test_tool_span_across_a_daemon_restart(daemon_factory: Any, receiver: Receiver) -> None:
-    d: Daemon = daemon_factory("--forward", receiver.url)
+    d: Daemon = daemon_factory("--forward", receiver.url, env={"TRACED_OTLP_CAPTURE_CONTENT": "1"})
     with d.client() as c:
         opened = c.open("slow")
         call = c.emit(opened.session_id, "tool_call", {"tool": "Build", "args": {"target": "all"}, "call_id": "b1"})
@@ -264,3 +192,107 @@ def test_retry_after_forms() -> None:
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
     value = retry_after(later)
     assert value is not None and 25 <= value <= 31
+
+
+def test_otel_env_endpoint_headers_and_resource(daemon_factory: Any, receiver: Receiver) -> None:
+    """``--forward otlp``: the standard OTEL_* variables, a base URL with a trailing ``/``."""
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.base + "/",
+        "OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Bearer%20tok-1,X-Scope=a",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-scope=b",
+        "OTEL_SERVICE_NAME": "agents-prod",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=ci,service.name=ignored,team=a%2Cb",
+    }
+    d: Daemon = daemon_factory("--forward", "otlp", env=env)
+    with d.client() as c, c.session(skill="envy") as s:
+        s.llm_call("m", provider="bedrock", input_tokens=1, output_tokens=1)
+    _root(receiver, "invoke_agent envy")
+    assert set(receiver.paths) == {"/v1/traces"}
+    h = receiver.headers[-1]
+    assert (h["authorization"], h["x-scope"], h["content-encoding"]) == ("Bearer tok-1", "b", "gzip")
+    res = receiver.resources()[-1]
+    assert (res["service.name"], res["deployment.environment"], res["team"]) == ("agents-prod", "ci", "a,b")
+    out, info = _caught_up(d)
+    assert "tok-1" not in out and info["url"].startswith(f"{receiver.url}?header=")
+
+
+def test_413_shrinks_a_large_root_span_and_sends_it(daemon_factory: Any) -> None:
+    """A collector's body limit: the batch is split, then the root span's events and attributes
+    are cut, and the root still arrives, so no child span is left without its parent."""
+    receiver = Receiver(max_body=24_000)
+    try:
+        d: Daemon = daemon_factory("--forward", receiver.url, env={"TRACED_OTLP_CAPTURE_CONTENT": "1"})
+        with d.client() as c, c.session(skill="big") as s:
+            s.tool_call("Read", {"path": "x" * 3000}, call_id="r1")
+            s.tool_result("Read", ok=True, result_summary="y" * 3000, call_id="r1")
+            for i in range(30):
+                s.note(f"{i} " + "z" * 3000)
+            s.end("success", summary="s" * 20_000)
+            sid = s.id
+        root = _root(receiver, "invoke_agent big")
+        ra = attrs(root.attributes)
+        assert ra["traced.truncated"] is True and ra["traced.outcome"] == "success"
+        assert len(ra["traced.summary"]) <= 1024 and ra["traced.summary"].endswith("…")
+        assert len(root.events) + root.dropped_events_count == 32  # start, 30 notes, end
+        spans = receiver.spans()
+        assert sorted(sp.name for sp in spans) == ["execute_tool Read", "invoke_agent big"]
+        assert all(sp.parent_span_id == root.span_id for sp in spans if sp is not root)
+        assert 413 in [code for _, code in receiver.attempts]
+        _, info = _caught_up(d)
+        assert info["dropped"] == 0 and root.span_id == _sid_span(sid, "root")
+    finally:
+        receiver.close()
+
+
+def test_session_written_by_another_writer_is_forwarded(daemon_factory: Any, receiver: Receiver) -> None:
+    """devboy's CLI writes no ``step`` (and nothing tells the daemon): its lines are numbered by
+    position, as the readers number them, and the session goes at the daemon's next start."""
+    d: Daemon = daemon_factory("--forward", receiver.url)
+    assert d.stop(signal.SIGTERM) == 0  # the destination has run once: what changes from now on is sent
+    sdir = d.root / time.strftime("%Y-%m-%d", time.gmtime()) / "devskill" / "dev-1"
+    sdir.mkdir(parents=True)
+    lines = [
+        {"ts": "2026-11-20T10:00:00Z", "skill": "devskill", "session_id": "dev-1", "phase": "start",
+         "payload": {"input": "go"}},
+        {"ts": "2026-11-20T10:00:01Z", "skill": "devskill", "session_id": "dev-1", "phase": "tool_call",
+         "payload": {"tool": "Bash", "args": {"cmd": "ls"}}},
+        {"ts": "2026-11-20T10:00:02Z", "skill": "devskill", "session_id": "dev-1", "phase": "tool_result",
+         "payload": {"tool": "Bash", "ok": False, "error": "denied"}},
+        {"ts": "2026-11-20T10:00:03Z", "skill": "devskill", "session_id": "dev-1", "phase": "end",
+         "payload": {"outcome": "failure", "summary": "no"}},
+    ]
+    (sdir / "trace.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines[:2]) + "not json\n"
+                                      + "".join(json.dumps(x) + "\n" for x in lines[2:]))
+    os.utime(sdir / "trace.jsonl")
+    d.start()
+    root = _root(receiver, "invoke_agent devskill")
+    ra = attrs(root.attributes)
+    assert (ra["traced.steps"], ra["traced.outcome"], ra["error.type"]) == (4, "failure", "failure")
+    assert root.status.code == Status.STATUS_CODE_ERROR
+    tool = next(sp for sp in receiver.spans() if sp.name == "execute_tool Bash")
+    ta = attrs(tool.attributes)
+    assert (ta["traced.step"], ta["traced.result_step"], ta["error.type"]) == (2, 3, "_OTHER")
+    assert tool.span_id == _sid_span("dev-1", 2) and tool.status.code == Status.STATUS_CODE_ERROR
+    _, info = _caught_up(d)
+    assert (info["sent"], info["malformed_lines"]) == (4, 1)
+
+
+def test_401_is_a_configuration_error_not_a_retry_storm(daemon_factory: Any) -> None:
+    receiver = Receiver(script=[401] * 50)
+    try:
+        d: Daemon = daemon_factory("--forward", receiver.url)
+        with d.client() as c, c.session(skill="denied") as s:
+            s.note("x")
+
+        def misconfigured() -> dict[str, Any] | None:
+            info: dict[str, Any] = json.loads(d.cli("status", "--json", check=True).stdout)["forwarders"][0]
+            return info if info["config_error"] else None
+
+        info = wait_for(misconfigured, what="a configuration error in status")
+        assert info["state"] == "misconfigured" and "HTTP 401" in info["config_error"]
+        assert info["lag_records"] == 3 and info["dropped"] == 0  # kept on disk for when it is fixed
+        text = d.cli("status", check=True).stdout
+        assert "CONFIGURATION ERROR" in text and "HTTP 401" in text
+        assert [code for _, code in receiver.attempts] == [401]  # the next try is minutes away
+    finally:
+        receiver.close()

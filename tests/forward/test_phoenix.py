@@ -116,6 +116,16 @@ def phoenix(request: pytest.FixtureRequest, short_tmp: Path) -> Iterator[tuple[s
 
 
 @pytest.mark.timeout(300)  # Phoenix may take 90 s to get healthy, then ingests asynchronously
+def _attr(attributes: dict[str, Any], name: str) -> Any:
+    """An attribute by its dotted name, whether the client returns it flat or nested."""
+    if name in attributes:
+        return attributes[name]
+    value: Any = attributes
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def test_session_reads_back_from_phoenix(daemon_factory: Any, phoenix: tuple[str, str]) -> None:
     base, reader = phoenix
     project = "traced-test"
@@ -123,7 +133,7 @@ def test_session_reads_back_from_phoenix(daemon_factory: Any, phoenix: tuple[str
     with d.client() as c, c.session(skill="review", input={"pr": 42}) as s:
         s.user_prompt("review the PR")
         s.llm_call("claude-x", provider="anthropic", input_tokens=120, output_tokens=30, cost_usd=0.002,
-                   latency_ms=800)
+                   latency_ms=800, cache_read_tokens=1000, cache_write_tokens=50)
         s.tool_call("Bash", {"cmd": "git diff"}, call_id="t1")
         s.tool_result("Bash", ok=True, result_summary="2 files", call_id="t1")
         s.note("looks fine")
@@ -146,6 +156,10 @@ def test_session_reads_back_from_phoenix(daemon_factory: Any, phoenix: tuple[str
     assert root["status_code"] == "OK"
     llm = next(sp for sp in spans if sp["name"] == "chat claude-x")
     assert llm["parent_id"] == root["context"]["span_id"]
-    assert llm["span_kind"] == "LLM" and llm["attributes"]["gen_ai.usage.input_tokens"] == 120
+    assert llm["span_kind"] == "LLM" and llm["attributes"]["gen_ai.usage.input_tokens"] == 1170
+    # Phoenix counts prompt tokens from OpenInference's names: the cache is in the prompt total
+    assert _attr(llm["attributes"], "llm.token_count.prompt") == 1170
+    assert _attr(llm["attributes"], "llm.token_count.prompt_details.cache_read") == 1000
+    assert _attr(llm["attributes"], "llm.token_count.prompt_details.cache_write") == 50
     session = data["session"]
     assert session.get("session_id") == sid, session

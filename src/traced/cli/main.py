@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "socket": args.socket, "root": args.root[-1] if args.root else None, "fsync": args.fsync,
         "log_level": args.log_level, "log_format": args.log_format,
         "idle_timeout": args.idle_timeout, "max_frame": args.max_frame,
-        "forward": args.forward or None, "otlp_listen": args.otlp_listen,
+        "forward": args.forward or None, "otlp_listen": args.otlp_listen, "mirror": args.mirror,
     }
     if args.otlp_allow_remote:
         overrides["otlp_allow_remote"] = True
@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="receive OTLP/HTTP on /v1/traces and /v1/logs (loopback only; see docs/otlp-receiver.md)")
     p.add_argument("--otlp-allow-remote", action="store_true",
                    help="let --otlp-listen bind an address that is not loopback")
+    p.add_argument("--mirror", metavar="URL", help="write every record of a JetStream stream that other daemons "
+                   "forward to into this root (nats://HOST:PORT[?stream=…&durable=…])")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["auto", "json", "console"])
     p.set_defaults(func=cmd_serve)

@@ -444,6 +444,8 @@ def _rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     for fw in info.get("forwarders") or []:
         lag = f"lag {fw.get('lag_records', '?')} records / {fw.get('lag_seconds', '?')}s"
         err = f", last error: {fw['last_error']}" if fw.get("last_error") else ""
+        if fw.get("config_error"):
+            err = f", CONFIGURATION ERROR (fix the URL or credentials): {fw['config_error']}"
         rows.append((f"forward {fw.get('url', '?')}", f"{lag}, sent {fw.get('sent', 0)}{err}"))
     otlp = info.get("otlp")
     if otlp:
@@ -452,6 +454,12 @@ def _rows(info: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("otlp received", f"{otlp.get('spans', 0)} spans ({otlp.get('spans_ignored', 0)} not GenAI), "
                      f"{otlp.get('logs', 0)} logs ({otlp.get('logs_ignored', 0)} ignored), "
                      f"{otlp.get('records_written', 0)} records, {otlp.get('rejected', 0)} rejected"))
+    mirror = info.get("mirror")
+    if mirror:
+        err = f", last error: {mirror['last_error']}" if mirror.get("last_error") else ""
+        rows.append((f"mirror {mirror.get('url', '?')}",
+                     f"{mirror.get('state', '?')}, written {mirror.get('written', 0)} records of "
+                     f"{mirror.get('sessions', 0)} sessions, duplicates {mirror.get('duplicates', 0)}{err}"))
     return rows
 
 

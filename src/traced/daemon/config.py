@@ -76,6 +76,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         from traced.read.prune import parse_retention
 
         return parse_retention(self.retention)
+    mirror: str = ""
+    """``nats://…``: mirror the JetStream stream other daemons forward to into this root."""
+    otlp_capture_content: bool = False
+    """OTLP export: send tool arguments and results, prompts and the session input (opt-in content)."""
 
     def socket_path(self) -> Path:
         """The resolved socket path."""

@@ -149,6 +149,7 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
     transport = Transport(cfg, handler)
     forwarders = _forwarders(cfg, registry, handler)
     receiver = _receiver(cfg, handler)
+    mirror = _mirror(cfg, registry)
     activated = listen_fds()
     for extra in activated[1:]:
         extra.close()
@@ -183,6 +184,8 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
             if receiver is not None:
                 info["otlp"] = receiver.status()
             info.update(retention.status())
+            if mirror is not None:
+                info["mirror"] = mirror.status()
             return info
 
         handler.status = status
@@ -193,6 +196,8 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
         async with anyio.create_task_group() as tg:
             if forwarders is not None:
                 tg.start_soon(forwarders.run)
+            if mirror is not None:
+                tg.start_soon(mirror.run)
             watchers = running["watchers"] = Watchers(registry, handler.end_session, tg, quiet=ingest.lock)
             adopted, finalized = await recovery.recover(registry, watchers)
             if adopted or finalized:
@@ -289,7 +294,8 @@ def _forwarders(cfg: Config, registry: Registry, handler: Handler) -> Any:
     from traced.forward import Forwarders
 
     try:
-        fw = Forwarders(cfg.forward, locations.state_dir(), lambda: registry.roots, headers=cfg.forward_headers)
+        fw = Forwarders(cfg.forward, locations.state_dir(), lambda: registry.roots, headers=cfg.forward_headers,
+                        capture_content=cfg.otlp_capture_content)
     except ForwardURLError as e:
         raise ConfigError(str(e)) from e
     registry.on_durable.append(lambda live, _recs: fw.notify(
@@ -318,6 +324,18 @@ def _receiver(cfg: Config, handler: Handler) -> Any:
     receiver = OtlpReceiver(handler, cfg.otlp_listen, cfg.otlp_allow_remote)
     receiver.bind()
     return receiver
+
+
+def _mirror(cfg: Config, registry: Registry) -> Any:
+    """``--mirror``: a Mirror writing into the global root (None when not configured)."""
+    if not cfg.mirror:
+        return None
+    from traced.forward import mirror_of
+
+    try:
+        return mirror_of(cfg.mirror, str(registry.root))
+    except ForwardURLError as e:
+        raise ConfigError(str(e)) from e
 
 
 def _sockname(listener: SocketListener) -> str:

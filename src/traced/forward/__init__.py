@@ -31,7 +31,7 @@ from traced.forward.cursor import CursorStore
 from traced.forward.engine import Forwarder, Sink
 from traced.forward.urls import Destination, parse
 
-__all__ = ["ForwardURLError", "Forwarders", "check_urls"]
+__all__ = ["ForwardURLError", "Forwarders", "check_urls", "mirror_of"]
 
 _EXTRAS = {"nats": ("nats", "nats-py", "nats"), "otlp": ("opentelemetry.proto", "opentelemetry-proto", "otlp")}
 
@@ -61,6 +61,18 @@ def check_urls(urls: Iterable[str], headers: Mapping[str, Mapping[str, str]] | N
     return dests
 
 
+def mirror_of(url: str, root: str) -> Any:
+    """``--mirror URL``: a :class:`traced.forward.mirror.Mirror` (raises ForwardURLError: not nats://, no nats-py)."""
+    dest = parse(url)
+    if dest.kind != "nats":
+        raise ForwardURLError(f"--mirror {dest.display}: a mirror reads a NATS JetStream stream (nats:// or tls://)")
+    if not _has_module("nats"):
+        raise ForwardURLError(f"--mirror {dest.display}: needs nats-py: pip install 'traced[nats]'")
+    from traced.forward.mirror import Mirror
+
+    return Mirror(dest, root)
+
+
 def _headers_for(url: str, headers: Mapping[str, Mapping[str, str]] | None) -> dict[str, str]:
     """The ``[forward_headers."<url>"]`` table for ``url`` (matched exactly, or without its query)."""
     if not headers:
@@ -69,21 +81,22 @@ def _headers_for(url: str, headers: Mapping[str, Mapping[str, str]] | None) -> d
     return {str(k): str(v) for k, v in exact.items()}
 
 
-def _sink(dest: Destination) -> Sink:
+def _sink(dest: Destination, capture_content: bool) -> Sink:
     if dest.kind == "nats":
         from traced.forward.nats import NatsSink
 
         return NatsSink(dest)
     from traced.forward.otlp import OtlpSink
 
-    return OtlpSink(dest)
+    return OtlpSink(dest, capture_content=capture_content)
 
 
 class Forwarders:
     """Every configured destination; the daemon's single entry point for forwarding."""
 
     def __init__(self, urls: list[str], state_dir: Path, roots: Callable[[], Iterable[str]], *,
-                 headers: Mapping[str, Mapping[str, str]] | None = None) -> None:
+                 headers: Mapping[str, Mapping[str, str]] | None = None, capture_content: bool = False) -> None:
+        """``capture_content``: OTLP spans carry tool arguments and results (``otlp_capture_content``)."""
         self.forwarders: list[Forwarder] = []
         base = state_dir / "forward"
         dests = check_urls(urls, headers)
@@ -94,7 +107,7 @@ class Forwarders:
             store = CursorStore(base / dest.key, dest.display)
             store.load()
             _describe(base / dest.key, dest)
-            self.forwarders.append(Forwarder(dest, _sink(dest), store, roots))
+            self.forwarders.append(Forwarder(dest, _sink(dest, capture_content), store, roots))
 
     def notify(self, session_dir: str, skill: str, session_id: str, last_step: int, closed: bool) -> None:
         """Session ``session_dir`` has records up to ``last_step`` in its file (sync, O(destinations))."""

@@ -40,8 +40,8 @@ SALVAGE_GRACE: Final = 3.0
 
 
 @dataclass(slots=True)
-class SessionRef:
-    """Which session a batch line belongs to."""
+class BatchSession:
+    """Which session a batch line belongs to (not :class:`traced.read.sessions.SessionRef`: a reader's handle)."""
 
     dir: str
     skill: str
@@ -52,7 +52,7 @@ class SessionRef:
 class Batch:
     """Lines of one or more sessions, each session's lines in step order."""
 
-    sessions: list[SessionRef] = field(default_factory=list)
+    sessions: list[BatchSession] = field(default_factory=list)
     lines: list[tuple[int, Line]] = field(default_factory=list)
     """(index into ``sessions``, line)."""
     reads: list[ReadResult] = field(default_factory=list)
@@ -71,6 +71,8 @@ class SendResult:
     dropped: int = 0
     """Lines the destination refused for good (counted as delivered: retrying cannot help)."""
     duplicates: int = 0
+    config_error: bool = False
+    """The destination refused the request as misconfigured (bad endpoint, credentials): retrying soon cannot help."""
 
 
 class Sink(Protocol):
@@ -144,11 +146,13 @@ class Forwarder:
         self.duplicates = 0
         self.malformed = 0
         self.last_error: str | None = None
+        self.config_error: str | None = None
+        """Set while the destination answers with a configuration error (HTTP 400/401/403/404)."""
         self.last_error_at: float | None = None
         self.last_sent_at: float | None = None
         self.caught_up = False
         self.state = "starting"
-        """starting (catch-up scan), idle, sending or backoff."""
+        """starting (catch-up scan), idle, sending, backoff or misconfigured."""
         self._wake: anyio.Event | None = None
         self._stopping = False
 
@@ -269,14 +273,16 @@ class Forwarder:
         if result.error is None:
             self.backoff.reset()
             self.last_error = None
+            self.config_error = None
             return
+        self.config_error = result.error if result.config_error else None
         self.retries += 1
         self.last_error = result.error
         self.last_error_at = time.time()
         delay = self.backoff.next(result.retry_after)
         log.warning("forward_failed", dest=self.dest.display, error=result.error, retry_in=round(delay, 3),
                     acked=sum(result.acked), batch=len(batch))
-        self.state = "backoff"
+        self.state = "misconfigured" if result.config_error else "backoff"
         await anyio.sleep(delay)
 
     async def _read_batch(self) -> Batch:
@@ -315,7 +321,7 @@ class Forwarder:
                 continue
             if b is not None and res.last_step > b.last_step:
                 b.last_step = res.last_step
-            ref = SessionRef(d, b.skill if b else "", b.session_id if b else "")
+            ref = BatchSession(d, b.skill if b else "", b.session_id if b else "")
             batch.sessions.append(ref)
             batch.reads.append(res)
             index = len(batch.sessions) - 1
@@ -401,6 +407,7 @@ class Forwarder:
             "sessions_behind": len(self.behind),
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
+            "config_error": self.config_error,
             "sent": self.sent,
             "retries": self.retries,
             "dropped": self.dropped,

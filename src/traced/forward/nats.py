@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from typing import Any, Final
 
 import anyio
@@ -35,6 +36,8 @@ CONNECT_TIMEOUT: Final = 3
 ACK_TIMEOUT: Final = 5.0
 API_TIMEOUT: Final = 5.0
 HEADER_ROOM: Final = 512
+HOST: Final = socket.gethostname()
+"""Sent as ``Traced-Host``: the mirror (:mod:`traced.forward.mirror`) records it in meta.json's ``host``."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -205,7 +208,7 @@ class NatsSink:
                 # writes many messages with one send
                 await nc.publish(self._subject(ref.skill, ref.session_id), data, reply=f"{self._inbox}.{token}",
                                  headers={"Nats-Msg-Id": f"{ref.session_id}:{line.step}",
-                                          "Nats-Expected-Stream": self.stream})
+                                          "Nats-Expected-Stream": self.stream, "Traced-Host": HOST})
             await self._wait(futures, ACK_TIMEOUT)
         except Exception as e:
             error = _describe(e)

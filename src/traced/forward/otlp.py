@@ -1,19 +1,27 @@
-"""OTLP/HTTP protobuf sink (``traced[otlp]``: opentelemetry-proto, no SDK).
+"""OTLP/HTTP protobuf sink (``traced[otlp]``: opentelemetry-proto and httpx, no SDK).
 
-A batch of records becomes one ``ExportTraceServiceRequest`` POSTed with
-``Content-Type: application/x-protobuf``. Which spans a record completes is
-decided by :mod:`traced.forward.spans`; the small per-session context that needs
-(start time, tool calls awaiting their result) is kept for recently active sessions
-and rebuilt from the trace file when missing, so it survives restarts without
-being stored anywhere.
+A batch of records becomes one ``ExportTraceServiceRequest`` (encoded by
+:mod:`traced.forward.otlpwire`), gzipped, POSTed with ``Content-Type:
+application/x-protobuf``. Which spans a record completes is decided by
+:mod:`traced.forward.spans`; the small per-session context that needs (start time,
+tool calls awaiting their result) is kept for recently active sessions and rebuilt
+from the trace file when missing, so it survives restarts without being stored.
 
-Responses: 2xx delivers (a ``partial_success`` with rejected spans is logged and
-counted as dropped); 429, 5xx and every other status is retried with backoff,
-honouring ``Retry-After`` (seconds or an HTTP date); 413 halves the batch (a single
-record too large is dropped); 400 drops the batch (the collector says it can never
-accept it). Network errors are retried.
+Responses, as the OTLP/HTTP specification says:
 
-The HTTP client is ``httpx`` (or ``httpx2``) when installed, else the standard
+- 2xx delivers (a ``partial_success`` with rejected spans is logged and counted as dropped);
+- 429, 502, 503 and 504 are retried with backoff, honouring ``Retry-After`` (seconds
+  or an HTTP date) of a second or more; so are network errors;
+- 400, 401, 403 and 404 mean the destination is misconfigured (endpoint, path, token):
+  nothing is acknowledged or dropped, ``traced status`` shows a configuration error,
+  and the request is tried again only every :data:`CONFIG_RETRY` seconds;
+- 413: a batch of several records is halved; a single record's spans are sent again
+  with what is large shrunk (:data:`otlpwire.SHRUNK`, then :data:`otlpwire.MINIMAL`:
+  long strings cut with ``…``, events capped, ``traced.truncated = true``), so a
+  session's root span always goes; only a record still refused at the minimum is dropped;
+- any other status cannot succeed by retrying: the batch is dropped and counted.
+
+The HTTP client is ``httpx`` (declared by the ``otlp`` extra), else the standard
 library's urllib in a worker thread. ``TRACED_FORWARD_HTTP_CLIENT=urllib|httpx``
 forces one.
 """
@@ -23,9 +31,11 @@ from __future__ import annotations
 import email.utils
 import importlib
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final
@@ -33,18 +43,27 @@ from typing import Any, Final
 import anyio
 import structlog
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from traced import __version__
+from traced.forward import otlpwire
 from traced.forward.engine import Batch, SendResult
 from traced.forward.source import Line
-from traced.forward.spans import SessionCtx, SpanBuilder, decode, rebuild, request
+from traced.forward.spans import SessionCtx, SpanBuilder, decode, rebuild
 from traced.forward.urls import Destination
 
 log = structlog.get_logger("traced.forward.otlp")
 
 TIMEOUT: Final = 10.0
 CTX_CACHE: Final = 20000
+RETRYABLE: Final = frozenset({429, 502, 503, 504})
+CONFIG_ERRORS: Final = frozenset({400, 401, 403, 404})
+MIN_RETRY_AFTER: Final = 1.0
+"""A shorter ``Retry-After`` is replaced by the exponential backoff (0.5 s doubling to 30 s)."""
+CONFIG_RETRY: Final = 300.0
+"""Seconds between tries while the destination answers with a configuration error."""
+LEVELS: Final = (otlpwire.FULL, otlpwire.SHRUNK, otlpwire.MINIMAL)
+GZIP_LEVEL: Final = 1
+"""Fast: a batch of 512 records compresses in a few ms and still shrinks ~5x."""
 
 
 def retry_after(value: str | None) -> float | None:
@@ -120,24 +139,35 @@ class OtlpSink:
     """Exports spans made from trace records to an OTLP/HTTP collector."""
 
     def __init__(self, dest: Destination, max_records: int = 512, max_bytes: int = 2 << 20,
-                 http: HttpPoster | None = None) -> None:
+                 http: HttpPoster | None = None, *, capture_content: bool = False) -> None:
         self.dest = dest
         self.max_records = self._default_max = max_records
         self.max_bytes = max_bytes
-        self.http = http or HttpPoster()
+        self.http = http or HttpPoster(timeout=dest.timeout)
         self.headers = {"Content-Type": "application/x-protobuf", "User-Agent": f"traced/{__version__}",
-                        **dest.headers}
-        self.service = dest.options.get("service") or "traced"
+                        **({"Content-Encoding": "gzip"} if dest.gzip else {}), **dest.headers}
         self.project = dest.options.get("project") or None
+        self.capture_content = capture_content
+        self.resource: dict[str, Any] = {
+            "service.version": __version__, "host.name": socket.gethostname(),
+            "telemetry.sdk.name": "traced", "telemetry.sdk.version": __version__,
+            "openinference.project.name": self.project,
+            **dest.resource,
+        }
+        self.resource["service.name"] = dest.resource.get("service.name") or "traced"
         self.ctx: OrderedDict[str, SessionCtx] = OrderedDict()
+        self.level = 0
+        """Index into :data:`LEVELS`: how much a single record's spans are shrunk after 413s."""
         self.rejected = 0
         self.unmappable = 0
+        self.config_error: str | None = None
 
     def _encode(self, batch: Batch) -> tuple[bytes, int, dict[str, SessionCtx]]:
-        """Spans completed by the batch (blocking: reads files), and each session's new context."""
-        spans: list[Span] = []
+        """The body for the spans the batch completes (blocking: reads files), and each session's new context."""
+        spans: list[bytes] = []
         updates: dict[str, SessionCtx] = {}
         grouped: dict[int, list[Line]] = {}
+        limits = LEVELS[self.level]
         for index, line in batch.lines:
             grouped.setdefault(index, []).append(line)
         for index, lines in grouped.items():
@@ -145,23 +175,30 @@ class OtlpSink:
             first = lines[0]
             ctx = self.ctx.get(ref.dir)
             if ctx is None or ctx.step != first.step - 1:
-                ctx = rebuild(ref.dir, ref.skill, ref.session_id, first.start)
+                ctx = rebuild(ref.dir, ref.skill, ref.session_id, first.start) if first.start else SessionCtx()
             else:
                 ctx = ctx.copy()
-            builder = SpanBuilder(ref.dir, ref.skill, ref.session_id, ctx)
+            builder = SpanBuilder(ref.dir, ref.skill, ref.session_id, ctx, capture_content=self.capture_content)
             for line in lines:
                 rec = decode(line.raw)
                 if rec is None:
                     continue
                 try:
-                    spans.extend(builder.feed(rec, line.start, line.end))
+                    for span in builder.feed(rec, line.start, line.end, pos=line.step):
+                        if self.level:
+                            span.attrs["traced.truncated"] = True
+                        spans.append(otlpwire.span(span, limits))
                 except Exception:  # one odd record must not wedge the whole destination
                     self.unmappable += 1
                     log.exception("forward_record_unmappable", session_dir=ref.dir, step=line.step)
             updates[ref.dir] = builder.ctx
         if not spans:
             return b"", 0, updates
-        return request(spans, self.service, self.project).SerializeToString(), len(spans), updates
+        body = otlpwire.request(spans, self.resource, "traced", __version__)
+        if self.dest.gzip:
+            gz = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+            body = gz.compress(body) + gz.flush()
+        return body, len(spans), updates
 
     def _commit_ctx(self, updates: dict[str, SessionCtx]) -> None:
         for d, ctx in updates.items():
@@ -174,7 +211,7 @@ class OtlpSink:
             self.ctx.popitem(last=False)
 
     async def send(self, batch: Batch) -> SendResult:
-        """Build the spans, POST them, interpret the answer."""
+        """Build the spans, POST them, interpret the answer (see the module docstring)."""
         n = len(batch)
         body, nspans, updates = await anyio.to_thread.run_sync(self._encode, batch)
         if nspans == 0:
@@ -189,6 +226,8 @@ class OtlpSink:
         if 200 <= status < 300:
             self._commit_ctx(updates)
             self.max_records = min(self._default_max, self.max_records * 2)  # after a 413
+            self.level = 0
+            self.config_error = None
             rejected = self._rejected(resp.body)
             return SendResult([True] * n, dropped=rejected)
         detail = f"HTTP {status} from {self.dest.display}: {resp.body[:200].decode('utf-8', 'replace').strip()}"
@@ -196,14 +235,26 @@ class OtlpSink:
             if n > 1:
                 self.max_records = max(1, n // 2)
                 return SendResult([False] * n, detail, retry_after=0.0)
+            if self.level + 1 < len(LEVELS):
+                self.level += 1
+                log.warning("forward_record_shrunk", dest=self.dest.display, level=self.level, bytes=len(body))
+                return SendResult([False] * n, detail, retry_after=0.0)
             log.error("forward_record_dropped", dest=self.dest.display, reason=detail)
+            self.level = 0
             self._commit_ctx(updates)
             return SendResult([True] * n, dropped=n)
-        if status == 400:
-            log.error("forward_batch_dropped", dest=self.dest.display, reason=detail, records=n)
-            self._commit_ctx(updates)
-            return SendResult([True] * n, dropped=n)
-        return SendResult([False] * n, detail, retry_after=retry_after(resp.headers.get("retry-after")))
+        if status in RETRYABLE:
+            wait = retry_after(resp.headers.get("retry-after"))
+            if wait is not None and wait < MIN_RETRY_AFTER:
+                wait = None  # "Retry-After: 0" again and again would be a retry storm: back off instead
+            return SendResult([False] * n, detail, retry_after=wait)
+        if status in CONFIG_ERRORS:
+            self.config_error = detail
+            log.error("forward_misconfigured", dest=self.dest.display, reason=detail, retry_in=CONFIG_RETRY)
+            return SendResult([False] * n, detail, retry_after=CONFIG_RETRY, config_error=True)
+        log.error("forward_batch_dropped", dest=self.dest.display, reason=detail, records=n)
+        self._commit_ctx(updates)
+        return SendResult([True] * n, dropped=n)
 
     def _rejected(self, body: bytes) -> int:
         if not body:

@@ -7,7 +7,7 @@ data up to step N". Every function here blocks: call it from a worker thread.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -94,8 +94,13 @@ def trace_path(session_dir: str) -> str:
 
 
 def read_after(session_dir: str, offset: int, after_step: int, max_records: int, max_bytes: int, *,
-               upto_step: int | None = None) -> ReadResult:
+               upto_step: int | None = None, records_before: int | None = None) -> ReadResult:
     """Complete lines from byte ``offset`` on whose step is above ``after_step`` (and at most ``upto_step``).
+
+    A line without ``step`` (another writer's, e.g. devboy's CLI) gets its position among
+    the file's records, as the readers number it (:mod:`traced.read.trace`); ``records_before`` is
+    the number of records before ``offset`` (default ``after_step``: exact for traced's
+    files, whose steps are their positions, and for files with no steps at all).
 
     ``upto_step`` is the last step the daemon said is durable: a record after it
     is written but not yet synced under the fsync policy, and is left for later.
@@ -118,6 +123,7 @@ def read_after(session_dir: str, offset: int, after_step: int, max_records: int,
         size = os.fstat(f.fileno()).st_size
         if offset > size:
             offset = 0
+        count = (after_step if records_before is None else records_before) if offset else 0
         f.seek(offset)
         pos = offset
         taken = 0
@@ -137,19 +143,47 @@ def read_after(session_dir: str, offset: int, after_step: int, max_records: int,
                 res.malformed += 1
                 continue
             body = head.body
-            if head.step is None or head.step <= after_step:
+            if not head.phase:  # not a record (readers skip it too), and no position
+                res.malformed += 1
                 continue
-            if upto_step is not None and head.step > upto_step:
+            count += 1
+            step = count if head.step is None else head.step
+            if step <= after_step:
+                continue
+            if upto_step is not None and step > upto_step:
                 pos = start  # not durable yet: read again from here next time
                 res.eof = True
                 break
-            res.last_step = max(res.last_step, head.step)
-            res.lines.append(Line(head.step, head.phase, start, pos, body))
+            res.last_step = max(res.last_step, step)
+            res.lines.append(Line(step, head.phase, start, pos, body))
             taken += len(raw)
         else:
             res.eof = pos >= size
         res.offset = pos
     return res
+
+
+def iter_lines(session_dir: str, upto: int) -> Iterator[tuple[int, int, int, bytes]]:
+    """(start, end, position, line without newline) of every complete record line before byte ``upto``.
+
+    The position counts the lines that are records (a JSON object with a ``phase``),
+    from 1, as the readers number a line without ``step``.
+    """
+    try:
+        f = open(trace_path(session_dir), "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        return
+    with f:
+        pos = end = 0
+        for raw in f:
+            start, end = end, end + len(raw)
+            if end > upto or not raw.endswith(b"\n"):
+                return
+            head = decode_head(raw[:-1])
+            if head is None or not head.phase:
+                continue
+            pos += 1
+            yield start, end, pos, head.body
 
 
 def read_line(session_dir: str, start: int, end: int) -> bytes:
@@ -182,10 +216,12 @@ def tail_step(session_dir: str) -> int:
             for line in reversed(lines):
                 try:
                     head = head_decoder.decode(line)
-                except msgspec.DecodeError:
+                except (msgspec.DecodeError, RecursionError):
                     continue
                 if head.step is not None:
                     return head.step
+                if head.phase:  # another writer's line: its step is its position
+                    return sum(1 for _ in iter_lines(session_dir, size))
             if start == 0:
                 return 0
             chunk *= 4

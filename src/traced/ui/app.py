@@ -32,8 +32,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from traced.errors import ReadError
-from traced.read.sessions import find_session, load_session, scan
+from traced.errors import ReadError, SessionNotFound
+from traced.format.layout import NAME_RE
+from traced.read.sessions import Session, find_session, load_session, scan
 from traced.read.usage import Pricer
 from traced.read.window import Window, parse_window
 from traced.ui import model
@@ -82,6 +83,13 @@ def _window(request: Request, default: str | None) -> Window | None:
     return parse_window(text)
 
 
+def _load(state: State, sid: str) -> Session:
+    """The session ``sid`` (an id or id prefix, never a path: ``find_session`` would take one)."""
+    if not NAME_RE.match(sid):
+        raise SessionNotFound(f"not a session id: {sid!r}")
+    return load_session(find_session(state.roots, sid))
+
+
 def build(state: State) -> Starlette:
     """The app over ``state`` (wrap it in ``guard.Guard`` before serving)."""
 
@@ -114,7 +122,7 @@ def build(state: State) -> Starlette:
         sid = request.path_params["sid"]
 
         def work() -> dict[str, Any]:
-            session = load_session(find_session(state.roots, sid))
+            session = _load(state, sid)
             return model.session_view(session, state.pricer, now=time.time())
 
         try:
@@ -126,7 +134,7 @@ def build(state: State) -> Starlette:
         sid, pos = request.path_params["sid"], request.path_params["pos"]
 
         def work() -> dict[str, Any] | None:
-            return model.record_view(load_session(find_session(state.roots, sid)), pos)
+            return model.record_view(_load(state, sid), pos)
 
         try:
             found = await anyio.to_thread.run_sync(work)

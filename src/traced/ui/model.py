@@ -107,11 +107,14 @@ class _Builder:
         self.pricer = pricer
         self.last = 0.0
         self.lanes: dict[int, _Lane] = {}
+        self.turn = 0
         self.pairer: Pairer[_Row] = Pairer()
         self.agents: dict[str, _Row] = {}
         """agent_id -> the spawning call's row."""
         self.open_spawns: list[_Row] = []
         self.calls: list[LlmCall] = []
+        self.early: dict[str, tuple[Entry, _Lane, str, dict[str, Any]]] = {}
+        """call_id -> a result still waiting for its call."""
 
     def rel(self, e: Entry) -> float:
         """Seconds since the first record (records without a time take the previous one's)."""
@@ -120,7 +123,10 @@ class _Builder:
         return self.last
 
     def lane(self, e: Entry, t: float) -> _Lane:
-        turn = e.turn or 0
+        """The record's turn lane; a record without a turn joins the latest turn."""
+        if e.turn is not None:
+            self.turn = e.turn
+        turn = self.turn
         lane = self.lanes.get(turn)
         if lane is None:
             label = "before the first prompt" if turn == 0 else f"turn {turn}"
@@ -148,7 +154,7 @@ class _Builder:
             prompt = _short(e.get("prompt"))
             if prompt:
                 lane.label = f"turn {lane.turn}: {prompt}"
-            lane.markers.append({"pos": e.pos, "step": e.step, "phase": phase, "t": t, "label": prompt})
+            lane.markers.append({"pos": e.pos, "step": e.step, "phase": phase, "t": t, "label": prompt, "ok": None})
         elif phase in MARKER_PHASES:
             lane.markers.append(self.marker(e, t))
         elif phase == "tool_call":
@@ -189,6 +195,7 @@ class _Builder:
         early = self.pairer.call(tool, call_id, row)
         self.place(e, lane, row)
         if early is not None:  # the result came first (async hooks): complete now
+            self.early.pop(call_id, None)
             self.complete(row, early.data)
         elif tool in SPAWNING_TOOLS and not e.get("agent_id"):
             self.open_spawns.append(row)
@@ -201,13 +208,19 @@ class _Builder:
         call = self.pairer.result(tool, call_id, _Row(result))
         if call is not None:
             self.complete(call, result)
-        elif not call_id:  # an orphan result: its own bar, ending at its time
-            ms = result["ms"]
-            d = ms / 1000 if ms is not None else 0.0
-            row = _Row({"k": "tool", "kind": "tool", "pos": e.pos, "step": e.step, "rpos": e.pos,
-                        "t": max(t - d, 0.0), "d": d, "name": tool or "?", "server": "",
-                        "ok": result["ok"], "ms": ms, "label": "(result without its call)", "depth": 0})
-            self.place(e, lane, row)
+        elif call_id:  # its call may still come (async hooks); if not, it shows on its own at the end
+            self.early[call_id] = (e, lane, tool, result)
+        else:
+            self.orphan(e, lane, tool, result)
+
+    def orphan(self, e: Entry, lane: _Lane, tool: str, result: dict[str, Any]) -> None:
+        """A result whose call never came: its own bar, ending at its time."""
+        ms = result["ms"]
+        d = ms / 1000 if ms is not None else 0.0
+        row = _Row({"k": "tool", "kind": "tool", "pos": e.pos, "step": e.step, "rpos": e.pos,
+                    "t": max(result["t"] - d, 0.0), "d": d, "name": tool or "?", "server": "",
+                    "ok": result["ok"], "ms": ms, "label": "(result without its call)", "depth": 0})
+        self.place(e, lane, row)
 
     def complete(self, row: _Row, result: dict[str, Any]) -> None:
         data = row.data
@@ -234,6 +247,11 @@ class _Builder:
 
     def flat(self, end: float) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
+        for e, lane, tool, result in self.early.values():
+            self.orphan(e, lane, tool, result)
+        self.early.clear()
+        if list(self.lanes) == [0]:
+            self.lanes[0].label = "all steps (no turns)"
 
         def walk(row: _Row) -> None:
             if row.data["k"] == "tool" and row.data["d"] is None:  # still open: to the end, pending

@@ -270,7 +270,14 @@ def test_usage_page_shows_the_numbers_of_traced_usage(page: Any, ui: Ui, tree: P
 # --------------------------------------------------------------------------- export
 
 
-def export(tree: Path, sid: str, out: Path, env: dict[str, str]) -> Path:
+def export(tree: Path, sid: str, out: Path, env: dict[str, str] | None = None) -> Path:
+    """``traced show SID --html > out`` (as a process when ``env`` is given, else in this one)."""
+    if env is None:
+        from traced.read.sessions import find_session, load_session
+        from traced.ui.export import render
+
+        out.write_text(render(load_session(find_session([tree], sid))))
+        return out
     res = subprocess.run([sys.executable, "-m", "traced", "show", sid, "--root", str(tree), "--html"],
                          capture_output=True, env=env, check=True)
     out.write_bytes(res.stdout)
@@ -312,7 +319,7 @@ def test_export_network_payloads_stay_text(page: Any, tree: Path, tmp_path: Path
         ft.rec(ft.at(t0, 0.4), sk, sid, "end", {"outcome": "success"}),
     ])
     ft.write_session(root, "2026-11-21", sk, sid, list(lines), ft.traced_meta(lines))
-    path = export(root, sid, tmp_path / "net.html", ui.env)
+    path = export(root, sid, tmp_path / "net.html")
     assert RESOURCE_URL.search(path.read_bytes()) is None
     page.get(path.as_uri())
     wait_for(lambda: by_css(page, '.row[data-kind="tool"]'), 10, what="the tool row")
@@ -342,7 +349,7 @@ def test_xss_in_trace_text_renders_as_text(page: Any, ui: Ui, tree: Path, tmp_pa
     login(page, ui, "/")
     wait_for(lambda: by_css(page, f'#sessions tr[data-session="{XSS_ID}"]'), 15, what="the XSS session row")
     assert page.execute_script("return window.__xss === undefined")
-    path = export(tree, XSS_ID, tmp_path / "xss.html", ui.env)
+    path = export(tree, XSS_ID, tmp_path / "xss.html")
     assert b"</script><script>window.__xss" not in path.read_bytes()
     page.get(path.as_uri())
     assert tool_rows(page) == [(XSS_TOOL, "300 ms", True)]

@@ -69,7 +69,7 @@ def test_running_session_grows_live_from_the_files(page: Any, ui_factory: Any, t
     ui = ui_factory([root])
     login(page, ui, f"/session/{sid}")
     wait_for(lambda: page.find_element("id", "live").text == "live (files)", 20, what="the file feed")
-    assert tool_rows(page)[0][:2] == ("Read", "pending")
+    wait_for(lambda: tool_rows(page) == [("Read", "pending", False)], 20, what="the pending call")
     mark_page(page)
     more = ft.numbered([*lines, ft.rec(ft.at(t0, 0.8), sk, sid, "tool_result", {"tool": "Read", "ok": True,
                                                                               "call_id": "r"})])

@@ -115,7 +115,7 @@ async def from_files(hub: Hub, roots: Sequence[Path]) -> None:
             await anyio.sleep(1.0)
             continue
         hub.mode = "files"
-        async for changes in watchfiles.awatch(*present, debounce=50, step=20, recursive=True):
+        async for changes in watchfiles.awatch(*present, debounce=50, step=20, recursive=True, rust_timeout=500):
             seen: set[str] = set()
             for _change, path in changes:
                 sid = _session_of(path, present)

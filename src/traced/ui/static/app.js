@@ -248,17 +248,27 @@
     function draw() {
       summary();
       var r = range();
+      var step = niceStep((r[1] - r[0]) / 6);
       var ticks = [];
-      var n = 6;
-      for (var i = 0; i <= n; i++) ticks.push(r[0] + (r[1] - r[0]) * i / n);
+      for (var t = Math.ceil(r[0] / step) * step; t <= r[1] + 1e-9; t += step) ticks.push(t);
       axis.replaceChildren(el('div', {class: 'label', text: zoom ? 'zoomed: ' + fmtS(r[0]) + ' – ' + fmtS(r[1]) : 'time since start'}),
-        el('div', {class: 'track'}, ...ticks.map(function (t, i) {
-          var tick = el('span', {class: 'tick', text: '+' + fmtS(t)});
-          tick.style.left = (100 * i / n) + '%';
+        el('div', {class: 'track'}, ...ticks.map(function (t) {
+          var tick = el('span', {class: pct(t) < 3 ? 'tick first' : 'tick', text: '+' + fmtTick(t, step)});
+          tick.style.left = pct(t) + '%';
           return tick;
         })), el('div', {class: 'dur', text: 'duration'}));
       inner.style.height = (data.rows.length * ROW_H) + 'px';
       paint();
+    }
+    function niceStep(raw) {
+      var p = Math.pow(10, Math.floor(Math.log10(Math.max(raw, 1e-6))));
+      var m = raw / p;
+      return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
+    }
+    function fmtTick(t, step) {
+      if (step < 1) return Math.round(t * 1000) + ' ms';
+      if (step < 60) return (Math.round(t * 10) / 10) + ' s';
+      return Math.floor(t / 60) + 'm' + String(Math.round(t % 60)).padStart(2, '0');
     }
     function pct(t) {
       var r = range();

@@ -13,7 +13,7 @@ import pytest
 from tests import fixtures_traces as ft
 from tests.conftest import Daemon, wait_for
 from tests.ui.conftest import login
-from tests.ui.test_browser import attrs, text_of, tool_rows
+from tests.ui.test_browser import attrs, text_of, texts, tool_rows
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,8 +37,13 @@ def test_running_session_grows_live_through_the_daemon(page: Any, daemon: Daemon
         wait_for(lambda: page.find_element("id", "live").text == "live (daemon)", 20, what="the daemon feed")
         mark_page(page)
         assert tool_rows(page) == []
-        s.event("tool_call", {"tool": "Bash", "args": {"cmd": "make"}, "call_id": "b1"})
+        secret = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+        s.event("tool_call", {"tool": "Bash", "args": {"cmd": "make", "env": {"GITHUB_TOKEN": secret}},
+                              "call_id": "b1"})
         wait_for(lambda: tool_rows(page) == [("Bash", "pending", False)], 20, what="the new call, pending")
+        page.find_element("css selector", '.row[data-kind="tool"]').click()
+        wait_for(lambda: "<redacted:" in texts(page, "#detail")[0], 10, what="the payload, redacted")
+        assert secret not in texts(page, "#detail")[0] and secret not in page.page_source
         s.event("tool_result", {"tool": "Bash", "ok": False, "call_id": "b1", "duration_ms": 1500})
         wait_for(lambda: tool_rows(page) == [("Bash", "1.50 s", True)], 20, what="the call's result")
         s.event("llm_call", {"model": "claude-sonnet-4-5", "usage": {"input_tokens": 10, "output_tokens": 5},

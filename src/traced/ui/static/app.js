@@ -182,7 +182,7 @@
     [skill, outcome, from, to].forEach(function (c) { c.addEventListener('change', draw); });
     q.addEventListener('input', debounce(function () { st.q = q.value.trim(); load(); }, 250));
     load();
-    live(debounce(load, 300));
+    live(debounce(load, 500));
   }
 
   // ------------------------------------------------------------------ session page
@@ -377,10 +377,12 @@
     });
     window.addEventListener('resize', debounce(paint, 100));
     load();
-    live(debounce(function () {
-      // any notice for this session (or a resync) re-reads it; the scroll position stays
-      load();
-    }, 250));
+    var reload = debounce(load, 250);
+    live(function (notice) {
+      // a notice for this session (or a resync) re-reads it; others are not ours. The scroll position stays.
+      var mine = data ? data.session.session_id : sid;
+      if (notice.resync || notice.session_id === mine || !data) reload();
+    });
   }
 
   // ------------------------------------------------------------------ usage page

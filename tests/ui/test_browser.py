@@ -29,7 +29,31 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tree") / "sessions"
     ft.build_tree(root)
     xss_session(root)
+    big_blob_session(root)
     return root
+
+
+BIG_ID = "01JD4B1GB10B000000000000BB"
+BIG_TEXT = "".join(f"{i:07d} " + "x" * 56 + "\n" for i in range(48_000))  # 3 MB
+
+
+def big_blob_session(root: Path) -> Path:
+    """One tool result of 3 MB, spilled to a blob (a span "with lots of data": Arize-ai/phoenix#13124)."""
+    import hashlib
+
+    t0, sk, sid = "2026-11-21T12:00:00.000000Z", "bulk", BIG_ID
+    digest = hashlib.sha256(BIG_TEXT.encode()).hexdigest()
+    lines = ft.numbered([
+        ft.rec(t0, sk, sid, "start", {}),
+        ft.rec(ft.at(t0, 0.1), sk, sid, "tool_call", {"tool": "Read", "args": {"path": "dump.txt"}, "call_id": "r"}),
+        ft.rec(ft.at(t0, 0.4), sk, sid, "tool_result", {"tool": "Read", "ok": True, "call_id": "r",
+               "result_summary": {"$blob": f"sha256:{digest}", "size": len(BIG_TEXT)}}),
+        ft.rec(ft.at(t0, 0.5), sk, sid, "end", {"outcome": "success"}),
+    ])
+    sdir = ft.write_session(root, "2026-11-21", sk, sid, list(lines), ft.traced_meta(lines))
+    (sdir / "blobs").mkdir()
+    (sdir / "blobs" / digest).write_text(BIG_TEXT)
+    return sdir
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +129,8 @@ def test_sessions_page_lists_sorts_filters_and_searches(page: Any, ui: Ui) -> No
     from selenium.webdriver.support.ui import Select
 
     login(page, ui)
-    all_ids = {ft.REVIEW_ID, ft.REVIEW2_ID, ft.LOCAL_ID, ft.DEVBOY_ID, ft.TORN_ID, ft.ODD_ID, ft.RUNNING_ID, XSS_ID}
+    all_ids = {ft.REVIEW_ID, ft.REVIEW2_ID, ft.LOCAL_ID, ft.DEVBOY_ID, ft.TORN_ID, ft.ODD_ID, ft.RUNNING_ID, XSS_ID,
+               BIG_ID}
     ids = wait_for(lambda: set(attrs(page, "#sessions tbody tr", "data-session")) or None,
                    15, what="session rows")
     assert ids == all_ids
@@ -164,6 +189,30 @@ def test_session_waterfall_shows_id_outcome_bars_cost_and_payloads(page: Any, ui
     detail = by_css(page, "#detail")[0].text
     assert detail.startswith("step 4 · tool_call")
     assert '"path": "src/app.py"' in detail and "tool_result (paired)" in detail
+
+
+def test_broken_traces_and_unknown_ids_say_so(page: Any, ui: Ui) -> None:
+    login(page, ui, f"/session/{ft.TORN_ID[:12]}")  # a prefix is enough
+    assert text_of(page, "#sid") == ft.TORN_ID
+    assert text_of(page, "#outcome") == "aborted"
+    assert texts(page, ".summary .warn") == ["3 malformed lines skipped", "torn last line ignored"]
+    assert tool_rows(page) == [("Bash", "pending", False)]
+    login(page, ui, "/session/01NOSUCHSESSION")
+    assert text_of(page, ".summary .error").startswith("no session matching '01NOSUCHSESSION' under ")
+
+
+def test_a_3_mb_payload_shows_its_start_at_once(page: Any, ui: Ui) -> None:
+    login(page, ui, f"/session/{BIG_ID}")
+    wait_for(lambda: tool_rows(page) == [("Read", "300 ms", False)], 15, what="the Read row")
+    by_css(page, '.row[data-kind="tool"]')[0].click()
+    wait_for(lambda: by_css(page, "#detail .payload button"), 15, what="the 'show all' button")
+    shown = page.execute_script("return Array.from(document.querySelectorAll('#detail pre'))"
+                                ".map(function (p) { return p.textContent.length; })")
+    assert shown[0] < 2000 and shown[1] == 100_000  # the call whole; the result's first 100,000 characters
+    by_css(page, "#detail .payload button")[0].click()
+    full = page.execute_script("return document.querySelectorAll('#detail pre')[1].textContent.length")
+    assert full > len(BIG_TEXT)
+    assert by_css(page, "#detail .payload button") == []
 
 
 def test_session_subagent_rows_nest_under_their_task(page: Any, ui_factory: Any, tmp_path: Path) -> None:

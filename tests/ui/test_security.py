@@ -8,6 +8,7 @@ after use), trace text breaking out of an inline script (wso2/vscode-extensions#
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import socket
 import subprocess
@@ -143,6 +144,19 @@ def test_a_session_id_is_never_a_path(ui: Ui, ident: str) -> None:
     for path in (f"/api/session/{ident}", f"/api/session/{ident}/record/1"):
         assert ui.get(path)[0] == 404, path
     assert ui.get("/static/..%2Fguard.py")[0] == 404
+
+
+@pytest.mark.parametrize(("path", "error"), [
+    ("/api/usage?since=all", "usage needs a window"),
+    ("/api/usage?since=1990-01-01..2026-11-21", "window too long"),
+    ("/api/usage?since=soon", "bad window 'soon'"),
+    ("/api/usage?stack=tool", "bad stack 'tool'"),
+    ("/api/sessions?since=yesterday..today", "not a date"),
+])
+def test_bad_parameters_get_a_clear_400(ui: Ui, path: str, error: str) -> None:
+    status, headers, body = ui.get(path)
+    assert (status, headers["content-type"]) == (400, "application/json")
+    assert error in json.loads(body)["error"]
 
 
 def test_record_positions_out_of_range_are_404(ui: Ui) -> None:

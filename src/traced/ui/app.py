@@ -148,7 +148,8 @@ def build(state: State) -> Starlette:
             stack = request.query_params.get("stack", "model")
             if stack not in ("model", "skill"):
                 raise ValueError(f"bad stack {stack!r}: use model or skill")
-            assert window is not None
+            if window is None:
+                raise ValueError("usage needs a window: today, 7d, 30d, YYYY-MM-DD or A..B")
             data = await anyio.to_thread.run_sync(
                 lambda: model.usage_view(state.roots, window, stack, state.pricer))
         except ValueError as e:

@@ -46,6 +46,14 @@ def test_running_session_grows_live_through_the_daemon(page: Any, daemon: Daemon
         assert secret not in texts(page, "#detail")[0] and secret not in page.page_source
         s.event("tool_result", {"tool": "Bash", "ok": False, "call_id": "b1", "duration_ms": 1500})
         wait_for(lambda: tool_rows(page) == [("Bash", "1.50 s", True)], 20, what="the call's result")
+        # a steady stream of records (no pause for a debounce to fire) still shows while it flows
+        sent = 0
+        while len(tool_rows(page)) == 1:
+            assert sent < 2000, "the page never updated during a steady stream of records"
+            sent += 1
+            s.event("note", {"message": f"tick {sent}"})
+            if sent % 5 == 0:
+                s.event("tool_call", {"tool": f"Step{sent}", "args": {}, "call_id": f"s{sent}"})
         s.event("llm_call", {"model": "claude-sonnet-4-5", "usage": {"input_tokens": 10, "output_tokens": 5},
                              "cost_usd": 0.25})
         wait_for(lambda: text_of(page, "#f-total-cost") == "$0.2500", 20, what="the cost to update")

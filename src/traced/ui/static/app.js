@@ -60,6 +60,15 @@
     var t = null;
     return function () { clearTimeout(t); t = setTimeout(fn, ms); };
   }
+  function throttle(fn, ms) {
+    // at most one call per `ms`, and never starved by a steady stream of triggers (a debounce would be)
+    var pending = false;
+    return function () {
+      if (pending) return;
+      pending = true;
+      setTimeout(function () { pending = false; fn(); }, ms);
+    };
+  }
   function getJSON(url) {
     return fetch(url, {credentials: 'same-origin'}).then(function (r) {
       return r.json().then(function (data) {
@@ -182,7 +191,7 @@
     [skill, outcome, from, to].forEach(function (c) { c.addEventListener('change', draw); });
     q.addEventListener('input', debounce(function () { st.q = q.value.trim(); load(); }, 250));
     load();
-    live(debounce(load, 500));
+    live(throttle(load, 500));
   }
 
   // ------------------------------------------------------------------ session page
@@ -377,7 +386,7 @@
     });
     window.addEventListener('resize', debounce(paint, 100));
     load();
-    var reload = debounce(load, 250);
+    var reload = throttle(load, 250);
     live(function (notice) {
       // a notice for this session (or a resync) re-reads it; others are not ours. The scroll position stays.
       var mine = data ? data.session.session_id : sid;
@@ -497,7 +506,7 @@
     stack.addEventListener('change', load);
     metric.addEventListener('change', function () { if (current) draw(); });
     load();
-    live(debounce(load, 1000));
+    live(throttle(load, 1000));
   }
 
   if (PAGE === 'session') sessionPage();

@@ -54,16 +54,21 @@ class Params:
     scale_spread_n: int
     ls_sessions: int
     ls_runs: int
+    otlp_batches: int = 40
+    """OTLP requests per run (each a batch of ``OTLP_BATCH`` GenAI spans of one trace)"""
 
 
 FULL = Params(runs=3, busy_runs=5, pipe_n={200: 200_000, 2000: 40_000}, naive_cap=100_000, ack_each=4_000,
               ack_one=10_000, durable_each=300, cli_runs=40, scale_sessions=10_000, scale_conns=1_000,
-              scale_n=200_000, scale_spread_n=50_000, ls_sessions=10_000, ls_runs=5)
+              scale_n=200_000, scale_spread_n=50_000, ls_sessions=10_000, ls_runs=5, otlp_batches=400)
 QUICK = Params(runs=3, busy_runs=3, pipe_n={200: 12_000, 2000: 3_000}, naive_cap=12_000, ack_each=200,
                ack_one=1_000, durable_each=20, cli_runs=30, scale_sessions=500, scale_conns=50, scale_n=10_000,
-               scale_spread_n=2_000, ls_sessions=500, ls_runs=3)
+               scale_spread_n=2_000, ls_sessions=500, ls_runs=3, otlp_batches=24)
 
 PIPE_CLIENTS = 8
+OTLP_BATCH = 512
+"""spans per OTLP request: the SDK's BatchSpanProcessor default (max_export_batch_size)"""
+OTLP_CLIENTS = 4
 BATCH = 256
 """events per ``emit_batch`` frame in the C-client batch row (traced.Client's BATCH_EVENTS)"""
 ACK_CLIENTS = 16
@@ -735,6 +740,117 @@ class Bench:
                 self.res.add(key, el, sec, label, "s")
 
 
+    # --- mode 8: the OTLP receiver ----------------------------------------------------------------
+
+    def mode_otlp(self) -> None:
+        """POST batches of GenAI spans (half chat, half execute_tool) to ``--otlp-listen`` from
+        OTLP_CLIENTS keep-alive connections; every span must land as its records, exactly once."""
+        import threading
+        import urllib.parse
+
+        from traced import Client
+
+        p = self.p
+        sec = f"8. OTLP receiver: protobuf `/v1/traces`, {OTLP_CLIENTS} clients × batches of {OTLP_BATCH} GenAI spans"
+        self.res.params["otlp"] = (f"{p.otlp_batches} requests per run of {OTLP_BATCH} spans (one trace each: "
+                                   "chat spans -> llm_call, execute_tool spans -> tool_call + tool_result)")
+        for run in range(p.busy_runs):
+            self.say(f"otlp run {run + 1}/{p.busy_runs}")
+            d = Daemon(self.work, f"otlp-{run}", ["--otlp-listen", "127.0.0.1:0"])
+            d.env["TRACED_OTLP_RATE"] = "1000000"
+            d.start()
+            self.daemons.append(d)
+            try:
+                with Client(d.socket, spool=False, spool_after=0.0, name="bench") as c:
+                    info = c.status()["otlp"]
+                token = (d.state / "traced" / "otlp-token").read_text().strip()
+                url = urllib.parse.urlsplit(info["endpoint"])
+                for gz in (False, True):
+                    bodies = [_otlp_body(run * 2 + gz, i) for i in range(p.otlp_batches)]
+                    if gz:
+                        import gzip
+
+                        bodies = [gzip.compress(b, 1) for b in bodies]
+                    errors: list[str] = []
+                    threads = [threading.Thread(target=_otlp_post, args=(
+                        url.hostname, url.port, token, gz, bodies[k::OTLP_CLIENTS], errors))
+                        for k in range(OTLP_CLIENTS)]
+                    t0 = time.perf_counter()
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join()
+                    el = time.perf_counter() - t0
+                    if errors:
+                        raise BenchFailure(f"otlp: {len(errors)} requests failed, first: {errors[0]}")
+                    spans = p.otlp_batches * OTLP_BATCH
+                    key, label = ("otlp.gzip", "gzip") if gz else ("otlp.pb", "uncompressed")
+                    self.res.add(key, spans / el, sec, f"spans into records, {label}", "spans/s")
+                self._verify_otlp(d, 2 * p.otlp_batches)
+            finally:
+                self.retire(d)
+
+    def _verify_otlp(self, d: Daemon, sessions: int) -> None:
+        """Each trace is one session: start, then OTLP_BATCH/2 llm_call and as many tool_call/tool_result pairs."""
+        dirs = sorted(d.root.glob("*/*/*"))
+        if len(dirs) != sessions:
+            raise BenchFailure(f"otlp: {len(dirs)} sessions, expected {sessions}")
+        half = OTLP_BATCH // 2
+        for sd in dirs:
+            tc = lib.check_trace(sd / "trace.jsonl")
+            if tc.phases != {"start": 1, "llm_call": half, "tool_call": half, "tool_result": half}:
+                raise BenchFailure(f"otlp: unexpected records in {sd}: {tc.phases}")
+
+
+def _otlp_post(host: str, port: int, token: str, gz: bool, bodies: list[bytes], errors: list[str]) -> None:
+    """POST ``bodies`` one after the other on one keep-alive connection; failures go to ``errors``."""
+    import http.client
+
+    conn = http.client.HTTPConnection(host, port, timeout=120)
+    headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {token}"}
+    if gz:
+        headers["Content-Encoding"] = "gzip"
+    try:
+        for body in bodies:
+            conn.request("POST", "/v1/traces", body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status != 200 or data:
+                errors.append(f"{resp.status} {data[:200]!r}")
+    finally:
+        conn.close()
+
+
+def _otlp_body(run: int, i: int) -> bytes:
+    """One ExportTraceServiceRequest: a trace of OTLP_BATCH spans (chat and execute_tool alternating)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    kv = rs.resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", "bench-agent"
+    spans = rs.scope_spans.add().spans
+    trace = (run << 32 | i + 1).to_bytes(16, "big")
+    t0 = 1_764_500_000_000_000_000 + i * 1_000_000_000
+    for n in range(OTLP_BATCH):
+        s = spans.add()
+        s.trace_id, s.span_id, s.name = trace, (n + 1).to_bytes(8, "big"), "span"
+        s.start_time_unix_nano, s.end_time_unix_nano = t0 + n * 1000, t0 + n * 1000 + 500
+        attrs = ({"gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-sonnet-4-5",
+                  "gen_ai.provider.name": "anthropic"} if n % 2 == 0 else
+                 {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "Bash",
+                  "gen_ai.tool.call.id": f"toolu_{n}", "gen_ai.tool.call.arguments": '{"cmd": "git status"}'})
+        for k, v in attrs.items():
+            a = s.attributes.add()
+            a.key, a.value.string_value = k, v
+        if n % 2 == 0:
+            for k, iv in (("gen_ai.usage.input_tokens", 11330), ("gen_ai.usage.output_tokens", 412),
+                          ("gen_ai.usage.cache_read.input_tokens", 9000)):
+                a = s.attributes.add()
+                a.key, a.value.int_value = k, iv
+    return bytes(req.SerializeToString())
+
+
 def _shq(s: str) -> str:
     import shlex
 
@@ -919,6 +1035,12 @@ def _t6(res: Results) -> tuple[str, bool | None]:
     return f"200 B {a:.2f}×, 2 KB {b:.2f}×", _ok(a, a >= 0.8 and b >= 0.8)
 
 
+@_target("(8) OTLP receiver: spans into records", "≥ 12k spans/s (2× the exporter's 5-6k, issue #17)")
+def _t8(res: Results) -> tuple[str, bool | None]:
+    x = _med(res, "otlp.pb")
+    return f"{x:,.0f} spans/s uncompressed, {_med(res, 'otlp.gzip'):,.0f} gzip", _ok(x, x >= 12_000)
+
+
 def render(res: Results, info: dict[str, str], args: argparse.Namespace, elapsed: float) -> str:
     out: list[str] = []
     w = out.append
@@ -990,7 +1112,7 @@ def render(res: Results, info: dict[str, str], args: argparse.Namespace, elapsed
     return "\n".join(out)
 
 
-MODES = ("pipelined", "acked", "durable", "cli", "scale", "ls")
+MODES = ("pipelined", "acked", "durable", "cli", "scale", "ls", "otlp")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,9 @@ spec="$repo"
 [ -n "${1:-}" ] && spec="$repo[$1]"
 stamp="$venv/.installed-${1:-base}"
 if [ ! -f "$stamp" ] || [ "$repo/pyproject.toml" -nt "$stamp" ]; then
+  # The project was called "traced" before it became traced-daemon (the index's "traced" is
+  # another project with the same import name): take out either, so one owns the package.
+  "$venv/bin/python" -m pip uninstall -q -y traced >/dev/null 2>&1 || true
   "$venv/bin/python" -m pip install -q -e "$spec"
   touch "$stamp"
 fi

@@ -85,6 +85,16 @@ class ForwardURLError(TracedError, ValueError):
     """Raised when a ``--forward`` URL is malformed or its extra is not installed."""
 
 
+class OtlpRequestError(TracedError, ValueError):
+    """Raised when an OTLP/HTTP request cannot be accepted; ``status`` is the HTTP status the
+    receiver answers with (400 bad body, 413 too large, 415 unsupported media type or encoding)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 class HookError(TracedError, ValueError):
     """Raised when an agent hook's input cannot be recorded (not a JSON object,
     no or an invalid session id, no event name)."""

@@ -83,6 +83,11 @@ def config_path() -> Path:
     return Path(xdg) / "traced" / "config.toml"
 
 
+def otlp_token_path() -> Path:
+    """The OTLP receiver's bearer token, made by the daemon (0600) unless ``$TRACED_OTLP_TOKEN`` is set."""
+    return state_dir() / "otlp-token"
+
+
 def spool_dir() -> Path:
     """Where clients spool frames while the daemon is unreachable: ``<state dir>/spool``."""
     return state_dir() / "spool"

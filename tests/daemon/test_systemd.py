@@ -1,11 +1,12 @@
-"""The systemd user units (systemd/) and scripts/install-service.
+"""The systemd user units (src/traced/daemon/units/), ``traced service`` and scripts/install-service.
 
 The units are checked by systemd itself (``systemd-analyze --user verify``),
-and the install script runs for real against a temporary $HOME and
+and the installer runs for real against a temporary $HOME and
 $XDG_CONFIG_HOME. No user manager is reachable from these tests (their
-$XDG_RUNTIME_DIR is an empty temporary directory), so the script must say so
+$XDG_RUNTIME_DIR is an empty temporary directory), so the installer must say so
 instead of enabling anything; one test puts a recording ``systemctl`` on PATH
-to check the commands it would run against a live manager.
+to check the commands it would run against a live manager. The units are in the
+wheel: tests/test_packaging.py builds it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 from traced import locations
 
 REPO = Path(__file__).resolve().parents[2]
-UNITS = REPO / "systemd"
+UNITS = REPO / "src" / "traced" / "daemon" / "units"
 SCRIPT = REPO / "scripts" / "install-service"
 DOCS = REPO / "docs" / "service.md"
 UNIT_NAMES = ("traced.socket", "traced.service")
@@ -44,7 +45,8 @@ def traced_executable() -> Path:
 
 
 def exec_quote(path: str) -> str:
-    """What install-service writes for a path in ExecStart= (systemd quoting)."""
+    """What the installer writes for a path in ExecStart= (systemd quoting), written out here
+    independently of traced.daemon.unitfiles."""
     value = path.replace("%", "%%").replace("$", "$$")
     if re.search(r"[\s\"'\\]", value):
         value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -56,7 +58,7 @@ def docs_url() -> str:
 
 
 def render(unit: str, traced_bin: str) -> str:
-    """A unit as install-service writes it."""
+    """A unit as the installer writes it."""
     text = (UNITS / unit).read_text().rstrip("\n") + "\n"
     return text.replace("@TRACED_BIN@", exec_quote(traced_bin)).replace("@TRACED_DOCS@", docs_url())
 
@@ -238,7 +240,7 @@ def test_unit_paths_agree_with_the_daemon(tmp_path: Path, monkeypatch: pytest.Mo
     assert locations.state_dir() == tmp_path / "home" / ".local" / "state" / "traced"
 
 
-# --- scripts/install-service -----------------------------------------------------
+# --- traced service install|uninstall|status, and scripts/install-service ----------
 
 
 def script_env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -261,26 +263,25 @@ def script_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 def run_script(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", str(SCRIPT), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
 
 
-def fake_traced(tmp: Path) -> Path:
-    """An executable at a path with a space: ExecStart= must quote it."""
-    target = tmp / "opt dir" / "traced"
-    target.parent.mkdir()
-    target.write_text("#!/bin/sh\nexit 0\n")
-    target.chmod(0o755)
-    return target
+def service(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``traced service ARGS`` as ``python -m traced`` (its default executable: the venv's traced)."""
+    return subprocess.run([sys.executable, "-m", "traced", "service", *args], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
 
 
-def test_help_and_bad_arguments(tmp_path: Path) -> None:
+def spaced_traced(tmp: Path) -> Path:
+    """A path with a space (ExecStart= must quote it) to a real traced: a symlink to the venv's."""
+    link = tmp / "opt dir" / "traced"
+    link.parent.mkdir()
+    link.symlink_to(traced_executable())
+    return link
+
+
+def test_script_help_and_bad_arguments(tmp_path: Path) -> None:
     result = run_script(script_env(tmp_path), "--help")
     assert result.returncode == 0
     assert "usage: scripts/install-service" in result.stdout
@@ -289,84 +290,142 @@ def test_help_and_bad_arguments(tmp_path: Path) -> None:
     bad = run_script(script_env(tmp_path), "--frobnicate")
     assert bad.returncode == 2
     assert "unknown argument: --frobnicate" in bad.stderr
+    bad = service(script_env(tmp_path), "frobnicate")
+    assert bad.returncode == 2
+    assert "invalid choice: 'frobnicate'" in bad.stderr
 
 
 def test_dry_run_only_prints(tmp_path: Path) -> None:
-    traced_bin = fake_traced(tmp_path)
-    env = script_env(tmp_path, TRACED_BIN=str(traced_bin))
-    result = run_script(env, "--dry-run")
+    traced_bin = tmp_path / "opt dir" / "traced"  # need not exist for a dry run
+    env = script_env(tmp_path)
+    result = service(env, "install", "--dry-run", "--bin", str(traced_bin))
     assert result.returncode == 0, result.stderr
     unit_dir = tmp_path / "config" / "systemd" / "user"
     out = result.stdout
-    assert f"traced executable: {traced_bin}" in out
-    assert f"+ mkdir -p {unit_dir}" in out
+    assert out.startswith("(dry run: nothing is changed)\n")
+    assert f"traced executable: {traced_bin}\n" in out
+    assert f"+ mkdir -p {unit_dir}\n" in out
     for unit in UNIT_NAMES:
-        assert f"+ install -m 0644 /dev/stdin {unit_dir}/{unit}" in out
+        assert f"+ write {unit_dir}/{unit} (mode 0644)\n" in out
     assert "No systemd user manager is running here" in out
-    assert "systemctl --user enable --now traced.socket" in out
+    assert "    systemctl --user enable --now traced.socket\n" in out
     assert not (tmp_path / "config").exists()  # nothing was written
-    uninstall = run_script(env, "--dry-run", "--uninstall")
+    uninstall = service(env, "uninstall", "--dry-run")
     assert uninstall.returncode == 0, uninstall.stderr
-    assert "no traced units" in uninstall.stdout
+    assert f"= no traced units in {unit_dir}\n" in uninstall.stdout
 
 
-def test_install_then_uninstall(tmp_path: Path) -> None:
-    traced_bin = fake_traced(tmp_path)
-    env = script_env(tmp_path, TRACED_BIN=str(traced_bin))
+def test_install_status_uninstall(tmp_path: Path) -> None:
+    traced_bin = spaced_traced(tmp_path)
+    env = script_env(tmp_path)
     unit_dir = tmp_path / "config" / "systemd" / "user"
 
-    first = run_script(env)
+    before = service(env, "status", "--bin", str(traced_bin))
+    assert before.returncode == 1
+    assert f"{unit_dir}/traced.socket: not installed\n" in before.stdout
+
+    first = service(env, "install", "--bin", str(traced_bin))
     assert first.returncode == 0, first.stderr
     for unit in UNIT_NAMES:
         installed = unit_dir / unit
-        assert f"+ install -m 0644 /dev/stdin {installed}" in first.stdout
+        assert f"+ write {installed} (mode 0644)\n" in first.stdout
         text = installed.read_text()
         assert text == render(unit, str(traced_bin))
         assert "@TRACED_" not in text  # no placeholder left
         assert stat.S_IMODE(installed.stat().st_mode) == 0o644
-    service = (unit_dir / "traced.service").read_text()
-    assert f'ExecStart="{traced_bin}" serve\n' in service
-    assert f"Documentation={docs_url()}\n" in service
+    service_text = (unit_dir / "traced.service").read_text()
+    assert f'ExecStart="{traced_bin}" serve\n' in service_text
+    assert f"Documentation={docs_url()}\n" in service_text
     assert "No systemd user manager is running here" in first.stdout
-    assert "systemctl --user daemon-reload" in first.stdout
     assert "+ systemctl" not in first.stdout  # ... so it ran none
+    # the service's PrivateTmp=yes would hide an executable under /tmp (pytest's tmp_path is there)
+    if str(traced_bin).startswith("/tmp/"):
+        assert first.stderr == (f"traced service: warning: {traced_bin} is under /tmp, which the service does not "
+                                "see (PrivateTmp=yes): it would fail with status=203/EXEC; install traced "
+                                "elsewhere, or add a drop-in with PrivateTmp=no\n")
 
     if SYSTEMD_ANALYZE is not None:  # what it installed is valid for systemd
         checked = verify([unit_dir / unit for unit in UNIT_NAMES], tmp_path / "analyze")
         assert checked.returncode == 0, checked.stderr
         assert complaints(checked, unit_dir) == [], checked.stderr
 
-    again = run_script(env)  # idempotent
+    status = service(env, "status", "--bin", str(traced_bin))
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.splitlines()[:2] == [f"{unit_dir}/{u}: installed, up to date" for u in UNIT_NAMES]
+
+    again = service(env, "install", "--bin", str(traced_bin))  # idempotent
     assert again.returncode == 0, again.stderr
-    assert "+ install" not in again.stdout
+    assert "+ write" not in again.stdout
     for unit in UNIT_NAMES:
         assert f"= {unit_dir / unit} is up to date" in again.stdout
 
-    removed = run_script(env, "--uninstall")
+    # the executable went away (a moved venv): status names the failure systemd would give
+    (traced_bin.parent / "gone").symlink_to(traced_bin.parent / "nowhere")
+    (unit_dir / "traced.service").write_text(render("traced.service", str(traced_bin.parent / "gone")))
+    stale = service(env, "status", "--bin", str(traced_bin))
+    assert stale.returncode == 1
+    assert f"runs {traced_bin.parent / 'gone'}, which is not an executable file" in stale.stdout
+    assert "status=203/EXEC" in stale.stdout
+
+    removed = service(env, "uninstall")
     assert removed.returncode == 0, removed.stderr
     for unit in UNIT_NAMES:
         assert f"+ rm -f {unit_dir / unit}" in removed.stdout
         assert not (unit_dir / unit).exists()
     assert "No systemd user manager is running here" in removed.stdout
 
-    twice = run_script(env, "--uninstall")
+    twice = service(env, "uninstall")
     assert twice.returncode == 0, twice.stderr
     assert "no traced units" in twice.stdout
 
 
-def test_install_defaults_to_the_repo_venv(tmp_path: Path) -> None:
+def test_default_executable_is_the_running_traced(tmp_path: Path) -> None:
+    """Without --bin, ExecStart= names the traced that ran the command: as a console script
+    (pipx/uv tool put one on PATH, often as a symlink, which is kept), or beside this Python."""
+    env = script_env(tmp_path)
+    link = spaced_traced(tmp_path)
+    as_script = subprocess.run([str(link), "service", "install"], env=env, capture_output=True, text=True,
+                               timeout=60, check=False)
+    assert as_script.returncode == 0, as_script.stderr
+    unit = tmp_path / "config" / "systemd" / "user" / "traced.service"
+    assert f"ExecStart={exec_quote(str(link))} serve\n" in unit.read_text()
+    beside = Path(sys.executable).parent / "traced"
+    if not os.access(beside, os.X_OK):
+        pytest.skip("no traced console script beside this Python")
+    as_module = service(env, "install")
+    assert as_module.returncode == 0, as_module.stderr
+    assert f"ExecStart={exec_quote(str(beside))} serve\n" in unit.read_text()
+
+
+def test_script_calls_the_command(tmp_path: Path) -> None:
+    """scripts/install-service picks $TRACED_BIN (else the repo's venv) and runs its `service install`."""
+    traced_bin = spaced_traced(tmp_path)
+    env = script_env(tmp_path, TRACED_BIN=str(traced_bin))
+    unit_dir = tmp_path / "config" / "systemd" / "user"
+    dry = run_script(env, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"traced executable: {traced_bin}\n" in dry.stdout
+    assert not unit_dir.exists()
+    first = run_script(env)
+    assert first.returncode == 0, first.stderr
+    assert (unit_dir / "traced.service").read_text() == render("traced.service", str(traced_bin))
+    removed = run_script(env, "--uninstall")
+    assert removed.returncode == 0, removed.stderr
+    assert not any(unit_dir.glob("traced.*"))
+
+
+def test_script_defaults_to_the_repo_venv(tmp_path: Path) -> None:
     traced_bin = REPO / ".venv" / "bin" / "traced"
     if not os.access(traced_bin, os.X_OK):
         pytest.skip("no .venv/bin/traced in the repo (scripts/test creates it)")
-    env = script_env(tmp_path)
-    result = run_script(env)
+    result = run_script(script_env(tmp_path))
     assert result.returncode == 0, result.stderr
-    service = (tmp_path / "config" / "systemd" / "user" / "traced.service").read_text()
-    assert f"ExecStart={exec_quote(str(traced_bin))} serve\n" in service
+    service_text = (tmp_path / "config" / "systemd" / "user" / "traced.service").read_text()
+    assert f"ExecStart={exec_quote(str(traced_bin))} serve\n" in service_text
 
 
 def test_commands_run_against_a_user_manager(tmp_path: Path) -> None:
-    """With a manager reachable, the script reloads, enables and starts the socket.
+    """With a manager reachable, install reloads, enables and starts the socket.
 
     ``systemctl`` here is a recording stand-in on PATH (no manager runs in CI);
     the real sequence was checked by hand against a live ``systemd --user``.
@@ -377,19 +436,15 @@ def test_commands_run_against_a_user_manager(tmp_path: Path) -> None:
     stub = bindir / "systemctl"
     stub.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexit 0\n')
     stub.chmod(0o755)
-    traced_bin = fake_traced(tmp_path)
-    env = script_env(
-        tmp_path,
-        TRACED_BIN=str(traced_bin),
-        PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
+    traced_bin = spaced_traced(tmp_path)
+    env = script_env(tmp_path, PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
 
     def calls() -> list[str]:
         lines = log.read_text().splitlines() if log.exists() else []
         log.unlink(missing_ok=True)
         return [line for line in lines if line != "--user show-environment"]
 
-    first = run_script(env)
+    first = service(env, "install", "--bin", str(traced_bin))
     assert first.returncode == 0, first.stderr
     assert calls() == [
         "--user daemon-reload",
@@ -400,14 +455,37 @@ def test_commands_run_against_a_user_manager(tmp_path: Path) -> None:
         assert f"+ systemctl --user {call}" in first.stdout
     assert "No systemd user manager" not in first.stdout
 
-    again = run_script(env)  # nothing changed: no reload, no restart
+    again = service(env, "install", "--bin", str(traced_bin))  # nothing changed: no reload, no restart
     assert again.returncode == 0, again.stderr
     assert calls() == ["--user enable --now traced.socket"]
 
-    removed = run_script(env, "--uninstall")
+    status = service(env, "status", "--bin", str(traced_bin))
+    assert status.returncode == 0, status.stdout
+    assert calls() == [f"--user {verb} traced.socket traced.service" for verb in ("is-enabled", "is-active")]
+
+    removed = service(env, "uninstall")
     assert removed.returncode == 0, removed.stderr
     assert calls() == [
         "--user disable --now traced.socket traced.service",
         "--user daemon-reload",
     ]
     assert not any((tmp_path / "config" / "systemd" / "user").glob("traced.*"))
+
+
+def test_never_an_empty_or_relative_exec_start(tmp_path: Path) -> None:
+    """gpustack#793: an installer that took `which` output wrote `ExecStart=` empty. Here a unit is
+    rendered only for an absolute path, and a missing executable is an error before anything is written."""
+    from traced.daemon import unitfiles
+
+    for bad in ("", "traced", "./traced"):
+        with pytest.raises(ValueError, match="absolute path"):
+            unitfiles.render("traced.service", bad)
+    env = script_env(tmp_path, PATH=str(tmp_path / "empty"))
+    res = service(env, "install", "--bin", "traced")  # not on this PATH
+    assert res.returncode == 2
+    assert res.stderr.strip().endswith("--bin traced: not on PATH")
+    res = service(env, "install", "--bin", str(tmp_path / "nowhere" / "traced"))
+    assert res.returncode == 2
+    assert "not an executable file" in res.stderr
+    assert not (tmp_path / "config").exists()
+    assert unitfiles.exec_start_binary(render("traced.service", "/opt/my tools/traced")) == "/opt/my tools/traced"

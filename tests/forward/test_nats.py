@@ -25,7 +25,7 @@ from tests.conftest import Daemon, assert_gap_free, await_for, read_trace, wait_
 NATS_SERVER = shutil.which("nats-server")
 pytestmark = pytest.mark.skipif(
     NATS_SERVER is None, reason="nats-server not on PATH (Debian: apt-get install nats-server)")
-nats = pytest.importorskip("nats", reason="nats-py not installed (pip install 'traced[nats]')")
+nats = pytest.importorskip("nats", reason="nats-py not installed (pip install 'traced-daemon[nats]')")
 
 
 def _free_port() -> int:

@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import Daemon, read_trace, wait_for
 
-pytest.importorskip("opentelemetry.proto", reason="opentelemetry-proto not installed (pip install 'traced[otlp]')")
+pytest.importorskip("opentelemetry.proto", reason="opentelemetry-proto not installed (traced-daemon[otlp])")
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,

@@ -388,7 +388,7 @@ def test_usage_skips_traces_without_llm_calls(root: Path) -> None:
     assert stats.traces_read == 3  # running, devboy's meta, no meta: the others are meta-only
     data = collect([root], None, infos=infos)
     assert len(data) == 7
-    calls = {info.session_id: len(c) for info, c in data}
+    calls = {d.info.session_id: len(d.calls) for d in data}
     assert calls[fx.REVIEW_ID] == 2 and calls[fx.DEVBOY_ID] == 0 and calls[fx.RUNNING_ID] == 1
     # a finished session whose meta.json counts no llm_call is not opened at all
     fx.many_sessions(root, 1, date="2026-11-18")
@@ -397,7 +397,7 @@ def test_usage_skips_traces_without_llm_calls(root: Path) -> None:
         f.write(fx.encode(fx.rec("2026-11-18T10:00:00Z", "bulk", sid_dir.name, "llm_call",
                                  {"model": "gpt-4o", "usage": {"input_tokens": 1}})))
     data = collect([root], parse_window("2026-11-18"))
-    assert [len(c) for _, c in data] == [0]
+    assert [len(d.calls) for d in data] == [0]
 
 
 def test_symlinked_dirs_inside_a_root_are_not_followed(root: Path, tmp_path: Path) -> None:

@@ -141,7 +141,7 @@ def test_sessions_page_lists_sorts_filters_and_searches(page: Any, ui: Ui) -> No
     row = by_css(page, f'#sessions tr[data-session="{ft.REVIEW_ID}"]')[0]
     cells = [c.text for c in row.find_elements("css selector", "td")]
     assert cells[1:] == ["review", ft.REVIEW_ID, "17", "2", "10.50 s", "success", "3", "1", "2,000/540",
-                         "$0.0123 + unknown"]
+                         "$0.0163"]  # priced like `traced ls` prices it (read.usage.session_cost)
     # newest first, then by clicking "Steps" twice: ascending
     assert by_css(page, "#sessions tbody tr")[0].get_attribute("data-session") == ft.RUNNING_ID
     by_css(page, 'th[data-key="steps"]')[0].click()

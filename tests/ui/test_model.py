@@ -120,6 +120,12 @@ def test_usage_view_is_traced_usage(tmp_path: Path, utc: None) -> None:
     assert shown["total"].pop("cost") == "$0.0168 + unknown"
     assert shown == expected
     assert [d["day"] for d in data["days"]] == ["2026-11-19", "2026-11-20", "2026-11-21"]
+    one_day = subprocess.run([sys.executable, "-m", "traced", "usage", "--root", str(root), "--since", "2026-11-21",
+                              "--by", "model", "--json"], capture_output=True, text=True, check=True, timeout=60)
+    day = json.loads(one_day.stdout)  # each bar of the chart is `traced usage --since DAY`
+    assert [(r["key"], r["cost_usd"], r["input_tokens"]) for r in day["rows"] if r["llm_calls"]] == [
+        (r["key"], r["cost_usd"], r["input_tokens"]) for r in data["days"][2]["rows"]]
+    assert day["total"]["cost_usd"] == data["days"][2]["total"]["cost_usd"]
     assert [[(r["key"], r["cost"]) for r in d["rows"]] for d in data["days"]] == [
         [], [("acme-private-9000", "unknown"), ("llama3.1:8b", "$0 (local)")],
         [("claude-sonnet-4-5", "$0.0128"), ("gpt-4o", "$0.0040")]]

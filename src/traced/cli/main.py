@@ -43,8 +43,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "socket": args.socket, "root": args.root[-1] if args.root else None, "fsync": args.fsync,
         "log_level": args.log_level, "log_format": args.log_format,
         "idle_timeout": args.idle_timeout, "max_frame": args.max_frame,
-        "forward": args.forward or None,
+        "forward": args.forward or None, "otlp_listen": args.otlp_listen,
     }
+    if args.otlp_allow_remote:
+        overrides["otlp_allow_remote"] = True
     if args.no_redaction:
         overrides["redaction"] = False
     try:
@@ -137,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole ``traced`` argument parser."""
     import argparse
 
-    from traced.cli import hook, read
+    from traced.cli import hook, read, service
 
     parser, sub = base_parser()
 
@@ -150,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frame", type=int, help="largest accepted frame in bytes")
     p.add_argument("--no-redaction", action="store_true", help="write payloads unredacted")
     p.add_argument("--forward", action="append", help="forward records to URL (repeatable)")
+    p.add_argument("--otlp-listen", metavar="HOST:PORT",
+                   help="receive OTLP/HTTP on /v1/traces and /v1/logs (loopback only; see docs/otlp-receiver.md)")
+    p.add_argument("--otlp-allow-remote", action="store_true",
+                   help="let --otlp-listen bind an address that is not loopback")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["auto", "json", "console"])
     p.set_defaults(func=cmd_serve)
@@ -187,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-open", action="store_true", help="do not open a browser")
     p.set_defaults(func=cmd_ui)
     hook.add_parsers(sub)
+    service.add_parsers(sub)
     add_globals(parser)
     return parser
 

@@ -17,12 +17,15 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from traced.cli.render import (
+    KEEP,
     OUTCOME_STYLE,
     Cell,
+    Fit,
     Out,
     as_str,
     clock,
     clock_tz,
+    compact_count,
     compact_json,
     describe,
     dur_ms,
@@ -42,11 +45,11 @@ if TYPE_CHECKING:
 
     from traced.read.sessions import Session, SessionInfo, SessionRef
     from traced.read.trace import Entry
-    from traced.read.usage import UsageReport
+    from traced.read.usage import ToolReport, UsageReport
     from traced.read.window import Window
 
 OUTCOME_CHOICES = ("success", "failure", "aborted", "running")
-GROUP_CHOICES = ("skill", "model", "provider", "day")
+GROUP_CHOICES = ("skill", "model", "provider", "day", "tool", "server")
 SHOW_DETAIL_WIDTH = 100
 
 
@@ -135,11 +138,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     p = sub.add_parser(
         "usage", parents=[common], help="tokens and cost over a window",
-        description="Tokens and cost from llm_call records, grouped. Missing costs are "
-        "priced offline with genai-prices; unknown models stay unknown.",
+        description="Tokens and cost from llm_call records, grouped; or, with --by tool|server, "
+        "calls, errors and p50/p95 durations of tools and MCP servers. Missing costs are priced "
+        "offline with genai-prices; unknown models stay unknown, and a figure that leaves some "
+        "cost out is marked +? (a lower bound).",
     )
-    p.add_argument("--since", metavar="WHEN", default="7d", help=window_help + " (default 7d)")
-    p.add_argument("--by", choices=GROUP_CHOICES, default="skill", help="grouping (default skill)")
+    p.add_argument("--since", metavar="WHEN", default="7d",
+                   help=window_help + "; selects calls by their own time (default 7d)")
+    p.add_argument("--by", choices=GROUP_CHOICES, default="skill",
+                   help="grouping (default skill); tool and server: calls, errors and durations "
+                   "of tools and MCP servers")
     p.add_argument("--skill", metavar="S", help="only this skill")
     p.set_defaults(func=cmd_usage)
 
@@ -214,32 +222,52 @@ def _ls(args: argparse.Namespace, out: Out) -> int:
         for info in infos:
             out.json_line(info.to_json())
         return 0
-    rows = [_ls_row(i) for i in infos]
+    from traced.read.sessions import all_session_ids, unique_prefixes
+    from traced.read.usage import Pricer
+
+    short = unique_prefixes([i.session_id for i in infos], all_session_ids(roots))
+    pricer = Pricer()
+    rows = [_ls_row(i, short.get(i.session_id, i.session_id), pricer) for i in infos]
     out.table(
         ["STARTED", "SKILL", "ID", "STEPS", "TURNS", "DURATION", "OUTCOME", "TOOLS", "ERRORS",
          "TOKENS IN/OUT", "COST"],
         rows,
         "lllrrrlrrrr",
+        fit=LS_FIT,
     )
     return 0
 
 
-def _ls_row(info: SessionInfo) -> list[Cell]:
-    from traced.read.usage import cost_text
+def _short_clock(text: str) -> str:
+    """``2026-11-21 10:00:00`` -> ``11-21 10:00``."""
+    return text[5:16] if len(text) == 19 else text
+
+
+def _tokens_short(text: str) -> str:
+    a, sep, b = text.partition("/")
+    return f"{compact_count(a)}/{compact_count(b)}" if sep else text
+
+
+LS_FIT = (
+    Fit(short=_short_clock, short_rank=1), Fit(shrink=True), KEEP, Fit(drop=4), Fit(drop=2),
+    Fit(drop=6), KEEP, Fit(drop=3), Fit(drop=7), Fit(drop=5, short=_tokens_short, short_rank=1),
+    KEEP,
+)
+"""How ``ls`` fits a narrow terminal: dates lose year and seconds, then TURNS, TOOLS,
+STEPS, TOKENS, DURATION and ERRORS go, in that order; the skill is cut last.
+ID (a unique prefix), OUTCOME and COST always stay."""
+
+
+def _ls_row(info: SessionInfo, short_id: str, pricer: Any) -> list[Cell]:
+    from traced.read.usage import session_cost
 
     outcome = "running" if info.running else (info.outcome or "?")
     usage = info.usage
     tokens = f"{usage.input_tokens:,}/{usage.output_tokens:,}" if usage and usage.llm_calls else "-"
-    cost = (
-        cost_text(usage.cost_usd, calls=usage.llm_calls, unknown=usage.unknown_cost_calls,
-                  local=False).replace(" + unknown", "+?")
-        if usage
-        else "-"
-    )
     return [
         clock(info.started),
         info.skill,
-        info.session_id,
+        short_id,
         "-" if info.steps is None else str(info.steps),
         str(info.turns) if info.turns else "-",
         "-" if info.running else dur_s(info.duration),
@@ -247,7 +275,7 @@ def _ls_row(info: SessionInfo) -> list[Cell]:
         str(info.tool_calls),
         (str(info.errors), "red" if info.errors else None),
         tokens,
-        cost,
+        session_cost(info, pricer).replace(" + unknown", "+?"),
     ]
 
 
@@ -334,10 +362,10 @@ def _n(count: int, noun: str) -> str:
 
 
 def _cost_of(entries: Iterable[Entry]) -> tuple[int, int, int, str]:
-    """(llm calls, input tokens, output tokens, cost text) priced without the catalog."""
+    """(llm calls, input tokens, output tokens, cost text), priced as ``usage`` prices them."""
     from traced.read.usage import LlmCall, Pricer, UsageRow
 
-    pricer = Pricer(catalog=False)
+    pricer = Pricer()
     calls = [LlmCall.from_entry(e) for e in entries if e.phase == "llm_call"]
     row = UsageRow("session")
     row.add_calls((c, pricer.price(c)) for c in calls)
@@ -599,20 +627,45 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 
 def _usage(args: argparse.Namespace, out: Out) -> int:
-    from traced.read.sessions import iter_refs, scan
-    from traced.read.usage import Pricer, aggregate, collect
+    from traced.read.usage import TOOL_GROUPINGS, Pricer, aggregate, aggregate_tools, candidates, collect
 
     window = _window(args.since)
     roots = _roots(args)
-    refs = list(iter_refs(roots, window, skill=args.skill))
-    infos = scan(roots, window, skill=args.skill, refs=out.track(refs, "reading sessions"))
-    report = aggregate(collect(roots, window, infos=infos), args.by, pricer=Pricer(),
-                       window=window)
+    infos = candidates(roots, window, skill=args.skill)
+    tools = args.by in TOOL_GROUPINGS
+    sessions = collect(roots, window, infos=out.track(infos, "reading sessions"), tools=tools)
+    report: UsageReport | ToolReport
+    if tools:
+        report = aggregate_tools(sessions, args.by, window=window)
+    else:
+        report = aggregate(sessions, args.by, pricer=Pricer(), window=window)
     if _json(args):
         out.json_line(report.to_json())
         return 0
-    render_usage(report, out)
+    if tools:
+        render_tools(report, out)  # type: ignore[arg-type]
+    else:
+        render_usage(report, out)  # type: ignore[arg-type]
     return 0
+
+
+def _span(window: Window | None) -> str:
+    return "all time" if window is None else f"{window.first}..{window.last}"
+
+
+def _partial(text: str) -> str:
+    return text.replace(" + unknown", "+?")
+
+
+USAGE_FIT = (
+    Fit(shrink=True), Fit(drop=11), Fit(drop=10), Fit(drop=8), Fit(drop=2), Fit(drop=1),
+    Fit(short=compact_count, short_rank=5), Fit(short=compact_count, short_rank=5),
+    Fit(drop=7, short=compact_count, short_rank=5), Fit(drop=6, short=compact_count, short_rank=5),
+    Fit(drop=9), Fit(short=_partial, short_rank=5), Fit(drop=4), KEEP, Fit(drop=3),
+)
+"""How ``usage`` fits a narrow terminal: RUN, ABORT, TOK/S and UNKNOWN go first, then token
+counts are compacted (12.3k, 4.5M) and ``+ unknown`` becomes ``+?``, then CACHE W, CACHE R,
+FAIL, HIT, OK and SESSIONS go; the key is cut last. COST and $/OK always stay."""
 
 
 def render_usage(report: UsageReport, out: Out) -> None:
@@ -620,11 +673,6 @@ def render_usage(report: UsageReport, out: Out) -> None:
 
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{value * 100:.1f}%"
-
-    def cost(value: float | None) -> str:
-        from traced.read.usage import money
-
-        return "-" if value is None else money(value)
 
     rows: list[list[Cell]] = []
     for row in [*report.rows, report.total]:
@@ -635,20 +683,50 @@ def render_usage(report: UsageReport, out: Out) -> None:
             f"{row.input_tokens:,}", f"{row.output_tokens:,}",
             f"{row.cache_read_tokens:,}", f"{row.cache_write_tokens:,}",
             pct(row.cache_hit_rate), row.cost_display, str(row.unknown_cost_sessions),
-            cost(row.cost_per_success),
+            row.cost_per_success_display,
             "-" if row.tokens_per_s is None else f"{row.tokens_per_s:.1f}",
         ])
-    window = report.window
-    span = "all time" if window is None else f"{window.first}..{window.last}"
-    out.line(f"usage {span} by {report.by}", style="bold")
+    out.line(f"usage {_span(report.window)} by {report.by}", style="bold")
     out.table(
         [report.by.upper(), "SESSIONS", "OK", "FAIL", "ABORT", "RUN", "IN", "OUT", "CACHE R",
          "CACHE W", "HIT", "COST", "UNKNOWN", "$/OK", "TOK/S"],
         rows,
         "lrrrrrrrrrrrrrr",
+        fit=USAGE_FIT,
     )
     if report.total.price_source:
         out.line(f"prices: {report.total.price_source}")
+    if report.total.unknown_cost_calls and report.total.priced_calls:
+        out.line("+ unknown, +?: cost partly unknown; the figure is a lower bound")
+
+
+TOOLS_FIT = (
+    Fit(shrink=True), Fit(drop=1), KEEP, KEEP, Fit(drop=4), Fit(drop=2), Fit(drop=3), KEEP, KEEP,
+)
+
+
+def render_tools(report: ToolReport, out: Out) -> None:
+    """Print a tool/server attribution table (durations as ``dur_ms`` text) with a total row."""
+    rows: list[list[Cell]] = []
+    for row in [*report.rows, report.total]:
+        rate = row.error_rate
+        rows.append([
+            "TOTAL" if row is report.total else row.key,
+            str(row.sessions), str(row.calls),
+            (str(row.errors), "red" if row.errors else None),
+            "-" if rate is None else f"{rate * 100:.1f}%",
+            str(row.unanswered),
+            dur_ms(row.total_ms) if row.durations else "-",
+            dur_ms(row.quantile(0.5)) or "-", dur_ms(row.quantile(0.95)) or "-",
+        ])
+    out.line(f"tools {_span(report.window)} by {report.by}", style="bold")
+    out.table(
+        [report.by.upper(), "SESSIONS", "CALLS", "ERRORS", "ERR%", "NO RESULT", "TOTAL", "P50",
+         "P95"],
+        rows,
+        "lrrrrrrrr",
+        fit=TOOLS_FIT,
+    )
 
 
 # =========================================================================== prune

@@ -34,6 +34,109 @@ PROGRESS_THRESHOLD = 10_000
 Cell = str | tuple[str, str | None]
 """A table cell: its text, or (text, rich style)."""
 
+def cell_style(cell: Cell) -> str | None:
+    """A cell's rich style, None for plain text."""
+    return None if isinstance(cell, str) else cell[1]
+
+
+GAP = 2
+"""Spaces between table columns (rich's SIMPLE_HEAD box pads the same)."""
+
+
+def terminal_width(stream: TextIO) -> int | None:
+    """``$COLUMNS`` when set, else the terminal's width on a TTY, else None (no limit)."""
+    import os
+
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    if stream.isatty():
+        import shutil
+
+        return shutil.get_terminal_size().columns
+    return None
+
+
+class Fit:
+    """How one column gives way when a table is too wide.
+
+    ``short``: rank at which its cells switch to ``short(text)``; ``drop``: rank at
+    which it is dropped (0: never). Lower ranks go first. ``shrink``: the one column
+    cut with ``…`` when nothing else is left to give.
+    """
+
+    __slots__ = ("drop", "short", "short_rank", "shrink")
+
+    def __init__(self, drop: int = 0, short: Any = None, short_rank: int = 0,
+                 shrink: bool = False) -> None:
+        self.drop = drop
+        self.short = short
+        self.short_rank = short_rank
+        self.shrink = shrink
+
+
+KEEP = Fit()
+"""A column that never gives way."""
+
+MIN_SHRUNK = 6
+"""Narrowest a shrunk column gets (characters, ``…`` included)."""
+
+
+def fit_columns(
+    headers: Sequence[str], texts: list[list[str]], fit: Sequence[Fit], width: int
+) -> tuple[list[int], list[list[str]]]:
+    """The columns kept (indices) and the cells, shortened, so that the table fits ``width``."""
+    keep = list(range(len(headers)))
+    texts = [list(row) for row in texts]
+
+    def col_width(i: int) -> int:
+        return max([len(headers[i]), *(len(row[i]) for row in texts)])
+
+    def total() -> int:
+        return sum(col_width(i) for i in keep) + GAP * (len(keep) - 1)
+
+    moves = sorted(
+        [(f.short_rank, 0, i) for i, f in enumerate(fit) if f.short is not None and f.short_rank]
+        + [(f.drop, 1, i) for i, f in enumerate(fit) if f.drop]
+    )
+    for _rank, kind, i in moves:
+        if total() <= width:
+            break
+        if kind == 0:
+            for row in texts:
+                row[i] = fit[i].short(row[i])
+        elif i in keep:
+            keep.remove(i)
+    # what went in a rank that did not need all of its room comes back, most important first
+    for _rank, kind, i in reversed(moves):
+        if kind == 1 and i not in keep:
+            keep.append(i)
+            keep.sort()
+            if total() > width:
+                keep.remove(i)
+    over = total() - width
+    shrink = [i for i in keep if fit[i].shrink]
+    if over > 0 and shrink:
+        i = shrink[0]
+        limit = max(col_width(i) - over, MIN_SHRUNK, len(headers[i]))
+        for row in texts:
+            if len(row[i]) > limit:
+                row[i] = row[i][: limit - 1] + "…"
+    return list(keep), [[row[i] for i in keep] for row in texts]
+
+
+def compact_count(text: str) -> str:
+    """``12,345,678`` -> ``12.3M``, ``12,345`` -> ``12.3k``; other text unchanged."""
+    digits = text.replace(",", "")
+    if not digits.isdigit():
+        return text
+    n = int(digits)
+    for unit, size in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
+        if n >= size:
+            value = n / size
+            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
+    return str(n)
+
 
 class Out:
     """Where output goes: rich on a TTY, plain text otherwise."""
@@ -42,6 +145,8 @@ class Out:
         self.stream = stream
         self.tty = stream.isatty()
         self._console: Any = None
+        self.width = terminal_width(stream)
+        """Columns tables must fit in; None: unlimited (a pipe without ``$COLUMNS``)."""
 
     def console(self) -> Any:
         if self._console is None:
@@ -61,23 +166,39 @@ class Out:
 
         self.stream.write(msgspec.json.encode(obj).decode() + "\n")
 
-    def table(self, headers: Sequence[str], rows: Sequence[Sequence[Cell]], right: str) -> None:
-        """Print a table; ``right`` holds one char per column: ``r`` right-aligns it."""
+    def table(
+        self,
+        headers: Sequence[str],
+        rows: Sequence[Sequence[Cell]],
+        right: str,
+        fit: Sequence[Fit] | None = None,
+    ) -> None:
+        """Print a table; ``right`` holds one char per column: ``r`` right-aligns it.
+
+        With ``fit`` (one per column) and a known width (``self.width``), columns are
+        shortened and dropped in their rank order until the table fits, and the
+        ``shrink`` column is cut with ``…`` as a last resort.
+        """
+        texts = [[c if isinstance(c, str) else c[0] for c in row] for row in rows]
+        keep = list(range(len(headers)))
+        if fit is not None and self.width is not None:
+            keep, texts = fit_columns(headers, texts, fit, self.width)
+        headers = [headers[i] for i in keep]
+        right = "".join(right[i] for i in keep)
+        styles = [[cell_style(row[i]) for i in keep] for row in rows]
         if self.tty:
             from rich import box
             from rich.table import Table
             from rich.text import Text
 
-            table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+            table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
             for head, align in zip(headers, right, strict=True):
-                table.add_column(head, justify="right" if align == "r" else "left")
-            for row in rows:
-                table.add_row(
-                    *(Text(c) if isinstance(c, str) else Text(c[0], style=c[1] or "") for c in row)
-                )
+                table.add_column(head, justify="right" if align == "r" else "left", no_wrap=True,
+                                 overflow="ellipsis")
+            for row, style in zip(texts, styles, strict=True):
+                table.add_row(*(Text(t, style=st or "") for t, st in zip(row, style, strict=True)))
             self.console().print(table)
             return
-        texts = [[c if isinstance(c, str) else c[0] for c in row] for row in rows]
         widths = [len(h) for h in headers]
         for row in texts:
             for i, cell in enumerate(row):
@@ -319,6 +440,13 @@ def _rows(info: dict[str, Any]) -> list[tuple[str, str]]:
         lag = f"lag {fw.get('lag_records', '?')} records / {fw.get('lag_seconds', '?')}s"
         err = f", last error: {fw['last_error']}" if fw.get("last_error") else ""
         rows.append((f"forward {fw.get('url', '?')}", f"{lag}, sent {fw.get('sent', 0)}{err}"))
+    otlp = info.get("otlp")
+    if otlp:
+        token = otlp.get("token_file") or f"${otlp.get('token_source', 'TRACED_OTLP_TOKEN')}"
+        rows.append(("otlp receiver", f"{otlp.get('endpoint')} (token: {token})"))
+        rows.append(("otlp received", f"{otlp.get('spans', 0)} spans ({otlp.get('spans_ignored', 0)} not GenAI), "
+                     f"{otlp.get('logs', 0)} logs ({otlp.get('logs_ignored', 0)} ignored), "
+                     f"{otlp.get('records_written', 0)} records, {otlp.get('rejected', 0)} rejected"))
     return rows
 
 

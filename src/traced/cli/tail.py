@@ -19,7 +19,7 @@ from traced.cli.render import tail_line
 from traced.errors import DaemonUnavailable
 from traced.format import layout
 from traced.read.sessions import reading_roots
-from traced.read.trace import to_entry
+from traced.read.trace import decode_line, to_entry
 
 
 def _emit(raw: Any, args: argparse.Namespace) -> None:
@@ -113,8 +113,7 @@ def _print_new(path: str, offset: int, args: argparse.Namespace) -> int:
         return offset
     end = data.rfind(b"\n") + 1
     for line in data[:end].splitlines():
-        try:
-            _emit(json.loads(line), args)
-        except json.JSONDecodeError:
-            continue
+        # the readers' tolerant decoder: a BOM is skipped, invalid UTF-8 becomes U+FFFD,
+        # a line nested too deep (or not JSON) is skipped; none of them stops the follow
+        _emit(decode_line(line), args)
     return offset + end

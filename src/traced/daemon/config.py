@@ -52,6 +52,14 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     forward: list[str] = []
     forward_headers: dict[str, dict[str, str]] = {}
     """Extra headers per forward URL (``${VAR}`` is expanded), e.g. a backend's project name."""
+    otlp_listen: str = ""
+    """``HOST:PORT`` of the OTLP/HTTP receiver (``/v1/traces``, ``/v1/logs``); empty: off. See docs/otlp-receiver.md."""
+    otlp_allow_remote: bool = False
+    """Let ``otlp_listen`` bind an address that is not loopback (the token is then the only guard)."""
+    otlp_max_body: int = 16 * 1024 * 1024
+    """Largest OTLP request body in bytes, as sent and after gzip (413 beyond)."""
+    otlp_rate: float = 100.0
+    """OTLP requests per second, with bursts of as many (429 with Retry-After beyond)."""
 
     def socket_path(self) -> Path:
         """The resolved socket path."""

@@ -147,6 +147,7 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
     handler = Handler(cfg, registry, _redactor(cfg), bus)
     transport = Transport(cfg, handler)
     forwarders = _forwarders(cfg, registry, handler)
+    receiver = _receiver(cfg, handler)
     activated = listen_fds()
     for extra in activated[1:]:
         extra.close()
@@ -177,6 +178,8 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
                 info["idle_sweeps"] = running["watchers"].sweeps
             if forwarders is not None:
                 info["forwarders"] = forwarders.status()
+            if receiver is not None:
+                info["otlp"] = receiver.status()
             return info
 
         handler.status = status
@@ -193,6 +196,8 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
             await tg.start(ingest.watch, stop_watching)  # replays the spool once armed
             await tg.start(watchers.watch_other_writers, stop_watching)
             await tg.start(partial(_watch_config, handler, notifier, config_file, stop_watching))
+            if receiver is not None:
+                await tg.start(receiver.run)
             if listener is None:  # bound only now: a client never meets a half-recovered daemon
                 listener = await _bind(path)
                 bound = path
@@ -208,6 +213,8 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
             notifier.stopping()
             log.info("stopping", open_sessions=len(registry.sessions))
             accept_scope.cancel()
+            if receiver is not None:
+                await receiver.stop()
             stop_watching.set()
             with contextlib.suppress(OSError):
                 await listener.aclose()
@@ -284,6 +291,25 @@ def _forwarders(cfg: Config, registry: Registry, handler: Handler) -> Any:
     handler.on_finished.append(lambda live: fw.notify(
         live.state.dir, live.state.skill, live.state.session_id, live.state.step, True))
     return fw
+
+
+def _receiver(cfg: Config, handler: Handler) -> Any:
+    """``--otlp-listen``: an OtlpReceiver, bound now (None when not configured). ConfigError when the
+    address is not loopback without ``otlp_allow_remote``, is taken, or the extra is not installed."""
+    if not cfg.otlp_listen:
+        return None
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(f"--otlp-listen needs the otlp-receiver extra: pip install 'traced[otlp-receiver]' "
+                          f"({e})") from e
+    from traced.daemon.otlp import OtlpReceiver
+
+    receiver = OtlpReceiver(handler, cfg.otlp_listen, cfg.otlp_allow_remote)
+    receiver.bind()
+    return receiver
 
 
 def _sockname(listener: SocketListener) -> str:

@@ -53,6 +53,10 @@ class Pairer(Generic[T]):
         """Calls still without a result."""
         return [*self._calls.values(), *(c for q in self._anon_calls.values() for c in q)]
 
+    def early_results(self) -> list[T]:
+        """Results still waiting for their call (by ``call_id``)."""
+        return list(self._early.values())
+
     def clear(self) -> None:
         """Forget everything open (the session ended)."""
         self._calls.clear()

@@ -17,6 +17,7 @@ the window. See docs/forwarding.md.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from traced._version import DISTRIBUTION
 from traced.errors import ForwardURLError
 from traced.format.layout import ensure_private_dir
 from traced.forward.cursor import CursorStore
@@ -32,8 +34,14 @@ from traced.forward.urls import Destination, parse
 
 __all__ = ["ForwardURLError", "Forwarders", "check_urls"]
 
-_EXTRAS = {"nats": ("nats", "nats-py", "traced[nats]"),
-           "otlp": ("opentelemetry.proto", "opentelemetry-proto", "traced[otlp]")}
+_EXTRAS = {"nats": ("nats", "nats-py", "nats"), "otlp": ("opentelemetry.proto", "opentelemetry-proto", "otlp")}
+
+
+def install_hint(extra: str, dist: str) -> str:
+    """How to add an optional extra to the environment traced runs in, for pip, uv tool and pipx."""
+    name = f"{DISTRIBUTION}[{extra}]"
+    return (f"install the extra into traced's environment ({sys.prefix}): pip install '{name}', "
+            f"uv tool install '{name}', or pipx inject {DISTRIBUTION} {dist}")
 
 
 def _has_module(name: str) -> bool:
@@ -56,7 +64,7 @@ def check_urls(urls: Iterable[str], headers: Mapping[str, Mapping[str, str]] | N
         seen.add(dest.key)
         module, dist, extra = _EXTRAS[dest.kind]
         if not _has_module(module):
-            raise ForwardURLError(f"--forward {dest.display}: needs {dist}: pip install '{extra}'")
+            raise ForwardURLError(f"--forward {dest.display}: needs {dist}: {install_hint(extra, dist)}")
         dests.append(dest)
     return dests
 

@@ -32,6 +32,31 @@ class Head(msgspec.Struct):
 head_decoder: Final = msgspec.json.Decoder(Head)
 
 
+class Decoded(msgspec.Struct):
+    """A line's head, and its bytes as they are to be forwarded."""
+
+    step: int | None
+    phase: str
+    body: bytes
+
+
+def decode_head(body: bytes) -> Decoded | None:
+    """The head of one line as the readers read it (``read.trace.decode_line``): a leading BOM
+    is dropped and invalid UTF-8 becomes U+FFFD (the forwarded bytes are fixed likewise);
+    None when the line is not a JSON object or is nested too deep."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    try:
+        head = head_decoder.decode(body)  # skips the payload unparsed: its UTF-8 is not checked
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        body = body.decode("utf-8", "replace").encode("utf-8")
+    return Decoded(head.step, head.phase, body)
+
+
 @dataclass(slots=True)
 class Line:
     """One complete trace line to forward."""
@@ -107,11 +132,11 @@ def read_after(session_dir: str, offset: int, after_step: int, max_records: int,
             body = raw[:-1]
             if not body.strip():
                 continue
-            try:
-                head = head_decoder.decode(body)
-            except (msgspec.DecodeError, RecursionError):  # skipped and counted, never retried forever
+            head = decode_head(body)
+            if head is None:  # skipped and counted, never retried forever
                 res.malformed += 1
                 continue
+            body = head.body
             if head.step is None or head.step <= after_step:
                 continue
             if upto_step is not None and head.step > upto_step:

@@ -384,6 +384,47 @@ def scan(
     return infos
 
 
+SHORT_ID = 8
+"""Fewest characters of a session id shown in tables (ULIDs share their first ~6 within a day)."""
+
+
+def all_session_ids(roots: Sequence[Path]) -> list[str]:
+    """Every session directory name under ``roots`` (names only: nothing is opened)."""
+    ids = []
+    for day, holders in date_dirs(roots):
+        for root in holders:
+            for sk in layout.subdirs(root / day):
+                ids.extend(layout.subdirs(root / day / sk))
+    return ids
+
+
+def unique_prefixes(ids: Iterable[str], universe: Iterable[str], least: int = SHORT_ID) -> dict[str, str]:
+    """The shortest prefix of each of ``ids`` (at least ``least`` chars) that no other id of
+    ``universe`` shares, case-insensitively, as ``find_session`` matches them (git-style)."""
+    ordered = sorted({u.lower() for u in universe} | {i.lower() for i in ids})
+    index = {u: n for n, u in enumerate(ordered)}
+
+    def common(a: str, b: str) -> int:
+        n = 0
+        for x, y in zip(a, b, strict=False):
+            if x != y:
+                break
+            n += 1
+        return n
+
+    out = {}
+    for ident in ids:
+        low = ident.lower()
+        n = index[low]
+        need = 0
+        if n > 0:
+            need = max(need, common(low, ordered[n - 1]) + 1)
+        if n + 1 < len(ordered):
+            need = max(need, common(low, ordered[n + 1]) + 1)
+        out[ident] = ident[: max(need, least)]
+    return out
+
+
 def find_session(roots: Sequence[Path], ident: str) -> SessionRef:
     """The session whose id is ``ident`` or starts with it (case-insensitively), across roots.
 

@@ -1,4 +1,12 @@
-"""Token and cost aggregation over ``llm_call`` records, by skill, model, provider or day.
+"""Token and cost aggregation over ``llm_call`` records, and tool/MCP-server attribution.
+
+``usage --by skill|model|provider|day`` aggregates ``llm_call`` records;
+``usage --by tool|server`` aggregates tool calls (calls, errors, durations).
+A window selects **records by their own ``ts``**, not sessions by their start:
+a session that runs past midnight, or is resumed days later in its old date
+directory, puts each call on the day it was made. A session counts in a row
+when it has records there in the window (or, without any, when it started in
+the window).
 
 The shape follows fizeau's AggregateUsage: per-row session counts by outcome,
 token totals, the sum of the costs that are known, how many sessions had a
@@ -17,30 +25,110 @@ A model the catalog does not know has an unknown cost, never $0.
 Token convention: traced's ``input_tokens`` excludes cache reads and writes
 (so the cache hit rate is ``cache_read / (input + cache_read + cache_write)``);
 genai-prices counts them inside ``input_tokens``, so the sum is passed to it.
+
+Model ids with a provider prefix, as LiteLLM and OpenRouter write them
+(``anthropic/claude-sonnet-4-5``, ``openrouter/openai/gpt-4o-mini``,
+``bedrock/anthropic.claude-…``, ``ollama/llama3``), price like the bare id at
+that provider (see ``price_candidates``).
+
+A figure derived from a partly unknown cost is *partial*: it is a lower bound,
+and it is shown with ``+?`` (``partial`` in JSON), never as exact.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from traced.format.accounting import reported_cost
+from traced.format.pairing import Pairer, tool_key
 from traced.format.records import count
-from traced.read.sessions import ScanStats, SessionInfo, scan
+from traced.read.sessions import ScanStats, SessionInfo, iter_refs, load_info
 from traced.read.trace import Entry, iter_trace
 from traced.read.window import Window, local_date
 
-LOCAL_PROVIDERS: Final = frozenset({"ollama", "lmstudio", "llamacpp", "local", "vllm"})
-GROUPINGS: Final = ("skill", "model", "provider", "day")
+LOCAL_PROVIDERS: Final = frozenset({
+    "ollama", "ollama_chat", "lmstudio", "lm_studio", "llamacpp", "llama.cpp", "llamafile",
+    "local", "vllm", "hosted_vllm",
+})
+CALL_GROUPINGS: Final = ("skill", "model", "provider", "day")
+TOOL_GROUPINGS: Final = ("tool", "server")
+GROUPINGS: Final = CALL_GROUPINGS + TOOL_GROUPINGS
 NONE_KEY: Final = "-"
+
+PROVIDER_ALIASES: Final = {
+    # LiteLLM / OpenRouter prefixes and OpenTelemetry gen_ai.provider.name values ->
+    # genai-prices provider ids.
+    "anthropic": "anthropic", "claude": "anthropic",
+    "openai": "openai", "azure": "azure", "azure_ai": "azure", "azure.ai.openai": "azure",
+    "azure.ai.inference": "azure",
+    "bedrock": "aws", "bedrock_converse": "aws", "aws": "aws", "aws.bedrock": "aws",
+    "amazon": "aws",
+    "gemini": "google", "google": "google", "vertex_ai": "google", "vertex": "google",
+    "vertex_ai_beta": "google", "gcp.gemini": "google", "gcp.vertex_ai": "google",
+    "gcp.gen_ai": "google", "google_genai": "google",
+    "openrouter": "openrouter", "mistral": "mistral", "mistralai": "mistral",
+    "mistral_ai": "mistral", "groq": "groq", "deepseek": "deepseek", "xai": "x-ai",
+    "x-ai": "x-ai", "x_ai": "x-ai", "together_ai": "together", "together": "together",
+    "togethercomputer": "together", "fireworks_ai": "fireworks", "fireworks": "fireworks",
+    "cohere": "cohere", "cohere_chat": "cohere", "perplexity": "perplexity",
+    "cerebras": "cerebras", "moonshot": "moonshotai", "moonshotai": "moonshotai",
+    "meta": "meta", "meta-llama": "meta", "zai": "zai", "novita": "novita",
+}
+
+
+BEDROCK_ID: Final = re.compile(
+    r"^(?:(?:us|eu|apac|global|us-gov|jp|au|ca)\.)?"
+    r"(?:anthropic|amazon|meta|mistral|cohere|ai21|deepseek|qwen|openai|writer)\.[\w.:-]+$"
+)
+"""An AWS Bedrock model id, with or without a cross-region inference prefix."""
 
 
 def is_local(provider: str | None) -> bool:
     """Whether ``provider`` names a local runtime, whose calls cost nothing."""
     return provider is not None and provider.lower() in LOCAL_PROVIDERS
+
+
+def price_candidates(model: str, provider: str | None) -> Iterator[tuple[str, str | None]]:
+    """The (model, genai-prices provider id) lookups to try for one call, best first.
+
+    The model as recorded at its provider; then, for each ``prefix/`` in front of
+    the id (``openrouter/anthropic/claude-sonnet-4-5``), the rest at that prefix's
+    provider and at any provider. Unknown prefixes are kept as part of the id
+    (``meta-llama/Llama-3…`` is a whole Hugging Face id) but also stripped.
+    """
+    seen: set[tuple[str, str | None]] = set()
+
+    def once(m: str, p: str | None) -> Iterator[tuple[str, str | None]]:
+        if m and (m, p) not in seen:
+            seen.add((m, p))
+            yield m, p
+
+    hint = PROVIDER_ALIASES.get(provider.lower(), provider.lower()) if provider else None
+    yield from once(model, hint)
+    if BEDROCK_ID.match(model.rsplit("/", 1)[-1]):  # us.anthropic.claude-…-v1:0
+        yield from once(model.rsplit("/", 1)[-1], "aws")
+    rest = model
+    while "/" in rest:
+        prefix, rest = rest.split("/", 1)
+        mapped = PROVIDER_ALIASES.get(prefix.lower())
+        if mapped is not None:
+            yield from once(rest, mapped)
+            if mapped == "openrouter":
+                continue
+        yield from once(rest, hint)
+        yield from once(rest, None)
+    yield from once(model, None)
+
+
+def model_is_local(model: str | None) -> bool:
+    """Whether a model id carries a local runtime's prefix (``ollama/llama3``)."""
+    return model is not None and "/" in model and is_local(model.split("/", 1)[0])
 
 
 def _opt_num(value: object) -> float | None:
@@ -128,7 +216,7 @@ class Pricer:
 
     def price(self, call: LlmCall) -> Price:
         """The cost of one call, or ``UNKNOWN``."""
-        local = is_local(call.provider)
+        local = is_local(call.provider) or model_is_local(call.model)
         if call.cost_usd is not None:
             return Price(call.cost_usd, "reported", local=local and call.cost_usd == 0)
         if local:
@@ -145,11 +233,10 @@ class Pricer:
             cache_write_tokens=call.cache_write_tokens,
         )
         when = datetime.fromtimestamp(call.epoch, UTC) if call.epoch is not None else None
-        attempts: list[str | None] = [call.provider, None] if call.provider else [None]
-        for provider in attempts:
+        for model, provider in price_candidates(call.model, call.provider):
             try:
                 result = catalog.calc_price(
-                    usage, call.model, provider_id=provider, genai_request_timestamp=when
+                    usage, model, provider_id=provider, genai_request_timestamp=when
                 )
             except LookupError:
                 continue
@@ -255,10 +342,26 @@ class UsageRow:
         return self.cache_read_tokens / total if total else None
 
     @property
+    def cost_partial(self) -> bool:
+        """Some calls have a known cost and others not: ``cost_usd`` is a lower bound."""
+        return self.priced_calls > 0 and self.unknown_cost_calls > 0
+
+    @property
     def cost_per_success(self) -> float | None:
-        """Known cost per successful session; None without successes or known cost."""
+        """Known cost per successful session (USD; a lower bound when ``cost_partial``);
+        None without successes or known cost."""
         cost = self.cost_usd
         return cost / self.success if cost is not None and self.success else None
+
+    @property
+    def cost_per_success_display(self) -> str:
+        """``-`` (no success or no calls), ``unknown``, ``$0.5000`` or ``$0.5000+?`` (partial)."""
+        if not self.success or not self.llm_calls:
+            return "-"
+        value = self.cost_per_success
+        if value is None:
+            return "unknown"
+        return money(value) + ("+?" if self.cost_partial else "")
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -296,6 +399,7 @@ class UsageRow:
             "cache_read_tokens": self.cache_read_tokens,
             "cache_write_tokens": self.cache_write_tokens,
             "cost_usd": self.cost_usd,
+            "cost_partial": self.cost_partial,
             "local": self.local,
             "unknown_cost_sessions": self.unknown_cost_sessions,
             "unknown_cost_calls": self.unknown_cost_calls,
@@ -308,7 +412,7 @@ class UsageRow:
 
 @dataclass(slots=True)
 class UsageReport:
-    """Rows of one grouping over one window, plus the total."""
+    """Rows of one call grouping (skill, model, provider, day) over one window, plus the total."""
 
     window: Window | None
     by: str
@@ -325,40 +429,221 @@ class UsageReport:
         }
 
 
+# =========================================================================== tool runs
+
+
+@dataclass(slots=True)
+class ToolRun:
+    """One tool call with its result (paired by ``call_id``), read tolerantly.
+
+    ``ok`` is None while no result came (the call is *unanswered*);
+    ``duration_ms`` is the result's own ``duration_ms``, else the time from the
+    call's ``ts`` to the result's, else None. ``epoch`` is when the call was made
+    (the result's time when the call record is missing).
+    """
+
+    tool: str
+    server: str | None = None
+    kind: str | None = None
+    ok: bool | None = None
+    duration_ms: float | None = None
+    epoch: float | None = None
+
+    @property
+    def label(self) -> str:
+        """``server/tool`` for MCP tools, the tool name otherwise."""
+        return f"{self.server}/{self.tool}" if self.server else self.tool
+
+
+def _opt_str(payload: Any, key: str) -> str | None:
+    value = payload.get(key) if isinstance(payload, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _run_of(entry: Entry) -> ToolRun:
+    p = entry.payload
+    return ToolRun(
+        tool=tool_key(p)[0] or NONE_KEY,
+        server=_opt_str(p, "server"),
+        kind=_opt_str(p, "kind"),
+        epoch=entry.epoch,
+    )
+
+
+def _complete(run: ToolRun, result: Entry, call_epoch: float | None) -> None:
+    p = result.payload if isinstance(result.payload, dict) else {}
+    ok = p.get("ok")
+    run.ok = ok if isinstance(ok, bool) else True
+    run.server = run.server or _opt_str(p, "server")
+    run.kind = run.kind or _opt_str(p, "kind")
+    run.duration_ms = _opt_num(p.get("duration_ms"))
+    if run.duration_ms is None and call_epoch is not None and result.epoch is not None:
+        run.duration_ms = max(result.epoch - call_epoch, 0.0) * 1000
+
+
+def tool_runs(entries: Iterable[Entry]) -> list[ToolRun]:
+    """Pair a session's ``tool_call``/``tool_result`` records into runs, in call order."""
+    pairer: Pairer[tuple[ToolRun, Entry]] = Pairer()
+    runs: list[ToolRun] = []
+    for e in entries:
+        if e.phase == "tool_call":
+            run = _run_of(e)
+            runs.append(run)
+            early = pairer.call(*tool_key(e.payload), (run, e))
+            if early is not None:  # its result came first
+                _complete(run, early[1], e.epoch)
+        elif e.phase == "tool_result":
+            call = pairer.result(*tool_key(e.payload), (ToolRun(NONE_KEY), e))
+            if call is not None:
+                _complete(call[0], e, call[1].epoch)
+    # results that never met their call count on their own
+    for run_entry in pairer.early_results():
+        run = _run_of(run_entry[1])
+        _complete(run, run_entry[1], None)
+        runs.append(run)
+    return runs
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """The nearest-rank ``q`` quantile (0 < q <= 1) of ascending values; None when empty."""
+    if not sorted_values:
+        return None
+    return sorted_values[max(math.ceil(q * len(sorted_values)) - 1, 0)]
+
+
+@dataclass(slots=True)
+class ToolRow:
+    """Attribution for one tool or MCP server: calls, errors, durations (ms)."""
+
+    key: str
+    sessions: int = 0
+    calls: int = 0
+    errors: int = 0
+    unanswered: int = 0
+    durations: list[float] = field(default_factory=list)
+
+    def add(self, runs: Iterable[ToolRun]) -> None:
+        """Count one session's runs of this row."""
+        self.sessions += 1
+        for run in runs:
+            self.calls += 1
+            if run.ok is None:
+                self.unanswered += 1
+            elif not run.ok:
+                self.errors += 1
+            if run.duration_ms is not None:
+                self.durations.append(run.duration_ms)
+
+    @property
+    def total_ms(self) -> float:
+        """Sum of the known durations (ms)."""
+        return sum(self.durations)
+
+    def quantile(self, q: float) -> float | None:
+        """Nearest-rank duration quantile (ms) over the runs with a known duration."""
+        return percentile(sorted(self.durations), q)
+
+    @property
+    def error_rate(self) -> float | None:
+        """errors / answered calls; None without answered calls."""
+        answered = self.calls - self.unanswered
+        return self.errors / answered if answered else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``usage --by tool|server --json`` shape of one row (durations in ms)."""
+
+        def ms(value: float | None) -> float | None:
+            return None if value is None else round(value, 3)
+
+        rate = self.error_rate
+        return {
+            "key": self.key,
+            "sessions": self.sessions,
+            "calls": self.calls,
+            "errors": self.errors,
+            "unanswered": self.unanswered,
+            "error_rate": None if rate is None else round(rate, 4),
+            "timed_calls": len(self.durations),
+            "total_ms": round(self.total_ms, 3),
+            "p50_ms": ms(self.quantile(0.5)),
+            "p95_ms": ms(self.quantile(0.95)),
+        }
+
+
+@dataclass(slots=True)
+class ToolReport:
+    """Rows of one tool grouping (tool, server) over one window, plus the total."""
+
+    window: Window | None
+    by: str
+    rows: list[ToolRow]
+    total: ToolRow
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"window": …, "by": …, "rows": [...], "total": {...}}``."""
+        return {
+            "window": None if self.window is None else self.window.to_json(),
+            "by": self.by,
+            "rows": [r.to_json() for r in self.rows],
+            "total": self.total.to_json(),
+        }
+
+
+# =========================================================================== collecting
+
+
+@dataclass(slots=True)
+class SessionUsage:
+    """A session with its ``llm_call`` records and tool runs inside a window."""
+
+    info: SessionInfo
+    calls: list[LlmCall]
+    tools: list[ToolRun] = field(default_factory=list)
+
+
 def _session_day(info: SessionInfo) -> str:
     start = info.started
     return local_date(start).isoformat() if start is not None else info.ref.date
 
 
+def _day(epoch: float | None, info: SessionInfo) -> str:
+    return local_date(epoch).isoformat() if epoch is not None else _session_day(info)
+
+
 def aggregate(
-    sessions: Iterable[tuple[SessionInfo, Sequence[LlmCall]]],
+    sessions: Iterable[SessionUsage],
     by: str = "skill",
     *,
     pricer: Pricer | None = None,
     window: Window | None = None,
 ) -> UsageReport:
-    """Group sessions and their calls by ``skill``, ``model``, ``provider`` or ``day``.
+    """Group sessions' calls by ``skill``, ``model``, ``provider`` or ``day`` (the call's local date).
 
-    A session whose calls span several models (or providers) counts once in each
-    of their rows, and once in the total. Sessions without calls go under ``-``.
+    A session whose calls span several models, providers or days counts once in
+    each of their rows, and once in the total. Sessions without calls go under
+    ``-`` (``day``: the day they started). Raises ValueError for another grouping.
     """
-    if by not in GROUPINGS:
+    if by not in CALL_GROUPINGS:
         raise ValueError(f"bad grouping {by!r}: use one of {', '.join(GROUPINGS)}")
     pricer = pricer or Pricer()
     rows: dict[str, UsageRow] = {}
     total = UsageRow("total")
-    for info, calls in sessions:
-        priced = [(c, pricer.price(c)) for c in calls]
+    for item in sessions:
+        info = item.info
+        priced = [(c, pricer.price(c)) for c in item.calls]
         total.add_session(info, priced)
         groups: dict[str, list[tuple[LlmCall, Price]]] = {}
         if by == "skill":
             groups[info.skill] = priced
         elif by == "day":
-            groups[_session_day(info)] = priced
+            for pair in priced:
+                groups.setdefault(_day(pair[0].epoch, info), []).append(pair)
+            if not groups:
+                groups[_session_day(info)] = []
         else:
-            for item in priced:
-                key = (item[0].model if by == "model" else item[0].provider) or NONE_KEY
-                groups.setdefault(key, []).append(item)
+            for pair in priced:
+                key = (pair[0].model if by == "model" else pair[0].provider) or NONE_KEY
+                groups.setdefault(key, []).append(pair)
             if not groups:
                 groups[NONE_KEY] = []
         for key, items in groups.items():
@@ -369,11 +654,92 @@ def aggregate(
     return UsageReport(window, by, [rows[k] for k in sorted(rows)], total)
 
 
+def aggregate_tools(
+    sessions: Iterable[SessionUsage], by: str = "tool", *, window: Window | None = None
+) -> ToolReport:
+    """Group tool runs by ``tool`` (``server/tool`` for MCP tools) or MCP ``server``.
+
+    Tools without a server go under ``-`` when grouping by server. Rows are
+    sorted by calls, most first. Raises ValueError for another grouping.
+    """
+    if by not in TOOL_GROUPINGS:
+        raise ValueError(f"bad grouping {by!r}: use one of {', '.join(GROUPINGS)}")
+    rows: dict[str, ToolRow] = {}
+    total = ToolRow("total")
+    for item in sessions:
+        if not item.tools:
+            continue
+        total.add(item.tools)
+        groups: dict[str, list[ToolRun]] = {}
+        for run in item.tools:
+            key = run.label if by == "tool" else (run.server or NONE_KEY)
+            groups.setdefault(key, []).append(run)
+        for key, runs in groups.items():
+            row = rows.get(key)
+            if row is None:
+                row = rows[key] = ToolRow(key)
+            row.add(runs)
+    ordered = sorted(rows.values(), key=lambda r: (-r.calls, r.key))
+    return ToolReport(window, by, ordered, total)
+
+
 def session_calls(info: SessionInfo) -> list[LlmCall]:
     """The ``llm_call`` records of a session; skips reading when meta.json says there are none."""
     if not info.running and info.phases is not None and info.phases.get("llm_call", 0) == 0:
         return []
     return [LlmCall.from_entry(e) for e in iter_trace(info.ref.trace_path) if e.phase == "llm_call"]
+
+
+def session_cost(info: SessionInfo, pricer: Pricer) -> str:
+    """A session's cost as tables show it (``cost_text``), priced like ``usage`` prices it.
+
+    meta.json's reported cost suffices when every call reported one; otherwise the
+    session's ``llm_call`` records are read and priced (the catalog loads only then).
+    """
+    usage = info.usage
+    if usage is None or usage.llm_calls == 0:
+        return "-"
+    if usage.unknown_cost_calls == 0:
+        return cost_text(usage.cost_usd, calls=usage.llm_calls, unknown=0, local=False)
+    row = UsageRow("session")
+    row.add_calls((c, pricer.price(c)) for c in session_calls(info))
+    return row.cost_display
+
+
+def read_session(info: SessionInfo, *, tools: bool = False) -> SessionUsage:
+    """A session's calls (and, with ``tools``, its tool runs), all of them, unwindowed.
+
+    Reads nothing when meta.json of a finished session counts none of what is asked.
+    """
+    phases = info.phases if not info.running else None
+    want_calls = phases is None or phases.get("llm_call", 0) > 0
+    want_tools = tools and (phases is None or phases.get("tool_call", 0) + phases.get("tool_result", 0) > 0)
+    if not want_calls and not want_tools:
+        return SessionUsage(info, [])
+    entries = [e for e in iter_trace(info.ref.trace_path)
+               if e.phase in ("llm_call", "tool_call", "tool_result")]
+    calls = [LlmCall.from_entry(e) for e in entries if e.phase == "llm_call"] if want_calls else []
+    return SessionUsage(info, calls, tool_runs(entries) if want_tools else [])
+
+
+def within(item: SessionUsage, window: Window | None) -> SessionUsage | None:
+    """``item`` with only the calls and tool runs made inside ``window``; None when the
+    session has none there and did not start there. A record without a usable ``ts``
+    counts at the session's start."""
+    if window is None:
+        return item
+    start = item.info.started
+    started_in = start is not None and window.contains(start)
+
+    def inside(epoch: float | None) -> bool:
+        when = epoch if epoch is not None else start
+        return started_in if when is None else window.contains(when)
+
+    calls = [c for c in item.calls if inside(c.epoch)]
+    tools = [t for t in item.tools if inside(t.epoch)]
+    if not calls and not tools and not started_in:
+        return None
+    return SessionUsage(item.info, calls, tools)
 
 
 def collect(
@@ -382,9 +748,46 @@ def collect(
     *,
     skill: str | None = None,
     stats: ScanStats | None = None,
-    infos: Sequence[SessionInfo] | None = None,
-) -> list[tuple[SessionInfo, list[LlmCall]]]:
-    """Each session in ``window`` with its ``llm_call`` records, newest first."""
+    infos: Iterable[SessionInfo] | None = None,
+    tools: bool = False,
+) -> list[SessionUsage]:
+    """Each session with calls (and tool runs) in ``window``, newest first.
+
+    Sessions of earlier date directories are candidates too (a call is counted on
+    the day it was made), unless their files were last written before the window.
+    """
     if infos is None:
-        infos = scan(roots, window, skill=skill, stats=stats)
-    return [(info, session_calls(info)) for info in infos]
+        infos = candidates(roots, window, skill=skill, stats=stats)
+    found = []
+    for info in infos:
+        item = within(read_session(info, tools=tools), window)
+        if item is not None:
+            found.append(item)
+    return found
+
+
+def candidates(
+    roots: Sequence[Path],
+    window: Window | None,
+    *,
+    skill: str | None = None,
+    stats: ScanStats | None = None,
+) -> list[SessionInfo]:
+    """Sessions that may hold records inside ``window``: those of date directories up to the
+    window's last, except earlier ones whose files were last written before it starts."""
+    lo, hi = window.dir_range() if window is not None else ("", "9999-99-99")
+    infos = []
+    for ref in iter_refs(roots, skill=skill, until=hi, stats=stats):
+        if window is not None and ref.date < lo:
+            try:
+                newest = max(p.stat().st_mtime for p in (ref.trace_path, ref.meta_path) if p.exists())
+            except (OSError, ValueError):
+                continue
+            if newest < window.start:
+                continue
+        info = load_info(ref, stats=stats)
+        if info is None or (skill is not None and info.skill != skill):
+            continue
+        infos.append(info)
+    infos.sort(key=lambda i: i.sort_key, reverse=True)
+    return infos

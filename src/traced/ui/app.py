@@ -113,7 +113,7 @@ def build(state: State) -> Starlette:
             infos = scan(state.roots, window)
             if query:
                 infos = [i for i in infos if model.matches(i, query)]
-            return [model.session_row(i) for i in infos]
+            return [model.session_row(i, state.pricer) for i in infos]
 
         rows = await anyio.to_thread.run_sync(work)
         return json_response({"sessions": rows, "live": state.hub.mode})

@@ -28,7 +28,7 @@ from traced.format.pairing import Pairer, tool_key
 from traced.format.records import summarize
 from traced.read.sessions import Session, SessionInfo
 from traced.read.trace import Entry
-from traced.read.usage import LlmCall, Pricer, UsageRow, aggregate, collect, cost_text
+from traced.read.usage import LlmCall, Pricer, UsageRow, aggregate, collect, cost_text, session_cost, within
 from traced.read.window import Window
 
 MARKER_PHASES: Final = frozenset({"note", "decision", "verify", "artifact"})
@@ -71,16 +71,13 @@ def cost_of(calls: Sequence[LlmCall], pricer: Pricer) -> dict[str, Any]:
     }
 
 
-def session_row(info: SessionInfo) -> dict[str, Any]:
-    """One line of the sessions page: ``ls --json``'s fields plus ``cost`` text and ``cost_usd``."""
+def session_row(info: SessionInfo, pricer: Pricer) -> dict[str, Any]:
+    """One line of the sessions page: ``ls --json``'s fields plus the ``cost`` that ``traced ls`` shows
+    (``read.usage.session_cost``) and ``cost_usd``, the known part of it (USD, None: none known)."""
     out = info.to_json()
     usage = info.usage
-    if usage is None:
-        out["cost"], out["cost_usd"] = "-", None
-    else:
-        out["cost"] = cost_text(usage.cost_usd, calls=usage.llm_calls, unknown=usage.unknown_cost_calls,
-                                local=False)
-        out["cost_usd"] = usage.cost_usd
+    out["cost"] = session_cost(info, pricer)
+    out["cost_usd"] = None if usage is None else usage.cost_usd
     return out
 
 
@@ -296,7 +293,7 @@ def session_view(session: Session, pricer: Pricer, now: float | None = None) -> 
     totals["errors"] = sum(e.phase == "tool_result" and e.get("ok") is False for e in entries)
     totals["records"] = len(entries)
     return {
-        "session": session_row(info),
+        "session": session_row(info, pricer),
         "start": base,
         "span": end,
         "rows": rows,
@@ -371,8 +368,8 @@ def usage_view(roots: Sequence[Path], window: Window, stack: str, pricer: Pricer
     """``{report, days, top}`` for the usage page.
 
     ``report`` is ``traced usage --since W --by STACK --json`` (each row with its ``cost`` text
-    added, as the table prints it); ``days`` holds, per
-    day of the window, that same report for the day alone (``--since DAY``), trimmed to
+    added, as the table prints it); ``days`` holds, per day of the window, that same report
+    for the day alone (``--since DAY``: the calls made that day), trimmed to
     the chart's fields; ``top`` the ``top`` sessions with the highest known cost.
     Raises ValueError for a bad ``stack`` or a window over ``MAX_CHART_DAYS`` days.
     """
@@ -381,18 +378,20 @@ def usage_view(roots: Sequence[Path], window: Window, stack: str, pricer: Pricer
     collected = collect(roots, window)
     report = aggregate(collected, stack, pricer=pricer, window=window)
     days = []
-    for day in _days(window):
-        daily = aggregate(collect(roots, day), stack, pricer=pricer, window=day)
+    for day in _days(window):  # what collect(roots, day) gives, without reading the files again
+        inside = [item for item in (within(s, day) for s in collected) if item is not None]
+        daily = aggregate(inside, stack, pricer=pricer, window=day)
         days.append({
             "day": day.label,
             "rows": [_chart_row(r) for r in daily.rows if r.llm_calls],
             "total": _chart_row(daily.total),
         })
     ranked = []
-    for info, calls in collected:
-        if not calls:
+    for item in collected:
+        if not item.calls:
             continue
-        cost = cost_of(calls, pricer)
+        info = item.info
+        cost = cost_of(item.calls, pricer)
         ranked.append({"session_id": info.session_id, "skill": info.skill, "started_at": info.started_at,
                        "outcome": "running" if info.running else info.outcome, **cost})
     ranked.sort(key=lambda r: (r["cost_usd"] is not None, r["cost_usd"] or 0.0, r["unknown_cost_calls"]),

@@ -71,7 +71,10 @@ def run(listen: str, roots: Sequence[Path], socket_path: str | None, open_browse
     try:
         import uvicorn
     except ImportError:
-        raise CliError("traced ui needs the 'ui' extra: pip install 'traced[ui]'") from None
+        from traced.forward import install_hint
+
+        raise CliError(f"traced ui needs uvicorn and starlette: {install_hint('ui', 'uvicorn starlette sse-starlette')}"
+                       ) from None
     import anyio
 
     from traced.ui.app import State, build

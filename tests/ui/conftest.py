@@ -87,7 +87,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def start_ui(roots: list[Path], tmp: Path, env: dict[str, str] | None = None, *extra: str) -> Ui:
+def start_ui(roots: list[Path], tmp: Path, env: dict[str, str] | None = None, *extra: str,
+             no_open: bool = True) -> Ui:
     """``traced ui --no-open`` on a free loopback port; returns once the URL is printed and it answers."""
     env = {**os.environ, **(env or {})}
     env.setdefault("TRACED_SOCKET", str(tmp / "no-daemon.sock"))
@@ -95,7 +96,8 @@ def start_ui(roots: list[Path], tmp: Path, env: dict[str, str] | None = None, *e
     errf = tmp / f"ui-{len(list(tmp.glob('ui-*.err')))}.err"
     args = [a for r in roots for a in ("--root", str(r))]
     with open(errf, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "traced", "ui", "--no-open", *args, *extra],
+        proc = subprocess.Popen([sys.executable, "-m", "traced", "ui", *(["--no-open"] if no_open else []),
+                                 *args, *extra],
                                 stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     assert proc.stdout is not None
     url = proc.stdout.readline().strip()
@@ -177,7 +179,10 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
 def login(driver: Any, ui: Ui, path: str = "/") -> None:
     """Open ``path`` with the token once per server (the cookie holds it after)."""
     if ui.port not in ui.logged_in:
-        driver.get(ui.url)
+        driver.get(ui.url)  # sets the cookie, then the page moves on to / by itself
+        wait_for(lambda: driver.current_url == ui.base + "/" and driver.execute_script(
+            "return document.readyState === 'complete' && !!document.getElementById('app')"), 15,
+            what="the token page to move on to /")
         ui.logged_in.add(ui.port)
     driver.get(ui.base + path)
 

@@ -108,6 +108,19 @@ def texts(driver: Any, css: str) -> list[str]:
     return got
 
 
+def click(driver: Any, css: str, index: int = 0) -> None:
+    """A real click on the ``index``-th element matching ``css`` (again if a repaint replaced it first)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(5):
+        try:
+            by_css(driver, css)[index].click()
+            return
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError(f"{css}[{index}] kept being replaced")
+
+
 def text_of(driver: Any, css: str) -> str:
     found = wait_for(lambda: by_css(driver, css), 15, what=f"{css} on the page")
     return str(found[0].text)
@@ -144,8 +157,8 @@ def test_sessions_page_lists_sorts_filters_and_searches(page: Any, ui: Ui) -> No
                          "$0.0163"]  # priced like `traced ls` prices it (read.usage.session_cost)
     # newest first, then by clicking "Steps" twice: ascending
     assert by_css(page, "#sessions tbody tr")[0].get_attribute("data-session") == ft.RUNNING_ID
-    by_css(page, 'th[data-key="steps"]')[0].click()
-    by_css(page, 'th[data-key="steps"]')[0].click()
+    click(page, 'th[data-key="steps"]', 0)
+    click(page, 'th[data-key="steps"]', 0)
     steps = [r.find_elements("css selector", "td")[3].text for r in by_css(page, "#sessions tbody tr")]
     assert steps == sorted(steps, key=lambda s: -1 if s == "-" else int(s))
     Select(by_css(page, "#f-outcome")[0]).select_by_value("failure")
@@ -184,7 +197,7 @@ def test_session_waterfall_shows_id_outcome_bars_cost_and_payloads(page: Any, ui
     bar = by_css(page, '.row[data-kind="tool"] .bar')[2]
     assert bar.size["width"] / track.size["width"] == pytest.approx(2.1 / 10.5, abs=0.01)
     # clicking the Read bar shows its call and its result, the spilled blob read back
-    by_css(page, '.row[data-kind="tool"]')[1].click()
+    click(page, '.row[data-kind="tool"]', 1)
     wait_for(lambda: "line 79: def handler" in by_css(page, "#detail")[0].text, 15, what="the blob in the detail")
     detail = by_css(page, "#detail")[0].text
     assert detail.startswith("step 4 · tool_call")
@@ -204,12 +217,12 @@ def test_broken_traces_and_unknown_ids_say_so(page: Any, ui: Ui) -> None:
 def test_a_3_mb_payload_shows_its_start_at_once(page: Any, ui: Ui) -> None:
     login(page, ui, f"/session/{BIG_ID}")
     wait_for(lambda: tool_rows(page) == [("Read", "300 ms", False)], 15, what="the Read row")
-    by_css(page, '.row[data-kind="tool"]')[0].click()
+    click(page, '.row[data-kind="tool"]', 0)
     wait_for(lambda: by_css(page, "#detail .payload button"), 15, what="the 'show all' button")
     shown = page.execute_script("return Array.from(document.querySelectorAll('#detail pre'))"
                                 ".map(function (p) { return p.textContent.length; })")
     assert shown[0] < 2000 and shown[1] == 100_000  # the call whole; the result's first 100,000 characters
-    by_css(page, "#detail .payload button")[0].click()
+    click(page, "#detail .payload button", 0)
     full = page.execute_script("return document.querySelectorAll('#detail pre')[1].textContent.length")
     assert full > len(BIG_TEXT)
     assert by_css(page, "#detail .payload button") == []
@@ -272,11 +285,11 @@ def test_5000_steps_render_lazily_and_stay_usable(page: Any, ui_factory: Any, tm
     in_dom = len(by_css(page, ".row"))
     assert 10 < in_dom < 120, f"{in_dom} rows in the DOM for 2,549 waterfall rows"
     page.execute_script("document.getElementById('waterfall').scrollTop = 1e9")
-    wait_for(lambda: any(r.text.startswith("T2498 ") for r in by_css(page, '.row[data-kind="tool"]')), 10,
+    wait_for(lambda: any(t.startswith("T2498 ") for t in texts(page, '.row[data-kind="tool"]')), 10,
              what="the last tool row after scrolling to the bottom")
     assert len(by_css(page, ".row")) < 120
     # still usable: a click shows that step's payload
-    by_css(page, '.row[data-kind="tool"]')[-1].click()
+    click(page, '.row[data-kind="tool"]', -1)
     wait_for(lambda: "step 4998 · tool_call" in by_css(page, "#detail")[0].text, 10, what="the last call's payload")
 
 
@@ -348,7 +361,7 @@ def test_export_is_one_self_contained_file(page: Any, ui: Ui, tree: Path, tmp_pa
     assert text_of(page, "#outcome") == "success"
     assert tool_rows(page) == [("Bash", "330 ms", False), ("Read", "12 ms", False), ("Bash", "2.10 s", True)]
     assert text_of(page, "#f-total-cost") == "$0.0163"
-    by_css(page, '.row[data-kind="tool"]')[1].click()
+    click(page, '.row[data-kind="tool"]', 1)
     wait_for(lambda: "line 79: def handler" in by_css(page, "#detail")[0].text, 10, what="the blob, offline")
     assert page.execute_script("return performance.getEntriesByType('resource').length") == 0
     errors = [e for e in page.get_log("browser") if e["level"] == "SEVERE"]
@@ -372,7 +385,7 @@ def test_export_network_payloads_stay_text(page: Any, tree: Path, tmp_path: Path
     assert RESOURCE_URL.search(path.read_bytes()) is None
     page.get(path.as_uri())
     wait_for(lambda: by_css(page, '.row[data-kind="tool"]'), 10, what="the tool row")
-    by_css(page, '.row[data-kind="tool"]')[0].click()
+    click(page, '.row[data-kind="tool"]', 0)
     wait_for(lambda: "tracker.example" in by_css(page, "#detail")[0].text, 10, what="the URL as text")
     assert page.execute_script("return performance.getEntriesByType('resource').length") == 0
     assert by_css(page, "#detail img") == [] and by_css(page, "link[href*='x.example']") == []
@@ -390,7 +403,7 @@ def test_xss_in_trace_text_renders_as_text(page: Any, ui: Ui, tree: Path, tmp_pa
     assert lanes[1] == "turn 1: " + XSS_PROMPT
     assert by_css(page, '.row[data-kind="llm"] .name')[0].text == XSS_TOOL
     assert text_of(page, ".summary .sum") == XSS_SUMMARY
-    by_css(page, '.row[data-kind="tool"]')[0].click()
+    click(page, '.row[data-kind="tool"]', 0)
     shown = json.dumps(XSS_SUMMARY)[1:-1]  # as JSON text: quotes escaped
     wait_for(lambda: shown in texts(page, "#detail")[0], 10, what="the payload")
     assert page.execute_script("return window.__xss === undefined")
@@ -404,3 +417,32 @@ def test_xss_in_trace_text_renders_as_text(page: Any, ui: Ui, tree: Path, tmp_pa
     assert tool_rows(page) == [(XSS_TOOL, "300 ms", True)]
     assert page.execute_script("return window.__xss === undefined")
     assert by_css(page, "#app img") == [] and by_css(page, "#app script") == []
+
+
+# --------------------------------------------------------------------------- opening the browser
+
+
+def test_the_browser_opens_a_redirect_file_not_the_token(page: Any, tree: Path, tmp_path: Path) -> None:
+    """The token never goes on a command line (``ps`` shows it to everyone: jupyter/notebook#4260,
+    jamie8johnson/cqs#1337); the 0600 file it opens instead still logs the browser in."""
+    import os
+    import stat
+
+    argv_file = tmp_path / "argv"
+    fake = tmp_path / "browser.sh"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {argv_file}\n')
+    fake.chmod(0o755)
+    ui = start_ui([tree], tmp_path, {"BROWSER": str(fake), "DISPLAY": ""}, no_open=False)
+    try:
+        args = wait_for(lambda: argv_file.exists() and argv_file.read_text().split(), 15, what="the browser's argv")
+        assert len(args) == 1 and args[0].startswith("file:///") and ui.token not in args[0]
+        opener = Path(args[0].removeprefix("file://"))
+        assert stat.S_IMODE(opener.stat().st_mode) == 0o600
+        assert stat.S_IMODE(opener.parent.stat().st_mode) == 0o700
+        assert ui.url in opener.read_text().replace("&amp;", "&")
+        page.get(args[0])  # from file:// to the server: a cross-site start, and the cookie still works
+        wait_for(lambda: page.current_url == ui.base + "/", 15, what="the sessions page")
+        wait_for(lambda: ft.REVIEW_ID in attrs(page, "#sessions tbody tr", "data-session"), 15, what="the sessions")
+    finally:
+        ui.stop()
+    assert not opener.exists() and not os.path.exists(opener.parent)

@@ -13,7 +13,7 @@ import pytest
 from tests import fixtures_traces as ft
 from tests.conftest import Daemon, wait_for
 from tests.ui.conftest import login
-from tests.ui.test_browser import attrs, text_of, texts, tool_rows
+from tests.ui.test_browser import attrs, click, text_of, texts, tool_rows
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,7 +41,7 @@ def test_running_session_grows_live_through_the_daemon(page: Any, daemon: Daemon
         s.event("tool_call", {"tool": "Bash", "args": {"cmd": "make", "env": {"GITHUB_TOKEN": secret}},
                               "call_id": "b1"})
         wait_for(lambda: tool_rows(page) == [("Bash", "pending", False)], 20, what="the new call, pending")
-        page.find_element("css selector", '.row[data-kind="tool"]').click()
+        click(page, '.row[data-kind="tool"]')
         wait_for(lambda: "<redacted:" in texts(page, "#detail")[0], 10, what="the payload, redacted")
         assert secret not in texts(page, "#detail")[0] and secret not in page.page_source
         s.event("tool_result", {"tool": "Bash", "ok": False, "call_id": "b1", "duration_ms": 1500})

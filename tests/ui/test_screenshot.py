@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import Daemon, wait_for
 from tests.ui.conftest import login
-from tests.ui.test_browser import by_css, text_of, texts, tool_rows
+from tests.ui.test_browser import by_css, click, text_of, texts, tool_rows
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "claude_code"
 SID = "5f0c2b1e-8d3a-4c7e-9b21-3e6f7a9d4c10"
@@ -58,7 +58,7 @@ def test_waterfall_of_a_real_claude_code_session(page: Any, daemon: Daemon, ui_f
         assert [r[2] for r in tool_rows(page)] == [True, False, False, False, False, False]
         assert len(by_css(page, '.row[data-kind="llm"]')) == 4
         assert text_of(page, "#f-total-cost").startswith("$")
-        by_css(page, '.row[data-kind="tool"]')[4].click()
+        click(page, '.row[data-kind="tool"]', 4)
         wait_for(lambda: "tool_result (paired)" in texts(page, "#detail")[0], 10, what="the Task's payload")
         shot = tmp_path / "ui-waterfall.png"
         assert page.save_screenshot(str(shot))

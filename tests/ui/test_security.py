@@ -75,11 +75,14 @@ def test_wrong_token_or_cookie_is_refused(ui: Ui) -> None:
 
 
 def test_token_becomes_a_strict_httponly_cookie_and_leaves_the_url(ui: Ui) -> None:
-    status, headers, _ = ui.get(f"/usage?since=7d&token={ui.token}", cookie=False)
-    assert status == 303
-    assert headers["location"] == "/usage?since=7d"
+    status, headers, body = ui.get(f"/usage?since=7d&token={ui.token}", cookie=False)
+    assert status == 200
     assert headers["set-cookie"] == f"traced_ui_{ui.port}={ui.token}; HttpOnly; SameSite=Strict; Path=/"
     assert headers["referrer-policy"] == "no-referrer"
+    assert headers["content-security-policy"] == CSP
+    # the page moves on, by itself, to the same address without the token
+    assert re.findall(r'<meta http-equiv="refresh" content="([^"]*)">', body.decode()) == ["0;url=/usage?since=7d"]
+    assert ui.token not in body.decode()
     assert ui.get("/usage?since=7d")[0] == 200
 
 
@@ -144,6 +147,8 @@ def test_a_session_id_is_never_a_path(ui: Ui, ident: str) -> None:
     for path in (f"/api/session/{ident}", f"/api/session/{ident}/record/1"):
         assert ui.get(path)[0] == 404, path
     assert ui.get("/static/..%2Fguard.py")[0] == 404
+    status, _, body = ui.get(f'/"><script>x</script>?token={ui.token}', cookie=False)
+    assert status == 200 and b"<script>" not in body  # the path is escaped in the token page
 
 
 @pytest.mark.parametrize(("path", "error"), [

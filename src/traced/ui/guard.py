@@ -6,8 +6,9 @@ In order, for every HTTP request:
    anything else is refused with 403, which defeats DNS rebinding;
 2. ``?token=…`` with the right token sets the session cookie (HttpOnly,
    SameSite=Strict, named after the port because cookies ignore ports) and
-   redirects (303) to the same URL without the token, so it stays out of the
-   history and of any ``Referer``; a wrong token gets 403;
+   moves on (a refresh from that page, see ``_continue``) to the same URL
+   without the token, so it leaves the address bar and never reaches a
+   ``Referer``; a wrong token gets 403;
 3. otherwise the cookie must hold the token (compared in constant time): 401.
 
 Every response gets a strict Content-Security-Policy (scripts and styles from
@@ -20,9 +21,10 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
+from html import escape
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -80,9 +82,9 @@ class Guard:
                 await _plain(send, 403, "wrong token\n")
                 return
             rest = urlencode([(k, v) for k, v in query if k != "token"])
-            location = scope.get("path", "/") + (f"?{rest}" if rest else "")
+            location = quote(scope.get("path", "/"), safe="/") + (f"?{rest}" if rest else "")
             cookie = f"{self.cookie}={self.token.decode()}; HttpOnly; SameSite=Strict; Path=/"
-            await _plain(send, 303, "", [(b"location", location.encode()), (b"set-cookie", cookie.encode())])
+            await _continue(send, location, cookie)
             return
         if not self._has_cookie(headers.get(b"cookie", b"")):
             await _plain(send, 401, "unauthorized: open the URL that `traced ui` printed (it holds the token)\n")
@@ -105,6 +107,23 @@ class Guard:
             return False
         morsel = jar.get(self.cookie)
         return morsel is not None and hmac.compare_digest(morsel.value.encode(), self.token)
+
+
+async def _continue(send: Send, location: str, cookie: str) -> None:
+    """Set the cookie, then move on to ``location`` from this very page.
+
+    Not a 303: when the token URL is reached from another site (the redirect file that
+    ``traced ui`` opens, a link in a chat), a redirect stays part of that cross-site
+    navigation, and the browser would not send the new SameSite=Strict cookie with it.
+    A refresh from this page is a navigation of this site.
+    """
+    url = escape(location, quote=True)
+    body = (f'<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={url}">'
+            f'<title>traced ui</title></head><body><a href="{url}">continue</a></body></html>\n').encode()
+    headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+               *SECURITY_HEADERS, (b"set-cookie", cookie.encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _plain(send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:

@@ -8,7 +8,9 @@ runs beside the server in the same task group.
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets
+import shutil
 import socket
 import sys
 from collections.abc import Sequence
@@ -93,13 +95,7 @@ def run(listen: str, roots: Sequence[Path], socket_path: str | None, open_browse
     config = uvicorn.Config(guarded, log_level="warning", access_log=False, timeout_graceful_shutdown=1,
                             lifespan="off", server_header=False, proxy_headers=False)
     server = uvicorn.Server(config)
-    if open_browser:
-        import webbrowser
-
-        try:
-            webbrowser.open(url)
-        except Exception as e:  # no browser is not an error: the URL is printed
-            sys.stderr.write(f"traced ui: could not open a browser ({e}); open the URL above\n")
+    opener = open_in_browser(url) if open_browser else None
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
@@ -113,4 +109,34 @@ def run(listen: str, roots: Sequence[Path], socket_path: str | None, open_browse
         pass
     finally:
         sock.close()
+        if opener is not None:
+            shutil.rmtree(opener, ignore_errors=True)
     return 0
+
+
+def open_in_browser(url: str) -> Path | None:
+    """Open ``url`` through a redirect file, so the token is never on a command line.
+
+    A browser started as ``xdg-open URL`` shows its argv to every local user (``ps``);
+    the file ``<private temp dir>/open.html`` (0600, removed when the UI exits) holds
+    the URL instead (jupyter/notebook#4260). Returns that directory; None when no
+    browser could be started (the printed URL still works).
+    """
+    import tempfile
+    import webbrowser
+    from html import escape
+
+    where = Path(tempfile.mkdtemp(prefix="traced-ui-"))  # 0700
+    page = where / "open.html"
+    target = escape(url, quote=True)
+    fd = os.open(page, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f'<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url='
+                f'{target}"><title>traced ui</title></head><body><a href="{target}">open traced ui</a></body></html>\n')
+    try:
+        opened = webbrowser.open(page.as_uri())
+    except Exception:  # webbrowser raises what the launcher raises
+        opened = False
+    if not opened:
+        sys.stderr.write("traced ui: could not open a browser; open the URL above\n")
+    return where

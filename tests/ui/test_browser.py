@@ -325,6 +325,12 @@ def test_usage_page_shows_the_numbers_of_traced_usage(page: Any, ui: Ui, tree: P
     segs = set(zip(attrs(page, "rect.seg", "data-day"), attrs(page, "rect.seg", "data-key"), strict=True))
     assert ("2026-11-21", "claude-sonnet-4-5") in segs and ("2026-11-20", "llama3.1:8b") in segs
     assert len(by_css(page, "text.unknown-mark")) == 2
+    tools = subprocess.run([sys.executable, "-m", "traced", "usage", "--root", str(tree), "--since", "30d",
+                            "--by", "tool", "--json"], capture_output=True, text=True, env=ui.env, check=True)
+    by_tool = json.loads(tools.stdout)
+    assert attrs(page, "#tools-table tbody tr", "data-key") == [r["key"] for r in by_tool["rows"]] + ["total"]
+    bash = [texts(page, '#tools-table tr[data-key="Bash"] td')]
+    assert bash[0][:4] == ["Bash", str(by_tool["rows"][0]["sessions"]), "4", "2"]
     top = attrs(page, "#top li", "data-session")
     assert top[0] == ft.REVIEW_ID
 

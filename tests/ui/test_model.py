@@ -120,6 +120,12 @@ def test_usage_view_is_traced_usage(tmp_path: Path, utc: None) -> None:
     assert shown["total"].pop("cost") == "$0.0168 + unknown"
     assert shown == expected
     assert [d["day"] for d in data["days"]] == ["2026-11-19", "2026-11-20", "2026-11-21"]
+    by_tool = subprocess.run([sys.executable, "-m", "traced", "usage", "--root", str(root), "--since",
+                              "2026-11-19..2026-11-21", "--by", "tool", "--json"], capture_output=True, text=True,
+                             check=True, timeout=60)
+    assert data["tools"] == json.loads(by_tool.stdout)  # the Tools table is `traced usage --by tool`
+    assert [(r["key"], r["calls"], r["errors"]) for r in data["tools"]["rows"]] == [
+        ("Bash", 4, 2), ("Read", 1, 0), ("kubectl", 1, 0)]
     one_day = subprocess.run([sys.executable, "-m", "traced", "usage", "--root", str(root), "--since", "2026-11-21",
                               "--by", "model", "--json"], capture_output=True, text=True, check=True, timeout=60)
     day = json.loads(one_day.stdout)  # each bar of the chart is `traced usage --since DAY`

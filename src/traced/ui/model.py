@@ -28,7 +28,17 @@ from traced.format.pairing import Pairer, tool_key
 from traced.format.records import summarize
 from traced.read.sessions import Session, SessionInfo
 from traced.read.trace import Entry
-from traced.read.usage import LlmCall, Pricer, UsageRow, aggregate, collect, cost_text, session_cost, within
+from traced.read.usage import (
+    LlmCall,
+    Pricer,
+    UsageRow,
+    aggregate,
+    aggregate_tools,
+    collect,
+    cost_text,
+    session_cost,
+    within,
+)
 from traced.read.window import Window
 
 MARKER_PHASES: Final = frozenset({"note", "decision", "verify", "artifact"})
@@ -365,18 +375,20 @@ MAX_CHART_DAYS: Final = 366
 
 
 def usage_view(roots: Sequence[Path], window: Window, stack: str, pricer: Pricer, top: int = 10) -> dict[str, Any]:
-    """``{report, days, top}`` for the usage page.
+    """``{report, tools, days, top}`` for the usage page.
 
     ``report`` is ``traced usage --since W --by STACK --json`` (each row with its ``cost`` text
     added, as the table prints it); ``days`` holds, per day of the window, that same report
     for the day alone (``--since DAY``: the calls made that day), trimmed to
-    the chart's fields; ``top`` the ``top`` sessions with the highest known cost.
+    the chart's fields; ``tools`` is ``traced usage --since W --by tool --json``; ``top`` the
+    ``top`` sessions with the highest known cost.
     Raises ValueError for a bad ``stack`` or a window over ``MAX_CHART_DAYS`` days.
     """
     if (window.last - window.first).days >= MAX_CHART_DAYS:
         raise ValueError(f"window too long for the chart (at most {MAX_CHART_DAYS} days)")
-    collected = collect(roots, window)
+    collected = collect(roots, window, tools=True)
     report = aggregate(collected, stack, pricer=pricer, window=window)
+    tools = aggregate_tools(collected, "tool", window=window)
     days = []
     for day in _days(window):  # what collect(roots, day) gives, without reading the files again
         inside = [item for item in (within(s, day) for s in collected) if item is not None]
@@ -400,7 +412,7 @@ def usage_view(roots: Sequence[Path], window: Window, stack: str, pricer: Pricer
     for out, row in zip(shown["rows"], report.rows, strict=True):
         out["cost"] = row.cost_display
     shown["total"]["cost"] = report.total.cost_display
-    return {"report": shown, "days": days, "top": ranked[:top]}
+    return {"report": shown, "tools": tools.to_json(), "days": days, "top": ranked[:top]}
 
 
 def _chart_row(row: UsageRow) -> dict[str, Any]:

@@ -411,9 +411,11 @@
     var chart = el('div', {class: 'chart', id: 'chart'});
     var table = el('table', {class: 'usage', id: 'usage-table'});
     var top = el('ol', {class: 'top', id: 'top'});
+    var tools = el('table', {class: 'usage', id: 'tools-table'});
     var current = null;
     app.replaceChildren(nav(), el('main', null, el('div', {class: 'filters'}, since, stack, metric), total, chart,
-      el('h2', {text: 'Totals'}), table, el('h2', {text: 'Most expensive sessions'}), top));
+      el('h2', {text: 'Totals'}), table, el('h2', {text: 'Most expensive sessions'}), top,
+      el('h2', {text: 'Tools'}), tools));
 
     var lastText = null;
     function load() {
@@ -451,6 +453,16 @@
           fmtInt(s.output_tokens) + ' out');
       }));
       if (!d.top.length) top.append(el('li', {class: 'hint', text: 'no LLM calls in this window'}));
+      var tr = d.tools;
+      tools.replaceChildren(el('thead', null, el('tr', null, ...['tool', 'sessions', 'calls', 'errors', 'unanswered',
+        'p50', 'p95', 'total time'].map(function (h) { return el('th', {text: h}); }))),
+        el('tbody', null, ...tr.rows.concat([tr.total]).map(function (r) {
+          return el('tr', {class: r === tr.total ? 'total' : '', 'data-key': r.key}, el('td', {text: r.key}),
+            el('td', {class: 'n', text: String(r.sessions)}), el('td', {class: 'n', text: fmtInt(r.calls)}),
+            el('td', {class: 'n' + (r.errors ? ' bad' : ''), text: fmtInt(r.errors)}),
+            el('td', {class: 'n', text: fmtInt(r.unanswered)}), el('td', {class: 'n', text: fmtMs(r.p50_ms)}),
+            el('td', {class: 'n', text: fmtMs(r.p95_ms)}), el('td', {class: 'n', text: fmtMs(r.total_ms)}));
+        })));
     }
     function drawChart(days, keys, colour) {
       var isCost = metric.value === 'cost';

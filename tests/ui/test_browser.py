@@ -122,8 +122,9 @@ def click(driver: Any, css: str, index: int = 0) -> None:
 
 
 def text_of(driver: Any, css: str) -> str:
-    found = wait_for(lambda: by_css(driver, css), 15, what=f"{css} on the page")
-    return str(found[0].text)
+    """The text of the first element matching ``css``, once there is one (read inside the page)."""
+    found = wait_for(lambda: texts(driver, css), 15, what=f"{css} on the page")
+    return str(found[0])
 
 
 def tool_rows(driver: Any) -> list[tuple[str, str, bool]]:
@@ -148,18 +149,16 @@ def test_sessions_page_lists_sorts_filters_and_searches(page: Any, ui: Ui) -> No
                    15, what="session rows")
     assert ids == all_ids
     assert page.current_url == ui.base + "/", "the token must leave the address bar"
-    running = by_css(page, "#sessions tbody tr.running")
-    assert [r.get_attribute("data-session") for r in running] == [ft.RUNNING_ID]
-    assert "running" in running[0].text
-    row = by_css(page, f'#sessions tr[data-session="{ft.REVIEW_ID}"]')[0]
-    cells = [c.text for c in row.find_elements("css selector", "td")]
+    assert attrs(page, "#sessions tbody tr.running", "data-session") == [ft.RUNNING_ID]
+    assert "running" in texts(page, "#sessions tbody tr.running")[0]
+    cells = texts(page, f'#sessions tr[data-session="{ft.REVIEW_ID}"] td')
     assert cells[1:] == ["review", ft.REVIEW_ID, "17", "2", "10.50 s", "success", "3", "1", "2,000/540",
                          "$0.0163"]  # priced like `traced ls` prices it (read.usage.session_cost)
     # newest first, then by clicking "Steps" twice: ascending
-    assert by_css(page, "#sessions tbody tr")[0].get_attribute("data-session") == ft.RUNNING_ID
+    assert attrs(page, "#sessions tbody tr", "data-session")[0] == ft.RUNNING_ID
     click(page, 'th[data-key="steps"]', 0)
     click(page, 'th[data-key="steps"]', 0)
-    steps = [r.find_elements("css selector", "td")[3].text for r in by_css(page, "#sessions tbody tr")]
+    steps = texts(page, "#sessions tbody tr td:nth-child(4)")
     assert steps == sorted(steps, key=lambda s: -1 if s == "-" else int(s))
     Select(by_css(page, "#f-outcome")[0]).select_by_value("failure")
     assert set(attrs(page, "#sessions tbody tr", "data-session")) == {ft.REVIEW2_ID, XSS_ID}
@@ -168,7 +167,7 @@ def test_sessions_page_lists_sorts_filters_and_searches(page: Any, ui: Ui) -> No
     search.send_keys("kubectl")  # a tool name: only in the devboy session's trace
     wait_for(lambda: set(attrs(page, "#sessions tbody tr", "data-session")) == {ft.DEVBOY_ID},
              15, what="the search to keep only the devboy session")
-    assert by_css(page, "#count")[0].text == "1 of 1 sessions"
+    assert text_of(page, "#count") == "1 of 1 sessions"
 
 
 # --------------------------------------------------------------------------- one session
@@ -183,11 +182,14 @@ def test_session_waterfall_shows_id_outcome_bars_cost_and_payloads(page: Any, ui
     assert text_of(page, "#f-tool-calls") == "3"
     assert text_of(page, "#f-errors") == "1"
     # LLM calls: model, tokens, cost (reported; gpt-4o priced by genai-prices, like `traced usage`)
-    llm = [r.text for r in by_css(page, '.row[data-kind="llm"]')]
+    llm = texts(page, '.row[data-kind="llm"]')
     assert llm == ["claude-sonnet-4-5 1,200 in / 340 out · $0.0123\n4.20 s",
                    "gpt-4o 800 in / 200 out · $0.0040\n1.50 s"]
     assert text_of(page, "#f-total-cost") == "$0.0163"
-    assert [r.text for r in by_css(page, '.row[data-kind="lane"]')] == [
+    assert texts(page, "#summary") == [f"{ft.REVIEW_ID} success\nskill\nreview\nstarted\n2026-11-21 22:48:17\n"
+                                       "duration\n10.50 s\nsteps\n17\ntool calls\n3\nerrors\n1\nLLM calls\n2\n"
+                                       "tokens in/out\n2,000 / 540\ncost\n$0.0163\n\napproved with 2 nits"]
+    assert texts(page, '.row[data-kind="lane"]') == [
         "before the first prompt", "turn 1: Please review PR 42", "turn 2: Summarize the review"]
     markers = sorted(m.get_attribute("class") for m in by_css(page, ".marker"))
     assert markers == ["marker m-artifact", "marker m-decision", "marker m-end", "marker m-note", "marker m-start",
@@ -248,13 +250,13 @@ def test_session_subagent_rows_nest_under_their_task(page: Any, ui_factory: Any,
     ui = ui_factory([root])
     login(page, ui, f"/session/{sid}")
     wait_for(lambda: len(tool_rows(page)) == 3, 15, what="three tool rows")
-    rows = by_css(page, '.row[data-kind="tool"]')
-    assert [r.text.split("\n")[0] for r in rows] == ["Task {}", "ExploreGrep {}", "mcp__gh__search @gh {}"]
-    pads = [r.find_element("css selector", ".label").value_of_css_property("padding-left") for r in rows]
+    rows = texts(page, '.row[data-kind="tool"]')
+    assert [r.split("\n")[0] for r in rows] == ["Task {}", "ExploreGrep {}", "mcp__gh__search @gh {}"]
+    pads = page.execute_script("return Array.from(document.querySelectorAll('.row[data-kind=\"tool\"] .label'))"
+                               ".map(function (l) { return getComputedStyle(l).paddingLeft; })")
     assert pads == ["6px", "22px", "6px"]
-    assert [r.find_element("css selector", ".dur").text for r in rows] == ["700 ms", "200 ms", "pending"]
-    assert "open" in rows[2].find_element("css selector", ".bar").get_attribute("class")
-    assert "k-mcp" in rows[2].find_element("css selector", ".bar").get_attribute("class")
+    assert texts(page, '.row[data-kind="tool"] .dur') == ["700 ms", "200 ms", "pending"]
+    assert attrs(page, '.row[data-kind="tool"] .bar', "class") == ["bar k-tool", "bar k-tool", "bar k-mcp open"]
 
 
 def test_5000_steps_render_lazily_and_stay_usable(page: Any, ui_factory: Any, tmp_path: Path) -> None:
@@ -405,9 +407,9 @@ def test_xss_in_trace_text_renders_as_text(page: Any, ui: Ui, tree: Path, tmp_pa
     login(page, ui, f"/session/{XSS_ID}")
     wait_for(lambda: tool_rows(page), 15, what="the tool row")
     assert tool_rows(page) == [(XSS_TOOL, "300 ms", True)]
-    lanes = [r.text for r in by_css(page, '.row[data-kind="lane"]')]
+    lanes = texts(page, '.row[data-kind="lane"]')
     assert lanes[1] == "turn 1: " + XSS_PROMPT
-    assert by_css(page, '.row[data-kind="llm"] .name')[0].text == XSS_TOOL
+    assert texts(page, '.row[data-kind="llm"] .name') == [XSS_TOOL]
     assert text_of(page, ".summary .sum") == XSS_SUMMARY
     click(page, '.row[data-kind="tool"]', 0)
     shown = json.dumps(XSS_SUMMARY)[1:-1]  # as JSON text: quotes escaped

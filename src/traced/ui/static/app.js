@@ -96,6 +96,11 @@
     source.addEventListener('change', function (ev) { onChange(JSON.parse(ev.data)); });
     source.onerror = function () { liveEl.textContent = 'reconnecting…'; liveEl.className = 'live'; };
   }
+  function fill(node) {  // replaceChildren, skipping null/undefined (replaceChildren would print "null")
+    var kids = [];
+    for (var i = 1; i < arguments.length; i++) if (arguments[i] != null) kids.push(arguments[i]);
+    node.replaceChildren.apply(node, kids);
+  }
   function failure(where, err) {
     where.replaceChildren(el('p', {class: 'error', text: String(err && err.message ? err.message : err)}));
   }
@@ -236,7 +241,7 @@
       var dur = s.running ? 'running' : fmtS(s.duration_s);
       var outcomeBadge = badge(oc);
       outcomeBadge.id = 'outcome';
-      header.replaceChildren(
+      fill(header,
         el('h1', null, el('span', {id: 'sid', text: s.session_id}), ' ', outcomeBadge),
         el('div', {class: 'facts'},
           fact('skill', s.skill), fact('started', fmtWhen(s.started_at)), fact('duration', dur, 'duration'),
@@ -334,6 +339,11 @@
           bar.title = r.name;
         }
         row.addEventListener('click', function () { show(r.pos); });
+        row.tabIndex = 0;  // reachable by keyboard: Tab to a row, Enter shows it
+        row.setAttribute('role', 'button');
+        row.addEventListener('keydown', function (ev) {
+          if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); show(r.pos); }
+        });
       }
       row.append(label, track, dur);
       return row;
@@ -366,7 +376,7 @@
       var got = STATIC ? Promise.resolve(pairOf(pos)) : getJSON('/api/session/' + encodeURIComponent(sid) + '/record/' + pos);
       got.then(function (d) {
         var rec = d.record;
-        detail.replaceChildren(el('h2', {text: 'step ' + rec.step + ' · ' + rec.phase}),
+        fill(detail, el('h2', {text: 'step ' + rec.step + ' · ' + rec.phase}),
           textBlock(rec.phase, rec), d.paired ? textBlock(d.paired.phase + ' (paired)', d.paired) : null);
       }).catch(function (e) { failure(detail, e); });
     }

@@ -163,6 +163,13 @@ def test_sessions_page_lists_sorts_filters_and_searches(page: Any, ui: Ui) -> No
     Select(by_css(page, "#f-outcome")[0]).select_by_value("failure")
     assert set(attrs(page, "#sessions tbody tr", "data-session")) == {ft.REVIEW2_ID, XSS_ID}
     Select(by_css(page, "#f-outcome")[0]).select_by_value("")
+    set_date = ("var e = document.getElementById(arguments[0]); e.value = arguments[1];"
+                " e.dispatchEvent(new Event('change'))")
+    page.execute_script(set_date, "f-from", "2026-11-20")
+    page.execute_script(set_date, "f-to", "2026-11-20")  # started that day (local time; all mid-day)
+    assert set(attrs(page, "#sessions tbody tr", "data-session")) == {ft.REVIEW2_ID, ft.LOCAL_ID, ft.ODD_ID}
+    page.execute_script(set_date, "f-from", "")
+    page.execute_script(set_date, "f-to", "")
     search = by_css(page, "#f-q")[0]
     search.send_keys("kubectl")  # a tool name: only in the devboy session's trace
     wait_for(lambda: set(attrs(page, "#sessions tbody tr", "data-session")) == {ft.DEVBOY_ID},

@@ -151,7 +151,7 @@
       var rows = st.rows.filter(function (s) {
         if (skill.value && s.skill !== skill.value) return false;
         if (outcome.value && outcomeOf(s) !== outcome.value) return false;
-        var day = (s.started_at || s.date || '').slice(0, 10);
+        var day = s.started_at ? fmtWhen(s.started_at).slice(0, 10) : (s.date || '');  // local, like the inputs
         if (from.value && day < from.value) return false;
         if (to.value && day > to.value) return false;
         return true;

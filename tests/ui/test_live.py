@@ -5,6 +5,7 @@ Through the daemon's bus when it runs, through watchfiles on the trace files whe
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,18 @@ def test_running_session_grows_live_through_the_daemon(page: Any, daemon: Daemon
         wait_for(lambda: s.session_id not in attrs(page, "#sessions tbody tr.running", "data-session"), 20,
                  what="the ended session to lose its running mark")
         assert not_reloaded(page)
-        other.end("success")
+        sdir = Path(other.dir)
+    # the daemon goes away: the page says so and follows the files (another writer appends)
+    daemon.kill9()
+    wait_for(lambda: page.find_element("id", "live").text == "live (files)", 20, what="the switch to the files")
+    login(page, ui, f"/session/{other.session_id}")
+    mark_page(page)
+    with open(sdir / "trace.jsonl", "ab") as f:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        f.write(ft.encode(ft.rec(now, "live2", other.session_id, "tool_call",
+                                 {"tool": "Late", "args": {}, "call_id": "l"}, step=2)))
+    wait_for(lambda: [n for n, _, _ in tool_rows(page)] == ["Late"], 20, what="the record written by hand")
+    assert not_reloaded(page)
 
 
 def test_running_session_grows_live_from_the_files(page: Any, ui_factory: Any, tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ it missed). ``follow`` feeds it: it subscribes to the daemon (``AsyncClient.subs
 records after redaction, as they land) and, while no daemon answers, watches the
 roots' ``trace.jsonl``/``meta.json`` files with watchfiles, trying the daemon again
 every ``retry`` seconds. A notice is ``{"session_id", "skill", "step", "phase"}``
-(from the bus; the files give only ``session_id``) or ``{"resync": true}``.
+(from the bus; the files give only ``session_id``) or ``{"resync": true}`` (with
+``"live": "daemon"|"files"`` when the feed switched).
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ class Hub:
         self._behind: set[MemoryObjectSendStream[dict[str, Any]]] = set()
         self.mode = "files"
         self.published = 0
+
+    def set_mode(self, mode: str) -> None:
+        """Switch the feed (``daemon`` or ``files``); pages hear of it, and re-read what they show."""
+        if mode != self.mode:
+            self.mode = mode
+            self.publish({"resync": True, "live": mode})
 
     def publish(self, notice: dict[str, Any]) -> None:
         """Offer a notice to every page; never waits."""
@@ -81,7 +88,7 @@ async def from_daemon(hub: Hub, socket: str | Path | None) -> None:
     try:
         await client.connect()
         records = await client.subscribe()
-        hub.mode = "daemon"
+        hub.set_mode("daemon")
         hub.publish(RESYNC)  # anything written while no one listened
         async for item in records:
             hub.publish(RESYNC if isinstance(item, int) else _notice(item))
@@ -114,7 +121,7 @@ async def from_files(hub: Hub, roots: Sequence[Path]) -> None:
         if not present:
             await anyio.sleep(1.0)
             continue
-        hub.mode = "files"
+        hub.set_mode("files")
         async for changes in watchfiles.awatch(*present, debounce=50, step=20, recursive=True, rust_timeout=500):
             seen: set[str] = set()
             for _change, path in changes:
@@ -132,7 +139,6 @@ async def follow(hub: Hub, roots: Sequence[Path], socket: str | Path | None, ret
             await from_daemon(hub, socket)
         except (TracedError, OSError):  # not running, gone, or refusing us: the files will do
             pass
-        hub.mode = "files"
-        hub.publish(RESYNC)
+        hub.set_mode("files")
         with anyio.move_on_after(retry):
             await from_files(hub, roots)

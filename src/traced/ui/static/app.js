@@ -87,13 +87,19 @@
   function live(onChange) {
     if (STATIC || !window.EventSource) return;
     var source = new EventSource('/api/events');
-    source.addEventListener('hello', function (ev) {
-      var d = JSON.parse(ev.data);
-      liveEl.textContent = 'live (' + (d.live === 'daemon' ? 'daemon' : 'files') + ')';
+    function mode(live) {
+      liveEl.textContent = 'live (' + (live === 'daemon' ? 'daemon' : 'files') + ')';
       liveEl.className = 'live on';
+    }
+    source.addEventListener('hello', function (ev) {
+      mode(JSON.parse(ev.data).live);
       onChange({resync: true});
     });
-    source.addEventListener('change', function (ev) { onChange(JSON.parse(ev.data)); });
+    source.addEventListener('change', function (ev) {
+      var d = JSON.parse(ev.data);
+      if (d.live) mode(d.live);  // the feed switched (the daemon came or went)
+      onChange(d);
+    });
     source.onerror = function () { liveEl.textContent = 'reconnecting…'; liveEl.className = 'live'; };
   }
   function fill(node) {  // replaceChildren, skipping null/undefined (replaceChildren would print "null")

@@ -177,6 +177,22 @@ def test_sessions_page_lists_sorts_filters_and_searches(page: Any, ui: Ui) -> No
     assert text_of(page, "#count") == "1 of 1 sessions"
 
 
+def test_long_session_lists_render_in_pages(page: Any, ui_factory: Any, tmp_path: Path) -> None:
+    """A list of every session must not freeze the tab either: 500 rows, then more on demand."""
+    root = tmp_path / "sessions"
+    ft.many_sessions(root, 1200)
+    ui = ui_factory([root])
+    login(page, ui)
+    wait_for(lambda: len(attrs(page, "#sessions tbody tr", "data-session")) == 500, 20, what="the first 500 rows")
+    assert text_of(page, "#count") == "1200 of 1200 sessions"
+    assert text_of(page, "#more") == "show 500 more of 700"
+    click(page, "#more")
+    assert len(attrs(page, "#sessions tbody tr", "data-session")) == 1000
+    click(page, "#more")
+    assert len(attrs(page, "#sessions tbody tr", "data-session")) == 1200
+    assert attrs(page, "#more", "hidden") == [""]
+
+
 # --------------------------------------------------------------------------- one session
 
 

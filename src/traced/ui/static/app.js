@@ -118,7 +118,11 @@
     ['tokens', 'Tokens in/out'], ['cost_usd', 'Cost']];
 
   function sessionsPage() {
-    var st = {rows: [], key: 'started_at', dir: -1, q: '', last: null};
+    var PAGE_ROWS = 500;  // a table of 10,000 rows freezes a tab: show the first ones, and more on demand
+    var st = {rows: [], key: 'started_at', dir: -1, q: '', last: null, limit: PAGE_ROWS};
+    var more = el('button', {type: 'button', id: 'more', class: 'more', onclick: function () {
+      st.limit += PAGE_ROWS; draw();
+    }});
     var skill = el('select', {id: 'f-skill'}, el('option', {value: '', text: 'all skills'}));
     var outcome = el('select', {id: 'f-outcome'},
       ...['', 'running', 'success', 'failure', 'aborted'].map(function (o) {
@@ -130,7 +134,7 @@
     var count = el('span', {class: 'count', id: 'count'});
     var table = el('table', {class: 'sessions', id: 'sessions'});
     app.replaceChildren(nav(), el('main', null,
-      el('div', {class: 'filters'}, skill, outcome, from, to, q, count), table));
+      el('div', {class: 'filters'}, skill, outcome, from, to, q, count), table, more));
 
     function load() {
       var url = '/api/sessions' + (st.q ? '?q=' + encodeURIComponent(st.q) : '');
@@ -175,7 +179,11 @@
         }});
       }));
       var body = el('tbody');
-      rows.forEach(function (s) {
+      var shown = rows.slice(0, st.limit);
+      more.hidden = shown.length === rows.length;
+      more.textContent = 'show ' + Math.min(PAGE_ROWS, rows.length - shown.length) + ' more of ' +
+        (rows.length - shown.length);
+      shown.forEach(function (s) {
         var oc = outcomeOf(s);
         var u = s.usage;
         body.append(el('tr', {'data-session': s.session_id, class: s.running ? 'running' : ''},

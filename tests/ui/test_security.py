@@ -199,3 +199,13 @@ def test_export_needs_no_server_library() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn', 'sse_starlette')))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert res.stdout.strip() == "[]"
+
+
+def test_without_the_ui_extra_the_error_says_what_to_install(tmp_path: Path) -> None:
+    code = ("import sys\nsys.modules['uvicorn'] = None  # as if the extra were not installed\n"
+            "from traced.cli.main import main\n"
+            f"sys.exit(main(['ui', '--no-open', '--root', {str(tmp_path)!r}]))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (res.returncode, res.stdout) == (1, "")
+    assert res.stderr.startswith("traced: traced ui needs uvicorn and starlette: install the extra into traced's "
+                                 f"environment ({sys.prefix}): pip install 'traced-daemon[ui]'")

@@ -54,16 +54,22 @@ class Params:
     scale_spread_n: int
     ls_sessions: int
     ls_runs: int
+    import_sessions: int
+    """Claude Code transcripts imported per run (each: 2 turns, a subagent, 9 API responses)"""
+    hook_responses: int
+    """API responses in the transcript a Stop hook reads (at most 500 are taken per invocation)"""
     otlp_batches: int = 40
     """OTLP requests per run (each a batch of ``OTLP_BATCH`` GenAI spans of one trace)"""
 
 
 FULL = Params(runs=3, busy_runs=5, pipe_n={200: 200_000, 2000: 40_000}, naive_cap=100_000, ack_each=4_000,
               ack_one=10_000, durable_each=300, cli_runs=40, scale_sessions=10_000, scale_conns=1_000,
-              scale_n=200_000, scale_spread_n=50_000, ls_sessions=10_000, ls_runs=5, otlp_batches=400)
+              scale_n=200_000, scale_spread_n=50_000, ls_sessions=10_000, ls_runs=5, import_sessions=1_000,
+              hook_responses=500, otlp_batches=400)
 QUICK = Params(runs=3, busy_runs=3, pipe_n={200: 12_000, 2000: 3_000}, naive_cap=12_000, ack_each=200,
                ack_one=1_000, durable_each=20, cli_runs=30, scale_sessions=500, scale_conns=50, scale_n=10_000,
-               scale_spread_n=2_000, ls_sessions=500, ls_runs=3, otlp_batches=24)
+               scale_spread_n=2_000, ls_sessions=500, ls_runs=3, import_sessions=100, hook_responses=300,
+               otlp_batches=24)
 
 PIPE_CLIENTS = 8
 OTLP_BATCH = 512
@@ -849,6 +855,113 @@ def _otlp_body(run: int, i: int) -> bytes:
                 a = s.attributes.add()
                 a.key, a.value.int_value = k, iv
     return bytes(req.SerializeToString())
+    # --- mode 9: import -------------------------------------------------------------------------
+
+    def mode_import(self) -> None:
+        """`traced import claude-code` of N generated transcripts (the fixture conversation, ids made
+        unique), then again (nothing to add); and a Stop hook reading a long transcript's new part."""
+        p = self.p
+        sec = f"9. Usage from transcripts: `traced import claude-code` of {p.import_sessions:,} sessions; hook at Stop"
+        traced_bin = str(Path(sys.executable).parent / "traced")
+        t0 = time.monotonic()
+        src = self.work / "claude-projects"
+        size = generate_transcripts(src, p.import_sessions)
+        self.res.params["import"] = (
+            f"{p.import_sessions:,} Claude Code transcripts ({size / 1e6:.1f} MB; each 2 turns, 6 tool calls, "
+            f"a subagent, 9 API responses written as 11 lines: 23 records), generated in "
+            f"{time.monotonic() - t0:.1f}s; {p.runs} runs, a fresh daemon each; the import's progress goes to a pipe")
+        for run in range(p.runs):
+            self.say(f"import run {run + 1}/{p.runs}")
+            d = self.daemon(f"import{run}")
+            try:
+                for key, label, expect in (("import.first", "first import (every session new)", "new"),
+                                           ("import.again", "the same again (nothing to add)", "unchanged")):
+                    t1 = time.perf_counter()
+                    res = subprocess.run([traced_bin, "import", "claude-code", str(src), "--json"], env=d.env,
+                                         check=False, capture_output=True, timeout=900)
+                    el = time.perf_counter() - t1
+                    if res.returncode != 0:
+                        raise BenchFailure(f"traced import failed: {res.stderr[-1000:]!r}")
+                    out = json.loads(res.stdout)
+                    if out[expect] != p.import_sessions or out["failed"]:
+                        raise BenchFailure(f"traced import: {out}, expected {p.import_sessions} {expect}")
+                    if f"{p.import_sessions}/{p.import_sessions} sessions".encode() not in res.stderr:
+                        raise BenchFailure(f"traced import showed no progress: {res.stderr[-300:]!r}")
+                    self.res.add(key, el, sec, label, "s")
+                    self.res.add(key + ".rate", p.import_sessions / el, sec, f"{label}: sessions/s", "sessions/s")
+                usage = subprocess.run([traced_bin, "usage", "--since", "3000d", "--json"], env=d.env,
+                                       check=True, capture_output=True, timeout=600)
+                total = json.loads(usage.stdout)["total"]
+                if total["llm_calls"] != 9 * p.import_sessions or total["output_tokens"] != 1669 * p.import_sessions:
+                    raise BenchFailure(f"after the import, usage shows {total['llm_calls']} calls, "
+                                       f"{total['output_tokens']} output tokens")
+                self._stop_hook(d, traced_bin, sec)
+            finally:
+                self.retire(d)
+
+    def _stop_hook(self, d: Daemon, traced_bin: str, sec: str) -> None:
+        """A Stop hook whose transcript gained ``hook_responses`` API responses since the last one."""
+        n = self.p.hook_responses
+        sid = "0b1e5c3a-7d2f-4e8b-9a6c-5d4e3f2a1b0c"
+        path = d.base / "transcript" / f"{sid}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(long_transcript(sid, n))
+        event = {"session_id": sid, "transcript_path": str(path), "cwd": "/tmp", "hook_event_name": "Stop",
+                 "stop_hook_active": False}
+        t0 = time.perf_counter()
+        res = subprocess.run([traced_bin, "hook", "claude-code"], input=json.dumps(event).encode(), env=d.env,
+                             check=False, capture_output=True, timeout=60)
+        el = (time.perf_counter() - t0) * 1000
+        if res.returncode != 0 or res.stdout or res.stderr:
+            raise BenchFailure(f"traced hook Stop: {res.returncode} {res.stderr[-500:]!r}")
+        traces = list(d.root.glob(f"*/claude-code/{sid}/trace.jsonl"))
+        calls = sum('"phase":"llm_call"' in line for line in traces[0].read_text().splitlines()) if traces else 0
+        if calls != n:
+            raise BenchFailure(f"traced hook Stop recorded {calls} of {n} API responses")
+        self.res.add("import.hook", el, sec, f"`traced hook claude-code` Stop, {n:,} new API responses "
+                     f"({path.stat().st_size / 1e6:.1f} MB of transcript)", "ms")
+
+
+def generate_transcripts(root: Path, n: int) -> int:
+    """``n`` copies of the fixture conversation (main + subagent transcript), each with its own session
+    and message ids, written long ago; returns the bytes written."""
+    fixture = lib.REPO / "tests" / "fixtures" / "claude_code" / "transcript"
+    sid = "5f0c2b1e-8d3a-4c7e-9b21-3e6f7a9d4c10"
+    main = (fixture / f"{sid}.jsonl").read_bytes()
+    sub = (fixture / sid / "subagents" / "agent-a4f1c2e9.jsonl").read_bytes()
+    size = 0
+    for i in range(n):
+        new = f"5f0c2b1e-8d3a-4c7e-9b21-{i:012d}".encode()
+        project = root / f"-home-dev-src-project{i % 20}"
+        (project / new.decode() / "subagents").mkdir(parents=True, exist_ok=True)
+        for data, path in ((main, project / f"{new.decode()}.jsonl"),
+                           (sub, project / new.decode() / "subagents" / "agent-a4f1c2e9.jsonl")):
+            body = data.replace(sid.encode(), new).replace(b"msg_01", b"msg_%06d" % i)
+            path.write_bytes(body)
+            os.utime(path, (1_700_000_000, 1_700_000_000))
+            size += len(body)
+    return size
+
+
+def long_transcript(sid: str, n: int) -> bytes:
+    """A transcript of ``n`` API responses (a tool call and its result each), Claude Code's shape."""
+    out = []
+    for i in range(n):
+        base = {"parentUuid": None, "isSidechain": False, "userType": "external", "cwd": "/tmp", "sessionId": sid,
+                "version": "2.0.21", "gitBranch": "main"}
+        ts = f"2025-10-20T{9 + i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}.000Z"
+        usage = {"input_tokens": 5, "cache_creation_input_tokens": 300, "cache_read_input_tokens": 20000 + i,
+                 "output_tokens": 120, "service_tier": "standard"}
+        message = {"id": f"msg_bench{i:08d}", "type": "message", "role": "assistant",
+                   "model": "claude-sonnet-4-5-20250929", "stop_reason": "tool_use", "usage": usage,
+                   "content": [{"type": "tool_use", "id": f"toolu_bench{i:08d}", "name": "Bash",
+                                "input": {"command": f"pytest -q tests/test_{i}.py"}}]}
+        out.append({**base, "type": "assistant", "message": message, "requestId": f"req_bench{i:08d}",
+                    "uuid": f"a{i:035d}", "timestamp": ts})
+        result = {"role": "user", "content": [{"tool_use_id": f"toolu_bench{i:08d}", "type": "tool_result",
+                                               "content": "." * 2000 + "\n12 passed in 0.84s"}]}
+        out.append({**base, "type": "user", "message": result, "uuid": f"u{i:035d}", "timestamp": ts})
+    return b"".join(json.dumps(o, separators=(",", ":")).encode() + b"\n" for o in out)
 
 
 def _shq(s: str) -> str:
@@ -1017,6 +1130,15 @@ def _t4b(res: Results) -> tuple[str, bool | None]:
             f"{wedged.series.median:.0f} ms; worst {worst:.0f} ms", _ok(worst, worst <= 1000))
 
 
+@_target("(8) import of the history", "1,000 sessions ≤ 60 s; Stop hook ≤ 1 s")
+def _t8(res: Results) -> tuple[str, bool | None]:
+    first, again, hook = _med(res, "import.first"), _med(res, "import.again"), _med(res, "import.hook")
+    n = res.params.get("import", "").split(" ", 1)[0]
+    scaled = first * 1000 / max(int(n.replace(",", "") or 1), 1)
+    return (f"{n} sessions in {first:.1f} s (again: {again:.1f} s; ~{scaled:.0f} s per 1,000); Stop hook {hook:.0f} ms",
+            _ok(first, scaled <= 60 and hook <= 1000))
+
+
 @_target("(5) scale: RSS with the connections + sessions open", "≤ 200 MB")
 def _t5(res: Results) -> tuple[str, bool | None]:
     rss = max(_med(res, "scale.rss"), _med(res, "scale.rss1"))
@@ -1112,7 +1234,7 @@ def render(res: Results, info: dict[str, str], args: argparse.Namespace, elapsed
     return "\n".join(out)
 
 
-MODES = ("pipelined", "acked", "durable", "cli", "scale", "ls", "otlp")
+MODES = ("pipelined", "acked", "durable", "cli", "scale", "ls", "otlp", "import")
 
 
 def main(argv: list[str] | None = None) -> int:

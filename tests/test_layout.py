@@ -158,21 +158,62 @@ def test_traced_event_fast_path_imports_nothing_heavy(daemon: Daemon) -> None:
     assert rows[1]["payload"] == {"message": "hi"}
 
 
-@pytest.mark.parametrize("event", [
-    "SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "PostToolUseFailure", "Notification",
-    "Stop", "SubagentStart", "SubagentStop", "PreCompact", "SessionEnd",
-])
-def test_every_hook_event_path_imports_nothing_heavy(event: str) -> None:
-    """Translating any hook event and sizing its payload pulls in no msgspec, anyio, argparse or typing."""
+def _hook_events() -> list[tuple[str, str]]:
+    """(agent, event) for every event each agent's install registers, and one it does not know."""
+    from traced.integrations.hooks import install
+
+    return [(agent, event) for agent in ("claude-code", "codex", "gemini")
+            for event in [*install.install_events(agent), "SomeFutureEvent"]]
+
+
+@pytest.mark.parametrize(("agent", "event"), _hook_events())
+def test_every_hook_event_path_imports_nothing_heavy(agent: str, event: str) -> None:
+    """Translating any hook event of any agent, timing it and sizing its payload pulls in no
+    msgspec, anyio, argparse, typing, pathlib or dataclasses."""
     hook = json.dumps({"session_id": "s1", "hook_event_name": event, "tool_name": "Bash", "tool_use_id": "t1",
-                       "tool_input": {"command": "ls"}, "tool_response": {"stdout": "x"}, "cwd": "/tmp"})
+                       "tool_input": {"command": "ls"}, "tool_response": {"stdout": "x"}, "cwd": "/tmp",
+                       "llm_request": {"model": "gemini-2.5-pro"},
+                       "llm_response": {"candidates": [{"finishReason": "STOP"}],
+                                        "usageMetadata": {"promptTokenCount": 3}}})
     code = (
         "from traced.cli import hook\n"
-        "from traced.integrations.claude_code import run, translate\n"
+        "from traced.integrations.hooks import clocks, core, run\n"
         "from traced.wire import fit, minipack\n"
-        f"plan = translate.translate(translate.parse({hook!r}), run.options_from(), 0.0)\n"
+        f"plan = core.translate(core.parse({hook!r}), run.agent_named({agent!r}), run.options_from(), 0.0)\n"
+        "plan.set_duration(None)\n"
         "for _phase, payload in plan.records:\n"
         "    minipack.packb(fit.fit(payload, run.max_event_bytes(0)))\n"
     )
     loaded = _imported_by(code)
     assert [m for m in loaded if m.split(".")[0] in HEAVY] == []
+
+
+@pytest.mark.parametrize(("agent", "payload"), [
+    ("codex", {"session_id": "cx-light", "hook_event_name": "PreToolUse", "tool_name": "Bash", "cwd": "/tmp",
+               "tool_use_id": "call_1", "tool_input": {"command": "ls"}, "turn_id": "t1", "model": "gpt-5.1-codex"}),
+    ("gemini", {"session_id": "gm-light", "hook_event_name": "AfterModel", "cwd": "/tmp",
+                "llm_request": {"model": "gemini-2.5-pro"},
+                "llm_response": {"candidates": [{"finishReason": "STOP"}],
+                                 "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 2}}}),
+])
+def test_codex_and_gemini_hook_runs_import_nothing_heavy(daemon: Daemon, agent: str,
+                                                         payload: dict[str, object]) -> None:
+    """A whole ``traced hook codex|gemini`` run, daemon and all, stays on the light path."""
+    code = (
+        "import sys\n"
+        "from traced.cli import main\n"
+        f"assert main.main(['hook', {agent!r}]) == 0\n"
+    )
+    probe = "import os\nos.environ.update(%r)\n" % {k: daemon.env[k] for k in (
+        "TRACED_SOCKET", "XDG_STATE_HOME", "XDG_RUNTIME_DIR")}
+    res = subprocess.run([sys.executable, "-c", (
+        "import sys\nbase = set(sys.modules)\n" + probe + code +
+        "sys.__stderr__.write('\\n'.join(sorted(m for m in set(sys.modules) - base)))\n")],
+        input=json.dumps(payload), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout == "", res.stderr
+    loaded = res.stderr.splitlines()
+    assert "traced.integrations.hooks.run" in loaded
+    assert [m for m in loaded if m.split(".")[0] in HEAVY] == []
+    [sdir] = daemon.root.glob(f"*/{agent}/{payload['session_id']}")
+    phases = [json.loads(line)["phase"] for line in (sdir / "trace.jsonl").read_text().splitlines()]
+    assert phases == ["start", "tool_call" if agent == "codex" else "llm_call"]

@@ -56,7 +56,7 @@ SHOW_REVIEW = golden("""
        9   +7.100s  tool_result  Bash                         2.10s  error    <-8   1 failed, 11 passed
       10   +7.200s  hook         PostToolUse:lint              45ms  ok
       11   +8.000s  user_prompt                                                     Summarize the review
-      12   +9.600s  llm_call     openai/gpt-4o                1.50s                 800 in / 200 out, cost unknown
+      12   +9.600s  llm_call     openai/gpt-4o                1.50s                 800 in / 200 out, $0.0040
       13  +10.000s  verify       tests                               ok             12 passed
       14  +10.100s  artifact     report                                             review.md (2,048 bytes)
       15  +10.200s  note                                                            LGTM with two nits
@@ -290,7 +290,7 @@ REPLAY_REVIEW = golden("""
     [11 +8.000s turn 2] [User]
       Summarize the review
 
-    [12 +9.600s turn 2] [LLM] openai/gpt-4o (1.50s, 800 in / 200 out, cost unknown)
+    [12 +9.600s turn 2] [LLM] openai/gpt-4o (1.50s, 800 in / 200 out, $0.0040)
 
     [13 +10.000s turn 2] [Verify] tests: ok
       Output: 12 passed
@@ -472,6 +472,15 @@ def test_tail_stops_at_old_finished_sessions(
 # --------------------------------------------------------------------------- prune
 
 
+@pytest.fixture
+def no_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No daemon and an empty spool for ``prune`` (it asks the daemon what it holds, and looks at the spool)."""
+    for var in ("STATE_DIRECTORY", "RUNTIME_DIRECTORY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TRACED_SOCKET", str(tmp_path / "no-daemon.sock"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
 def prune_tree(tmp_path: Path) -> dict[str, Path]:
     return {
         "old": fx.aged_session(tmp_path, "old-done", 60),
@@ -480,6 +489,7 @@ def prune_tree(tmp_path: Path) -> dict[str, Path]:
     }
 
 
+@pytest.mark.usefixtures("no_daemon")
 def test_prune_dry_run_removes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dirs = prune_tree(tmp_path)
     size = sum(p.stat().st_size for p in dirs["old"].iterdir())
@@ -493,6 +503,7 @@ def test_prune_dry_run_removes_nothing(tmp_path: Path, capsys: pytest.CaptureFix
     assert all(p.exists() for p in dirs.values())
 
 
+@pytest.mark.usefixtures("no_daemon")
 def test_prune_removes_old_finished_sessions_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -146,6 +146,12 @@ def _run_sessions(daemon: Daemon, n_sessions: int, n_events: int, pause: float, 
     return threads
 
 
+def _join(threads: list[threading.Thread]) -> None:
+    """Wait for the writers: the disk must be final before it is compared with the stream (a
+    snapshot taken while they still write misses what the stream then holds)."""
+    wait_for(lambda: all(not t.is_alive() for t in threads), timeout=150, what="the writers to finish")
+
+
 def _assert_exactly_once(daemon: Daemon, url: str, stream: str, subject: str = "traced") -> dict[str, Any]:
     on_disk = _lines_on_disk(daemon)
     wait_for(lambda: stream_count(url, stream) >= len(on_disk), timeout=60,
@@ -176,6 +182,7 @@ def _forwarders(daemon: Daemon) -> list[dict[str, Any]]:
     return fws
 
 
+@pytest.mark.timeout(240)
 def test_broker_down_and_back_under_load(daemon_factory: Any, broker: NatsServer) -> None:
     d: Daemon = daemon_factory("--forward", broker.url)
     threads = _run_sessions(d, n_sessions=4, n_events=250, pause=0.004, tag="a")
@@ -186,8 +193,7 @@ def test_broker_down_and_back_under_load(daemon_factory: Any, broker: NatsServer
     assert fw["lag_records"] > 0, fw
     time.sleep(0.5)  # the scenario: the outage goes on while the load does (not a wait for anything)
     broker.start()  # same port, same store
-    for t in threads:
-        t.join(60)
+    _join(threads)
     meta = _assert_exactly_once(d, broker.url, "TRACED")
     assert meta["subjects"] == ["traced.>"]
     assert "file" in meta["storage"]
@@ -197,6 +203,7 @@ def test_broker_down_and_back_under_load(daemon_factory: Any, broker: NatsServer
     assert (fw["lag_seconds"], fw["last_error"]) == (0.0, None)
 
 
+@pytest.mark.timeout(300)
 def test_daemon_restarts_resume_from_cursor_even_beyond_dedup(daemon_factory: Any, broker: NatsServer) -> None:
     url = f"{broker.url}?stream=TINY&subject=tiny.t&duplicate_window=0.1"
     d: Daemon = daemon_factory("--forward", url)
@@ -209,8 +216,7 @@ def test_daemon_restarts_resume_from_cursor_even_beyond_dedup(daemon_factory: An
              what="the restarted forwarder sending")
     assert d.stop(signal.SIGTERM) == 0
     d.start()
-    for t in threads:
-        t.join(60)
+    _join(threads)
     meta = _assert_exactly_once(d, broker.url, "TINY", subject="tiny.t")
     assert meta["duplicate_window"] == pytest.approx(0.1)
 
@@ -231,6 +237,7 @@ def test_daemon_restarts_resume_from_cursor_even_beyond_dedup(daemon_factory: An
     assert len(cursors) == 1
 
 
+@pytest.mark.timeout(240)
 def test_kill9_of_the_daemon_dedups_by_msg_id(daemon_factory: Any, broker: NatsServer) -> None:
     d: Daemon = daemon_factory("--forward", broker.url)
     threads = _run_sessions(d, n_sessions=3, n_events=200, pause=0.003, tag="k")
@@ -238,8 +245,7 @@ def test_kill9_of_the_daemon_dedups_by_msg_id(daemon_factory: Any, broker: NatsS
     d.kill9()  # cursor writes are write(2)s: at most the in-flight batch is sent again
     time.sleep(0.2)  # the scenario: the daemon stays dead a moment while the sessions retry
     d.start()
-    for t in threads:
-        t.join(60)
+    _join(threads)
     _assert_exactly_once(d, broker.url, "TRACED")
 
 

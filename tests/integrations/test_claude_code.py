@@ -20,7 +20,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import Daemon, assert_gap_free, read_trace, wait_for
-from traced.integrations.claude_code import clocks, install, translate
+from traced.integrations.hooks import clocks, core, install
+from traced.integrations.hooks.claude_code import AGENT
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "claude_code"
 SID = "5f0c2b1e-8d3a-4c7e-9b21-3e6f7a9d4c10"
@@ -374,10 +375,10 @@ def test_hook_path_stays_light(daemon: Daemon) -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], input=json.dumps(fixture("session-start")),
                          env=daemon.env, capture_output=True, text=True, timeout=60, cwd=REPO)
-    assert res.returncode == 0 and res.stderr == "", res.stderr
-    first, second = res.stdout.splitlines()
-    assert first == "[]"  # cli.hook itself imports nothing
-    assert second == "[]"
+    # the hook points the process's stdout at stderr: the second print lands there
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "[]\n"  # cli.hook itself imports nothing
+    assert res.stderr == "[]\n"
     session_dir(daemon)
 
 
@@ -385,34 +386,34 @@ def test_hook_path_stays_light(daemon: Daemon) -> None:
 
 
 def test_split_tool() -> None:
-    assert translate.split_tool("mcp__github__create_issue") == ("create_issue", "mcp", "github")
-    assert translate.split_tool("mcp__plugin_acme_db__run__query") == ("run__query", "mcp", "plugin_acme_db")
-    assert translate.split_tool("mcp__broken") == ("mcp__broken", "tool", None)
-    assert translate.split_tool("Skill") == ("Skill", "skill", None)
-    assert translate.split_tool("Bash") == ("Bash", "tool", None)
+    assert core.split_tool("mcp__github__create_issue") == ("create_issue", "mcp", "github")
+    assert core.split_tool("mcp__plugin_acme_db__run__query") == ("run__query", "mcp", "plugin_acme_db")
+    assert core.split_tool("mcp__broken") == ("mcp__broken", "tool", None)
+    assert core.split_tool("Skill") == ("Skill", "skill", None)
+    assert core.split_tool("Bash") == ("Bash", "tool", None)
 
 
 def test_end_outcomes() -> None:
     for reason in ("prompt_input_exit", "logout", "clear", "resume"):
-        plan = translate.translate({**fixture("session-end"), "reason": reason}, translate.Options(), 1.0)
+        plan = core.translate({**fixture("session-end"), "reason": reason}, AGENT, core.Options(), 1.0)
         assert plan.end == ("success", reason)
     for reason in ("other", "bypass_permissions_disabled", "something_new"):
-        plan = translate.translate({**fixture("session-end"), "reason": reason}, translate.Options(), 1.0)
+        plan = core.translate({**fixture("session-end"), "reason": reason}, AGENT, core.Options(), 1.0)
         assert plan.end == ("aborted", reason)
-    plan = translate.translate({"session_id": SID, "hook_event_name": "SessionEnd"}, translate.Options(), 1.0)
+    plan = core.translate({"session_id": SID, "hook_event_name": "SessionEnd"}, AGENT, core.Options(), 1.0)
     assert plan.end == ("aborted", None)
 
 
 def test_translate_unknown_event_and_mcp_error() -> None:
-    plan = translate.translate({"session_id": SID, "hook_event_name": "PermissionRequest", "cwd": "/x",
-                            "tool_name": "Bash", "tool_input": {"command": "rm -rf build"}}, translate.Options(), 5.0)
+    plan = core.translate({"session_id": SID, "hook_event_name": "PermissionRequest", "cwd": "/x",
+                            "tool_name": "Bash", "tool_input": {"command": "rm -rf build"}}, AGENT, core.Options(), 5.0)
     assert plan.records == [("hook", {"event": "PermissionRequest", "name": "Bash", "tool_name": "Bash",
                                       "tool_input": {"command": "rm -rf build"}})]
     assert plan.open["input"] == {"source": "mid_session", "event": "PermissionRequest"}
     assert plan.open["owner_pid"] == -1 and plan.open["session_id"] == SID
     post = {**fixture("post-tool-use-mcp"),
             "tool_response": {"isError": True, "content": [{"type": "text", "text": "422 Validation Failed"}]}}
-    plan = translate.translate(post, translate.Options(), 5.0)
+    plan = core.translate(post, AGENT, core.Options(), 5.0)
     assert plan.take == post["tool_use_id"]
     plan.set_duration(4.75)
     [(phase, payload)] = plan.records
@@ -426,7 +427,7 @@ def test_call_clocks(tmp_path: Path) -> None:
     path = root / SID / "toolu_01A"
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert {oct(p.stat().st_mode & 0o777) for p in (root.parent, root, root / SID)} == {"0o700"}
-    assert clocks.take_stamp(root, SID, "toolu_01A") == 100.25
+    assert clocks.take_stamp(root, SID, "toolu_01A") == (100.25, "")
     assert not path.exists() and clocks.take_stamp(root, SID, "toolu_01A") is None
     clocks.put_stamp(root, SID, "../escape", 1.0)  # not a name: ignored
     assert not (root / "escape").exists() and clocks.take_stamp(root, SID, "../escape") is None
@@ -441,15 +442,15 @@ def test_call_clocks(tmp_path: Path) -> None:
 
 @given(st.text(max_size=2000))
 def test_one_line_fits(text: str) -> None:
-    line = translate.one_line(text)
-    assert len(line) <= translate.SUMMARY_LIMIT
+    line = core.one_line(text)
+    assert len(line) <= core.SUMMARY_LIMIT
     assert "\n" not in line and "\r" not in line
-    if len(" ".join(text.split())) <= translate.SUMMARY_LIMIT:
+    if len(" ".join(text.split())) <= core.SUMMARY_LIMIT:
         assert line == " ".join(text.split())
 
 
 def test_summaries_of_common_tools() -> None:
-    s = translate.summarize_response
+    s = core.summarize_response
     assert s({"stdout": "", "stderr": "", "interrupted": False, "isImage": False}) == "(no output)"
     assert s({"stdout": "", "stderr": "warn: x", "interrupted": True}) == "[interrupted] warn: x"
     assert s({"type": "update", "filePath": "/a/b.py", "oldString": "x", "newString": "y"}) == "update /a/b.py"
@@ -469,8 +470,11 @@ def cli(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.
 @pytest.fixture
 def home(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "home").mkdir()
-    env = {**os.environ, "HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO / "src")}
-    return env
+    env = {k: v for k, v in os.environ.items() if k != "CLAUDE_CONFIG_DIR"}
+    # no `claude` on PATH: install registers every event (tests/integrations/test_hook_install.py
+    # covers the version detection)
+    return {**env, "HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO / "src"),
+            "PATH": os.path.dirname(sys.executable) + os.pathsep + "/usr/bin:/bin"}
 
 
 ORIGINAL = {
@@ -509,7 +513,7 @@ def test_install_user_idempotent_and_uninstall_restores(home: dict[str, str]) ->
     for key in ("model", "permissions", "statusLine"):
         assert data[key] == ORIGINAL[key]
     installed = ours(data)
-    assert set(installed) == set(translate.HOOK_EVENTS)
+    assert set(installed) == set(install.install_events("claude-code"))
     command = installed["PreToolUse"][0]
     argv = shlex.split(command)
     assert argv[-2:] == ["hook", "claude-code"]
@@ -517,9 +521,12 @@ def test_install_user_idempotent_and_uninstall_restores(home: dict[str, str]) ->
     assert all(cmds == [command] for cmds in installed.values())
     # the user's own hooks are untouched and stay first; tool events match every tool
     assert data["hooks"]["PreToolUse"][0] == ORIGINAL["hooks"]["PreToolUse"][0]  # type: ignore[index]
-    assert data["hooks"]["PreToolUse"][1] == {"matcher": "*", "hooks": [{"type": "command", "command": command}]}
+    assert data["hooks"]["PreToolUse"][1] == {"matcher": "*", "hooks": [
+        {"type": "command", "command": command, "timeout": 2}]}
     assert data["hooks"]["Stop"][0] == ORIGINAL["hooks"]["Stop"][0]  # type: ignore[index]
-    assert data["hooks"]["Stop"][1] == {"hooks": [{"type": "command", "command": command}]}
+    assert data["hooks"]["Stop"][1] == {"hooks": [{"type": "command", "command": command, "timeout": 2}]}
+    assert data["hooks"]["SessionEnd"] == [{"hooks": [{"type": "command", "command": command, "timeout": 1}]}]
+    assert "WorktreeCreate" not in data["hooks"]
     assert "matcher" not in data["hooks"]["SessionStart"][0]
     assert data["hooks"]["PostToolUseFailure"][0]["matcher"] == "*"
 

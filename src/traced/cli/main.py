@@ -13,10 +13,8 @@ import json
 import os
 import sys
 
-from traced.cli.event import add_event_parser, json_arg
 from traced.cli.options import add_globals, base_parser, command_word
 from traced.errors import EXIT_NOT_RUNNING, EXIT_USAGE, CliError, ConfigError, DaemonUnavailable, TracedError
-from traced.format import layout
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the shell path
 if TYPE_CHECKING:
@@ -68,6 +66,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"traced is not running ({e})")
         return EXIT_NOT_RUNNING
     info["running"] = True
+    info["disk"] = _disk(info)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -75,6 +74,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     render_status(info, sys.stdout)
     return 0
+
+
+def _disk(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """Disk used per root the daemon writes to, measured here (not in the daemon): one walk of
+    each root, about 0.1 s per 10,000 sessions with a warm cache."""
+    from traced.read.prune import disk_usage, real_roots
+
+    roots = info.get("roots") or [info.get("root")]
+    return [disk_usage(r).to_json() for r in real_roots(str(r) for r in roots if r)]
 
 
 # --- shell-friendly session commands -----------------------------------------
@@ -92,6 +100,9 @@ def _parse_meta(pairs: list[str]) -> dict[str, str]:
 
 def cmd_start(args: argparse.Namespace) -> int:
     """Open a session; print {session_id, session_dir, trace_path} as one JSON line."""
+    from traced.cli.event import json_arg
+    from traced.format import layout
+
     target = args.target
     if target not in ("global", "repo"):
         target = os.path.abspath(target)
@@ -139,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole ``traced`` argument parser."""
     import argparse
 
-    from traced.cli import hook, read, service
+    from traced.cli import hook, importer, read, service
 
     parser, sub = base_parser()
 
@@ -175,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", type=float)
     p.set_defaults(func=cmd_start)
 
+    from traced.cli.event import add_event_parser
+
     add_event_parser(sub)
 
     p = sub.add_parser("end", help="end a session")
@@ -194,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ui)
     hook.add_parsers(sub)
     service.add_parsers(sub)
+    importer.add_parsers(sub)
     add_globals(parser)
     return parser
 

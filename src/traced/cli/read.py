@@ -152,12 +152,20 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(func=cmd_usage)
 
     p = sub.add_parser(
-        "prune", parents=[common], help="delete old finished sessions",
-        description="Delete finished sessions that ended before the cutoff (never running "
-        "ones), then empty date and skill directories.",
+        "prune", parents=[common], help="delete old sessions (ended, or abandoned unfinished)",
+        description="Delete sessions older than AGE, then the date and skill directories left empty. "
+        "An ended session goes when it ended before the cutoff (its ended_at). An unfinished one "
+        "(no ended_at; without meta.json, no end record) is abandoned, and goes, when nothing in its "
+        "directory was written since the cutoff (newest mtime of trace.jsonl, meta.json, blobs, "
+        "artifacts), nor in the last day, and the running daemon does not hold it (it is asked; with "
+        "no daemon listening nothing is held; a daemon that does not answer, or a spool still waiting "
+        "for a stopped daemon, keeps every unfinished session). Never follows a symlink; each "
+        "session is renamed aside and checked again before it is deleted. Exit 1 when a removal "
+        "failed. See docs/reading.md.",
     )
-    p.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d")
-    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d, 2w, 12h")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only list what would be removed (paths, exact sizes), remove nothing")
     p.set_defaults(func=cmd_prune)
 
 
@@ -738,74 +746,96 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def _parse_age(text: str) -> float:
-    import re
+    from traced.read.prune import parse_age
 
-    match = re.fullmatch(r"\s*(\d{1,6})\s*d\s*", text)
-    if not match:
-        raise _arg_error(f"bad --older-than {text!r}: use a number of days, e.g. 30d")
-    return int(match.group(1)) * 86400.0
+    try:
+        return parse_age(text)
+    except ValueError as exc:
+        raise _arg_error(f"bad --older-than {text!r}: use a number of hours, days or weeks, e.g. 30d") from exc
+
+
+def _held(args: argparse.Namespace) -> tuple[Callable[[str, str], bool] | None, str]:
+    """What the running daemon holds, as ``held(id, path)``; None when a daemon runs but did not say.
+
+    No daemon listening: nothing is held. Returns the check and a one-line note on where it came from.
+    """
+    import os
+    import socket as socket_mod
+
+    from traced.client.blocking import Client
+    from traced.errors import DaemonUnavailable
+
+    client = Client(getattr(args, "socket", None), name="traced-prune", spool=False, spool_after=0.0,
+                    timeout=10.0)
+    try:
+        with client:
+            info = client.status(held=True)
+    except DaemonUnavailable:
+        probe = socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_STREAM)
+        probe.settimeout(2.0)
+        try:
+            probe.connect(str(client.socket_path))
+        except OSError:
+            from traced.format.spool import segments
+            from traced.locations import spool_dir
+
+            waiting = len(segments(spool_dir()))
+            if waiting:  # events of unfinished sessions may wait there, their files untouched meanwhile
+                return None, (f"no daemon at {client.socket_path}, and {waiting} spool segments wait to be "
+                              "written into sessions when it starts")
+            return (lambda _sid, _path: False), f"no daemon at {client.socket_path}: no session is held open"
+        finally:
+            probe.close()
+        return None, f"the daemon at {client.socket_path} did not answer"
+    ids, dirs = info.get("held_sessions"), info.get("held_dirs")
+    if not isinstance(ids, list) or not isinstance(dirs, list):
+        return None, f"the daemon at {client.socket_path} (traced {info.get('version')}) does not list what it holds"
+    held = {str(i) for i in ids} | {os.path.realpath(str(d)) for d in dirs}
+    return (lambda sid, path: sid in held or os.path.realpath(path) in held), (
+        f"the daemon holds {len(ids)} sessions; they are kept")
 
 
 def _prune(args: argparse.Namespace, out: Out) -> int:
-    import os
-    import shutil
     import time
-    from datetime import UTC, datetime
 
-    from traced.format.layout import dir_size
-    from traced.read.sessions import iter_refs, load_info
+    from traced.read.prune import iso, plan, remove
 
-    cutoff = time.time() - _parse_age(args.older_than)
-    until = datetime.fromtimestamp(cutoff, UTC).date().isoformat()
-    roots = _roots(args)
-    removed: list[dict[str, Any]] = []
-    touched: set[tuple[Path, str]] = set()
-    refs = list(iter_refs(roots, None, until=until))
-    for ref in out.track(refs, "scanning sessions"):
-        touched.add((ref.root, ref.date))
-        info = load_info(ref)
-        if info is None or info.running:
-            continue
-        finished = info.ended if info.ended is not None else info.started
-        if finished is None or finished >= cutoff:
-            continue
-        size = dir_size(ref.path)
-        if not args.dry_run:
-            shutil.rmtree(ref.path)
-        removed.append({
-            "session_id": info.session_id, "skill": ref.skill, "date": ref.date,
-            "path": str(ref.path), "bytes": size,
-        })
-    dirs_removed: list[str] = []
-    if not args.dry_run:
-        for root, day in sorted(touched):
-            day_dir = root / day
-            try:
-                skill_dirs = sorted(
-                    p for p in day_dir.iterdir() if p.is_dir() and not p.is_symlink()
-                )
-            except OSError:
-                continue
-            for path in [*skill_dirs, day_dir]:
-                try:
-                    os.rmdir(path)  # only succeeds when empty
-                    dirs_removed.append(str(path))
-                except OSError:
-                    pass
-    freed = sum(r["bytes"] for r in removed)
+    age = _parse_age(args.older_than)
+    now = time.time()
+    held, held_note = _held(args)
+    check = held or (lambda _sid, _path: False)
+    chosen = plan(_roots(args), age, now=now, held=check, abandoned=held is not None)
+    if held is None:
+        held_note += ", so every unfinished session is kept"
+    if args.dry_run:
+        items, kept, dirs_removed, errors = chosen.candidates, [], [], []
+    else:
+        done = remove(out.track(chosen.candidates, "removing sessions"), age, now=now, held=check)
+        items, kept, dirs_removed, errors = done.removed, done.kept, done.dirs_removed, done.errors
+    freed = sum(c.bytes for c in items)
     if _json(args):
         out.json_line({
-            "dry_run": bool(args.dry_run), "removed": removed, "sessions": len(removed),
-            "bytes_freed": freed, "dirs_removed": dirs_removed,
+            "dry_run": bool(args.dry_run), "cutoff": iso(chosen.cutoff),
+            "removed": [c.to_json() for c in items], "sessions": len(items), "bytes_freed": freed,
+            "dirs_removed": dirs_removed, "held": chosen.held, "kept_changed": [c.path for c in kept],
+            "abandoned_rule": held is not None, "note": held_note, "errors": errors,
         })
-        return 0
+        return 1 if errors else 0
     verb = "would remove" if args.dry_run else "removed"
-    for r in removed:
-        out.line(f"{verb} {r['date']}/{r['skill']}/{r['session_id']}  {human_bytes(r['bytes'])}")
+    for c in items:
+        out.line(f"{verb} {c.path}  {human_bytes(c.bytes)} ({c.bytes:,} bytes)  "
+                 f"{c.reason} {iso(c.at)}")
+    for c in kept:
+        out.line(f"kept {c.path}: written to or opened while pruning")
+    if held is None:
+        out.line(f"note: {held_note}")
+    elif chosen.held:
+        out.line(f"kept {chosen.held} old sessions the daemon holds")
+    for err in errors:
+        out.line(f"error: {err}", style="red")
     freed_verb = "would free" if args.dry_run else "freed"
     out.line(
-        f"{verb} {len(removed)} sessions, {freed_verb} {human_bytes(freed)} ({freed:,} bytes)",
+        f"{verb} {len(items)} sessions, {freed_verb} {human_bytes(freed)} ({freed:,} bytes)",
         style="bold",
     )
-    return 0
-
+    return 1 if errors else 0

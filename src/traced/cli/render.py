@@ -322,7 +322,7 @@ def llm_text(p: dict[str, Any]) -> str:
     from traced.read.usage import LlmCall, Pricer, cost_text
 
     call = LlmCall.from_payload(p)
-    price = Pricer(catalog=False).price(call)
+    price = Pricer().price(call)  # the catalog is imported only for a call with no reported cost
     parts = [f"{call.input_tokens:,} in / {call.output_tokens:,} out"]
     if call.cache_read_tokens or call.cache_write_tokens:
         parts.append(f"cache {call.cache_read_tokens:,}r/{call.cache_write_tokens:,}w")
@@ -436,6 +436,11 @@ def _rows(info: dict[str, Any]) -> list[tuple[str, str]]:
         ("write errors", str(info.get("write_errors", 0))),
         ("fsync", str(info.get("fsync"))),
     ]
+    for disk in info.get("disk") or []:
+        size = f"{human_bytes(disk['bytes'])} ({disk['bytes']:,} bytes)"
+        err = f", error: {disk['error']}" if disk.get("error") else ""
+        rows.append(("disk", f"{disk['root']}: {disk['sessions']} sessions, {size}{err}"))
+    rows.append(("retention", _retention(info.get("retention"))))
     for fw in info.get("forwarders") or []:
         lag = f"lag {fw.get('lag_records', '?')} records / {fw.get('lag_seconds', '?')}s"
         err = f", last error: {fw['last_error']}" if fw.get("last_error") else ""
@@ -448,6 +453,23 @@ def _rows(info: dict[str, Any]) -> list[tuple[str, str]]:
                      f"{otlp.get('logs', 0)} logs ({otlp.get('logs_ignored', 0)} ignored), "
                      f"{otlp.get('records_written', 0)} records, {otlp.get('rejected', 0)} rejected"))
     return rows
+
+
+def _retention(ret: Any) -> str:
+    """``90d, last run <at>: removed 3 sessions, freed 1.2 MiB, 0 errors`` (or ``off``)."""
+    if not isinstance(ret, dict):
+        return "unknown"
+    setting = str(ret.get("setting") or "off")
+    text = setting + (" (dry run)" if ret.get("dry_run") else "")
+    last = ret.get("last_run")
+    if not isinstance(last, dict):
+        return text if setting == "off" else f"{text}, no pass yet"
+    if last.get("dry_run"):
+        did = (f"would remove {last.get('would_remove', 0)} sessions, "
+               f"would free {human_bytes(int(last.get('would_free', 0)))}")
+    else:
+        did = f"removed {last.get('removed', 0)} sessions, freed {human_bytes(int(last.get('bytes_freed', 0)))}"
+    return f"{text}, last pass {last.get('at')}: {did}, {last.get('errors', 0)} errors"
 
 
 def _session_rows(info: dict[str, Any]) -> list[tuple[str, ...]]:

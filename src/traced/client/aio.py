@@ -222,13 +222,15 @@ class AsyncClient(ClientBase):
         return AsyncSession(self, session_id, "")
 
     async def emit(self, session_id: str, phase: str, payload: dict[str, Any], *,
-                   ack: bool = True, ts: float | None = None, late: bool = False) -> int | None:
+                   ack: bool = True, ts: float | None = None, late: bool = False,
+                   seq: int | None = None) -> int | None:
         """Append one event; its step (None with ``ack=False`` or while spooling).
 
-        Raises RequestError for this event alone, as ``Client.emit``.
+        ``seq``: a stable idempotency key, as ``Client.emit``. Raises RequestError for this
+        event alone, as ``Client.emit``.
         """
         conv = self._conv
-        msg = conv.emit_msg(session_id, phase, payload, ack=ack, ts=ts, late=late)
+        msg = conv.emit_msg(session_id, phase, payload, ack=ack, ts=ts, late=late, seq=seq)
         if ack:
             reply = await self.request(msg)
             return reply.step if isinstance(reply, protocol.Ack) and reply.step else None
@@ -282,11 +284,14 @@ class AsyncClient(ClientBase):
             for item in records(self._conv.framer, data):
                 yield item
 
-    async def status(self) -> dict[str, Any]:
-        """The daemon's status (DaemonUnavailable when it is not running)."""
+    async def status(self, held: bool = False) -> dict[str, Any]:
+        """The daemon's status (DaemonUnavailable when it is not running).
+
+        ``held``: also ``held_sessions`` and ``held_dirs``, every session the daemon holds (see ``prune``).
+        """
         if self.spooling and not await self._revive():
             raise DaemonUnavailable(f"no traced daemon at {self.socket_path}")
-        reply = await self.request(protocol.StatusRequest())
+        reply = await self.request(protocol.StatusRequest(held=held))
         if not isinstance(reply, protocol.Status):
             raise DaemonUnavailable(f"no traced daemon at {self.socket_path}")
         return reply.info

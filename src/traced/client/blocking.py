@@ -235,14 +235,17 @@ class Client(ClientBase):
         return Session(self, session_id, "")
 
     def emit(self, session_id: str, phase: str, payload: dict[str, Any], *,
-             ack: bool = True, ts: float | None = None, late: bool = False) -> int | None:
+             ack: bool = True, ts: float | None = None, late: bool = False, seq: int | None = None) -> int | None:
         """Append one event; returns its step (None with ``ack=False`` or while spooling).
 
+        ``seq``: the idempotency key to send instead of the next one, for events with a stable
+        source id (a transcript's record, under a client id of their own): the daemon writes an
+        event with a (client id, seq) it already holds only once, whoever sends it.
         Raises RequestError for this event alone (``invalid_event`` when it
         cannot be encoded, ``too_large``, or the daemon's refusal).
         """
         conv = self._conv
-        msg = conv.emit_msg(session_id, phase, payload, ack=ack, ts=ts, late=late)
+        msg = conv.emit_msg(session_id, phase, payload, ack=ack, ts=ts, late=late, seq=seq)
         if ack:
             reply = self.request(msg)
             return reply.step if isinstance(reply, protocol.Ack) and reply.step else None
@@ -271,9 +274,11 @@ class Client(ClientBase):
         self._conv.unsynced = 0
         self._conv.raise_pending_errors()
 
-    def end(self, session_id: str, outcome: str = "success", summary: str | None = None) -> dict[str, Any]:
-        """End a session; returns its final meta.json contents ({} while spooling)."""
-        reply = self.request(self._conv.close_msg(session_id, outcome, summary))
+    def end(self, session_id: str, outcome: str = "success", summary: str | None = None, *,
+            ts: float | None = None) -> dict[str, Any]:
+        """End a session (``ts``: when it ended, default now); returns its final meta.json contents
+        ({} while spooling)."""
+        reply = self.request(self._conv.close_msg(session_id, outcome, summary, ts))
         assert isinstance(reply, protocol.Closed)
         self._conv.raise_pending_errors()
         return reply.meta
@@ -301,11 +306,14 @@ class Client(ClientBase):
                 raise DaemonUnavailable("the daemon closed the subscription")
             yield from records(self._conv.framer, data)
 
-    def status(self) -> dict[str, Any]:
-        """The daemon's status (DaemonUnavailable when it is not running)."""
+    def status(self, held: bool = False) -> dict[str, Any]:
+        """The daemon's status (DaemonUnavailable when it is not running).
+
+        ``held``: also ``held_sessions`` and ``held_dirs``, every session the daemon holds (see ``prune``).
+        """
         if self.spooling and not self._revive():
             raise DaemonUnavailable(f"no traced daemon at {self.socket_path}")
-        reply = self.request(protocol.StatusRequest())
+        reply = self.request(protocol.StatusRequest(held=held))
         if not isinstance(reply, protocol.Status):
             raise DaemonUnavailable(f"no traced daemon at {self.socket_path}")
         return reply.info

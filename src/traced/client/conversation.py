@@ -137,24 +137,28 @@ class Conversation:
 
     def open_msg(self, skill: str, *, session_id: str | None = None, target: str = "global", input: Any = None,
                  meta: dict[str, Any] | None = None, owner_pid: int | None = None,
-                 idle_timeout: float | None = None, cwd: str | None = None, reopen: bool = True) -> protocol.Open:
-        """An ``open``: a new ULID unless ``session_id`` resumes one; owner 0 = this process."""
+                 idle_timeout: float | None = None, cwd: str | None = None, reopen: bool = True,
+                 ts: float | None = None) -> protocol.Open:
+        """An ``open``: a new ULID unless ``session_id`` resumes one; owner 0 = this process;
+        ``ts``: when the session started (epoch seconds; default now)."""
         return protocol.Open(skill=skill, session_id=session_id or new_ulid(), target=target,
                              cwd=cwd or locations.current_dir(), owner_pid=owner_pid or 0,
-                             idle_timeout=idle_timeout or 0.0, input=input, meta=meta or {}, ts=time.time(),
+                             idle_timeout=idle_timeout or 0.0, input=input, meta=meta or {}, ts=ts or time.time(),
                              reopen=reopen)
 
     def emit_msg(self, session_id: str, phase: str, payload: dict[str, Any], *, ack: bool = True,
-                 ts: float | None = None, late: bool = False) -> protocol.Emit:
-        """An ``emit`` with the next idempotency ``seq`` (``late``: see ``protocol.Emit``)."""
+                 ts: float | None = None, late: bool = False, seq: int | None = None) -> protocol.Emit:
+        """An ``emit`` with the next idempotency ``seq``, or the caller's own (a stable key: see
+        ``Client.emit``); ``late``: see ``protocol.Emit``."""
         return protocol.Emit(session_id=session_id, phase=phase, payload=payload, ts=ts or time.time(),
-                             seq=self.next_seq(), ack=ack, late=late)
+                             seq=seq or self.next_seq(), ack=ack, late=late)
 
     @staticmethod
-    def close_msg(session_id: str, outcome: str = "success", summary: str | None = None) -> protocol.Close:
-        """A ``close``."""
+    def close_msg(session_id: str, outcome: str = "success", summary: str | None = None,
+                  ts: float | None = None) -> protocol.Close:
+        """A ``close`` (``ts``: when the session ended, epoch seconds; default now)."""
         return protocol.Close(session_id=session_id, outcome=outcome, summary=summary,  # type: ignore[arg-type]
-                              ts=time.time())
+                              ts=ts or time.time())
 
     def next_seq(self) -> int:
         """The next client sequence number (the idempotency key with client_id)."""
@@ -223,7 +227,7 @@ class Conversation:
         if self.frame_limit and len(raw) + 64 > self.frame_limit:
             raise RequestError("too_large", f"event of {len(raw)} bytes exceeds the daemon's limit of "
                                f"{self.frame_limit} bytes")
-        if self._batch and (self._batch[0][0].session_id != msg.session_id
+        if self._batch and (self._batch[0][0].session_id != msg.session_id or self._batch[0][0].late != msg.late
                             or (self.frame_limit and self._batch_bytes + len(raw) + 64 > self.frame_limit)):
             self.flush_batch()
         self._batch.append((msg, raw))
@@ -243,7 +247,7 @@ class Conversation:
         self._next_id += 1
         rid = self._next_id
         frame = protocol.EmitBatchEncoded(id=rid, session_id=batch[0][0].session_id, ack=False,
-                                          events=[raw for _m, raw in batch])
+                                          events=[raw for _m, raw in batch], late=batch[0][0].late)
         body = _encoder.encode(frame)
         self.out += len(body).to_bytes(HEADER, "big") + body
         self._batch_seqs[rid] = [m.seq for m, _raw in batch]
@@ -388,7 +392,8 @@ def spool_pending(conv: Conversation, msg: Any, directory: Path) -> int:
     for item in pending:
         if isinstance(item, protocol.Emit):
             item.payload, _ = redactor.redact(item.payload)
-            first_seq = first_seq or item.seq
+            if item.seq <= conv._seq:  # numbered by us (a caller's own seq says nothing of order)
+                first_seq = first_seq or item.seq
         elif isinstance(item, protocol.Open):
             if item.input is not None:
                 item.input, _ = redactor.redact(item.input)

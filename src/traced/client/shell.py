@@ -175,6 +175,28 @@ class ShellClient:
             raise RequestError(str(reply.get("code")), str(reply.get("message")))
         return reply
 
+    def request_many(self, msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send ``msgs`` pipelined (all written, then every reply read) and return their replies in
+        order; an ``error`` reply is returned, not raised. Raises OSError when the connection breaks."""
+        assert self._sock is not None
+        out = bytearray()
+        ids = []
+        for msg in msgs:
+            self._id += 1
+            msg["id"] = self._id
+            ids.append(self._id)
+            out += frame(minipack.packb(msg))
+        self._arm()
+        self._sock.sendall(out)
+        replies: dict[int, dict[str, Any]] = {}
+        while len(replies) < len(ids):
+            reply = self._next()
+            rid = reply.get("id", 0)
+            if rid == 0 and reply.get("op") == "error":  # about the connection, not one request
+                raise RequestError(str(reply.get("code")), str(reply.get("message")))
+            replies[rid] = reply
+        return [replies[i] for i in ids]
+
     def _next(self) -> dict[str, Any]:
         assert self._sock is not None
         while True:
@@ -193,10 +215,12 @@ class ShellClient:
         return self.request(open_msg(skill, **kwargs))
 
     def emit(self, session_id: str, phase: str, payload: dict[str, Any], *, ack: bool = True,
-             ts: float | None = None, late: bool = False) -> int | None:
-        """Append one event and return its step (always acknowledged on this path)."""
-        self._seq += 1
-        step = self.request(emit_msg(session_id, phase, payload, self._seq, ts=ts, late=late)).get("step")
+             ts: float | None = None, late: bool = False, seq: int | None = None) -> int | None:
+        """Append one event and return its step (always acknowledged on this path); ``seq``: see
+        ``Client.emit``."""
+        if not seq:
+            self._seq += 1
+        step = self.request(emit_msg(session_id, phase, payload, seq or self._seq, ts=ts, late=late)).get("step")
         return step if isinstance(step, int) else None
 
     def end(self, session_id: str, outcome: str = "success", summary: str | None = None) -> dict[str, Any]:

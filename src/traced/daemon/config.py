@@ -60,6 +60,22 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Largest OTLP request body in bytes, as sent and after gzip (413 beyond)."""
     otlp_rate: float = 100.0
     """OTLP requests per second, with bursts of as many (429 with Retry-After beyond)."""
+    retention: str = ""
+    """Delete sessions older than this once a day (``"90d"``, ``"12w"``; at least ``1d``); ``""``/``"off"``: never.
+    The rule is ``traced prune``'s (``read.prune``): ended before the cutoff, or unfinished and unwritten since."""
+    retention_dry_run: bool = False
+    """Only log what the daily retention pass would delete."""
+
+    def __post_init__(self) -> None:
+        from traced.read.prune import parse_retention
+
+        parse_retention(self.retention)  # ValueError: msgspec makes it a ValidationError naming the field
+
+    def retention_seconds(self) -> float | None:
+        """``retention`` in seconds; None when off."""
+        from traced.read.prune import parse_retention
+
+        return parse_retention(self.retention)
 
     def socket_path(self) -> Path:
         """The resolved socket path."""
@@ -97,6 +113,10 @@ def load(file: str | os.PathLike[str] | None = None, overrides: dict[str, Any] |
         data[name] = value.split(",") if name == "forward" else value
     if overrides:
         data.update({k: v for k, v in overrides.items() if v is not None})
+    days = data.get("retention")
+    if isinstance(days, int | float) and not isinstance(days, bool):
+        raise ConfigError(f'bad configuration: retention = {days} has no unit: write retention = "{days}d" '
+                          '(days; also h and w), or "off"')
     try:
         return msgspec.convert(data, Config, strict=False)
     except msgspec.ValidationError as e:

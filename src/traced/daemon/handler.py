@@ -94,6 +94,10 @@ class Handler:
         """Called once a session's end is durable and its meta.json written (the forwarders)."""
         self.status: Callable[[], dict[str, Any]] = dict
         """The ``status`` reply's info (set by ``serve``)."""
+        self.on_reload: list[Callable[[], None]] = []
+        """Called after the config was reloaded (the retention pass looks at its setting again)."""
+        self.held: Callable[[], dict[str, Any]] = dict
+        """What a ``status`` with ``held`` adds: the sessions this daemon holds (set by ``serve``)."""
         self._loading: dict[str, anyio.Lock] = {}
         """Sessions being read from disk for an ``open`` (one reader per session at a time)."""
 
@@ -223,7 +227,10 @@ class Handler:
                     await self.registry.durable(conn.touched | touched)
                 return protocol.Synced(id=req.id)
             case protocol.StatusRequest():
-                return protocol.Status(id=req.id, info=self.status())
+                info = self.status()
+                if req.held:
+                    info.update(self.held())
+                return protocol.Status(id=req.id, info=info)
             case protocol.Subscribe():
                 sub = self.bus.subscribe(Subscriber(skill=req.skill, session_id=req.session_id, phase=req.phase,
                                                     capacity=self.config.subscriber_buffer))

@@ -36,6 +36,7 @@ from traced.daemon.config import Config
 from traced.daemon.handler import Handler
 from traced.daemon.ingest import SpoolIngest
 from traced.daemon.registry import Registry
+from traced.daemon.retention import Retention
 from traced.daemon.sdnotify import Notifier, listen_fds
 from traced.daemon.transport import Transport
 from traced.daemon.watchers import Watchers
@@ -169,6 +170,7 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
         handler.on_hello = ingest.ingest_client
 
         running: dict[str, Watchers] = {}
+        retention = Retention(cfg, registry, lambda: running["watchers"].foreign if "watchers" in running else ())
 
         def status() -> dict[str, Any]:
             info = status_info(registry, transport.connections, bus, cfg.fsync, transport.reaped)
@@ -180,9 +182,12 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
                 info["forwarders"] = forwarders.status()
             if receiver is not None:
                 info["otlp"] = receiver.status()
+            info.update(retention.status())
             return info
 
         handler.status = status
+        handler.held = retention.held_now
+        handler.on_reload.append(retention.poke)
         log.info("starting", version=__version__, socket=sock_name, socket_source=how,
                  root=str(registry.root), fsync=cfg.fsync)
         async with anyio.create_task_group() as tg:
@@ -207,6 +212,7 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
             if cfg.fsync == "batch":
                 tg.start_soon(_batch_fsync, registry, cfg)
             tg.start_soon(_heartbeat, notifier, registry, transport)
+            tg.start_soon(retention.run)  # its first pass right away, in a worker thread
             notifier.ready(_status_line(registry, transport))
             log.info("ready", pid=os.getpid())
             await _signals(handler, notifier, config_file, registry, transport)
@@ -303,8 +309,10 @@ def _receiver(cfg: Config, handler: Handler) -> Any:
         import uvicorn  # noqa: F401
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2  # noqa: F401
     except ImportError as e:
-        raise ConfigError(f"--otlp-listen needs the otlp-receiver extra: pip install 'traced[otlp-receiver]' "
-                          f"({e})") from e
+        from traced._version import install_hint
+
+        raise ConfigError(f"--otlp-listen needs the otlp-receiver extra ({e}): "
+                          f"{install_hint('otlp-receiver', 'starlette uvicorn opentelemetry-proto')}") from e
     from traced.daemon.otlp import OtlpReceiver
 
     receiver = OtlpReceiver(handler, cfg.otlp_listen, cfg.otlp_allow_remote)
@@ -396,7 +404,9 @@ def _reload(handler: Handler, config_file: str | None) -> None:
         if field not in keep:
             setattr(old, field, getattr(new, field))
     handler.redactor = _redactor(old)
-    log.info("reloaded", fsync=old.fsync, redaction=old.redaction)
+    for hook in handler.on_reload:
+        hook()
+    log.info("reloaded", fsync=old.fsync, redaction=old.redaction, retention=old.retention or "off")
 
 
 def run(cfg: Config, config_file: str | None = None) -> int:

@@ -26,11 +26,28 @@ def segment_name(client_id: str, first_seq: int) -> str:
 
 
 def write_segment(directory: Path, client_id: str, first_seq: int, frames: bytes | bytearray) -> Path:
-    """Write one sealed segment atomically (temp + fsync + rename); return its path."""
+    """Write one sealed segment atomically (temp + fsync + link); return its path.
+
+    A segment never replaces another: processes sharing a client id (the agents' transcript
+    records, sent under one id for idempotency) may pick the same name, and the later one
+    then gets ``<client_id>-<first seq>-<n>.spool``.
+    """
+    from traced.format.ids import new_ulid
+
     layout.ensure_private_dir(directory)
-    name = segment_name(client_id, first_seq)
-    write_atomic(str(directory), name, bytes(frames))
-    return directory / name
+    hidden = f".{client_id}-{new_ulid()}.seal"  # hidden: the daemon skips it
+    write_atomic(str(directory), hidden, bytes(frames))
+    try:
+        for n in range(1000):
+            name = segment_name(client_id, first_seq) if not n else f"{client_id}-{first_seq:012d}-{n}{SUFFIX}"
+            try:
+                os.link(directory / hidden, directory / name)
+            except FileExistsError:
+                continue
+            return directory / name
+        raise FileExistsError(f"no free spool segment name for {client_id}-{first_seq}")
+    finally:
+        os.unlink(directory / hidden)
 
 
 def segments(directory: Path, client_id: str = "") -> list[Path]:

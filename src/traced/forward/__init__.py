@@ -17,7 +17,6 @@ the window. See docs/forwarding.md.
 from __future__ import annotations
 
 import importlib.util
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from traced._version import DISTRIBUTION
+from traced._version import install_hint
 from traced.errors import ForwardURLError
 from traced.format.layout import ensure_private_dir
 from traced.forward.cursor import CursorStore
@@ -35,13 +34,6 @@ from traced.forward.urls import Destination, parse
 __all__ = ["ForwardURLError", "Forwarders", "check_urls"]
 
 _EXTRAS = {"nats": ("nats", "nats-py", "nats"), "otlp": ("opentelemetry.proto", "opentelemetry-proto", "otlp")}
-
-
-def install_hint(extra: str, dist: str) -> str:
-    """How to add an optional extra to the environment traced runs in, for pip, uv tool and pipx."""
-    name = f"{DISTRIBUTION}[{extra}]"
-    return (f"install the extra into traced's environment ({sys.prefix}): pip install '{name}', "
-            f"uv tool install '{name}', or pipx inject {DISTRIBUTION} {dist}")
 
 
 def _has_module(name: str) -> bool:

@@ -73,7 +73,7 @@ def run(listen: str, roots: Sequence[Path], socket_path: str | None, open_browse
     try:
         import uvicorn
     except ImportError:
-        from traced.forward import install_hint
+        from traced._version import install_hint
 
         raise CliError(f"traced ui needs uvicorn and starlette: {install_hint('ui', 'uvicorn starlette sse-starlette')}"
                        ) from None

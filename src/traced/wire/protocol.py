@@ -101,6 +101,7 @@ class EmitBatchEncoded(_Msg, tag="emit_batch"):
     session_id: str
     events: list[msgspec.Raw]
     ack: bool = True
+    late: bool = False
 
 
 class Close(_Msg, tag="close"):
@@ -120,6 +121,10 @@ class Sync(_Msg, tag="sync"):
 
 class StatusRequest(_Msg, tag="status"):
     """Ask for the daemon's status."""
+
+    held: bool = False
+    """Also list every session the daemon holds (``held_sessions`` ids, ``held_dirs`` paths): open, recently
+    ended, or another writer's it watches. ``traced prune`` never removes those; an older daemon ignores it."""
 
 
 class Subscribe(_Msg, tag="subscribe"):

@@ -46,8 +46,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from traced.format import vocab
 from traced.format.layout import valid_name
-from traced.integrations.claude_code.translate import DEFAULT_SKILL as CLAUDE_SKILL
-from traced.integrations.claude_code.translate import one_line
+from traced.integrations.hooks.claude_code import AGENT as CLAUDE_AGENT
+from traced.integrations.hooks.core import one_line
 
 CLIENT_ID: Final = "otlp"
 """The client id of every OTLP event: with the item's key as ``seq`` it is the idempotency key."""
@@ -449,7 +449,7 @@ def _claude_api_request(out: Mapped, record: LogRecord, attrs: dict[str, Any], r
         out.reject("claude_code.api_request without session.id")
         return
     sid, derived = safe_id(raw_sid)
-    plan = out.plan(sid, CLAUDE_SKILL, fixed=False)
+    plan = out.plan(sid, CLAUDE_AGENT.skill, fixed=False)
     if derived:
         plan.labels["otlp_session_id"] = raw_sid[:1024]
     # Claude Code's counts are the Anthropic API's: input_tokens already excludes the cache

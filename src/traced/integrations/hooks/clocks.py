@@ -1,11 +1,13 @@
-"""Call clocks: how long a Claude Code tool call took, measured across two hook processes.
+"""Call clocks: how long a tool call (or a model request) took, measured across two hook processes.
 
-``PreToolUse`` leaves its wall-clock time in
-``<state>/hooks/<session_id>/<tool_use_id>`` (0600, in 0700 dirs); the
-matching ``PostToolUse``/``PostToolUseFailure`` takes it (and removes it)
-for ``duration_ms``. Only a fallback: Claude Code's own ``duration_ms``, where
-a hook carries it, is preferred. The hook never writes session files: the
-daemon does. Stdlib only (hot path).
+A tool call's hook (``PreToolUse``, ``BeforeTool``) leaves its wall-clock time
+in ``<state>/hooks/<session_id>/<key>`` (0600, in 0700 dirs), with the call id
+it made up when the agent sends none (Gemini CLI); the matching result's hook
+takes it (and removes it) for ``duration_ms``. The key is the agent's call id,
+or a digest of the tool's name and input. Only a fallback for durations: the
+agent's own ``duration_ms``, where a hook carries it, is preferred (traced's
+clock also counts the time a permission prompt waited). The hook never writes
+session files: the daemon does. Stdlib only (hot path).
 """
 
 from __future__ import annotations
@@ -30,32 +32,34 @@ def stamps_root() -> str:
     return os.path.join(state_location(), "hooks")
 
 
-def put_stamp(root: str, session_id: str, call_id: str, ts: float) -> None:
-    """Keep the PreToolUse time (epoch seconds) of ``call_id``. Raises OSError."""
-    if not (valid_name(session_id) and valid_name(call_id)):
+def put_stamp(root: str, session_id: str, key: str, ts: float, call_id: str = "") -> None:
+    """Keep the start time (epoch seconds) of the call ``key`` (and the call id made up for it).
+    Raises OSError."""
+    if not (valid_name(session_id) and valid_name(key)) or (call_id and not valid_name(call_id)):
         return
-    put_stamp_bytes(root, session_id, call_id, repr(ts).encode())
+    put_stamp_bytes(root, session_id, key, f"{ts!r} {call_id}".strip().encode())
 
 
-def take_stamp(root: str, session_id: str, call_id: str) -> float | None:
-    """The PreToolUse time of ``call_id``, removing it; None when there is none."""
-    if not (valid_name(session_id) and valid_name(call_id)):
+def take_stamp(root: str, session_id: str, key: str) -> tuple[float, str] | None:
+    """(start time, call id or "") of the call ``key``, removing it; None when there is none."""
+    if not (valid_name(session_id) and valid_name(key)):
         return None
-    path = os.path.join(root, session_id, call_id)
+    path = os.path.join(root, session_id, key)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        data = os.read(fd, 64)
+        data = os.read(fd, 256)
     finally:
         os.close(fd)
     try:
         os.unlink(path)
     except OSError:
         pass
+    ts, _, call_id = data.decode("ascii", "replace").partition(" ")
     try:
-        return float(data)
+        return float(ts), call_id if valid_name(call_id) else ""
     except ValueError:
         return None
 

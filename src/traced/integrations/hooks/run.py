@@ -1,4 +1,4 @@
-"""Running one Claude Code hook event: parse, translate, time, talk to the daemon.
+"""Running one agent hook event: parse, translate, time, talk to the daemon (any agent).
 
 The fast path is the stdlib ``ShellClient``; when the daemon is away or the
 connection breaks, the full ``Client`` takes over with the same client id
@@ -13,7 +13,7 @@ import time
 
 from traced.errors import HookError
 from traced.format.layout import valid_name
-from traced.integrations.claude_code.clocks import (
+from traced.integrations.hooks.clocks import (
     delivered_before,
     drop_stamps,
     put_stamp,
@@ -21,19 +21,38 @@ from traced.integrations.claude_code.clocks import (
     sweep_stamps,
     take_stamp,
 )
-from traced.integrations.claude_code.translate import DEFAULT_SKILL, Options, Plan, parse, translate
+from traced.integrations.hooks.core import CALL, DENIED, END, FAILURE, RESULT, START, Options, Plan, parse, translate
 from traced.wire.fit import fit, payload_budget
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hook's start-up
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, Final
 
     from traced.client.blocking import Client
     from traced.client.shell import ShellClient
+    from traced.integrations.hooks.core import Agent
+
+AGENTS: Final = ("claude-code", "codex", "gemini")
+"""The agents ``traced hook <agent>`` records (each has a table module here)."""
+TOOL_KINDS: Final = frozenset({CALL, RESULT, FAILURE, DENIED})
 
 HOOK_BUDGET: Final = 0.8
 """Seconds one hook invocation may take, all included (``TRACED_HOOK_BUDGET`` overrides): well
 inside Claude Code's 1.5 s for SessionEnd hooks. Past it, the event is spooled at once."""
+
+
+def agent_named(name: str) -> Agent:
+    """The table of agent ``name`` (one of ``AGENTS``), importing only that one. Raises HookError."""
+    if name == "claude-code":
+        from traced.integrations.hooks.claude_code import AGENT
+    elif name == "codex":
+        from traced.integrations.hooks.codex import AGENT
+    elif name == "gemini":
+        from traced.integrations.hooks.gemini import AGENT
+    else:
+        raise HookError(f"unknown agent {name!r} (known: {', '.join(AGENTS)})")
+    return AGENT
 SPOOL_RESERVE: Final = 0.25
 """Seconds of the budget kept for writing the spool (it imports the full client and redactor)."""
 MAX_DEPTH: Final = 64
@@ -56,10 +75,11 @@ def max_event_bytes(frame_limit: int = 0) -> int:
 
 def options_from(skill: str | None = None, target: str | None = None,
                  idle_timeout: str | float | None = None) -> Options:
-    """Options from flags, then ``TRACED_HOOK_SKILL``/``TRACED_HOOK_TARGET``/``TRACED_HOOK_IDLE_TIMEOUT``."""
+    """Options from flags, then ``TRACED_HOOK_SKILL``/``TRACED_HOOK_TARGET``/``TRACED_HOOK_IDLE_TIMEOUT``
+    (skill "": the agent's name). Raises HookError for an invalid value."""
     env = os.environ
-    skill = skill or env.get("TRACED_HOOK_SKILL") or DEFAULT_SKILL
-    if not valid_name(skill):
+    skill = skill or env.get("TRACED_HOOK_SKILL") or ""
+    if skill and not valid_name(skill):
         raise HookError(f"invalid skill {skill!r}: must match [A-Za-z0-9][A-Za-z0-9._-]{{0,127}}")
     target = target or env.get("TRACED_HOOK_TARGET") or "global"
     if target not in ("global", "repo"):
@@ -82,33 +102,42 @@ def budget() -> float:
         return HOOK_BUDGET
 
 
-def run(text: str | bytes, options: Options, socket_path: str | None = None, now: float | None = None,
-        deadline: float | None = None) -> Plan:
-    """Record one hook event: parse, translate, time the tool call, talk to the daemon.
+def run(text: str | bytes, agent: Agent, options: Options, socket_path: str | None = None, *,
+        now: float | None = None, deadline: float | None = None) -> Plan:
+    """Record one hook event of ``agent``: parse, translate, time the call, talk to the daemon.
 
     ``deadline`` (``time.monotonic()`` seconds, default: the budget from now)
     bounds everything: a daemon that does not answer in time, or that is away
     and does not come back in time, gets the event spooled instead (redacted,
-    ingested when it is back). Raises HookError for input that cannot be recorded.
+    ingested when it is back). An event with nothing to send (a model request's
+    start, a streamed chunk before the last) opens no connection. Raises HookError
+    for input that cannot be recorded.
     """
     deadline = deadline if deadline is not None else time.monotonic() + budget()
     hook = parse(text)
-    plan = translate(hook, options, now if now is not None else time.time())
+    plan = translate(hook, agent, options, now if now is not None else time.time())
+    plan.deadline = deadline - SPOOL_RESERVE
     root = stamps_root()
     call = plan.take or plan.stamp
-    if call:  # the same hook registered twice delivers the same bytes twice: record the call once
+    if call and plan.kind in TOOL_KINDS:  # the same hook registered twice delivers the same bytes twice
         import zlib
 
         body = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
         if delivered_before(root, plan.session_id, f"{plan.event}-{call}", zlib.crc32(body)):
             return plan
     if plan.take:
-        plan.set_duration(take_stamp(root, plan.session_id, plan.take))
+        taken = take_stamp(root, plan.session_id, plan.take)
+        plan.set_duration(*(taken or (None, "")))
     if plan.stamp:
         try:
-            put_stamp(root, plan.session_id, plan.stamp, plan.ts)
+            put_stamp(root, plan.session_id, plan.stamp, plan.ts, plan.stamp_call)
         except OSError:
             pass  # no duration for this call; the event itself still counts
+    if plan.idle:
+        return plan
+    if agent.on_stop is not None and plan.event in agent.stop_events:
+        left = deadline - SPOOL_RESERVE - time.monotonic()
+        stop_hook(agent.on_stop, hook, plan, socket_path, time.monotonic() + max(left, 0.0) * 0.6)
     from traced.client.shell import ShellClient
     from traced.format.ids import new_ulid
 
@@ -130,9 +159,9 @@ def run(text: str | bytes, options: Options, socket_path: str | None = None, now
                         client_id=client_id, offline=offline) as client:
                 execute(plan, client)
     finally:
-        if plan.event == "SessionEnd":
+        if plan.kind == END:
             drop_stamps(root, plan.session_id)
-        elif plan.event == "SessionStart":
+        elif plan.kind == START:
             sweep_stamps(root)
     return plan
 
@@ -151,6 +180,25 @@ def _open(client: Client | ShellClient, plan: Plan) -> None:
         print(f"traced hook: {e.message}; recording under the global root", file=sys.stderr)
         plan.open["target"] = "global"
         client.open(**plan.open)
+
+
+def stop_hook(on_stop: Callable[..., None] | str, hook: dict[str, Any], plan: Plan, socket_path: str | None,
+              deadline: float) -> None:
+    """Run the agent's end-of-turn hook point (``Agent.on_stop``; a ``"module:function"`` is
+    imported now). What it raises is one line on stderr: the event is still recorded."""
+    try:
+        if isinstance(on_stop, str):
+            import importlib
+
+            module, _, name = on_stop.partition(":")
+            func: Callable[..., None] = getattr(importlib.import_module(module), name)
+        else:
+            func = on_stop
+        func(hook, plan, socket_path, deadline, _open)
+    except Exception as e:
+        import sys
+
+        print(f"traced hook: {plan.event}: {type(e).__name__}: {' '.join(str(e).split())[:200]}", file=sys.stderr)
 
 
 def execute(plan: Plan, client: Client | ShellClient) -> None:

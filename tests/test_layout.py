@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import Daemon
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "traced"
-WINGS = {"format", "wire", "redaction", "daemon", "client", "read", "forward", "integrations", "cli"}
+WINGS = {"format", "wire", "redaction", "daemon", "client", "read", "forward", "integrations", "cli", "ui"}
 
 
 def _modules() -> dict[str, Path]:

@@ -134,6 +134,15 @@ def cmd_end(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Serve the web UI until interrupted."""
+    from traced.read.sessions import reading_roots
+    from traced.ui.serve import run
+
+    roots = reading_roots(getattr(args, "root", None))
+    return run(args.listen, roots, args.socket, open_browser=not args.no_open)
+
+
 # --- parser -------------------------------------------------------------------
 
 
@@ -191,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_end)
 
     read.add_parsers(sub)
+    p = sub.add_parser("ui", help="the local web UI: sessions, waterfalls, usage (prints its URL first)")
+    p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
+                   help="loopback address to serve on (default 127.0.0.1 and a free port)")
+    p.add_argument("--root", action="append", metavar="DIR", default=argparse.SUPPRESS,
+                   help="sessions root to read (repeatable; default: every root the daemon writes to)")
+    p.add_argument("--no-open", action="store_true", help="do not open a browser")
+    p.set_defaults(func=cmd_ui)
     hook.add_parsers(sub)
     service.add_parsers(sub)
     importer.add_parsers(sub)

@@ -109,6 +109,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("session", metavar="ID", help="session id, unambiguous prefix, or directory")
     p.add_argument("--turn", type=int, metavar="N", help="only records of agent turn N")
     p.add_argument("--full", action="store_true", help="whole payloads instead of summaries")
+    p.add_argument("--html", action="store_true",
+                   help="one self-contained HTML page with the waterfall (no network access), to stdout")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser(
@@ -308,6 +310,14 @@ def _notes_to_stderr(session: Session) -> None:
 
 def _show(args: argparse.Namespace, out: Out) -> int:
     session = _load(args)
+    if getattr(args, "html", False):
+        import sys
+
+        from traced.ui.export import render
+
+        sys.stdout.write(render(session))
+        _notes_to_stderr(session)
+        return 0
     entries = session.entries
     if args.turn is not None:
         entries = [e for e in entries if e.turn == args.turn]

@@ -94,6 +94,8 @@ def check_root(root: Path) -> int:
     if not root.is_dir():
         return 0
     for meta_path in root.glob("*/*/*/meta.json"):
+        if not meta_path.is_file():  # a FIFO or a directory planted by a test: not traced's
+            continue
         try:
             writer = json.loads(meta_path.read_bytes()).get("devboy_version", "")
         except ValueError:

@@ -103,7 +103,7 @@ def follow_files(args: argparse.Namespace) -> int:
 
 def _print_new(path: str, offset: int, args: argparse.Namespace) -> int:
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(layout.open_regular(path), "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size < offset:
                 offset = 0

@@ -17,7 +17,7 @@ from typing import Final
 
 import msgspec
 
-from traced.format import vocab
+from traced.format import layout, vocab
 from traced.format.accounting import Counters, account
 from traced.format.layout import FILE_MODE, TORN, TRACE
 from traced.format.records import Record, parse_ts, record_decoder
@@ -59,7 +59,7 @@ class FdCache:
             return fd
         flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(path, flags)
+            fd = layout.open_regular(path, flags)  # a FIFO or device planted there: OSError, never a hang
         except FileNotFoundError:
             fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
             os.fchmod(fd, FILE_MODE)  # umask-independent, once, when it is created
@@ -135,7 +135,7 @@ class Journal:
     def fdatasync(self) -> None:
         """fdatasync the trace (blocking; call from a worker thread)."""
         target = self.written_gen
-        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = layout.open_regular(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             os.fdatasync(fd)
         finally:
@@ -153,7 +153,7 @@ def cut_fragment(path: str, size: int) -> int:
     bytes taken off (0 when the trace is gone).
     """
     try:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = layout.open_regular(path, os.O_RDWR | os.O_NOFOLLOW)
     except FileNotFoundError:
         return 0
     try:
@@ -184,7 +184,7 @@ def _save_torn(directory: str, fragment: bytes) -> None:
 def repair_tail(path: str) -> int:
     """Move a torn last line (no trailing newline) to ``trace.torn``; return bytes moved."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = layout.open_regular(path, os.O_RDWR | os.O_NOFOLLOW)
     except FileNotFoundError:
         return 0
     try:
@@ -238,7 +238,7 @@ def scan(path: str, counters: Counters | None = None) -> TailState:
     state = TailState(torn_bytes=repair_tail(path))
     last_ts = ""
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(layout.open_regular(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
             for raw in f:
                 if not raw.strip():
                     continue

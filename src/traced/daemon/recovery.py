@@ -65,7 +65,7 @@ async def recover(registry: Registry, watchers: Watchers) -> tuple[int, int]:
 def complete_ended(sdir: Path) -> None:
     """Fill meta.json's ending (ended_at, outcome, summary, reason) and counters from the trace."""
     try:
-        meta = decode_meta((sdir / layout.META).read_bytes())
+        meta = decode_meta(layout.read_regular(sdir / layout.META))
     except (OSError, ValueError, RecursionError):
         return
     if meta.ended_at is not None:

@@ -243,7 +243,7 @@ class Registry:
         thread (``preload``) for a session that may be large.
         """
         try:
-            meta = decode_meta((sdir / layout.META).read_bytes())
+            meta = decode_meta(layout.read_regular(sdir / layout.META))
         except (OSError, ValueError, RecursionError):  # msgspec's errors are ValueErrors
             meta = Meta(
                 session_id=sdir.name, skill=sdir.parent.name, devboy_version=WRITER_ID,

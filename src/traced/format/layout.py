@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 import re
+from errno import EINVAL
+from stat import S_ISREG
 
 from traced.errors import InvalidName
 
@@ -164,13 +166,40 @@ def meta_ended(meta: Any) -> bool:
     return isinstance(meta, dict) and isinstance(meta.get("ended_at"), str) and bool(meta["ended_at"])
 
 
+# --------------------------------------------------------------------------- opening files
+
+
+def open_regular(path: str | os.PathLike[str], flags: int = os.O_RDONLY) -> int:
+    """An fd on ``path`` when it is a regular file (a symlink to one is followed unless
+    ``flags`` has ``O_NOFOLLOW``); OSError otherwise.
+
+    Files in a root are other writers' too: a FIFO named ``meta.json`` or ``trace.jsonl``
+    would block a plain ``open`` (and the daemon's loop, or a reader) forever, and a device
+    would read without end. ``O_NONBLOCK`` makes the open return at once (it changes nothing
+    for a regular file), and ``fstat`` refuses what is not a regular file (``EINVAL``).
+    """
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(EINVAL, f"not a regular file: {os.fspath(path)!s}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path: str | os.PathLike[str]) -> bytes:
+    """The whole content of a regular file (see ``open_regular``); OSError otherwise."""
+    with os.fdopen(open_regular(path), "rb") as f:
+        return f.read()
+
+
 def read_meta_object(session: str | os.PathLike[str]) -> dict[str, Any] | None:
     """A session directory's meta.json as a dict; None when missing, unreadable or not an object."""
     import json
 
     try:
-        with open(os.path.join(session, META), "rb") as f:
-            data = f.read()
+        data = read_regular(os.path.join(session, META))
         value = json.loads(data.decode("utf-8", "replace"))
     except (OSError, ValueError, RecursionError):
         return None
@@ -214,8 +243,7 @@ def read_blob(session: str | os.PathLike[str], value: Any) -> bytes | None:
     if digest is None:
         return None
     try:
-        with open(os.path.join(session, BLOBS, digest), "rb") as f:
-            return f.read()
+        return read_regular(os.path.join(session, BLOBS, digest))
     except OSError:
         return None
 
@@ -257,8 +285,7 @@ def read_roots(state_dir: str | os.PathLike[str]) -> list[str]:
     import json
 
     try:
-        with open(os.path.join(state_dir, ROOTS_FILE), "rb") as f:
-            roots = json.loads(f.read())
+        roots = json.loads(read_regular(os.path.join(state_dir, ROOTS_FILE)))
     except (OSError, ValueError):
         return []
     return [str(r) for r in roots if isinstance(r, str)] if isinstance(roots, list) else []

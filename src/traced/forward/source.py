@@ -113,7 +113,7 @@ def read_after(session_dir: str, offset: int, after_step: int, max_records: int,
     """
     res = ReadResult(offset=offset, last_step=after_step)
     try:
-        f = open(trace_path(session_dir), "rb")  # noqa: SIM115 - closed below
+        f = os.fdopen(layout.open_regular(trace_path(session_dir)), "rb")
     except OSError as e:  # gone (pruned), or unreadable: nothing can be sent from it
         res.missing = True
         res.eof = True
@@ -170,7 +170,7 @@ def iter_lines(session_dir: str, upto: int) -> Iterator[tuple[int, int, int, byt
     from 1, as the readers number a line without ``step``.
     """
     try:
-        f = open(trace_path(session_dir), "rb")  # noqa: SIM115 - closed below
+        f = os.fdopen(layout.open_regular(trace_path(session_dir)), "rb")
     except OSError:
         return
     with f:
@@ -189,7 +189,7 @@ def iter_lines(session_dir: str, upto: int) -> Iterator[tuple[int, int, int, byt
 def read_line(session_dir: str, start: int, end: int) -> bytes:
     """The bytes of one line (without newline) at a known position; b'' if gone."""
     try:
-        with open(trace_path(session_dir), "rb") as f:
+        with os.fdopen(layout.open_regular(trace_path(session_dir)), "rb") as f:
             f.seek(start)
             return f.read(end - start).rstrip(b"\n")
     except OSError:
@@ -199,7 +199,7 @@ def read_line(session_dir: str, start: int, end: int) -> bytes:
 def tail_step(session_dir: str) -> int:
     """The step of the last complete line of a trace (0 when empty or unreadable)."""
     try:
-        f = open(trace_path(session_dir), "rb")  # noqa: SIM115 - closed below
+        f = os.fdopen(layout.open_regular(trace_path(session_dir)), "rb")
     except OSError:
         return 0
     with f:

@@ -237,7 +237,7 @@ def iter_records(session_dir: str, upto: int) -> Iterator[tuple[int, int, Record
 def agent_version(session_dir: str) -> str | None:
     """The skill's version from the session's meta.json (``skill_version`` or ``skill_version_text``)."""
     try:
-        with open(os.path.join(session_dir, layout.META), "rb") as f:
+        with os.fdopen(layout.open_regular(os.path.join(session_dir, layout.META)), "rb") as f:
             meta = msgspec.json.decode(f.read())
     except (OSError, msgspec.DecodeError):
         return None

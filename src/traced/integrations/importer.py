@@ -171,7 +171,7 @@ def _first_session_id(path: Path) -> str:
     import json
 
     try:
-        with path.open("rb") as f:
+        with os.fdopen(layout.open_regular(path), "rb") as f:
             head = f.read(65536)
     except OSError:
         return ""
@@ -203,7 +203,7 @@ def load(source: Source) -> Loaded:
 
 
 def _lines(path: Path) -> list[bytes]:
-    lines, _ = complete_lines(path.read_bytes())
+    lines, _ = complete_lines(layout.read_regular(path))
     return lines
 
 

@@ -217,7 +217,7 @@ class SessionInfo:
 def read_meta(path: Path) -> dict[str, Any] | None:
     """meta.json as a dict; None when missing, unreadable or not a JSON object."""
     try:
-        data = path.read_bytes()
+        data = layout.read_regular(path)
     except OSError:
         return None
     obj = decode_line(data)

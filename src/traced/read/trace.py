@@ -9,6 +9,7 @@ parseable) is ignored and flagged.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Final
 
 import msgspec
 
-from traced.format import vocab
+from traced.format import layout, vocab
 from traced.format.accounting import account
 from traced.format.records import Usage, summarize
 from traced.read.window import parse_epoch
@@ -131,8 +132,11 @@ def iter_trace(path: Path, stats: TraceStats | None = None) -> Iterator[Entry]:
     """
     stats = stats if stats is not None else TraceStats()
     try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed in finally, generator-friendly
+        handle = os.fdopen(layout.open_regular(path), "rb")  # closed in finally, generator-friendly
     except FileNotFoundError:
+        stats.missing = True
+        return
+    except OSError:  # a FIFO, a device, a directory, unreadable: no records, never a hang
         stats.missing = True
         return
     try:

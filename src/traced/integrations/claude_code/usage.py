@@ -27,7 +27,7 @@ import os
 import time
 
 from traced.format import vocab
-from traced.format.layout import valid_name
+from traced.format.layout import open_regular, valid_name
 from traced.integrations.claude_code.transcript import CLIENT_ID, Reader, complete_lines, source_seq
 from traced.integrations.hooks.claude_code import AGENT
 
@@ -170,7 +170,7 @@ def read_new(path: str, state: list[int] | None, cap: int) -> tuple[list[bytes],
     one whole line), the state after them, and whether more is left. Raises OSError."""
     import zlib
 
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = open_regular(path)  # a FIFO as transcript_path must not hang the agent's hook
     try:
         st = os.fstat(fd)
         offset, ino, check = state if state else (0, 0, 0)
@@ -244,7 +244,7 @@ def state_at(path: str, offset: int) -> list[int]:
     """The read position ``[offset, inode, crc]`` of ``path`` at ``offset``. Raises OSError."""
     import zlib
 
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = open_regular(path)  # a FIFO as transcript_path must not hang the agent's hook
     try:
         before = min(CHECK_BYTES, offset)
         return [offset, os.fstat(fd).st_ino, zlib.crc32(os.pread(fd, before, offset - before))]

@@ -8,7 +8,7 @@ reads files or talks to the daemon.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from traced.errors import EXIT_USAGE, exit_code
 from traced.format import layout
@@ -33,6 +33,25 @@ PROGRESS_THRESHOLD = 10_000
 
 Cell = str | tuple[str, str | None]
 """A table cell: its text, or (text, rich style)."""
+
+def _escapes(keep: str) -> dict[int, str]:
+    """A str.translate table writing C0/C1 controls, DEL and the bidi overrides as escapes."""
+    codes = [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A),
+             0x2028, 0x2029]
+    return {c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in codes if chr(c) not in keep}
+
+
+LINE_ESCAPES: Final = _escapes("\n\t")
+CELL_ESCAPES: Final = _escapes("")
+
+
+def visible(text: str, *, cell: bool = False) -> str:
+    """``text`` safe for a terminal: a control character (ESC, BEL, NUL, CR, C1), DEL or a bidi
+    override from a trace is shown as ``\\x1b``/``\\u202e``, never sent to the terminal, where it
+    could retitle the window, move the cursor or hide lines. A line keeps its newlines and tabs;
+    a table cell (``cell``) keeps neither."""
+    return text.translate(CELL_ESCAPES if cell else LINE_ESCAPES)
+
 
 def cell_style(cell: Cell) -> str | None:
     """A cell's rich style, None for plain text."""
@@ -156,6 +175,7 @@ class Out:
         return self._console
 
     def line(self, text: str = "", style: str | None = None) -> None:
+        text = visible(text)
         if self.tty:
             self.console().print(text, style=style, markup=False, highlight=False, soft_wrap=True)
         else:
@@ -179,7 +199,7 @@ class Out:
         shortened and dropped in their rank order until the table fits, and the
         ``shrink`` column is cut with ``…`` as a last resort.
         """
-        texts = [[c if isinstance(c, str) else c[0] for c in row] for row in rows]
+        texts = [[visible(c if isinstance(c, str) else c[0], cell=True) for c in row] for row in rows]
         keep = list(range(len(headers)))
         if fit is not None and self.width is not None:
             keep, texts = fit_columns(headers, texts, fit, self.width)
@@ -393,7 +413,7 @@ def tail_line(e: Entry, skill: str, session_id: str) -> str:
     name, _, ok, detail = describe(e, 120)
     ok_text = ok if isinstance(ok, str) else ok[0]
     parts = [clock(e.epoch, ms=True), skill, session_id[:10], f"#{e.step}", e.phase, name, ok_text, detail]
-    return " ".join(x for x in parts if x)
+    return visible(" ".join(x for x in parts if x), cell=True)
 
 
 def human_bytes(n: int) -> str:

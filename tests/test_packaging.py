@@ -48,6 +48,12 @@ def test_no_instruction_installs_the_other_traced() -> None:
     wrong = [(f, n, line) for f, n, line in lines
              if re.search(r"""(install|inject)\s+(-\S+\s+)*['"]?traced(\[|['"\s]|$)""", line)]
     assert wrong == []
+    # and no extra is named on the other project anywhere: `traced[nats]` is PyPI's other traced
+    files = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "src").rglob("*.py"))]
+    extras = [(str(p.relative_to(REPO)), n, line) for p in files
+              for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1)
+              if re.search(r"(?<![\w./-])traced\[", line)]
+    assert extras == []
 
 
 def test_missing_extra_names_the_distribution(monkeypatch: pytest.MonkeyPatch) -> None:

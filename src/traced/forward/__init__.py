@@ -67,7 +67,7 @@ def mirror_of(url: str, root: str) -> Any:
     if dest.kind != "nats":
         raise ForwardURLError(f"--mirror {dest.display}: a mirror reads a NATS JetStream stream (nats:// or tls://)")
     if not _has_module("nats"):
-        raise ForwardURLError(f"--mirror {dest.display}: needs nats-py: pip install 'traced[nats]'")
+        raise ForwardURLError(f"--mirror {dest.display}: needs nats-py: {install_hint('nats', 'nats-py')}")
     from traced.forward.mirror import Mirror
 
     return Mirror(dest, root)

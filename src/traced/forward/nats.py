@@ -1,4 +1,4 @@
-"""NATS JetStream sink (``traced[nats]``: nats-py, imported lazily).
+"""NATS JetStream sink (``traced-daemon[nats]``: nats-py, imported lazily).
 
 Each record's JSON line, exactly as on disk, is published to
 ``<subject>.<skill>.<session_id>`` (a ``.`` inside a name becomes ``%2E``) with the

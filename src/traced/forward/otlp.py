@@ -1,4 +1,4 @@
-"""OTLP/HTTP protobuf sink (``traced[otlp]``: opentelemetry-proto and httpx, no SDK).
+"""OTLP/HTTP protobuf sink (``traced-daemon[otlp]``: opentelemetry-proto and httpx, no SDK).
 
 A batch of records becomes one ``ExportTraceServiceRequest`` (encoded by
 :mod:`traced.forward.otlpwire`), gzipped, POSTed with ``Content-Type:

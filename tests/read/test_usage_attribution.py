@@ -300,3 +300,46 @@ def test_a_dst_day_has_no_missing_or_doubled_hour(tmp_path: Path) -> None:
         ("2026-03-07", 1), ("2026-03-08", 3), ("2026-03-09", 1)]
     only = parse_window("2026-03-08")
     assert aggregate(collect([tmp_path], only), "day", window=only).total.llm_calls == 3
+
+
+# --------------------------------------------------------------------------- the adversary's cases
+
+
+def test_windows_at_the_edges_are_clear_errors_or_clamped() -> None:
+    from datetime import date
+
+    today = date(2026, 11, 30)
+    assert (parse_window("2w", today).first, parse_window("2w", today).last) == (date(2026, 11, 17), today)
+    assert parse_window("..today", today).first == date(1970, 1, 2)
+    assert parse_window("99999d", today).first == date(1970, 1, 2)  # clamped, no OverflowError
+    assert (parse_window("yesterday..today", today).first, parse_window("yesterday", today).last) == (
+        date(2026, 11, 29), date(2026, 11, 29))
+    for bad in ("9999-12-31", "0001-01-01", "..9999-12-31", "2026-02-30", "0d", "1y", "today.."):
+        if bad == "today..":
+            assert parse_window(bad, today).first == today  # "from today on" is fine
+            continue
+        with pytest.raises(ValueError):
+            parse_window(bad, today)
+
+
+def test_a_result_without_call_or_id_counts_as_one(tmp_path: Path) -> None:
+    t0, sid = "2026-11-21T10:00:00.000000Z", "01JE0RPHAN000000000000001"
+    lines = fx.numbered([
+        fx.rec(t0, "o", sid, "start", {}),
+        fx.rec(t0, "o", sid, "tool_result", {"tool": "NoId", "ok": False, "duration_ms": 30}),
+        fx.rec(t0, "o", sid, "tool_result", {"tool": "WithId", "ok": False, "call_id": "zz"}),
+        fx.rec(t0, "o", sid, "end", {"outcome": "failure"}),
+    ])
+    fx.write_session(tmp_path, "2026-11-21", "o", sid, list(lines), fx.traced_meta(lines))
+    report = aggregate_tools(collect([tmp_path], None, tools=True), "tool")
+    assert {r.key: (r.calls, r.errors, r.durations) for r in report.rows} == {
+        "NoId": (1, 1, [30.0]), "WithId": (1, 1, [])}
+    assert report.total.errors == 2  # as ls's ERRORS (meta.json) counts them
+
+
+def test_absurd_reported_costs_are_unknown_never_inf(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    two_successes(tmp_path, call("acme-private-9000", 1e308))
+    doc = usage_json(capsys, tmp_path, "--since", "2026-11-21")
+    assert (doc["total"]["cost_usd"], doc["total"]["unknown_cost_calls"]) == (1.0, 1)
+    assert main(["ls", "--root", str(tmp_path)]) == 0
+    assert "inf" not in capsys.readouterr().out

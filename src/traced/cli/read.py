@@ -233,9 +233,10 @@ def _ls(args: argparse.Namespace, out: Out) -> int:
     from traced.read.sessions import all_session_ids, unique_prefixes
     from traced.read.usage import Pricer
 
-    short = unique_prefixes([i.session_id for i in infos], all_session_ids(roots))
+    # the directory's name: what show/replay look up (a record may claim another session_id)
+    short = unique_prefixes([i.ref.session_id for i in infos], all_session_ids(roots))
     pricer = Pricer()
-    rows = [_ls_row(i, short.get(i.session_id, i.session_id), pricer) for i in infos]
+    rows = [_ls_row(i, short.get(i.ref.session_id, i.ref.session_id), pricer) for i in infos]
     out.table(
         ["STARTED", "SKILL", "ID", "STEPS", "TURNS", "DURATION", "OUTCOME", "TOOLS", "ERRORS",
          "TOKENS IN/OUT", "COST"],

@@ -59,10 +59,16 @@ def add_usage(usage: Usage, payload: Any) -> None:
         usage.cost_usd = round((usage.cost_usd or 0.0) + cost, 10)
 
 
+MAX_CALL_COST_USD = 1_000_000.0
+"""No single LLM call costs a million dollars: a larger ``cost_usd`` is a writer's error, and is
+unknown (sums of such figures would overflow to ``inf`` and print as ``$inf``)."""
+
+
 def reported_cost(payload: Any) -> float | None:
-    """An ``llm_call`` payload's ``cost_usd`` (USD) when it is a finite number >= 0, else None (unknown)."""
+    """An ``llm_call`` payload's ``cost_usd`` (USD) when it is a finite number in
+    ``[0, MAX_CALL_COST_USD]``, else None (unknown)."""
     cost = number(payload.get("cost_usd")) if isinstance(payload, dict) else None
-    return cost if cost is not None and cost >= 0 else None
+    return cost if cost is not None and 0 <= cost <= MAX_CALL_COST_USD else None
 
 
 def usage_from_meta(value: object) -> Usage | None:

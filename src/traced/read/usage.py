@@ -493,9 +493,14 @@ def tool_runs(entries: Iterable[Entry]) -> list[ToolRun]:
             if early is not None:  # its result came first
                 _complete(run, early[1], e.epoch)
         elif e.phase == "tool_result":
-            call = pairer.result(*tool_key(e.payload), (ToolRun(NONE_KEY), e))
+            tool, call_id = tool_key(e.payload)
+            call = pairer.result(tool, call_id, (ToolRun(NONE_KEY), e))
             if call is not None:
                 _complete(call[0], e, call[1].epoch)
+            elif not call_id:  # no call before it and no id to wait with: it counts on its own
+                run = _run_of(e)
+                _complete(run, e, None)
+                runs.append(run)
     # results that never met their call count on their own
     for run_entry in pairer.early_results():
         run = _run_of(run_entry[1])

@@ -66,41 +66,55 @@ class Window:
         return {"since": self.label, "first": self.first.isoformat(), "last": self.last.isoformat()}
 
 
-def _parse_day(text: str) -> date:
+FIRST_DAY = date(1970, 1, 2)
+LAST_DAY = date(9998, 12, 31)
+"""The dates a window may span: epoch seconds of their local midnights exist everywhere."""
+
+
+def _parse_day(text: str, today: date) -> date:
+    if text in ("today", "yesterday"):
+        return today - timedelta(days=text == "yesterday")
     if not DATE_RE.match(text):
-        raise ValueError(f"not a date (YYYY-MM-DD): {text!r}")
-    return date.fromisoformat(text)
+        raise ValueError(f"not a date (YYYY-MM-DD, today or yesterday): {text!r}")
+    try:
+        day = date.fromisoformat(text)
+    except ValueError as e:
+        raise ValueError(f"not a date: {text!r} ({e})") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ValueError(f"date out of range: {text!r} (from {FIRST_DAY} to {LAST_DAY})")
+    return day
 
 
 def parse_window(text: str, today: date | None = None) -> Window:
-    """Parse ``today``, ``Nd`` (today and the N-1 days before), ``YYYY-MM-DD`` or ``A..B``.
+    """Parse ``today``, ``yesterday``, ``Nd`` (today and the N-1 days before), ``Nw`` (N weeks:
+    7N days), ``YYYY-MM-DD`` or ``A..B`` (either end may be ``today``/``yesterday`` or left out).
 
-    Dates are local calendar dates; ``A..B`` includes both ends. Raises ValueError.
+    Dates are local calendar dates from 1970-01-02 to 9998-12-31; ``A..B`` includes both ends.
+    Raises ValueError.
     """
     spec = text.strip()
     today = today or date.today()
-    if spec == "today":
-        return Window(today, today, spec)
-    if spec == "yesterday":
-        day = today - timedelta(days=1)
+    if spec in ("today", "yesterday"):
+        day = _parse_day(spec, today)
         return Window(day, day, spec)
-    match = re.fullmatch(r"(\d{1,5})d", spec)
+    match = re.fullmatch(r"(\d{1,5})([dw])", spec)
     if match:
-        days = int(match.group(1))
+        days = int(match.group(1)) * (7 if match.group(2) == "w" else 1)
         if days < 1:
             raise ValueError(f"bad window {text!r}: need at least 1d")
-        return Window(today - timedelta(days=days - 1), today, spec)
+        first = max(today - timedelta(days=min(days - 1, (today - FIRST_DAY).days)), FIRST_DAY)
+        return Window(first, today, spec)
     if ".." in spec:
         a, _, b = spec.partition("..")
-        first = _parse_day(a.strip()) if a.strip() else date(1970, 1, 2)
-        last = _parse_day(b.strip()) if b.strip() else today
+        first = _parse_day(a.strip(), today) if a.strip() else FIRST_DAY
+        last = _parse_day(b.strip(), today) if b.strip() else today
         if last < first:
             raise ValueError(f"bad window {text!r}: {last} is before {first}")
         return Window(first, last, spec)
     try:
-        day = _parse_day(spec)
-    except ValueError:
+        day = _parse_day(spec, today)
+    except ValueError as e:
         raise ValueError(
-            f"bad window {text!r}: use today, 7d, 30d, YYYY-MM-DD or YYYY-MM-DD..YYYY-MM-DD"
+            f"bad window {text!r}: use today, yesterday, 7d, 2w, YYYY-MM-DD or A..B ({e})"
         ) from None
     return Window(day, day, spec)

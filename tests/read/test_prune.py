@@ -348,3 +348,20 @@ def test_two_prunes_at_once_remove_each_session_once(tmp_path: Path) -> None:
     assert sum(len(r.removed) for r in results) == 60
     assert sum(len(r.removed) + r.vanished for r in results) == 120
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_directory_with_files_no_session_has_is_never_deleted(tmp_path: Path) -> None:
+    """A directory that became a root (``--target DIR``) may hold <date>/<a>/<b>/ directories of its
+    own that look like sessions (an old meta.json beside a database): prune keeps them."""
+    lookalike = session(tmp_path, "lookalike", started=NOW - 90 * DAY, ended=NOW - 90 * DAY)
+    (lookalike / "important.db").write_bytes(b"user data")
+    age(lookalike, NOW - 90 * DAY)
+    real = session(tmp_path, "real", started=NOW - 90 * DAY, ended=NOW - 90 * DAY)
+    (real / ".meta.json.123.4.tmp").write_bytes(b"{}")  # traced's own temp file is a session's
+    (real / "blobs").mkdir()
+    age(real, NOW - 90 * DAY)
+    result = prune.plan([tmp_path], 30 * DAY, now=NOW)
+    assert [c.session_id for c in result.candidates] == ["real"]
+    assert result.foreign == [str(lookalike)]
+    prune.remove(result.candidates, 30 * DAY, now=NOW)
+    assert (lookalike / "important.db").read_bytes() == b"user data" and not real.exists()

@@ -819,6 +819,7 @@ def _prune(args: argparse.Namespace, out: Out) -> int:
             "dry_run": bool(args.dry_run), "cutoff": iso(chosen.cutoff),
             "removed": [c.to_json() for c in items], "sessions": len(items), "bytes_freed": freed,
             "dirs_removed": dirs_removed, "held": chosen.held, "kept_changed": [c.path for c in kept],
+            "kept_foreign": chosen.foreign,
             "abandoned_rule": held is not None, "note": held_note, "errors": errors,
         })
         return 1 if errors else 0
@@ -828,6 +829,8 @@ def _prune(args: argparse.Namespace, out: Out) -> int:
                  f"{c.reason} {iso(c.at)}")
     for c in kept:
         out.line(f"kept {c.path}: written to or opened while pruning")
+    for path in chosen.foreign:
+        out.line(f"kept {path}: it holds files that are not a session's")
     if held is None:
         out.line(f"note: {held_note}")
     elif chosen.held:

@@ -136,8 +136,10 @@ class Retention:
             errors.append(str(e))
         result: dict[str, Any] = {
             "at": prune.iso(started), "dry_run": dry, "roots": roots, "cutoff": prune.iso(chosen.cutoff),
-            "scanned": chosen.scanned, "held": chosen.held,
+            "scanned": chosen.scanned, "held": chosen.held, "kept_foreign": len(chosen.foreign),
         }
+        for path in chosen.foreign:
+            log.warning("retention_kept_foreign", path=path, why="holds files that are not a session's")
         if dry:
             for c in chosen.candidates:
                 log.info("retention_would_remove", path=c.path, bytes=c.bytes, reason=c.reason)

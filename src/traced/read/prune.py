@@ -188,6 +188,22 @@ def _trace_facts(trace: str) -> tuple[bool, float | None, float | None]:
     return False, None, started
 
 
+SESSION_ENTRIES = frozenset({layout.TRACE, layout.META, layout.TORN, layout.BLOBS, layout.ARTIFACTS})
+"""What a session directory holds (besides hidden temp files): anything else means it is not
+only a session's, e.g. a directory that became a root (``--target DIR``) with files of its own."""
+
+
+def only_session_files(path: str) -> bool:
+    """Whether every entry of ``path`` is a session's (``SESSION_ENTRIES`` or a hidden temp file)
+    or a symlink (removed as a link: what it points to stays)."""
+    try:
+        with os.scandir(path) as entries:
+            return all(e.name in SESSION_ENTRIES or (e.name.startswith(".") and e.name.endswith(".tmp"))
+                       or e.is_symlink() for e in entries)
+    except OSError:
+        return False
+
+
 def facts_of(path: str) -> Facts | None:
     """The facts of the session directory ``path``; None when it holds neither meta.json nor trace.jsonl."""
     meta_path = os.path.join(path, layout.META)
@@ -248,6 +264,8 @@ class Plan:
     candidates: list[Candidate] = field(default_factory=list)
     held: int = 0
     """Sessions the rule would take but a running daemon holds."""
+    foreign: list[str] = field(default_factory=list)
+    """Session directories the rule would take that hold files no session has: kept."""
     scanned: int = 0
 
 
@@ -303,6 +321,9 @@ def plan(
                 continue
             if held(sid, path):
                 result.held += 1
+                continue
+            if not only_session_files(path):  # never delete what traced did not write
+                result.foreign.append(path)
                 continue
             at = facts.last_write if reason == "abandoned" else (
                 facts.ended_at or facts.started_at or facts.last_write)

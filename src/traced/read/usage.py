@@ -43,7 +43,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Generic, Protocol, TypeAlias, TypeVar
 
 from traced.format.accounting import reported_cost
 from traced.format.pairing import Pairer, tool_key
@@ -410,14 +410,22 @@ class UsageRow:
         }
 
 
+class _Row(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=_Row)
+
+
 @dataclass(slots=True)
-class UsageReport:
-    """Rows of one call grouping (skill, model, provider, day) over one window, plus the total."""
+class Report(Generic[R]):
+    """The rows of one grouping over one window, plus the total: ``UsageReport`` (calls by skill,
+    model, provider or day) and ``ToolReport`` (tool runs by tool or MCP server)."""
 
     window: Window | None
     by: str
-    rows: list[UsageRow]
-    total: UsageRow
+    rows: list[R]
+    total: R
 
     def to_json(self) -> dict[str, Any]:
         """``{"window": …, "by": …, "rows": [...], "total": {...}}``."""
@@ -575,23 +583,8 @@ class ToolRow:
         }
 
 
-@dataclass(slots=True)
-class ToolReport:
-    """Rows of one tool grouping (tool, server) over one window, plus the total."""
-
-    window: Window | None
-    by: str
-    rows: list[ToolRow]
-    total: ToolRow
-
-    def to_json(self) -> dict[str, Any]:
-        """``{"window": …, "by": …, "rows": [...], "total": {...}}``."""
-        return {
-            "window": None if self.window is None else self.window.to_json(),
-            "by": self.by,
-            "rows": [r.to_json() for r in self.rows],
-            "total": self.total.to_json(),
-        }
+UsageReport: TypeAlias = Report[UsageRow]
+ToolReport: TypeAlias = Report[ToolRow]
 
 
 # =========================================================================== collecting

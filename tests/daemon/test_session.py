@@ -66,3 +66,29 @@ def test_usage_cost_stays_null_when_unknown() -> None:
     assert u.cost_usd is None and u.unknown_cost_calls == 1
     add_usage(u, {"model": "local", "cost_usd": 0})
     assert u.cost_usd == 0.0
+
+
+def test_one_api_call_from_two_sources_is_written_once() -> None:
+    """Claude Code's transcript (read at Stop, client ``transcript``) and its OTLP ``api_request``
+    (client ``otlp``) report the same API call under its ``request_id``: one record, one cost."""
+    st = _state()
+    otlp = {"model": "claude-sonnet-4-5", "request_id": "req_011A", "cost_usd": 0.02,
+            "usage": {"input_tokens": 4, "output_tokens": 186}}
+    transcript = {"model": "claude-sonnet-4-5", "request_id": "req_011A", "message_id": "msg_01A",
+                  "usage": {"input_tokens": 4, "output_tokens": 186}}
+    p = st.prepare([Pending("llm_call", otlp, client_id="otlp", seq=7)])
+    st.commit(p, 1)
+    again = st.prepare([Pending("llm_call", transcript, client_id="transcript", seq=99),
+                        Pending("llm_call", {**transcript, "request_id": "req_011B"}, client_id="transcript", seq=98),
+                        Pending("llm_call", {**transcript, "request_id": "req_011B"}, client_id="otlp", seq=8)])
+    assert [r.payload["request_id"] for r in again.records] == ["req_011B"]
+    st.commit(again, 1)
+    assert st.steps_of(again, 1) == [1, 2, 2]
+    assert (st.m.usage.llm_calls, st.m.usage.output_tokens, st.m.usage.cost_usd) == (2, 372, 0.02)
+    # a restart rebuilds it from the lines on disk; other phases and odd ids are not keys
+    fresh = _state()
+    fresh.remember_request("req_011A", 1)
+    assert fresh.prepare([Pending("llm_call", transcript)]).outcome == [-1]
+    for payload in ({"request_id": ""}, {"request_id": 5}, {"request_id": "r" * 300}):
+        assert len(fresh.prepare([Pending("llm_call", payload), Pending("llm_call", payload)]).records) == 2
+    assert len(fresh.prepare([Pending("note", {"request_id": "req_011A"})]).records) == 1

@@ -152,6 +152,10 @@ class SessionState:
     """The time of the last record written (epoch seconds): no record's ``ts`` goes before it."""
     seen: dict[str, dict[int, int]] = field(default_factory=dict)
     """client_id -> {seq: step} of recent writes, to drop replays."""
+    requests: dict[str, int] = field(default_factory=dict)
+    """``request_id`` -> step of recent ``llm_call`` records: one API call reported by two
+    sources (the transcript read at Stop and Claude Code's OTLP ``api_request``, each under its
+    own client id) is written once."""
 
     def __post_init__(self) -> None:
         if self.meta is None:
@@ -185,6 +189,7 @@ class SessionState:
         skill = self.skill
         sid = self.session_id
         batch_keys: dict[tuple[str, int], int] = {}
+        batch_requests: dict[str, int] = {}
         times: list[float] = []
         last = self.last_ts
         now = 0.0
@@ -199,6 +204,16 @@ class SessionState:
                     outcome.append(batch_keys[key])
                     continue
                 batch_keys[key] = len(pend)
+            rid = request_id(ev.phase, ev.payload)
+            if rid:
+                done = self.requests.get(rid)
+                if done is not None:  # the same API call, already written from another source
+                    outcome.append(-done)
+                    continue
+                if rid in batch_requests:
+                    outcome.append(batch_requests[rid])
+                    continue
+                batch_requests[rid] = len(pend)
             step += 1
             if ev.phase == vocab.USER_PROMPT:
                 turn += 1
@@ -233,6 +248,9 @@ class SessionState:
             if rec.turn:
                 self.turn = rec.turn
             account(meta, rec.phase, rec.payload)
+            rid = request_id(rec.phase, rec.payload)
+            if rid:
+                self.remember_request(rid, rec.step)
             if ev.seq and ev.client_id:
                 seen = self.seen.get(ev.client_id)
                 if seen is None:
@@ -266,6 +284,21 @@ class SessionState:
             seen[int(seq)] = step
             if len(seen) > 2 * IDEMPOTENCY_WINDOW:
                 self.seen[client_id] = _newest(seen)
+
+
+    def remember_request(self, rid: str, step: int) -> None:
+        """Note an ``llm_call``'s ``request_id`` (written now, or read back from disk)."""
+        self.requests[rid] = step
+        if len(self.requests) > 2 * IDEMPOTENCY_WINDOW:
+            self.requests = dict(list(self.requests.items())[-IDEMPOTENCY_WINDOW:])
+
+
+def request_id(phase: str, payload: Any) -> str:
+    """An ``llm_call``'s provider request id (``payload.request_id``: Anthropic's ``req_…``), '' if none."""
+    if phase != vocab.LLM_CALL or type(payload) is not dict:
+        return ""
+    rid = payload.get("request_id")
+    return rid if type(rid) is str and 0 < len(rid) <= 256 else ""
 
 
 def _newest(seen: dict[int, int]) -> dict[int, int]:

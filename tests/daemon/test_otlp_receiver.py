@@ -374,3 +374,31 @@ def test_rate_bucket() -> None:
     assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.0]  # a burst of `rate`
     wait = bucket.take()
     assert 0.3 < wait <= 1 / 3
+
+
+def test_one_api_call_from_the_transcript_and_from_otlp_counts_once(daemon_factory: Any) -> None:
+    """The hooks read the transcript at Stop (client ``transcript``) and Claude Code exports the
+    same call as ``api_request`` (no request id): one llm_call, in either order; a second call with
+    equal counts from one source stays a second call."""
+    from traced.client.blocking import Client
+
+    rx = _receiver(daemon_factory)
+    hook = {"session_id": CC_SESSION, "hook_event_name": "SessionStart", "source": "startup", "cwd": "/tmp"}
+    rx.daemon.cli("hook", "claude-code", input=json.dumps(hook), check=True)
+    usage = {"input_tokens": 1830, "output_tokens": 412, "cache_read_tokens": 9000, "cache_write_tokens": 500}
+    from_transcript = {"provider": "anthropic", "model": "claude-sonnet-4-5-20250929", "usage": usage,
+                       "message_id": "msg_01A", "request_id": "req_01A"}
+    with Client(rx.daemon.socket, client_id="transcript", spool=False, spool_after=0.0) as c:
+        assert c.emit(CC_SESSION, "llm_call", from_transcript, seq=111) == 2
+    assert rx.post("/v1/logs", logs([claude_log(CC_SESSION)]).SerializeToString())[0] == 200
+    assert rx.post("/v1/logs", logs([claude_log(CC_SESSION, ms=7, prompt="p-2")]).SerializeToString())[0] == 200
+    with Client(rx.daemon.socket, client_id="transcript", spool=False, spool_after=0.0) as c:
+        assert c.emit(CC_SESSION, "llm_call", {**from_transcript, "message_id": "msg_01B", "request_id": "req_01B"},
+                      seq=222) == 3
+    # OTLP's two calls matched the transcript's two (equal counts, no request id): two records
+    calls = [r for r in _records(rx.daemon, CC_SESSION) if r["phase"] == "llm_call"]
+    assert [(r["step"], r["client_seq"].split(":")[0]) for r in calls] == [(2, "transcript"), (3, "transcript")]
+    end = {"session_id": CC_SESSION, "hook_event_name": "SessionEnd", "reason": "logout"}
+    rx.daemon.cli("hook", "claude-code", input=json.dumps(end), check=True)
+    meta = json.loads((_session(rx.daemon, CC_SESSION) / "meta.json").read_text())
+    assert (meta["usage"]["llm_calls"], meta["usage"]["input_tokens"]) == (2, 3660)

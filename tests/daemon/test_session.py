@@ -87,8 +87,26 @@ def test_one_api_call_from_two_sources_is_written_once() -> None:
     assert (st.m.usage.llm_calls, st.m.usage.output_tokens, st.m.usage.cost_usd) == (2, 372, 0.02)
     # a restart rebuilds it from the lines on disk; other phases and odd ids are not keys
     fresh = _state()
-    fresh.remember_request("req_011A", 1)
+    fresh.remember_request("rid:req_011A", "otlp", 1)
     assert fresh.prepare([Pending("llm_call", transcript)]).outcome == [-1]
-    for payload in ({"request_id": ""}, {"request_id": 5}, {"request_id": "r" * 300}):
+    for payload in ({"request_id": ""}, {"request_id": 5}, {"request_id": "r" * 300}, {"model": "m"}):
         assert len(fresh.prepare([Pending("llm_call", payload), Pending("llm_call", payload)]).records) == 2
     assert len(fresh.prepare([Pending("note", {"request_id": "req_011A"})]).records) == 1
+
+
+def test_claude_codes_otlp_call_matches_the_transcripts_by_its_token_counts() -> None:
+    """Claude Code's ``api_request`` log has no request id: the same model and exact token counts
+    from another source are the same call; within one source they never are."""
+    st = _state()
+    usage = {"input_tokens": 4, "output_tokens": 186, "cache_read_tokens": 12744, "cache_write_tokens": 2318}
+    transcript = {"model": "claude-sonnet-4-5-20250929", "request_id": "req_1", "usage": usage}
+    p = st.prepare([Pending("llm_call", transcript, client_id="transcript", seq=1),
+                    Pending("llm_call", {**transcript, "request_id": "req_2"}, client_id="transcript", seq=2)])
+    assert len(p.records) == 2  # two responses of one transcript with equal counts: two calls
+    st.commit(p, 2)
+    otlp = {"model": "claude-sonnet-4-5-20250929", "usage": dict(usage), "cost_usd": 0.05}
+    again = st.prepare([Pending("llm_call", otlp, client_id="otlp", seq=9),
+                        Pending("llm_call", {**otlp, "usage": {**usage, "output_tokens": 187}}, client_id="otlp",
+                                seq=10)])
+    assert [r.payload["usage"]["output_tokens"] for r in again.records] == [187]
+    assert again.outcome[0] < 0  # the first: already written, from the transcript

@@ -18,7 +18,7 @@ from typing import Final
 import msgspec
 
 from traced.format import layout, vocab
-from traced.format.accounting import Counters, account
+from traced.format.accounting import Counters, account, call_keys
 from traced.format.layout import FILE_MODE, TORN, TRACE
 from traced.format.records import Record, parse_ts, record_decoder
 
@@ -228,8 +228,9 @@ class TailState:
     """The last record's time (epoch seconds; 0 when none parses)."""
     keys: dict[str, int] = field(default_factory=dict)
     """client_seq -> step of the newest lines that carry an idempotency key (bounded: ``KEYS_KEPT``)."""
-    requests: dict[str, int] = field(default_factory=dict)
-    """``llm_call`` request_id -> step of the newest such lines (bounded: ``KEYS_KEPT``)."""
+    requests: dict[str, tuple[str, int, str]] = field(default_factory=dict)
+    """``llm_call`` keys (``session.call_keys``) -> (client id, step) of the newest such lines
+    (bounded: ``KEYS_KEPT``)."""
 
 
 def scan(path: str, counters: Counters | None = None) -> TailState:
@@ -262,12 +263,14 @@ def scan(path: str, counters: Counters | None = None) -> TailState:
                     keys[rec.client_seq] = rec.step or state.last_step
                     if len(keys) > KEYS_KEPT:  # memory independent of the trace's length
                         state.keys = keys = dict(list(keys.items())[-KEYS_KEPT // 2 :])
-                if rec.phase == vocab.LLM_CALL and type(rec.payload) is dict:
-                    rid = rec.payload.get("request_id")
-                    if type(rid) is str and 0 < len(rid) <= 256:
-                        state.requests[rid] = rec.step or state.last_step
-                        if len(state.requests) > KEYS_KEPT:
-                            state.requests = dict(list(state.requests.items())[-KEYS_KEPT // 2 :])
+                if rec.phase == vocab.LLM_CALL:
+                    client = rec.client_seq.rpartition(":")[0] if rec.client_seq else ""
+                    names = call_keys(rec.payload)
+                    rid = names[0][0][4:] if names and names[0][1] else ""
+                    for key, _any in names:
+                        state.requests[key] = (client, rec.step or state.last_step, rid)
+                    if len(state.requests) > KEYS_KEPT:
+                        state.requests = dict(list(state.requests.items())[-KEYS_KEPT // 2 :])
                 if rec.phase == vocab.END:
                     state.ended, state.end = True, rec
                 elif not rec.late:

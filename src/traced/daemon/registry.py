@@ -313,8 +313,8 @@ class Registry:
         state.last_ts = tail.last_ts
         for key, step in tail.keys.items():
             state.remember(key, step)
-        for rid, step in tail.requests.items():
-            state.remember_request(rid, step)
+        for key, (client, step, rid) in tail.requests.items():
+            state.remember_request(key, client, step, rid)
         live = Live(state=state, journal=Journal(str(sdir), self.fds), root=str(root))
         if action == "peek":  # stays ended: it can take late records, nothing else
             state.closed = True

@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 
 from traced.errors import RequestError
 from traced.format import vocab
-from traced.format.accounting import account
+from traced.format.accounting import CALL_SOURCES, account, call_keys
 from traced.format.records import Meta, Record, format_ts
 
 # --- lifecycle ----------------------------------------------------------------------
@@ -152,10 +152,10 @@ class SessionState:
     """The time of the last record written (epoch seconds): no record's ``ts`` goes before it."""
     seen: dict[str, dict[int, int]] = field(default_factory=dict)
     """client_id -> {seq: step} of recent writes, to drop replays."""
-    requests: dict[str, int] = field(default_factory=dict)
-    """``request_id`` -> step of recent ``llm_call`` records: one API call reported by two
-    sources (the transcript read at Stop and Claude Code's OTLP ``api_request``, each under its
-    own client id) is written once."""
+    requests: dict[str, tuple[str, int, str]] = field(default_factory=dict)
+    """``call_keys`` of recent ``llm_call`` records -> (client id, step, request id): one API call
+    reported by two sources (the transcript read at Stop and Claude Code's OTLP ``api_request``, each under
+    its own client id) is written once."""
 
     def __post_init__(self) -> None:
         if self.meta is None:
@@ -189,7 +189,7 @@ class SessionState:
         skill = self.skill
         sid = self.session_id
         batch_keys: dict[tuple[str, int], int] = {}
-        batch_requests: dict[str, int] = {}
+        batch_requests: dict[str, tuple[str, int, str]] = {}
         times: list[float] = []
         last = self.last_ts
         now = 0.0
@@ -204,16 +204,11 @@ class SessionState:
                     outcome.append(batch_keys[key])
                     continue
                 batch_keys[key] = len(pend)
-            rid = request_id(ev.phase, ev.payload)
-            if rid:
-                done = self.requests.get(rid)
-                if done is not None:  # the same API call, already written from another source
-                    outcome.append(-done)
+            if ev.phase == vocab.LLM_CALL:
+                done = self._same_call(ev, batch_requests, len(pend))
+                if done is not None:  # the same API call, already taken from another source
+                    outcome.append(done)
                     continue
-                if rid in batch_requests:
-                    outcome.append(batch_requests[rid])
-                    continue
-                batch_requests[rid] = len(pend)
             step += 1
             if ev.phase == vocab.USER_PROMPT:
                 turn += 1
@@ -248,9 +243,11 @@ class SessionState:
             if rec.turn:
                 self.turn = rec.turn
             account(meta, rec.phase, rec.payload)
-            rid = request_id(rec.phase, rec.payload)
-            if rid:
-                self.remember_request(rid, rec.step)
+            if rec.phase == vocab.LLM_CALL:
+                keys = call_keys(rec.payload)
+                rid = keys[0][0][4:] if keys and keys[0][1] else ""
+                for key, _any in keys:
+                    self.remember_request(key, ev.client_id, rec.step, rid)
             if ev.seq and ev.client_id:
                 seen = self.seen.get(ev.client_id)
                 if seen is None:
@@ -286,19 +283,28 @@ class SessionState:
                 self.seen[client_id] = _newest(seen)
 
 
-    def remember_request(self, rid: str, step: int) -> None:
-        """Note an ``llm_call``'s ``request_id`` (written now, or read back from disk)."""
-        self.requests[rid] = step
+    def _same_call(self, ev: Pending, batch: dict[str, tuple[str, int, str]], index: int) -> int | None:
+        """The ``prepare`` outcome of an ``llm_call`` that is a call already taken (``-step``, or
+        the index of its copy in this batch), else None (and the batch remembers its keys)."""
+        keys = call_keys(ev.payload)
+        rid = keys[0][0][4:] if keys and keys[0][1] else ""
+        for key, any_client in keys:
+            for seen, done in ((self.requests.get(key), True), (batch.get(key), False)):
+                if seen is None:
+                    continue
+                client, at, other_rid = seen
+                if any_client or (client != ev.client_id and {client, ev.client_id} == CALL_SOURCES
+                                  and not (rid and other_rid and rid != other_rid)):
+                    return -at if done else at
+        for key, _any in keys:
+            batch[key] = (ev.client_id, index, rid)
+        return None
+
+    def remember_request(self, key: str, client_id: str, step: int, rid: str = "") -> None:
+        """Note an ``llm_call``'s key (``call_keys``) and request id, written now or read back."""
+        self.requests[key] = (client_id, step, rid)
         if len(self.requests) > 2 * IDEMPOTENCY_WINDOW:
             self.requests = dict(list(self.requests.items())[-IDEMPOTENCY_WINDOW:])
-
-
-def request_id(phase: str, payload: Any) -> str:
-    """An ``llm_call``'s provider request id (``payload.request_id``: Anthropic's ``req_…``), '' if none."""
-    if phase != vocab.LLM_CALL or type(payload) is not dict:
-        return ""
-    rid = payload.get("request_id")
-    return rid if type(rid) is str and 0 < len(rid) <= 256 else ""
 
 
 def _newest(seen: dict[int, int]) -> dict[int, int]:

@@ -85,3 +85,36 @@ def usage_from_meta(value: object) -> Usage | None:
         llm_calls=count(value.get("llm_calls")),
         unknown_cost_calls=count(value.get("unknown_cost_calls")),
     )
+
+
+CALL_SOURCES = frozenset({"transcript", "otlp"})
+"""The two client ids that report the same Claude Code API calls (the transcript read by the hook
+and by ``traced import``; the OTLP receiver's ``api_request``): only between them do equal token
+counts name one call. Two processes of a skill calling a model with the same prompt are two calls."""
+
+
+def call_keys(payload: Any) -> list[tuple[str, bool]]:
+    """The keys that name one API call in an ``llm_call`` payload, each with whether it matches
+    across any two records (True) or only across two sources (False):
+
+    - ``rid:<request_id>``: the provider's request id (Anthropic's ``req_…``), when present;
+    - ``fp:<model>|<input>|<output>|<cache read>|<cache write>``: the exact token counts, which
+      Claude Code's OTLP ``api_request`` (it has no request id) shares with the transcript's
+      record of the same response. It matches only between the two ``CALL_SOURCES``, never two
+      records of one source (a transcript may hold two responses with equal counts), nor two
+      records whose request ids differ.
+
+    The request-id key, when present, comes first.
+    """
+    if type(payload) is not dict:
+        return []
+    keys: list[tuple[str, bool]] = []
+    rid = payload.get("request_id")
+    if type(rid) is str and 0 < len(rid) <= 256:
+        keys.append(("rid:" + rid, True))
+    model, usage = payload.get("model"), payload.get("usage")
+    if type(model) is str and 0 < len(model) <= 256 and type(usage) is dict:
+        counts = [usage.get(k) for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")]
+        if all(c is None or type(c) is int for c in counts) and any(counts):
+            keys.append(("fp:" + model + "|" + "|".join(str(c or 0) for c in counts), False))
+    return keys

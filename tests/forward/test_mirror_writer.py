@@ -66,15 +66,16 @@ def test_garbage_is_acknowledged_and_counted_not_written(tmp_path: Path) -> None
                    Incoming(_line("s4", 1, "start", {}), "s4:1"),
                    Incoming(json.dumps({"ts": "../../../x", "skill": "sk", "session_id": "s6", "step": 1,
                                         "phase": "start", "payload": {}}).encode(), "s6:1")])
-    assert (res.ok, res.rejected, res.written) == ([True] * 6, 4, 2)
-    assert sorted(p.name for p in tmp_path.glob("*/*/*")) == ["s4", "s6"]  # a bad ts cannot leave the root
+    assert (res.ok, res.rejected, res.written) == ([True] * 6, 5, 1)
+    assert sorted(p.name for p in tmp_path.glob("*/*/*")) == ["s4"]  # a bad ts is rejected, never a path
     assert all(p.parent.parent.parent == tmp_path for p in tmp_path.glob("*/*/*"))
     w.close()
 
 
 def test_a_record_before_its_predecessor_waits_for_it(tmp_path: Path) -> None:
     """JetStream can redeliver out of order (nats-io/nats-server#6114): step 3 before step 2 is
-    held (not acknowledged), written after 2; once its patience is spent it is written anyway."""
+    held (not acknowledged), written after 2. A gap is never forced in, however often it comes:
+    a crafted far step would make every later real record look like a duplicate."""
     lines = [_line("s5", n, "note", {"message": str(n)}) for n in (1, 2, 3)]
     w = MirrorWriter(str(tmp_path))
     assert w.apply(_msgs("s5", lines[:1])).written == 1
@@ -82,9 +83,29 @@ def test_a_record_before_its_predecessor_waits_for_it(tmp_path: Path) -> None:
     assert (early.ok, early.held, early.written) == ([False], 1, 0)
     res = w.apply([Incoming(lines[1], "s5:2", "h"), Incoming(lines[2], "s5:3", "h", delivered=2)])
     assert (res.ok, res.written) == ([True, True], 2)
-    gone = w.apply([Incoming(_line("s5", 9, "note", {}), "s5:9", "h", delivered=5)])  # 4-8 never come
-    assert (gone.ok, gone.written) == ([True], 1)
+    def at(step: int) -> bytes:
+        return json.dumps({"ts": "2026-11-29T08:01:00.000000Z", "skill": "sk", "session_id": "s5",
+                           "step": step, "phase": "note", "payload": {}}).encode()
+
+    far = w.apply([Incoming(at(999_999), "s5:999999", "h", delivered=500)])
+    assert (far.ok, far.held, far.written) == ([False], 1, 0)
+    real = w.apply([Incoming(_line("s5", 4, "end", {"outcome": "success"}), "s5:4", "h")])
+    assert (real.ok, real.written, real.duplicates) == ([True], 1, 0)  # not taken for a duplicate
+    bad = w.apply([Incoming(at(5), "s5:6", "h"),  # step and msg id disagree
+                   Incoming(at(1 << 60), f"s5:{1 << 60}", "h")])
+    assert (bad.ok, bad.rejected) == ([True, True], 2)
     w.close()
     trace = tmp_path / "2026-11-29" / "sk" / "s5" / "trace.jsonl"
     steps = [json.loads(x)["step"] for x in trace.read_text().splitlines()]
-    assert steps == [1, 2, 3, 9]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_a_ts_that_names_no_date_is_rejected(tmp_path: Path) -> None:
+    w = MirrorWriter(str(tmp_path))
+    for n, ts in enumerate(("9999-99-99T00:00:00Z", "../../../../tmp/x", "", "2026-02-30T00:00:00Z"), 1):
+        line = json.dumps({"ts": ts, "skill": "evil", "session_id": f"e{n}", "step": 1, "phase": "start",
+                           "payload": {}}).encode()
+        res = w.apply([Incoming(line, f"e{n}:1", "h")])
+        assert (res.ok, res.rejected, res.written) == ([True], 1, 0), ts
+    w.close()
+    assert list(tmp_path.iterdir()) == []

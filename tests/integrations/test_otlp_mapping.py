@@ -213,6 +213,8 @@ def test_json_body_with_numbers_for_int64() -> None:
     (b"{not json", "json", "bad JSON body"),
     (b"[1, 2]", "json", "not an object"),
     (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": 5}]}]}]}', "json", "bad OTLP/JSON body"),
+    (b"[" * 100_000 + b"]" * 100_000, "json", "bad JSON body"),  # nested too deep: 400, not a 500
+    (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, "json", "bad"),
 ])
 def test_bad_bodies_are_400(data: bytes, encoding: body.Encoding, fragment: str) -> None:
     with pytest.raises(OtlpRequestError) as e:

@@ -65,3 +65,16 @@ def test_scan_over_a_root_with_every_kind_at_once(tmp_path: Path) -> None:
     infos = scan([tmp_path])
     assert sorted(i.ref.session_id for i in infos) == ["a", "b", "c"]
     assert {i.ref.session_id: i.malformed_lines for i in infos} == {"a": 0, "b": 1, "c": 0}
+
+
+def test_a_date_directory_that_is_no_date_is_listed_not_fatal(tmp_path: Path) -> None:
+    """A crafted or corrupt ``9999-99-99`` directory (issue #17's adversary, through the mirror)."""
+    import json as _json
+
+    sdir = tmp_path / "9999-99-99" / "evil" / "e3b"
+    sdir.mkdir(parents=True)
+    (sdir / "trace.jsonl").write_text(_json.dumps({"skill": "evil", "session_id": "e3b", "step": 1,
+                                                   "phase": "start", "payload": {}}) + "\n")
+    from traced.cli.main import main
+
+    assert main(["ls", "--json", "--root", str(tmp_path)]) == 0

@@ -38,7 +38,7 @@ from traced import __version__
 from traced.format import layout, vocab
 from traced.format.accounting import account
 from traced.format.files import write_atomic
-from traced.format.records import Meta, meta_json
+from traced.format.records import Meta, meta_json, parse_ts
 from traced.forward.source import iter_lines
 from traced.forward.urls import Destination
 
@@ -49,11 +49,21 @@ FETCH_WAIT: Final = 1.0
 CONNECT_TIMEOUT: Final = 3
 BACKOFF_CAP: Final = 10.0
 ACK_WAIT: Final = 30.0
-GAP_PATIENCE: Final = 5
-"""Deliveries a record waits for the step before it (JetStream may redeliver out of order,
-nats-server#6114); after that it is written anyway (the earlier step may be gone from the stream)."""
+MAX_STEP: Final = 1 << 53
+"""A step past this is no origin's (a crafted message): rejected."""
 HOST_HEADER: Final = "Traced-Host"
 _DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _valid_ts(ts: str) -> bool:
+    """Whether ``ts`` is an ISO 8601 time with a real date (it names the date directory)."""
+    if not _DATE_RE.match(ts[:10]):
+        return False
+    try:
+        parse_ts(ts)
+    except (ValueError, OverflowError):
+        return False
+    return True
 
 
 class _Line(msgspec.Struct):
@@ -175,7 +185,9 @@ class MirrorWriter:
                 step = int(step_text) if step_text.isdigit() else (rec.step if rec is not None else None)
                 sid = rec.session_id if rec is not None else ""
                 if (rec is None or step is None or not rec.phase or not layout.valid_name(sid)
-                        or not layout.valid_name(rec.skill) or (sid_from_id and sid_from_id != sid)):
+                        or not layout.valid_name(rec.skill) or (sid_from_id and sid_from_id != sid)
+                        or not 0 < step <= MAX_STEP or (rec.step is not None and rec.step != step)
+                        or not _valid_ts(rec.ts)):
                     res.ok[i] = True
                     res.rejected += 1
                     log.warning("mirror_message_rejected", msg_id=msg.msg_id, size=len(msg.data))
@@ -185,8 +197,11 @@ class MirrorWriter:
                     res.ok[i] = True
                     res.duplicates += 1
                     continue
-                if step > s.last_step + 1 and msg.delivered < GAP_PATIENCE:
-                    res.held += 1  # an earlier step is still to come: wait for it
+                if step > s.last_step + 1:
+                    # an earlier step is still to come (JetStream may redeliver out of order,
+                    # nats-server#6114): wait for it, however long. A gap is never forced in: a
+                    # crafted far step would make every later real record look like a duplicate.
+                    res.held += 1
                     continue
                 if s.fd < 0:
                     s.fd = os.open(os.path.join(s.dir, layout.TRACE),

@@ -181,7 +181,10 @@ class SessionInfo:
         """Newest-first ordering key (start time, then id)."""
         start = self.started
         if start is None:
-            start = datetime.fromisoformat(self.ref.date).replace(tzinfo=UTC).timestamp()
+            try:
+                start = datetime.fromisoformat(self.ref.date).replace(tzinfo=UTC).timestamp()
+            except ValueError:  # a directory named like a date that is none (9999-99-99)
+                start = 0.0
         return (start, self.session_id)
 
     def to_json(self) -> dict[str, Any]:

@@ -123,8 +123,8 @@ def parse(signal: Signal, data: bytes, encoding: Encoding) -> Message:
         return message
     try:
         raw = msgspec.json.decode(data)
-    except msgspec.DecodeError as e:
-        raise OtlpRequestError(400, f"bad JSON body: {e}") from None
+    except (msgspec.DecodeError, RecursionError) as e:
+        raise OtlpRequestError(400, f"bad JSON body: {e or 'nested too deep'}") from None
     if not isinstance(raw, dict):
         raise OtlpRequestError(400, "bad JSON body: not an object")
     try:

@@ -343,3 +343,14 @@ def test_absurd_reported_costs_are_unknown_never_inf(tmp_path: Path, capsys: pyt
     assert (doc["total"]["cost_usd"], doc["total"]["unknown_cost_calls"]) == (1.0, 1)
     assert main(["ls", "--root", str(tmp_path)]) == 0
     assert "inf" not in capsys.readouterr().out
+
+
+def test_absurd_token_counts_count_as_zero_and_the_session_still_ends(daemon: Any) -> None:
+    """A writer's 1e30 tokens once broke meta.json's encoding (u64) and the end's reply."""
+    res = daemon.cli("start", "--skill", "huge", check=True)
+    sid = json.loads(res.stdout)["session_id"]
+    daemon.cli("event", sid, "--phase", "llm_call", "--payload",
+               '{"model": "m2", "usage": {"input_tokens": 1e30, "output_tokens": 1}}', check=True)
+    end = daemon.cli("end", sid, "--outcome", "success", "--json", check=True)
+    meta = json.loads(end.stdout)
+    assert (meta["usage"]["input_tokens"], meta["usage"]["output_tokens"], meta["usage"]["llm_calls"]) == (0, 1, 1)

@@ -173,9 +173,14 @@ def number(value: object) -> float | None:
     return None
 
 
+MAX_COUNT = 1 << 53
+"""The largest counter a record may carry (tokens of one call): beyond it a figure is a writer's
+error, counted as 0, so that sums stay exact in JSON and within meta.json's u64 (devboy)."""
+
+
 def count(value: object) -> int:
-    """A counter (tokens, calls): a finite number as a non-negative int, anything else 0."""
+    """A counter (tokens, calls): a finite number in ``[0, MAX_COUNT]`` as an int, anything else 0."""
     if type(value) is int:
-        return value if value > 0 else 0
+        return value if 0 < value <= MAX_COUNT else 0
     num = number(value)
-    return 0 if num is None else max(int(num), 0)
+    return 0 if num is None or not 0 < num <= MAX_COUNT else int(num)

@@ -688,20 +688,26 @@ def session_calls(info: SessionInfo) -> list[LlmCall]:
     return [LlmCall.from_entry(e) for e in iter_trace(info.ref.trace_path) if e.phase == "llm_call"]
 
 
-def session_cost(info: SessionInfo, pricer: Pricer) -> str:
-    """A session's cost as tables show it (``cost_text``), priced like ``usage`` prices it.
+def session_cost_usd(info: SessionInfo, pricer: Pricer) -> tuple[float | None, str]:
+    """A session's cost priced like ``usage`` prices it: (the known part in USD, None when none is
+    known; the text tables show, ``cost_text``'s).
 
     meta.json's reported cost suffices when every call reported one; otherwise the
     session's ``llm_call`` records are read and priced (the catalog loads only then).
     """
     usage = info.usage
     if usage is None or usage.llm_calls == 0:
-        return "-"
+        return None, "-"
     if usage.unknown_cost_calls == 0:
-        return cost_text(usage.cost_usd, calls=usage.llm_calls, unknown=0, local=False)
+        return usage.cost_usd, cost_text(usage.cost_usd, calls=usage.llm_calls, unknown=0, local=False)
     row = UsageRow("session")
     row.add_calls((c, pricer.price(c)) for c in session_calls(info))
-    return row.cost_display
+    return row.cost_usd, row.cost_display
+
+
+def session_cost(info: SessionInfo, pricer: Pricer) -> str:
+    """A session's cost as tables show it (see ``session_cost_usd``)."""
+    return session_cost_usd(info, pricer)[1]
 
 
 def read_session(info: SessionInfo, *, tools: bool = False) -> SessionUsage:

@@ -36,7 +36,7 @@ from traced.read.usage import (
     aggregate_tools,
     collect,
     cost_text,
-    session_cost,
+    session_cost_usd,
     within,
 )
 from traced.read.window import Window
@@ -85,9 +85,7 @@ def session_row(info: SessionInfo, pricer: Pricer) -> dict[str, Any]:
     """One line of the sessions page: ``ls --json``'s fields plus the ``cost`` that ``traced ls`` shows
     (``read.usage.session_cost``) and ``cost_usd``, the known part of it (USD, None: none known)."""
     out = info.to_json()
-    usage = info.usage
-    out["cost"] = session_cost(info, pricer)
-    out["cost_usd"] = None if usage is None else usage.cost_usd
+    out["cost_usd"], out["cost"] = session_cost_usd(info, pricer)  # sorted and drawn by the priced cost
     return out
 
 
@@ -244,9 +242,10 @@ class _Builder:
         call = LlmCall.from_entry(e)
         self.calls.append(call)
         price = self.pricer.price(call)
-        d = (call.latency_ms or 0.0) / 1000
+        start = max(t - (call.latency_ms or 0.0) / 1000, 0.0)  # never before the session; ends at its record
+        d = t - start
         cost = cost_text(price.cost_usd, calls=1, unknown=price.cost_usd is None, local=price.local)
-        row = _Row({"k": "llm", "kind": "llm", "pos": e.pos, "step": e.step, "t": max(t - d, 0.0), "d": d,
+        row = _Row({"k": "llm", "kind": "llm", "pos": e.pos, "step": e.step, "t": start, "d": d,
                     "name": call.model or "?", "provider": call.provider, "in": call.input_tokens,
                     "out": call.output_tokens, "cache_read": call.cache_read_tokens,
                     "cost": cost, "cost_usd": price.cost_usd, "ms": call.latency_ms, "ok": True, "depth": 0})

@@ -544,3 +544,30 @@ def wait_meta_dir(d: Daemon, skill: str, sid: str) -> Path:
     found: list[Path] = wait_for(lambda: list(d.root.glob(f"*/{skill}/{sid}")) if d.root.exists() else [],
                                  what=lambda: f"the session to appear; daemon log:\n{d.log.read_text()}")
     return found[0]
+
+
+def test_the_daemon_away_at_the_end_of_a_turn_loses_no_call_and_no_turn(daemon: Daemon) -> None:
+    """The daemon is away from turn 1's Stop to SessionEnd: the hook spools the transcript's calls
+    (client ``transcript``) before its own events; replayed in the order they were sealed, every
+    call lands, in its turn, before the session's end (not refused as closed, not after it)."""
+    _config, main, sub = home(daemon.base)
+    all_main = lines(MAIN)
+    run_hook(daemon, hooked("session-start", main, sub))
+    daemon.stop()
+    run_hook(daemon, hooked("user-prompt-submit", main, sub))
+    main.write_bytes(b"".join(all_main[:TURN1]))
+    run_hook(daemon, hooked("stop-1", main, sub))
+    run_hook(daemon, hooked("user-prompt-submit-2", main, sub))
+    main.write_bytes(b"".join(all_main))
+    sub.write_bytes(SUB.read_bytes())
+    for name in ("stop-2", "session-end"):
+        run_hook(daemon, hooked(name, main, sub))
+    daemon.start()
+    sdir = session_dir(daemon)
+    meta = wait_meta(sdir, lambda m: m.get("ended_at") and m["usage"]["llm_calls"] == 9)
+    records = read_trace(sdir / "trace.jsonl")
+    assert_gap_free(records)
+    assert records[-1]["phase"] == "end" and not any(r.get("late") for r in records)
+    assert calls_of([r for r in records if r.get("turn") == 1]) == TURN1_CALLS
+    assert sorted(calls_of([r for r in records if r.get("turn") == 2])) == sorted(SUB_CALLS + TURN2_CALLS)
+    assert {k: meta["usage"][k] for k in TOTALS} == TOTALS

@@ -11,6 +11,7 @@ redacts spooled events itself, before they reach the disk).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Final
 
@@ -18,6 +19,8 @@ from traced.format import layout
 from traced.format.files import write_atomic
 
 SUFFIX: Final = ".spool"
+_last_sealed = 0
+"""The mtime (ns) given to this process's last sealed segment."""
 
 
 def segment_name(client_id: str, first_seq: int) -> str:
@@ -34,9 +37,14 @@ def write_segment(directory: Path, client_id: str, first_seq: int, frames: bytes
     """
     from traced.format.ids import new_ulid
 
+    global _last_sealed
     layout.ensure_private_dir(directory)
     hidden = f".{client_id}-{new_ulid()}.seal"  # hidden: the daemon skips it
     write_atomic(str(directory), hidden, bytes(frames))
+    # the ingest order (see ``segments``): an exact, per-process increasing mtime, since the
+    # kernel's own is only as fine as its clock tick and two segments of one hook share a tick
+    _last_sealed = max(time.time_ns(), _last_sealed + 1)
+    os.utime(directory / hidden, ns=(_last_sealed, _last_sealed))
     try:
         for n in range(1000):
             name = segment_name(client_id, first_seq) if not n else f"{client_id}-{first_seq:012d}-{n}{SUFFIX}"
@@ -51,13 +59,24 @@ def write_segment(directory: Path, client_id: str, first_seq: int, frames: bytes
 
 
 def segments(directory: Path, client_id: str = "") -> list[Path]:
-    """Sealed segments in ingest order (all, or one client's)."""
+    """Sealed segments in ingest order (all, or one client's): the order they were sealed in
+    (mtime, then name), across clients. Several processes spool for one session while the daemon
+    is away (a hook's events, and the transcript's calls it sends first under their own client
+    id): by name, every ``transcript-…`` segment would come after the hook's ``close`` and be
+    refused, or land in the wrong turn."""
     try:
-        names = os.listdir(directory)
+        names = [n for n in os.listdir(directory)
+                 if n.endswith(SUFFIX) and not n.startswith(".") and n.startswith(client_id)]
     except OSError:
         return []
-    return [directory / n for n in sorted(names)
-            if n.endswith(SUFFIX) and not n.startswith(".") and n.startswith(client_id)]
+    keyed = []
+    for n in names:
+        try:
+            sealed = os.lstat(directory / n).st_mtime_ns
+        except OSError:
+            continue  # taken meanwhile
+        keyed.append((sealed, n))
+    return [directory / n for _, n in sorted(keyed)]
 
 
 def backlog(directory: Path) -> tuple[int, int]:

@@ -402,3 +402,28 @@ def test_one_api_call_from_the_transcript_and_from_otlp_counts_once(daemon_facto
     rx.daemon.cli("hook", "claude-code", input=json.dumps(end), check=True)
     meta = json.loads((_session(rx.daemon, CC_SESSION) / "meta.json").read_text())
     assert (meta["usage"]["llm_calls"], meta["usage"]["input_tokens"]) == (2, 3660)
+
+
+def test_half_sent_requests_are_cut_off_and_never_lock_out_exporters(daemon_factory: Any) -> None:
+    """Slowloris: connections that never finish their headers would hold every one of uvicorn's
+    256 slots (it arms no timer before a first response); the receiver closes them."""
+    import socket as _socket
+    import urllib.parse
+
+    rx = _receiver(daemon_factory, env={"TRACED_OTLP_HEADER_TIMEOUT": "1"})
+    url = urllib.parse.urlsplit(rx.endpoint)
+    held = []
+    for _ in range(300):
+        s = _socket.create_connection((url.hostname, url.port), timeout=30)
+        s.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: " + url.netloc.encode() + b"\r\n")  # and nothing more
+        held.append(s)
+    try:
+        for s in held:  # each is closed by the receiver (recv returns b"" or the reset)
+            try:
+                assert s.recv(1024) == b""
+            except ConnectionResetError:
+                pass
+        assert rx.post("/v1/traces", traces([]).SerializeToString())[0] == 200
+    finally:
+        for s in held:
+            s.close()

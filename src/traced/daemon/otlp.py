@@ -215,7 +215,8 @@ class OtlpReceiver:
 
         config = uvicorn.Config(self.app(), lifespan="off", log_config=None, access_log=False,
                                 server_header=False, proxy_headers=False, timeout_keep_alive=30,
-                                limit_concurrency=256, timeout_graceful_shutdown=5)
+                                limit_concurrency=256, timeout_graceful_shutdown=5,
+                                http=_header_timeout_protocol())
         self.server = server = _Server(config)
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve, [self.sock])
@@ -404,3 +405,54 @@ def _replies(out: bytearray) -> list[Any]:
         return [protocol.decode_reply(b) for b in Framer(len(out) + 8).feed(bytes(out))]
     except (msgspec.ValidationError, msgspec.DecodeError, FrameTooLarge):
         return []
+
+
+HEADER_TIMEOUT = float(os.environ.get("TRACED_OTLP_HEADER_TIMEOUT", "10") or 10)
+"""Seconds a connection may take to send a request's line and headers (slowloris): uvicorn arms
+no timer before its first response, so half-sent requests would hold ``limit_concurrency``'s
+slots for good and every real exporter would get 503."""
+
+
+def _header_timeout_protocol() -> Any:
+    """uvicorn's h11 protocol with a timer from the connection (or the last response) to a
+    request's headers: a connection still without a whole request line and headers after
+    ``HEADER_TIMEOUT`` is closed."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        _header_timer: Any = None
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(HEADER_TIMEOUT, self._expire)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _waiting(self) -> bool:
+            cycle = getattr(self, "cycle", None)
+            return cycle is None or bool(getattr(cycle, "response_complete", False))
+
+        def _expire(self) -> None:
+            self._header_timer = None
+            if self._waiting() and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._waiting():
+                self._arm()  # still (or again) without a whole request: the clock runs
+            else:
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol

@@ -477,3 +477,23 @@ def test_the_browser_opens_a_redirect_file_not_the_token(page: Any, tree: Path, 
     finally:
         ui.stop()
     assert not opener.exists() and not os.path.exists(opener.parent)
+
+
+def test_sigterm_removes_the_redirect_file_too(tree: Path, tmp_path: Path) -> None:
+    """systemd and ``kill`` stop with SIGTERM: the 0600 file holding the token goes as with Ctrl-C."""
+    import signal
+
+    argv_file = tmp_path / "argv"
+    fake = tmp_path / "browser.sh"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {argv_file}\n')
+    fake.chmod(0o755)
+    ui = start_ui([tree], tmp_path, {"BROWSER": str(fake), "DISPLAY": ""}, no_open=False)
+    try:
+        args = wait_for(lambda: argv_file.exists() and argv_file.read_text().split(), 15, what="the browser's argv")
+        opener = Path(args[0].removeprefix("file://"))
+        assert opener.exists()
+        ui.proc.send_signal(signal.SIGTERM)
+        assert ui.proc.wait(15) == 0
+    finally:
+        ui.stop()
+    assert not opener.parent.exists()

@@ -103,11 +103,20 @@ def run(listen: str, roots: Sequence[Path], socket_path: str | None, open_browse
             await server.serve(sockets=[sock])
             tg.cancel_scope.cancel()
 
+    import signal
+
+    def stop(_signum: int, _frame: object) -> None:
+        # uvicorn hands SIGTERM back once it has stopped (the default action would kill the process
+        # before `finally` removes the token's redirect file); outside serve it asks it to stop
+        server.should_exit = True
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         anyio.run(main)
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         sock.close()
         if opener is not None:
             shutil.rmtree(opener, ignore_errors=True)

@@ -571,3 +571,18 @@ def test_the_daemon_away_at_the_end_of_a_turn_loses_no_call_and_no_turn(daemon: 
     assert calls_of([r for r in records if r.get("turn") == 1]) == TURN1_CALLS
     assert sorted(calls_of([r for r in records if r.get("turn") == 2])) == sorted(SUB_CALLS + TURN2_CALLS)
     assert {k: meta["usage"][k] for k in TOTALS} == TOTALS
+
+
+def test_import_names_a_file_that_is_no_transcript_as_failed(daemon: Daemon) -> None:
+    """A .jsonl of garbage, or of another format, is a failure named on stderr, not "unchanged";
+    the good transcript beside it is imported all the same."""
+    config, main, sub = home(daemon.base)
+    shutil.copyfile(MAIN, main)
+    shutil.copyfile(SUB, sub)
+    bad = main.parent / "0badf11e-0000-4000-8000-000000000000.jsonl"
+    bad.write_bytes(b"\x00\xff\xfe garbage\nnot json either\n[1, 2, 3]\n")
+    for path in (main, sub, bad):
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+    res = daemon.cli("import", "claude-code", env={"CLAUDE_CONFIG_DIR": str(config)})
+    assert res.stdout.startswith("2 sessions found: 1 new, 0 updated, 0 unchanged, 1 failed;"), res.stdout
+    assert f"{bad}: no transcript records: 3 lines unreadable" in res.stderr

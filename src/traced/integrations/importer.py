@@ -375,6 +375,8 @@ def run_import(agent: str, paths: Sequence[str | Path], connect: Callable[[], An
         try:
             loaded = load(source)
             if not loaded.items and loaded.started is None:
+                if loaded.malformed:  # not a transcript at all (random bytes, another format)
+                    raise ValueError(f"no transcript records: {loaded.malformed} lines unreadable")
                 outcome, records, calls = "unchanged", 0, 0
             else:
                 sdir = index.get(loaded.session_id)

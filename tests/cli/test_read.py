@@ -171,6 +171,7 @@ def test_default_root_comes_from_paths(
     root: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TRACED_ROOT", str(root))
+    monkeypatch.setenv("XDG_STATE_HOME", str(root.parent / "state"))  # no roots.json of this machine's
     code, out, _ = run(capsys, "ls", "--json")
     assert code == 0 and len(out.splitlines()) == 7
 

@@ -103,7 +103,11 @@ def test_socket_activation(daemon_factory: Any) -> None:
     d: Daemon = daemon_factory(start=False)
     d.socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = {k: v for k, v in d.env.items() if k != "TRACED_SOCKET"}
-    proc = subprocess.Popen(["systemd-socket-activate", "-l", str(d.socket), sys.executable, "-m",
+    # systemd-socket-activate passes no environment on but what -E names: without these the
+    # daemon would write into the real user's state directory
+    keep = [f"-E{k}={env[k]}" for k in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "PYTHONPATH")
+            if k in env]
+    proc = subprocess.Popen(["systemd-socket-activate", "-l", str(d.socket), *keep, sys.executable, "-m",
                              "traced", "serve", "--log-format", "json"],
                             env=env, stderr=open(d.log, "ab"))  # noqa: SIM115
     try:
@@ -114,6 +118,7 @@ def test_socket_activation(daemon_factory: Any) -> None:
         assert info["socket_source"] == "activated" and info["socket"] == str(d.socket)
         with d.client() as c, c.session(skill="activated") as s:
             assert s.note("via an activated socket") == 2
+        assert len(list(d.root.glob("*/activated/*/trace.jsonl"))) == 1  # in the test's own root
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)

@@ -411,7 +411,8 @@ def test_clients_never_talk_into_another_users_directory(short_tmp: Path) -> Non
     listener.bind(str(path))
     listener.listen(8)
     listener.settimeout(0.5)
-    env = {**os.environ, "TRACED_SOCKET": str(path), "MY_API_TOKEN": "sk-live-0123456789abcdef"}
+    env = {**os.environ, "TRACED_SOCKET": str(path), "MY_API_TOKEN": "sk-live-0123456789abcdef",
+           "XDG_STATE_HOME": str(short_tmp / "state")}  # the refused event spools here, not in the real state
     res = subprocess.run([sys.executable, "-m", "traced", "event", "01JD0000000000000000000000", "--phase", "note"],
                          env=env, capture_output=True, text=True, timeout=60)
     code = ("import sys; from traced import Client\n"

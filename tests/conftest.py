@@ -236,3 +236,25 @@ def read_trace(path: str | Path) -> list[dict[str, Any]]:
 def assert_gap_free(records: list[dict[str, Any]]) -> None:
     steps = [r["step"] for r in records]
     assert steps == list(range(1, len(records) + 1)), f"steps not gap-free: {steps[:20]}…"
+
+
+def run_in_pty(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[int, str]:
+    """Run ``python -m traced *argv`` with its stdout on a pseudo-terminal; (exit code, what it printed)."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "traced", *argv], stdout=slave, stderr=subprocess.PIPE,
+                            env=env, cwd=cwd)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=30)
+    os.close(master)
+    return proc.returncode, b"".join(chunks).decode()

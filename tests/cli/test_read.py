@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests import fixtures_traces as fx
+from tests.conftest import run_in_pty
 from traced.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -568,25 +568,8 @@ def test_the_price_catalog_loads_only_for_costs_not_reported(tmp_path: Path) -> 
 def test_tty_output_uses_rich_colours_and_pipes_stay_plain(root: Path) -> None:
     env = {**os.environ, "TZ": "UTC", "TERM": "xterm-256color", "COLUMNS": "200"}
     env.pop("NO_COLOR", None)
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "traced", "ls", "--root", str(root)],
-        stdout=slave, stderr=subprocess.PIPE, env=env, cwd=REPO,
-    )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=30)
-    os.close(master)
-    tty_out = b"".join(chunks).decode()
-    assert proc.returncode == 0
+    code, tty_out = run_in_pty(["ls", "--root", str(root)], env, REPO)
+    assert code == 0
     assert "\x1b[" in tty_out and fx.REVIEW_ID[:10] + " " in tty_out
     piped = subprocess.run(
         [sys.executable, "-m", "traced", "ls", "--root", str(root)],

@@ -5,14 +5,13 @@ shown as git-style unique prefixes that every command accepts."""
 from __future__ import annotations
 
 import os
-import pty
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import pytest
 
 from tests import fixtures_traces as fx
+from tests.conftest import run_in_pty
 from traced.cli.main import main
 from traced.read.sessions import unique_prefixes
 
@@ -98,25 +97,9 @@ def test_unique_prefixes_are_git_style() -> None:
 
 def test_a_real_terminal_of_80_columns_gets_the_fitted_table(root: Path) -> None:
     env = {**os.environ, "TZ": "UTC", "TERM": "xterm-256color", "COLUMNS": "80"}
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "traced", "ls", "--root", str(root)],
-                            stdout=slave, stderr=subprocess.PIPE, env=env, cwd=REPO)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=30)
-    os.close(master)
-    import re
-
-    text = re.sub(r"\x1b\[[0-9;]*m", "", b"".join(chunks).decode())
+    code, out = run_in_pty(["ls", "--root", str(root)], env, REPO)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out)
     lines = [line for line in text.splitlines() if line.strip()]
-    assert proc.returncode == 0 and len(lines) >= 8
+    assert code == 0 and len(lines) >= 8
     assert max(len(line) for line in lines) <= 80
     assert "01JD3QA8XK" in text and "$0.0163" in text and "…" not in text

@@ -234,7 +234,10 @@ def _ls(args: argparse.Namespace, out: Out) -> int:
     from traced.read.usage import Pricer
 
     # the directory's name: what show/replay look up (a record may claim another session_id)
-    short = unique_prefixes([i.ref.session_id for i in infos], all_session_ids(roots))
+    # the prefixes must be unique among every session; the refs walked above are all of them
+    # unless a window or a skill narrowed the walk (then the names are listed once more)
+    universe = [r.session_id for r in refs] if window is None and args.skill is None else all_session_ids(roots)
+    short = unique_prefixes([i.ref.session_id for i in infos], universe)
     pricer = Pricer()
     rows = [_ls_row(i, short.get(i.ref.session_id, i.ref.session_id), pricer) for i in infos]
     out.table(

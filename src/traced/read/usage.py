@@ -683,9 +683,7 @@ def aggregate_tools(
 
 def session_calls(info: SessionInfo) -> list[LlmCall]:
     """The ``llm_call`` records of a session; skips reading when meta.json says there are none."""
-    if not info.running and info.phases is not None and info.phases.get("llm_call", 0) == 0:
-        return []
-    return [LlmCall.from_entry(e) for e in iter_trace(info.ref.trace_path) if e.phase == "llm_call"]
+    return read_session(info).calls
 
 
 def session_cost_usd(info: SessionInfo, pricer: Pricer) -> tuple[float | None, str]:

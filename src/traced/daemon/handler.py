@@ -101,6 +101,14 @@ class Handler:
         self._loading: dict[str, anyio.Lock] = {}
         """Sessions being read from disk for an ``open`` (one reader per session at a time)."""
 
+    def process_now(self, conn: Connection, frames: list[bytes], out: bytearray, touched: set[Live]) -> int:
+        """Handle the leading ``frames`` that need no ``await``, on the caller's stack (no task).
+
+        Returns how many frames were handled (their replies are in ``out``); the caller
+        hands ``frames[n:]`` to ``process``, in order. The fast path of the socket transport.
+        """
+        return 0
+
     async def process(self, conn: Connection, frames: list[bytes], out: bytearray, touched: set[Live]) -> None:
         """Handle the frames of one read, appending their replies to ``out``."""
         run = _Run()

@@ -22,6 +22,7 @@ from traced.errors import RequestError
 from traced.format.records import Record
 from traced.redaction.redactor import Redactor
 from traced.wire import protocol
+from traced.wire.fit import cut_depth
 from traced.wire.framing import Framer, frame
 
 SID = "01JDSESSIONAAAAAAAAAAAAAAA"
@@ -515,5 +516,99 @@ async def test_sync_with_fsync_reaches_the_disk_through_the_handler(private_env:
         assert await r.send(_note(5, 2, "b", ack=False), protocol.Sync(id=6, fsync=True)) == [protocol.Synced(id=6)]
         assert registry.fsyncs == 1
         assert not registry.sessions[SID].journal.dirty
+    finally:
+        registry.shutdown()
+
+
+# --- the fast path and the walked path ---------------------------------------------------------
+#
+# ``process_now`` takes what msgspec's checked decoder accepts (JSON values, string keys, at most
+# ``protocol.CHECKED_DEPTH`` deep, a frame smaller than every limit); anything else is walked by
+# ``process`` one frame at a time. Both must write what the other would, in request order.
+
+
+def _nest(depth: int) -> dict[str, Any]:
+    """A payload ``depth`` maps deep (the payload itself is depth 1)."""
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        value = {"d": value}
+    return value
+
+
+@pytest.mark.anyio
+async def test_fast_and_walked_frames_interleave_in_request_order(rig: Rig) -> None:
+    await _opened(rig)
+    deep = _nest(protocol.CHECKED_DEPTH + 1)  # past the checked decoder: walked, kept whole (64 is the limit)
+    emits: list[msgspec.Struct | bytes] = [
+        _note(3, 1, "fast"),
+        protocol.Emit(id=4, session_id=SID, phase="note", payload=deep, ts=TS + 2, seq=2),
+        protocol.Emit(id=5, session_id=SID, phase="note", payload={"blob": b"\x00\x01"}, ts=TS + 3, seq=3),
+        msgspec.msgpack.encode({"op": "emit", "id": 6, "session_id": SID, "phase": "note", "payload": {1: "x"},
+                                "ts": TS + 4, "seq": 4}),
+        protocol.Emit(id=7, session_id=SID, phase="Not-A-Phase", payload={}, ts=TS + 5, seq=5),
+        _note(8, 6, f"token {SECRET}"),
+        protocol.Emit(id=9, session_id=SID, phase="note", payload=_nest(70), ts=TS + 7, seq=7),
+        _note(10, 8, "last"),
+    ]
+    replies = await rig.send(*emits)
+    assert [type(r).__name__ for r in replies] == ["Ack", "Ack", "Ack", "Error", "Error", "Ack", "Ack", "Ack"]
+    assert [r.id for r in replies] == [3, 4, 5, 6, 7, 8, 9, 10]
+    assert [getattr(r, "step", None) for r in replies] == [2, 3, 4, None, None, 5, 6, 7]
+    assert [getattr(r, "code", None) for r in replies][3:5] == ["invalid_event", "invalid_event"]
+    lines = rig.lines()
+    cut = cut_depth(_nest(70), 64)  # the walked path's marker (tests/wire covers cut_depth itself)
+    assert json.dumps(cut).count("{") == 65 and '"$omitted": "too_deep"' in json.dumps(cut)
+    assert lines == [
+        START,
+        line(2, "note", {"message": "fast"}, offset=1, seq=1),
+        line(3, "note", deep, offset=2, seq=2),
+        line(4, "note", {"blob": "AAE="}, offset=3, seq=3),
+        line(5, "note", {"message": "token <redacted:github-token>"}, offset=6, seq=6),
+        line(6, "note", cut, offset=7, seq=7),
+        line(7, "note", {"message": "last"}, offset=8, seq=8),
+    ]
+    assert rig.registry.sessions[SID].state.m.redactions == 1
+
+
+@pytest.mark.anyio
+async def test_a_read_of_fast_emits_redacts_only_the_events_that_hold_a_secret(rig: Rig) -> None:
+    await _opened(rig)
+    clean = [_note(10 + i, 1 + i, f"pytest -q tests/test_{i}.py") for i in range(6)]
+    batch = protocol.EmitBatch(id=30, session_id=SID, events=[
+        protocol.Event(phase="tool_call", payload={"tool": "Bash", "args": {"cmd": "ls", "api_key": "k-12345678"}},
+                       ts=TS + 20, seq=20),
+        protocol.Event(phase="note", payload={"message": f"caf\u00e9 {SECRET}"}, ts=TS + 21, seq=21)])
+    replies = await rig.send(*clean[:3], batch, *clean[3:])
+    assert [getattr(r, "step", None) for r in replies] == [2, 3, 4, 6, 7, 8, 9]
+    lines = rig.lines()
+    assert lines[1:4] == [line(2 + i, "note", {"message": f"pytest -q tests/test_{i}.py"}, offset=1 + i, seq=1 + i)
+                          for i in range(3)]
+    assert lines[4] == line(5, "tool_call", {"tool": "Bash", "args": {"cmd": "ls", "api_key": "<redacted:secret-key>"}},
+                            offset=20, seq=20)
+    assert json.loads(lines[5]) == json.loads(line(6, "note", {"message": "caf\u00e9 <redacted:github-token>"},
+                                                   offset=21, seq=21))
+    assert lines[6:] == [line(7 + i, "note", {"message": f"pytest -q tests/test_{3 + i}.py"}, offset=21, seq=4 + i)
+                         for i in range(3)], "their ts (TS + 4..6) would run backwards: they take the time before"
+    assert rig.registry.sessions[SID].state.m.redactions == 2
+
+
+@pytest.mark.anyio
+async def test_an_event_over_the_spill_threshold_is_spilled_between_fast_ones(private_env: Path) -> None:
+    config = Config(root=str(private_env / "root"), fsync="never", spill_threshold=1024)
+    registry = Registry(config)
+    r = Rig(root=private_env / "root", registry=registry, handler=Handler(config, registry, Redactor([])),
+            conn=_connection())
+    try:
+        await r.send(protocol.Hello(id=1, client="test", client_id=CLIENT))
+        await _opened(r)
+        big = "x" * 2000
+        replies = await r.send(_note(3, 1, "a"), _note(4, 2, big), _note(5, 3, "b"))
+        assert replies == [protocol.Ack(id=3, step=2), protocol.Ack(id=4, step=3), protocol.Ack(id=5, step=4)]
+        lines = r.lines()
+        spilled = json.loads(lines[2])["payload"]["message"]
+        assert set(spilled) == {"$blob", "size"} and spilled["size"] == 2000
+        assert (r.sdir / "blobs" / spilled["$blob"].removeprefix("sha256:")).read_text() == big
+        assert lines[1] == line(2, "note", {"message": "a"}, offset=1, seq=1)
+        assert lines[3] == line(4, "note", {"message": "b"}, offset=3, seq=3)
     finally:
         registry.shutdown()

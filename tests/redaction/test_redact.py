@@ -405,3 +405,31 @@ def test_properties_env_values_that_look_like_triggers(pieces: list[str]) -> Non
     assert not any(v in once for v in _ENV_LIKE)
     assert (n == 0) == (once == text)
     assert _ENV_REDACTOR.redact_text(once) == (once, 0)
+
+
+# The daemon's fast path redacts a read's events together (``redact_all``): one scan of all
+# their strings, then each payload with a hit (or a secret-named key) redacted on its own.
+# Whatever sits next to a payload in the batch, its result must be what ``redact`` gives.
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_payloads | st.dictionaries(_keys, _payloads, max_size=4), min_size=0, max_size=8))
+def test_redact_all_is_redact_of_each(payloads: list[Any]) -> None:
+    before = copy.deepcopy(payloads)
+    together = REDACTOR.redact_all(payloads)
+    assert payloads == before
+    assert together == [REDACTOR.redact(p) for p in payloads]
+    for p, (out, n) in zip(payloads, together, strict=True):
+        assert (out is p) == (n == 0)
+
+
+def test_redact_all_finds_the_payload_of_each_hit() -> None:
+    clean = {"cmd": "pytest -q tests/test_x.py", "n": 3}
+    batch = [clean, {"cmd": f"git push https://x:{GHP}@github.com/o/r"}, clean, {"api_key": "abcdefgh12345"},
+             {"note": "caf\u00e9 " * 3 + GHP}, ["not", "a map"], "a string " + GHP, 7]
+    out = REDACTOR.redact_all(batch)
+    assert [n for _p, n in out] == [0, 1, 0, 1, 1, 0, 1, 0]
+    assert out[0][0] is clean and out[2][0] is clean
+    assert out[3][0] == {"api_key": SECRET_KEY_MARKER}
+    assert GHP not in str(out[1][0]) and GHP not in out[4][0]["note"] and GHP not in out[6][0]
+    assert out[4][0]["note"].startswith("caf\u00e9 caf\u00e9 caf\u00e9 <redacted:")

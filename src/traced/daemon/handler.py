@@ -22,11 +22,12 @@ import structlog
 from traced import __version__
 from traced.daemon.bus import Bus, Subscriber
 from traced.daemon.config import Config
-from traced.daemon.intake import Intake, event_time, home
+from traced.daemon.intake import MAX_TS, Intake, event_time, home
 from traced.daemon.procfs import peer_cwd
 from traced.daemon.registry import Live, Loaded, Registry
 from traced.daemon.session import Pending
 from traced.errors import RequestError
+from traced.format import vocab
 from traced.format.records import meta_dict
 from traced.redaction.redactor import Redactor
 from traced.wire import protocol
@@ -36,8 +37,8 @@ log = structlog.get_logger("traced.daemon.handler")
 
 PID_MAX = 4194304
 """Linux's largest pid (``/proc/sys/kernel/pid_max`` can be at most 2**22)."""
-FAIR_SHARE = 32
-"""Requests handled in a row before other connections get their turn."""
+FAIR_SHARE = 256
+"""Requests ``process`` handles in a row before other tasks get their turn (a spool segment, an OTLP body)."""
 
 
 @dataclass(slots=True)
@@ -77,6 +78,8 @@ class _Run:
     pending: list[Pending] = field(default_factory=list)
     replies: list[tuple[int, bool, int]] = field(default_factory=list)
     """(request id, wants ack, number of events) in request order."""
+    raw: list[Pending] = field(default_factory=list)
+    """Those of ``pending`` not yet redacted (the fast path redacts a run's events together)."""
 
 
 class Handler:
@@ -101,52 +104,123 @@ class Handler:
         self._loading: dict[str, anyio.Lock] = {}
         """Sessions being read from disk for an ``open`` (one reader per session at a time)."""
 
-    def process_now(self, conn: Connection, frames: list[bytes], out: bytearray, touched: set[Live]) -> int:
-        """Handle the leading ``frames`` that need no ``await``, on the caller's stack (no task).
+    def process_now(self, conn: Connection, frames: list[bytes], out: bytearray, touched: set[Live],
+                    *, start: int = 0, stop: int | None = None) -> int:
+        """Handle ``frames[start:stop]`` on the caller's stack (no ``await``, no task) until one needs more.
 
-        Returns how many frames were handled (their replies are in ``out``); the caller
-        hands ``frames[n:]`` to ``process``, in order. The fast path of the socket transport.
+        Returns the index of the first frame not handled (``stop`` when all were); their
+        replies are in ``out``. The caller hands the rest to ``process``, in order.
+        Handled here: emits whose payload the checked decoder took
+        (``protocol.checked_decoder``) and that no limit or spill can concern (the frame is
+        smaller than every limit), and ``sync`` without fsync. The events of one run are
+        redacted together (``Redactor.redact_all``) and written with one write(2).
+        The fast path of the socket transport; everything else goes to ``process``.
         """
-        return 0
+        stop = len(frames) if stop is None else stop
+        cfg = self.config
+        checked = protocol.checked(cfg.max_payload_depth)
+        decode, emit_t, batch_t = checked.decoder.decode, checked.emit, checked.emit_batch
+        small = min(cfg.max_string, cfg.spill_threshold, 2 * cfg.max_payload_keys)
+        phase_ok = self.intake.phase_ok
+        run = _Run()
+        client_id = conn.client_id
+        i = start
+        while i < stop:
+            body = frames[i]
+            if len(body) > small:
+                break
+            try:
+                req = decode(body)
+            except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+                break  # a bad frame, or a payload to walk: ``process`` says which
+            t = type(req)
+            if t is protocol.Sync:
+                if req.fsync or cfg.fsync == "always":
+                    break
+                self._flush(conn, run, out, touched)
+                encode(protocol.Synced(id=req.id), out)
+            elif t is emit_t:
+                phase = req.phase
+                if req.late or not phase_ok(phase) or (phase == vocab.ARTIFACT and req.payload.get("attach")):
+                    break
+                ts = req.ts
+                pend = Pending(phase, req.payload, ts if 0.0 < ts <= MAX_TS else 0.0, client_id, req.seq)
+                self._queue(conn, run, out, touched, session_id=req.session_id, batch=[pend], rid=req.id, ack=req.ack)
+            elif t is batch_t:
+                if req.late:
+                    break
+                batch: list[Pending] = []
+                for ev in req.events:
+                    phase = ev.phase
+                    if not phase_ok(phase) or (phase == vocab.ARTIFACT and ev.payload.get("attach")):
+                        break
+                    ts = ev.ts
+                    batch.append(Pending(phase, ev.payload, ts if 0.0 < ts <= MAX_TS else 0.0, client_id, ev.seq))
+                if len(batch) < len(req.events):
+                    break
+                self._queue(conn, run, out, touched, session_id=req.session_id, batch=batch, rid=req.id, ack=req.ack)
+            else:
+                break
+            i += 1
+        self._flush(conn, run, out, touched)
+        return i
+
+    def _queue(self, conn: Connection, run: _Run, out: bytearray, touched: set[Live], *,
+               session_id: str, batch: list[Pending], rid: int, ack: bool) -> None:
+        """Add checked, not yet redacted events to the run of ``session_id``."""
+        if session_id != run.session_id or run.late:
+            self._flush(conn, run, out, touched)
+            run.session_id = session_id
+        run.pending += batch
+        run.raw += batch
+        run.replies.append((rid, ack, len(batch)))
 
     async def process(self, conn: Connection, frames: list[bytes], out: bytearray, touched: set[Live]) -> None:
-        """Handle the frames of one read, appending their replies to ``out``."""
-        run = _Run()
-        for n, body in enumerate(frames):
-            if n and not n % FAIR_SHARE:  # one client's long pipeline never starves the rest
-                self._flush(conn, run, out, touched)
+        """Handle the frames of one read (or a spool segment, an OTLP request), appending their replies to ``out``.
+
+        Runs of frames go through ``process_now``; the frames it leaves (opens, closes,
+        large or deep payloads, bad frames...) are handled here, one at a time, in order.
+        """
+        i, n = 0, len(frames)
+        while i < n:
+            stop = min(n, i + FAIR_SHARE)
+            i = self.process_now(conn, frames, out, touched, start=i, stop=stop)
+            if i < stop:
+                await self._one(conn, frames[i], out, touched)
+                i += 1
+            if i < n:  # one client's long pipeline (a spool segment) never starves the rest
                 await anyio.lowlevel.checkpoint()
-            try:
-                req = protocol.decode_request(body)
-            except (msgspec.ValidationError, msgspec.DecodeError) as e:
-                self._flush(conn, run, out, touched)
-                encode(protocol.Error(id=peek_id(body), code="bad_frame", message=f"bad request: {e}"), out)
-                continue
-            try:
-                match req:
-                    case protocol.Emit():
-                        event = protocol.Event(phase=req.phase, payload=req.payload, ts=req.ts, seq=req.seq)
-                        await self._events(conn, run, out, touched, rid=req.id, session_id=req.session_id,
-                                           events=[event], ack=req.ack, late=req.late)
-                    case protocol.EmitBatch():
-                        await self._events(conn, run, out, touched, rid=req.id, session_id=req.session_id,
-                                           events=req.events, ack=req.ack, late=req.late)
-                    case _:
-                        self._flush(conn, run, out, touched)
-                        encode(await self._request(conn, req, touched), out)
-            except RequestError as e:
-                self._flush(conn, run, out, touched)
-                encode(protocol.Error(id=req.id, code=e.code, message=e.message), out)  # type: ignore[arg-type]
-            except Exception as e:  # a bug must cost one request, not the daemon
-                log.exception("request_failed", op=type(req).__name__)
-                self._flush(conn, run, out, touched)
-                encode(protocol.Error(id=req.id, code="internal", message=f"internal error: {e!r}"), out)
-        self._flush(conn, run, out, touched)
         for live in [lv for lv in touched if lv.state.closed]:  # late records: meta.json's counters
             try:
                 await anyio.to_thread.run_sync(self.registry.write_meta, live)
             except OSError as e:
                 log.error("meta_write_failed", session_id=live.state.session_id, error=e.strerror)
+
+    async def _one(self, conn: Connection, body: bytes, out: bytearray, touched: set[Live]) -> None:
+        """Handle one frame that ``process_now`` left, its replies in ``out``."""
+        try:
+            req = protocol.decode_request(body)
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            encode(protocol.Error(id=peek_id(body), code="bad_frame", message=f"bad request: {e}"), out)
+            return
+        run = _Run()
+        try:
+            match req:
+                case protocol.Emit():
+                    event = protocol.Event(phase=req.phase, payload=req.payload, ts=req.ts, seq=req.seq)
+                    await self._events(conn, run, out, touched, rid=req.id, session_id=req.session_id,
+                                       events=[event], ack=req.ack, late=req.late)
+                case protocol.EmitBatch():
+                    await self._events(conn, run, out, touched, rid=req.id, session_id=req.session_id,
+                                       events=req.events, ack=req.ack, late=req.late)
+                case _:
+                    encode(await self._request(conn, req, touched), out)
+            self._flush(conn, run, out, touched)
+        except RequestError as e:
+            encode(protocol.Error(id=req.id, code=e.code, message=e.message), out)  # type: ignore[arg-type]
+        except Exception as e:  # a bug must cost one request, not the daemon
+            log.exception("request_failed", op=type(req).__name__)
+            encode(protocol.Error(id=req.id, code="internal", message=f"internal error: {e!r}"), out)
 
     async def _events(self, conn: Connection, run: _Run, out: bytearray, touched: set[Live], *, rid: int,
                       session_id: str, events: list[protocol.Event], ack: bool, late: bool = False) -> None:
@@ -171,11 +245,16 @@ class Handler:
         """Write the pending run with one write(2) and encode its acks/errors."""
         if not run.pending:
             run.replies.clear()
+            run.raw.clear()
             return
-        pending, replies, sid, late = run.pending, run.replies, run.session_id, run.late
-        run.pending, run.replies, run.session_id, run.late = [], [], "", False
+        pending, replies, sid, late, raw = run.pending, run.replies, run.session_id, run.late, run.raw
+        run.pending, run.replies, run.session_id, run.late, run.raw = [], [], "", False, []
         try:
             live = self.registry.late(sid) if late else self.registry.live(sid)
+            if raw and self.config.redaction:
+                for pend, (payload, count) in zip(raw, conn.redactor.redact_all([p.payload for p in raw]), strict=True):
+                    pend.payload = payload
+                    pend.redactions = count
             steps, error = self.registry.append(live, pending)
         except RequestError as e:
             for rid, _ack, _n in replies:

@@ -92,6 +92,8 @@ def _seq(items: list[Any], depth: int, max_depth: int, budget: list[int]) -> int
     return longest
 
 
+PHASES_KEPT = 4096
+"""Phase names ``Intake.phase_ok`` remembers (then it forgets them all at once)."""
 MAX_TS = 253402300799.0
 """9999-12-31T23:59:59Z, the last second a trace timestamp can spell."""
 
@@ -112,6 +114,21 @@ class Intake:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self._phases: dict[str, bool] = {}
+
+    def phase_ok(self, phase: str) -> bool:
+        """Whether a client may write ``phase`` (``check_phase`` passes); remembered, as phases recur."""
+        ok = self._phases.get(phase)
+        if ok is None:
+            try:
+                check_phase(phase)
+                ok = True
+            except InvalidEvent:
+                ok = False
+            if len(self._phases) >= PHASES_KEPT:
+                self._phases.clear()
+            self._phases[phase] = ok
+        return ok
 
     def event(self, redactor: Redactor, phase: str, payload: Any, *, ts: float, client_id: str,
               seq: int) -> tuple[Pending, bool]:

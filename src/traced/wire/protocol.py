@@ -7,6 +7,7 @@ older and newer peers keep talking. See docs/protocol.md.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Final, Literal
 
 import msgspec
@@ -255,6 +256,61 @@ def decode_request(body: bytes | memoryview) -> Request:
         return request_decoder.decode(body)
     except UnicodeDecodeError as e:  # msgspec lets invalid UTF-8 in keys through as this
         raise msgspec.DecodeError(f"invalid UTF-8: {e.reason}") from e
+
+
+# --- checked decoding: the payload rules in msgspec's C decoder -------------------
+
+CHECKED_DEPTH: Final = 10
+"""Deepest payload the checked decoder takes (its type tree doubles with each level: 10 levels
+build in ~10 ms). A deeper payload is not refused: it takes the walked path (``daemon.intake``)."""
+
+_Scalar = str | int | float | bool | None
+
+
+def _value_type(depth: int, max_depth: int) -> Any:
+    """A payload value at ``depth``: any JSON value, containers only down to ``max_depth``."""
+    if depth > max_depth:
+        return _Scalar
+    inner = _value_type(depth + 1, max_depth)
+    return str | int | float | bool | None | list[inner] | dict[str, inner]  # type: ignore[valid-type]
+
+
+class Checked:
+    """The checked decoder of one depth limit and the Struct types its emits decode to."""
+
+    __slots__ = ("decoder", "emit", "emit_batch")
+
+    def __init__(self, decoder: msgspec.msgpack.Decoder[Any], emit: type, emit_batch: type) -> None:
+        self.decoder = decoder
+        self.emit = emit
+        self.emit_batch = emit_batch
+
+
+@lru_cache(maxsize=4)
+def checked(max_depth: int) -> Checked:
+    """A request decoder whose ``emit``/``emit_batch`` payloads are checked as they are decoded.
+
+    Such a payload is a map with string keys, holding only JSON values (no bytes, no
+    extension types) nested at most ``min(max_depth, CHECKED_DEPTH)`` deep (the payload
+    itself is depth 1, as in ``daemon.intake.check_payload``). Its emits decode to
+    ``CheckedEmit``/``CheckedEmitBatch`` (fields as ``Emit``/``EmitBatch``); every other request
+    as ``decode_request`` gives it. A frame it refuses (``msgspec.ValidationError``) may still
+    be a good request: decode it with ``decode_request`` and check it the walked way.
+    """
+    depth = min(max_depth, CHECKED_DEPTH)
+    payload = dict[str, _value_type(2, depth)] if depth >= 1 else dict[str, _Scalar]  # type: ignore[misc]
+    empty: Any = msgspec.field(default_factory=dict)
+    event: Any = msgspec.defstruct("CheckedEvent", [("phase", str), ("payload", payload, empty), ("ts", float, 0.0),
+                                               ("seq", int, 0)], omit_defaults=True, kw_only=True)
+    emit: Any = msgspec.defstruct("CheckedEmit", [
+        ("session_id", str), ("phase", str), ("payload", payload, empty), ("ts", float, 0.0),
+        ("seq", int, 0), ("ack", bool, True), ("late", bool, False)],
+        bases=(_Msg,), tag="emit")
+    batch: Any = msgspec.defstruct("CheckedEmitBatch", [
+        ("session_id", str), ("events", list[event]), ("ack", bool, True), ("late", bool, False)],
+        bases=(_Msg,), tag="emit_batch")
+    union: Any = Hello | Open | emit | batch | Close | Sync | StatusRequest | Subscribe
+    return Checked(msgspec.msgpack.Decoder(union), emit, batch)
 
 
 def decode_reply(body: bytes | memoryview) -> Reply:

@@ -122,3 +122,15 @@ def test_socket_activation(daemon_factory: Any) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
+
+
+def test_sigterm_while_starting_up_is_a_graceful_stop(daemon_factory: Any) -> None:
+    """Signals are taken from the "starting" log line on: a SIGTERM during recovery or right
+    after the bind (a test, systemd, a user's ^C) stops the daemon with exit 0, its socket
+    removed, instead of killing it with the signal's default action."""
+    d: Daemon = daemon_factory(start=False)
+    d.start(wait=False)
+    wait_for(lambda: '"event": "starting"' in d.log.read_text() or not d.alive(), 60, what="the starting line")
+    assert d.stop(signal.SIGTERM) == 0, d.log.read_text()
+    assert not d.socket.exists()
+    assert '"event": "stopped"' in d.log.read_text()

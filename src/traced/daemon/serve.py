@@ -20,6 +20,7 @@ import signal
 import socket
 import stat
 import time
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -191,45 +192,49 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
         handler.status = status
         handler.held = retention.held_now
         handler.on_reload.append(retention.poke)
-        log.info("starting", version=__version__, socket=sock_name, socket_source=how,
-                 root=str(registry.root), fsync=cfg.fsync)
-        async with anyio.create_task_group() as tg:
-            if forwarders is not None:
-                tg.start_soon(forwarders.run)
-            if mirror is not None:
-                tg.start_soon(mirror.run)
-            watchers = running["watchers"] = Watchers(registry, handler.end_session, tg, quiet=ingest.lock)
-            adopted, finalized = await recovery.recover(registry, watchers)
-            if adopted or finalized:
-                log.info("recovered", readopted=adopted, finalized=finalized)
-            stop_watching = anyio.Event()  # the watch threads end promptly on it
-            await tg.start(ingest.watch, stop_watching)  # replays the spool once armed
-            await tg.start(watchers.watch_other_writers, stop_watching)
-            await tg.start(partial(_watch_config, handler, notifier, config_file, stop_watching))
-            if receiver is not None:
-                await tg.start(receiver.run)
-            if listener is None:  # bound only now: a client never meets a half-recovered daemon
-                listener = await _bind(path)
-                bound = path
-            accept_scope = anyio.CancelScope()
-            tg.start_soon(transport.accept, listener, accept_scope)
-            tg.start_soon(watchers.idle_sweeper)
-            if cfg.fsync == "batch":
-                tg.start_soon(_batch_fsync, registry, cfg)
-            tg.start_soon(_heartbeat, notifier, registry, transport)
-            tg.start_soon(retention.run)  # its first pass right away, in a worker thread
-            notifier.ready(_status_line(registry, transport))
-            log.info("ready", pid=os.getpid())
-            await _signals(handler, notifier, config_file, registry, transport)
-            notifier.stopping()
-            log.info("stopping", open_sessions=len(registry.sessions))
-            accept_scope.cancel()
-            if receiver is not None:
-                await receiver.stop()
-            stop_watching.set()
-            with contextlib.suppress(OSError):
-                await listener.aclose()
-            tg.cancel_scope.cancel()
+        # Signals are taken from "starting" on: a SIGTERM while recovering, or right after the
+        # bind, stops the daemon gracefully once it is up (it used to kill it outright).
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            log.info("starting", version=__version__, socket=sock_name, socket_source=how,
+                     root=str(registry.root), fsync=cfg.fsync)
+            async with anyio.create_task_group() as tg:
+                if forwarders is not None:
+                    tg.start_soon(forwarders.run)
+                if mirror is not None:
+                    tg.start_soon(mirror.run)
+                watchers = running["watchers"] = Watchers(registry, handler.end_session, tg, quiet=ingest.lock)
+                adopted, finalized = await recovery.recover(registry, watchers)
+                if adopted or finalized:
+                    log.info("recovered", readopted=adopted, finalized=finalized)
+                stop_watching = anyio.Event()  # the watch threads end promptly on it
+                await tg.start(ingest.watch, stop_watching)  # replays the spool once armed
+                await tg.start(watchers.watch_other_writers, stop_watching)
+                await tg.start(partial(_watch_config, handler, notifier, config_file, stop_watching))
+                if receiver is not None:
+                    await tg.start(receiver.run)
+                if listener is None:  # bound only now: a client never meets a half-recovered daemon
+                    listener = await _bind(path)
+                    bound = path
+                accept_scope = anyio.CancelScope()
+                tg.start_soon(transport.accept, listener, accept_scope)
+                tg.start_soon(watchers.idle_sweeper)
+                if cfg.fsync == "batch":
+                    tg.start_soon(_batch_fsync, registry, cfg)
+                tg.start_soon(_heartbeat, notifier, registry, transport)
+                tg.start_soon(retention.run)  # its first pass right away, in a worker thread
+                notifier.ready(_status_line(registry, transport))
+                log.info("ready", pid=os.getpid())
+                await _signals(signals, handler, notifier, config_file=config_file, registry=registry,
+                                   transport=transport)
+                notifier.stopping()
+                log.info("stopping", open_sessions=len(registry.sessions))
+                accept_scope.cancel()
+                if receiver is not None:
+                    await receiver.stop()
+                stop_watching.set()
+                with contextlib.suppress(OSError):
+                    await listener.aclose()
+                tg.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
             await registry.sync_dirty()
     finally:
@@ -376,18 +381,18 @@ async def _heartbeat(notifier: Notifier, registry: Registry, transport: Transpor
         await anyio.sleep(every)
 
 
-async def _signals(handler: Handler, notifier: Notifier, config_file: str | None, registry: Registry,
-                   transport: Transport) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async for signum in signals:
-            if signum != signal.SIGHUP:
-                log.info("signal", signal=signal.Signals(signum).name)
-                return
-            notifier.reloading()
-            try:
-                _reload(handler, config_file)
-            finally:
-                notifier.ready(_status_line(registry, transport))
+async def _signals(signals: AsyncIterator[int], handler: Handler, notifier: Notifier, *, config_file: str | None,
+                   registry: Registry, transport: Transport) -> None:
+    """Until SIGTERM/SIGINT: SIGHUP reloads the config."""
+    async for signum in signals:
+        if signum != signal.SIGHUP:
+            log.info("signal", signal=signal.Signals(signum).name)
+            return
+        notifier.reloading()
+        try:
+            _reload(handler, config_file)
+        finally:
+            notifier.ready(_status_line(registry, transport))
 
 
 async def _watch_config(handler: Handler, notifier: Notifier, config_file: str | None, stop: anyio.Event,

@@ -473,11 +473,15 @@ def test_remember_rebuilds_the_window_and_prunes_to_the_newest() -> None:
     assert st_.replayed_step("01CLIENT", 8) is None
     for seq in range(1, 2 * IDEMPOTENCY_WINDOW + 2):
         st_.remember(f"w:{seq}", seq)
-    window = st_.seen["w"]
-    assert len(window) == IDEMPOTENCY_WINDOW
-    assert min(window) == IDEMPOTENCY_WINDOW + 2 and max(window) == 2 * IDEMPOTENCY_WINDOW + 1
+    # two generations: 1..W dropped whole once W+1..2W filled up; 2W+1 starts the next one
+    assert st_.seen["w"] == {2 * IDEMPOTENCY_WINDOW + 1: 2 * IDEMPOTENCY_WINDOW + 1}
+    assert sorted(st_.seen_before["w"]) == list(range(IDEMPOTENCY_WINDOW + 1, 2 * IDEMPOTENCY_WINDOW + 1))
     assert st_.replayed_step("w", 2 * IDEMPOTENCY_WINDOW + 1) == 2 * IDEMPOTENCY_WINDOW + 1
-    assert st_.replayed_step("w", IDEMPOTENCY_WINDOW + 1) is None
+    assert st_.replayed_step("w", IDEMPOTENCY_WINDOW + 1) == IDEMPOTENCY_WINDOW + 1
+    assert st_.replayed_step("w", IDEMPOTENCY_WINDOW) is None
+    prepared = st_.prepare([Pending("note", {}, client_id="w", seq=IDEMPOTENCY_WINDOW + 1),
+                            Pending("note", {}, client_id="w", seq=IDEMPOTENCY_WINDOW)])
+    assert prepared.outcome == [-(IDEMPOTENCY_WINDOW + 1), 0], "the older generation still drops its replays"
 
 
 def test_unkeyed_events_are_never_deduplicated() -> None:

@@ -269,6 +269,12 @@ class Handler:
         conn.touched.add(live)
         conn.events += len(pending)
         i = 0
+        if error is None:  # every event written (or a replay of one): acks only
+            for rid, ack, n in replies:
+                i += n
+                if ack:
+                    encode(protocol.Ack(id=rid, step=steps[i - 1] or 0), out)
+            return
         for rid, ack, n in replies:
             chunk = steps[i : i + n]
             i += n

@@ -22,7 +22,7 @@ from traced.format.accounting import Counters, account, call_keys
 from traced.format.layout import FILE_MODE, TORN, TRACE
 from traced.format.records import Record, parse_ts, record_decoder
 
-__all__ = ["FdCache", "Journal", "JournalWriteError", "TailState", "repair_tail", "scan"]
+__all__ = ["FdCache", "Journal", "JournalWriteError", "TailState", "line_bytes", "repair_tail", "scan"]
 
 TAIL_CHUNK: Final = 64 * 1024
 KEYS_KEPT: Final = 4 * 16384
@@ -101,12 +101,13 @@ class Journal:
         """True when written data awaits fdatasync."""
         return self.written_gen != self.synced_gen
 
-    def append(self, data: bytes | bytearray | memoryview, ends: list[int]) -> int:
-        """Write ``data`` (whole lines ending at offsets ``ends``) with one write(2).
+    def append(self, data: bytes | bytearray, lines: int) -> int:
+        """Write ``data`` (``lines`` whole JSON lines, each ending in ``\\n``) with one write(2).
 
-        Retries short writes. Returns the number of lines written (all of
-        them); on failure raises JournalWriteError carrying how many complete
-        lines reached the file, after moving any torn fragment aside.
+        Retries short writes. Returns ``lines`` (all were written); on failure raises
+        JournalWriteError carrying how many complete lines reached the file, after
+        moving any torn fragment aside. A JSON line holds no raw newline, so the
+        lines are found by their ``\\n`` only when a write fails.
         """
         view = memoryview(data)
         total = len(view)
@@ -119,18 +120,18 @@ class Journal:
                     raise OSError(errno.EIO, "write returned 0")
                 done += n
         except OSError as err:
-            lines = sum(1 for end in ends if end <= done)
+            kept = data.rfind(b"\n", 0, done) + 1
+            complete = data.count(b"\n", 0, kept)
             if done:
                 self.bytes_written += done
                 self.written_gen += 1
-                kept = ends[lines - 1] if lines else 0
                 if done != kept:
                     self.fds.drop(self.path)
                     self.torn_moved += cut_fragment(self.path, done - kept)
-            raise JournalWriteError(err, lines) from err
+            raise JournalWriteError(err, complete) from err
         self.bytes_written += total
         self.written_gen += 1
-        return len(ends)
+        return lines
 
     def fdatasync(self) -> None:
         """fdatasync the trace (blocking; call from a worker thread)."""
@@ -141,6 +142,14 @@ class Journal:
         finally:
             os.close(fd)
         self.synced_gen = max(self.synced_gen, target)
+
+
+def line_bytes(data: bytes | bytearray, lines: int) -> int:
+    """Bytes of the first ``lines`` lines of ``data`` (each ending in ``\\n``)."""
+    end = 0
+    for _ in range(lines):
+        end = data.index(b"\n", end) + 1
+    return end
 
 
 def cut_fragment(path: str, size: int) -> int:

@@ -101,8 +101,9 @@ def end_payload(outcome: str, summary: str | None = None, reason: str | None = N
 # --- state ----------------------------------------------------------------------------
 
 IDEMPOTENCY_WINDOW: Final = 16384
-"""How many recent client sequence numbers a session remembers per client (at least;
-pruned in bulk at twice this). A client never has more than ``MAX_UNSYNCED`` unconfirmed."""
+"""How many recent client sequence numbers a session remembers per client (at least: two
+generations of this many, the older dropped whole). A client never has more than
+``MAX_UNSYNCED`` unconfirmed."""
 
 
 class Pending(msgspec.Struct):
@@ -155,7 +156,10 @@ class SessionState:
     last_ts: float = 0.0
     """The time of the last record written (epoch seconds): no record's ``ts`` goes before it."""
     seen: dict[str, dict[int, int]] = field(default_factory=dict)
-    """client_id -> {seq: step} of recent writes, to drop replays."""
+    """client_id -> {seq: step} of recent writes, to drop replays (the current generation)."""
+    seen_before: dict[str, dict[int, int]] = field(default_factory=dict)
+    """client_id -> the generation before ``seen``'s: together at least the newest
+    ``IDEMPOTENCY_WINDOW`` keys, with no copying when a generation fills up."""
     requests: dict[str, tuple[str, int, str]] = field(default_factory=dict)
     """``call_keys`` of recent ``llm_call`` records -> (client id, step, request id): one API call
     reported by two sources (the transcript read at Stop and Claude Code's OTLP ``api_request``, each under
@@ -181,59 +185,66 @@ class SessionState:
         if not client_id or not seq:
             return None
         seen = self.seen.get(client_id)
-        return None if seen is None else seen.get(seq)
+        done = None if seen is None else seen.get(seq)
+        if done is None and (seen := self.seen_before.get(client_id)) is not None:
+            done = seen.get(seq)
+        return done
 
     def prepare(self, batch: Iterable[Pending]) -> Prepared:
         """Build records for ``batch`` with consecutive steps after the last written one."""
         records: list[Record] = []
         pend: list[Pending] = []
         outcome: list[int] = []
+        times: list[float] = []
         step = self.step
         turn = self.turn
         skill = self.skill
         sid = self.session_id
+        seen_by_client = self.seen
+        seen_before = self.seen_before
         batch_keys: dict[tuple[str, int], int] = {}
         batch_requests: dict[str, tuple[str, int, str]] = {}
-        times: list[float] = []
         last = self.last_ts
         now = 0.0
+        llm_call, user_prompt = vocab.LLM_CALL, vocab.USER_PROMPT
         for ev in batch:
-            if ev.seq and ev.client_id:
-                done = self.replayed_step(ev.client_id, ev.seq)
-                if done is not None:
+            seq = ev.seq
+            client_id = ev.client_id
+            client_seq = None
+            if seq and client_id:
+                seen = seen_by_client.get(client_id)
+                done = None if seen is None else seen.get(seq)
+                if done is None and seen_before:
+                    seen = seen_before.get(client_id)
+                    done = None if seen is None else seen.get(seq)
+                if done is not None:  # a replay of an event already written
                     outcome.append(-done)
                     continue
-                key = (ev.client_id, ev.seq)
+                key = (client_id, seq)
                 if key in batch_keys:  # a copy inside this batch: it shares its first copy's fate
                     outcome.append(batch_keys[key])
                     continue
                 batch_keys[key] = len(pend)
-            if ev.phase == vocab.LLM_CALL:
-                done = self._same_call(ev, batch_requests, len(pend))
-                if done is not None:  # the same API call, already taken from another source
-                    outcome.append(done)
+                client_seq = f"{client_id}:{seq}"
+            phase = ev.phase
+            if phase == llm_call:
+                taken = self._same_call(ev, batch_requests, len(pend))
+                if taken is not None:  # the same API call, already taken from another source
+                    outcome.append(taken)
                     continue
-            step += 1
-            if ev.phase == vocab.USER_PROMPT:
+            elif phase == user_prompt:
                 turn += 1
+            step += 1
             t = ev.ts
             if t <= 0:
                 t = now = now or time.time()
-            t = last = max(t, last)  # a clock moved back, or a client's is behind: time never runs backwards
+            if t < last:  # a clock moved back, or a client's is behind: time never runs backwards
+                t = last
+            last = t
             times.append(t)
-            records.append(
-                Record(
-                    ts=format_ts(t),
-                    skill=skill,
-                    session_id=sid,
-                    step=step,
-                    turn=turn or None,
-                    phase=ev.phase,
-                    payload=ev.payload,
-                    client_seq=f"{ev.client_id}:{ev.seq}" if ev.seq and ev.client_id else None,
-                    late=True if ev.late else None,
-                )
-            )
+            records.append(Record(ts=format_ts(t), skill=skill, session_id=sid, step=step, turn=turn or None,
+                                  phase=phase, payload=ev.payload, client_seq=client_seq,
+                                  late=True if ev.late else None))
             outcome.append(len(pend))
             pend.append(ev)
         return Prepared(records, pend, outcome, times)
@@ -241,24 +252,24 @@ class SessionState:
     def commit(self, prepared: Prepared, written: int) -> None:
         """Advance the state for the first ``written`` records of ``prepared``."""
         meta = self.m
-        for rec, ev in zip(prepared.records[:written], prepared.pending[:written], strict=True):
-            assert rec.step == self.step + 1, "steps are assigned in order"
-            self.step = rec.step
-            if rec.turn:
-                self.turn = rec.turn
-            account(meta, rec.phase, rec.payload)
-            if rec.phase == vocab.LLM_CALL:
+        records = prepared.records
+        if written:
+            assert records[0].step == self.step + 1 and records[written - 1].step == self.step + written, (
+                "steps are assigned in order")
+            self.step = records[written - 1].step or 0
+            self.turn = records[written - 1].turn or self.turn
+        seen_by_client = self.seen
+        llm_call = vocab.LLM_CALL
+        for rec, ev in zip(records[:written], prepared.pending[:written], strict=True):
+            phase = rec.phase
+            account(meta, phase, rec.payload)
+            if phase == llm_call:
                 keys = call_keys(rec.payload)
                 rid = keys[0][0][4:] if keys and keys[0][1] else ""
                 for key, _any in keys:
-                    self.remember_request(key, ev.client_id, rec.step, rid)
-            if ev.seq and ev.client_id:
-                seen = self.seen.get(ev.client_id)
-                if seen is None:
-                    seen = self.seen[ev.client_id] = {}
-                seen[ev.seq] = rec.step
-                if len(seen) > 2 * IDEMPOTENCY_WINDOW:
-                    self.seen[ev.client_id] = _newest(seen)
+                    self.remember_request(key, ev.client_id, rec.step or 0, rid)
+            if rec.client_seq is not None:
+                self._seen(ev.client_id, ev.seq, rec.step or 0, seen_by_client)
         meta.steps = self.step
         meta.turns = self.turn
         if written:
@@ -281,10 +292,17 @@ class SessionState:
         """Rebuild the idempotency window from a line read back from disk."""
         client_id, _, seq = client_seq.rpartition(":")
         if client_id and seq.isdigit():
-            seen = self.seen.setdefault(client_id, {})
-            seen[int(seq)] = step
-            if len(seen) > 2 * IDEMPOTENCY_WINDOW:
-                self.seen[client_id] = _newest(seen)
+            self._seen(client_id, int(seq), step, self.seen)
+
+    def _seen(self, client_id: str, seq: int, step: int, seen_by_client: dict[str, dict[int, int]]) -> None:
+        """Remember (client_id, seq) -> step; a full generation becomes the one before."""
+        seen = seen_by_client.get(client_id)
+        if seen is None:
+            seen = seen_by_client[client_id] = {}
+        seen[seq] = step
+        if len(seen) >= IDEMPOTENCY_WINDOW:
+            self.seen_before[client_id] = seen
+            seen_by_client[client_id] = {}
 
 
     def _same_call(self, ev: Pending, batch: dict[str, tuple[str, int, str]], index: int) -> int | None:
@@ -309,11 +327,3 @@ class SessionState:
         self.requests[key] = (client_id, step, rid)
         if len(self.requests) > 2 * IDEMPOTENCY_WINDOW:
             self.requests = dict(list(self.requests.items())[-IDEMPOTENCY_WINDOW:])
-
-
-def _newest(seen: dict[int, int]) -> dict[int, int]:
-    """The newest IDEMPOTENCY_WINDOW entries: pruned in bulk (deleting a dict's oldest key
-    one at a time makes every next lookup of "the oldest" skip the deleted slots)."""
-    items = list(seen.items())
-    return dict(items[-IDEMPOTENCY_WINDOW:])
-

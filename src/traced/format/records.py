@@ -131,11 +131,12 @@ def format_ts(epoch: float | None = None) -> str:
     """UTC ISO-8601 with microseconds and a ``Z``: ``2026-11-21T22:48:17.123456Z``."""
     if epoch is None or epoch <= 0:
         epoch = time.time()
-    sec, micros = divmod(int(epoch * 1_000_000), 1_000_000)
+    micros = int(epoch * 1_000_000)
+    sec = micros // 1_000_000
     if _sec_cache[0] != sec:  # one strftime per second, not per record
         _sec_cache[0] = sec
         _sec_cache[1] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-    return f"{_sec_cache[1]}{micros:06d}Z"
+    return _sec_cache[1] + str(micros - sec * 1_000_000 + 1_000_000)[1:] + "Z"  # (faster than :06d)
 
 
 def parse_ts(text: str) -> float:

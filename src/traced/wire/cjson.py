@@ -34,7 +34,6 @@ class _Context:
     parse_float = float
     parse_int = int
     parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
-    memo: dict[str, str] = {}
 
 
 def raw_decode(text: str, start: int = 0) -> tuple[Any, int]:

@@ -565,6 +565,7 @@ class Bench:
             if not os.path.exists(traced_bin):
                 traced_bin = shutil.which("traced") or traced_bin
             env = dict(d.env)
+            self.res.params["per-event .pyc"] = _compile_traced()
             payload = '{"message":"bench: step done","file":"src/app.py"}'
             ev_cmd = [traced_bin, "event", opened.session_id, "--phase", "note", "--payload", payload]
             py_cmd = [sys.executable, "-c", "pass"]
@@ -615,33 +616,67 @@ class Bench:
             self.retire(d)
 
     def _hook_times(self, d: Daemon, traced_bin: str, env: dict[str, str], sec: str) -> None:
-        """`traced hook claude-code` per event (a PreToolUse that writes a record), then SessionEnd
-        against a daemon that accepts but never answers (SIGSTOP): each must finish (or spool) in 1 s."""
+        """`traced hook claude-code|codex|gemini` per event, each a tool call that writes a record
+        (PreToolUse, PreToolUse, BeforeTool), interleaved with `python -c pass` in one loop; checked:
+        exactly one tool_call per invocation, gap-free. Then SessionEnd against a daemon that accepts
+        but never answers (SIGSTOP): each must finish (or spool) in 1 s."""
         runs = max(5, self.p.cli_runs // 2)
+        warm = 3
         sid = "bench-hook-session"
         base = {"session_id": sid, "transcript_path": "/tmp/x.jsonl", "cwd": "/tmp"}
 
-        def hook(event: dict[str, Any]) -> float:
+        def hook(agent: str, event: dict[str, Any]) -> float:
             t0 = time.perf_counter()
-            res = subprocess.run([traced_bin, "hook", "claude-code"], input=json.dumps({**base, **event}).encode(),
+            body = {**base, "session_id": f"{sid}-{agent}", **event}  # a session id belongs to one agent
+            res = subprocess.run([traced_bin, "hook", agent], input=json.dumps(body).encode(),
                                  env=env, check=False, capture_output=True, timeout=60)
             el = (time.perf_counter() - t0) * 1000
-            if res.returncode != 0 or res.stdout:
-                raise BenchFailure(f"traced hook exited {res.returncode}: {res.stderr[-500:]!r}")
+            if res.returncode != 0 or res.stdout or res.stderr:
+                raise BenchFailure(f"traced hook {agent} exited {res.returncode}: {res.stderr[-500:]!r}")
             return el
 
-        hook({"hook_event_name": "SessionStart", "source": "startup"})
-        times = [hook({"hook_event_name": "PreToolUse", "tool_name": "Bash", "tool_use_id": f"toolu_{i}",
-                       "tool_input": {"command": "ls"}}) for i in range(3 + runs)][3:]
-        r = self.res.row("cli.hook", sec, "`traced hook claude-code` (PreToolUse, writes a record)", "ms",
-                         ref="cli.py")
-        r.series.values = times
-        r.note = f"{len(times)} invocations"
+        def tool_event(agent: str, i: int) -> dict[str, Any]:
+            """A tool call whose record carries ``i`` (each invocation's input differs: no duplicate)."""
+            command = {"command": f"ls bench-{i}"}
+            if agent == "gemini":  # no call id: paired by the call clock
+                return {"hook_event_name": "BeforeTool", "tool_name": "run_shell_command", "tool_input": command,
+                        "timestamp": "2026-01-01T00:00:00Z"}
+            extra = {"turn_id": "turn-1", "model": "gpt-5.1-codex"} if agent == "codex" else {}
+            return {"hook_event_name": "PreToolUse", "tool_name": "Bash", "tool_use_id": f"toolu_{i}",
+                    "tool_input": command, "permission_mode": "default", **extra}
+
+        agents = ("claude-code", "codex", "gemini")
+        py_cmd = [sys.executable, "-c", "pass"]
+        times: dict[str, list[float]] = {a: [] for a in (*agents, "py")}
+        for agent in agents:
+            hook(agent, {"hook_event_name": "SessionStart", "source": "startup"})
+        for i in range(warm + runs):
+            for agent in agents:
+                el = hook(agent, tool_event(agent, i))
+                if i >= warm:
+                    times[agent].append(el)
+            t0 = time.perf_counter()
+            if subprocess.run(py_cmd, env=env, check=False).returncode != 0:
+                raise BenchFailure("python -c pass failed")
+            if i >= warm:
+                times["py"].append((time.perf_counter() - t0) * 1000)
+        for agent in agents:
+            _check_hook_trace(d, agent, f"{sid}-{agent}", warm + runs)
+        self.res.params["traced hook"] = (f"{runs} runs each after {warm} warm-ups, subprocess timing loop, "
+                                          "interleaved with `python -c pass`")
+        ref = self.res.row("cli.hook.py", sec, "`python -c pass` (same venv, interleaved with the hooks)", "ms")
+        ref.series.values = times["py"]
+        ref.note = f"{len(times['py'])} invocations"
+        for agent, rid, what in (("claude-code", "cli.hook", "PreToolUse"), ("codex", "cli.hook.codex", "PreToolUse"),
+                                 ("gemini", "cli.hook.gemini", "BeforeTool")):
+            r = self.res.row(rid, sec, f"`traced hook {agent}` ({what}, writes a record)", "ms", ref="cli.hook.py")
+            r.series.values = times[agent]
+            r.note = f"{len(times[agent])} invocations, one tool_call each (checked)"
         assert d.proc is not None
         os.kill(d.proc.pid, signal.SIGSTOP)  # accepts connections, never answers
         try:
-            wedged = [hook({"hook_event_name": "SessionEnd", "reason": "other", "session_id": f"{sid}-{i}"})
-                      for i in range(3)]
+            wedged = [hook("claude-code", {"hook_event_name": "SessionEnd", "reason": "other",
+                                           "session_id": f"{sid}-{i}"}) for i in range(3)]
         finally:
             os.kill(d.proc.pid, signal.SIGCONT)
         w = self.res.row("cli.hook.wedged", sec, "`traced hook claude-code` SessionEnd, daemon stopped (SIGSTOP)",
@@ -982,6 +1017,35 @@ def long_transcript(sid: str, n: int) -> bytes:
                              "spans per CPU second of the exporter's process", "spans/s")
         if self.res.get("exporter.rate") is None:
             raise BenchFailure(f"bench/exporter.py printed no run: {res.stdout[-500:]!r}")
+
+
+def _compile_traced() -> str:
+    """Compile traced's .pyc files, as pip does when it installs a wheel; returns a note for the
+    params. An editable checkout run with PYTHONDONTWRITEBYTECODE=1 would otherwise recompile
+    every module the per-event paths import on every invocation (~15 ms on the bench machine)."""
+    import compileall
+
+    import traced
+
+    pkg = os.path.dirname(traced.__file__)
+    ok = compileall.compile_dir(pkg, quiet=1)
+    return f"traced's .pyc compiled before timing ({'ok' if ok else 'FAILED'}), as a wheel install does"
+
+
+def _check_hook_trace(d: Daemon, agent: str, sid: str, n: int) -> None:
+    """The hook session of ``agent``: steps gap-free, one start, then exactly one tool_call per
+    invocation 0..n-1 (``ls bench-<i>`` in its input), in order."""
+    [path] = d.root.glob(f"*/{agent}/{sid}/trace.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    if [r["step"] for r in rows] != list(range(1, len(rows) + 1)):
+        raise BenchFailure(f"traced hook {agent}: steps not gap-free in {path}")
+    phases = [r["phase"] for r in rows]
+    if phases != ["start"] + ["tool_call"] * n:
+        raise BenchFailure(f"traced hook {agent}: {phases.count('tool_call')} tool_call records for {n} "
+                           f"invocations (phases {sorted(set(phases))})")
+    got = [r["payload"].get("args", {}).get("command") for r in rows[1:]]
+    if got != [f"ls bench-{i}" for i in range(n)]:
+        raise BenchFailure(f"traced hook {agent}: tool_call records are not invocations 0..{n - 1} once each")
 
 
 def _shq(s: str) -> str:

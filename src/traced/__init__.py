@@ -6,8 +6,6 @@ shell path (``traced event``) pays only for what it runs.
 
 from __future__ import annotations
 
-from importlib import import_module
-
 from traced._version import __version__
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the shell path
@@ -38,6 +36,8 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'traced' has no attribute {name!r}")
+    from importlib import import_module  # here: the package imports warnings
+
     return getattr(import_module(module), name)
 
 

@@ -10,11 +10,9 @@ client takes over with the SAME (client_id, seq) key: it reconnects, resends
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from types import SimpleNamespace
 
 from traced.client.shell import ShellClient, spool_after_default
 from traced.errors import EXIT_ERROR, EXIT_USAGE, CliError, RequestError
@@ -33,10 +31,12 @@ def json_arg(text: str | bytes, what: str) -> Any:
 
     try:
         return parse_json(text)
-    except json.JSONDecodeError as e:
-        raise CliError(f"invalid JSON in {what}: {e.msg} at line {e.lineno} column {e.colno}",
-                       EXIT_USAGE) from e
     except ValueError as e:
+        import json  # loaded already when the text was not JSON
+
+        if isinstance(e, json.JSONDecodeError):
+            raise CliError(f"invalid JSON in {what}: {e.msg} at line {e.lineno} column {e.colno}",
+                           EXIT_USAGE) from e
         raise CliError(f"invalid JSON in {what}: {e}", EXIT_USAGE) from e
 
 
@@ -122,7 +122,14 @@ _VALUED = {"--socket": "socket", "--phase": "phase", "--payload": "payload", "--
            "--attach": "attach"}
 
 
-def quick_args(argv: list[str]) -> SimpleNamespace | None:
+class Args:
+    """The parsed command line of the fast path (argparse's Namespace without argparse)."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+
+def quick_args(argv: list[str]) -> Args | None:
     """The arguments of a plain, well-formed ``event`` command line, or None.
 
     argparse costs several milliseconds per run (its gettext lookups stat
@@ -153,7 +160,7 @@ def quick_args(argv: list[str]) -> SimpleNamespace | None:
         return None
     if values["payload"] is not None and values["payload_file"] is not None:
         return None
-    return SimpleNamespace(session_id=positional[1], client_id=None, **values)
+    return Args(session_id=positional[1], client_id=None, **values)
 
 
 def run(argv: list[str]) -> int:

@@ -126,14 +126,14 @@ def read_json_value(fd: int, deadline: float, limit: int = 64 * 1024 * 1024) -> 
 
     An agent may write one object and keep the pipe open: the hook must not wait for EOF.
     """
-    import json
     import os
     import select
     import time
 
+    from traced.wire.cjson import raw_decode
+
     chunks: list[bytes] = []
     size = 0
-    decoder = json.JSONDecoder()
     while size < limit:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -149,7 +149,7 @@ def read_json_value(fd: int, deadline: float, limit: int = 64 * 1024 * 1024) -> 
         if chunk.rstrip().endswith((b"}", b"]")):  # a value may be complete: try it
             text = b"".join(chunks).decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
             try:
-                _value, end = decoder.raw_decode(text)
+                _value, end = raw_decode(text)
             except ValueError:
                 continue
             return text[:end].encode("utf-8", "surrogatepass")

@@ -9,7 +9,6 @@ running, 130 interrupted.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -56,6 +55,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the daemon's status; exit 3 when it is not running."""
+    import json
+
     try:
         with _client(args, spool=False) as client:
             info = client.status()
@@ -100,6 +101,8 @@ def _parse_meta(pairs: list[str]) -> dict[str, str]:
 
 def cmd_start(args: argparse.Namespace) -> int:
     """Open a session; print {session_id, session_dir, trace_path} as one JSON line."""
+    import json
+
     from traced.cli.event import json_arg
     from traced.format import layout
 
@@ -127,6 +130,8 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def cmd_end(args: argparse.Namespace) -> int:
     """End a session; print its meta.json with --json."""
+    import json
+
     with _client(args) as client:
         meta = client.end(args.session_id, args.outcome, args.summary)
     if args.json:

@@ -1,7 +1,9 @@
 """A one-shot client for the shell path (``traced event``, the agent hooks).
 
 Stdlib + ``minipack`` only: no msgspec, anyio, typing or pathlib, because
-these commands run once per event and their start-up is the cost. It has the
+these commands run once per event and their start-up is the cost. The socket
+is the bare ``_socket.socket``: ``import socket`` costs ``enum``, ``selectors``
+and ``array``, about half of an interpreter's start-up. It has the
 ``open``/``emit``/``end`` surface of ``Client`` but no reconnect or spool:
 when the daemon is unreachable or the connection breaks it raises OSError,
 and the caller hands over to the full ``Client`` with the same ``client_id``,
@@ -14,8 +16,8 @@ place the schema is written.
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
 import time
 
 from traced.errors import RequestError
@@ -95,7 +97,7 @@ class ShellClient:
         self.deadline = deadline
         self.frame_limit = 0
         self.max_keys = 0
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None
         self._framer = Framer(64 * 1024 * 1024)
         self._ready: list[bytes] = []
         self._id = 0
@@ -106,7 +108,7 @@ class ShellClient:
         from traced.client.peer import check_dir, check_peer
 
         check_dir(self.socket_path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         self._sock = sock
         try:
             self._arm()

@@ -8,8 +8,6 @@ Readers ignore phases they do not know.
 
 from __future__ import annotations
 
-import re
-
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the shell path
 if TYPE_CHECKING:
     from typing import Any, Final
@@ -31,8 +29,8 @@ HOOK: Final = "hook"
 DEVBOY_PHASES: Final = (START, DECISION, TOOL_CALL, TOOL_RESULT, VERIFY, ARTIFACT, NOTE, END)
 """devboy's ``Phase`` enum: the phases devboy's own readers parse (others they skip)."""
 PHASES: Final = (*DEVBOY_PHASES, USER_PROMPT, LLM_CALL, HOOK)
-PHASE_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
-"""Any phase name: snake_case, at most 64 characters."""
+PHASE_PATTERN: Final = r"[a-z][a-z0-9_]{0,63}\Z"
+"""Any phase name: snake_case, at most 64 characters (``PHASE_RE``: compiled on first use)."""
 RESERVED_PHASES: Final = frozenset({START, END})
 """Written by the daemon itself, on open and close: a client may not emit them."""
 
@@ -53,7 +51,14 @@ _built: dict[str, Any] = {}
 
 
 def __getattr__(name: str) -> Any:
-    """``Phase``, ``Outcome`` and ``Reason``: StrEnums built from the constants on first use."""
+    """``Phase``, ``Outcome`` and ``Reason``: StrEnums built from the constants on first use;
+    ``PHASE_RE``: compiled on first use, then a plain module attribute (``import re`` would cost
+    the shell path about 6 ms)."""
+    if name == "PHASE_RE":
+        import re
+
+        globals()[name] = pattern = re.compile(PHASE_PATTERN)
+        return pattern
     values = _ENUMS.get(name)
     if values is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -249,15 +249,17 @@ def parse_json(data: bytes | str) -> Any:
     bits travels as ``EXT_BIGINT``). Raises ValueError (not JSON, or nested
     deeper than the parser can go).
     """
-    import json
+    from traced.wire import cjson
 
     text = bytes(data).decode("utf-8", "replace") if isinstance(data, bytes | bytearray) else data
     text = text.removeprefix("\ufeff")
     try:
         try:  # strict=False: raw control characters inside strings (agents write them) are kept
-            return repair(json.loads(text, strict=False))
-        except json.JSONDecodeError as e:
-            if "escape" not in e.msg:
+            return repair(cjson.loads(text))
+        except ValueError as e:
+            import json
+
+            if not isinstance(e, json.JSONDecodeError) or "escape" not in e.msg:
                 raise
             # a Windows path written without escaping (C:\Users\x): its backslashes kept as they are
             import re

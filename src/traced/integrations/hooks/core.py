@@ -10,16 +10,16 @@ prompts, the session's start and end are shared here. ``clocks`` times calls
 across two hook processes, ``run`` talks to the daemon, ``install`` edits the
 agent's settings.
 
-This module sits on the hook's hot path: stdlib only (``json``).
+This module sits on the hook's hot path: stdlib only, and JSON through ``wire.cjson``
+(``import json`` would cost the hook ``re`` and ``enum``).
 """
 
 from __future__ import annotations
 
-import json
-
 from traced.errors import HookError
 from traced.format import vocab
 from traced.format.layout import valid_name
+from traced.wire import cjson
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the hook's start-up
 if TYPE_CHECKING:
@@ -275,7 +275,7 @@ def call_key(hook: dict[str, Any]) -> str:
     and input, the same in its before and after events (``t`` + 8 hex digits)."""
     import zlib
 
-    text = json.dumps([hook.get("tool_name"), hook.get("tool_input")], sort_keys=True, default=str)
+    text = cjson.dumps([hook.get("tool_name"), hook.get("tool_input")], sort_keys=True, default=str)
     return f"t{zlib.crc32(text.encode('utf-8', 'surrogatepass')):08x}"
 
 
@@ -352,7 +352,7 @@ def tool_result_payload(hook: dict[str, Any], agent: Agent, kind: str = RESULT) 
         return payload
     if kind == FAILURE:
         error = hook.get("error")
-        text = error if isinstance(error, str) else (json.dumps(error, default=str) if error is not None else "")
+        text = error if isinstance(error, str) else (cjson.dumps(error, default=str) if error is not None else "")
         payload["error"] = one_line(text) or "tool failed"
         if hook.get("is_interrupt") is True:
             payload["interrupted"] = True
@@ -437,7 +437,7 @@ def response_error(response: Any) -> str | None:
         return ""
     error = response.get("error")
     if isinstance(error, dict):
-        error = error.get("message") or json.dumps(error, default=str)
+        error = error.get("message") or cjson.dumps(error, default=str)
     if isinstance(error, str) and error.strip():
         return one_line(error)
     for key in ("exit_code", "exitCode"):
@@ -529,7 +529,7 @@ def _response_text(response: Any) -> str | None:
 
 
 def _compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return cjson.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def _str(value: Any) -> str:

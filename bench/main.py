@@ -808,54 +808,6 @@ class Bench:
             if tc.phases != {"start": 1, "llm_call": half, "tool_call": half, "tool_result": half}:
                 raise BenchFailure(f"otlp: unexpected records in {sd}: {tc.phases}")
 
-
-def _otlp_post(host: str, port: int, token: str, gz: bool, bodies: list[bytes], errors: list[str]) -> None:
-    """POST ``bodies`` one after the other on one keep-alive connection; failures go to ``errors``."""
-    import http.client
-
-    conn = http.client.HTTPConnection(host, port, timeout=120)
-    headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {token}"}
-    if gz:
-        headers["Content-Encoding"] = "gzip"
-    try:
-        for body in bodies:
-            conn.request("POST", "/v1/traces", body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-            if resp.status != 200 or data:
-                errors.append(f"{resp.status} {data[:200]!r}")
-    finally:
-        conn.close()
-
-
-def _otlp_body(run: int, i: int) -> bytes:
-    """One ExportTraceServiceRequest: a trace of OTLP_BATCH spans (chat and execute_tool alternating)."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    req = ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    kv = rs.resource.attributes.add()
-    kv.key, kv.value.string_value = "service.name", "bench-agent"
-    spans = rs.scope_spans.add().spans
-    trace = (run << 32 | i + 1).to_bytes(16, "big")
-    t0 = 1_764_500_000_000_000_000 + i * 1_000_000_000
-    for n in range(OTLP_BATCH):
-        s = spans.add()
-        s.trace_id, s.span_id, s.name = trace, (n + 1).to_bytes(8, "big"), "span"
-        s.start_time_unix_nano, s.end_time_unix_nano = t0 + n * 1000, t0 + n * 1000 + 500
-        attrs = ({"gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-sonnet-4-5",
-                  "gen_ai.provider.name": "anthropic"} if n % 2 == 0 else
-                 {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "Bash",
-                  "gen_ai.tool.call.id": f"toolu_{n}", "gen_ai.tool.call.arguments": '{"cmd": "git status"}'})
-        for k, v in attrs.items():
-            a = s.attributes.add()
-            a.key, a.value.string_value = k, v
-        if n % 2 == 0:
-            for k, iv in (("gen_ai.usage.input_tokens", 11330), ("gen_ai.usage.output_tokens", 412),
-                          ("gen_ai.usage.cache_read.input_tokens", 9000)):
-                a = s.attributes.add()
-                a.key, a.value.int_value = k, iv
-    return bytes(req.SerializeToString())
     # --- mode 9: import -------------------------------------------------------------------------
 
     def mode_import(self) -> None:
@@ -923,6 +875,75 @@ def _otlp_body(run: int, i: int) -> bytes:
                      f"({path.stat().st_size / 1e6:.1f} MB of transcript)", "ms")
 
 
+    def mode_exporter(self) -> None:
+        """The OTLP exporter (``bench/exporter.py``): spans/s out of the real forwarder to a receiver process."""
+        sessions = 300 if self.args.quick else 2000
+        sec = f"10. OTLP exporter: {sessions:,} sessions x 13 spans to an OTLP/HTTP receiver"
+        self.say(f"exporter: {sessions:,} sessions")
+        cmd = [sys.executable, str(lib.HERE / "exporter.py"), "--sessions", str(sessions), "--runs", "3"]
+        res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
+        if res.returncode != 0:
+            raise BenchFailure(f"bench/exporter.py failed: {(res.stdout + res.stderr)[-1000:]!r}")
+        for line in res.stdout.splitlines():
+            m = re.match(r"run \d+: \d+ spans in [\d.]+ s: ([\d,]+) spans/s, ([\d,]+) spans per CPU second", line)
+            if m:
+                self.res.add("exporter.rate", float(m.group(1).replace(",", "")), sec, "spans/s out (wall clock)",
+                             "spans/s")
+                self.res.add("exporter.cpu", float(m.group(2).replace(",", "")), sec,
+                             "spans per CPU second of the exporter's process", "spans/s")
+        if self.res.get("exporter.rate") is None:
+            raise BenchFailure(f"bench/exporter.py printed no run: {res.stdout[-500:]!r}")
+
+
+def _otlp_post(host: str, port: int, token: str, gz: bool, bodies: list[bytes], errors: list[str]) -> None:
+    """POST ``bodies`` one after the other on one keep-alive connection; failures go to ``errors``."""
+    import http.client
+
+    conn = http.client.HTTPConnection(host, port, timeout=120)
+    headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {token}"}
+    if gz:
+        headers["Content-Encoding"] = "gzip"
+    try:
+        for body in bodies:
+            conn.request("POST", "/v1/traces", body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status != 200 or data:
+                errors.append(f"{resp.status} {data[:200]!r}")
+    finally:
+        conn.close()
+
+
+def _otlp_body(run: int, i: int) -> bytes:
+    """One ExportTraceServiceRequest: a trace of OTLP_BATCH spans (chat and execute_tool alternating)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    kv = rs.resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", "bench-agent"
+    spans = rs.scope_spans.add().spans
+    trace = (run << 32 | i + 1).to_bytes(16, "big")
+    t0 = 1_764_500_000_000_000_000 + i * 1_000_000_000
+    for n in range(OTLP_BATCH):
+        s = spans.add()
+        s.trace_id, s.span_id, s.name = trace, (n + 1).to_bytes(8, "big"), "span"
+        s.start_time_unix_nano, s.end_time_unix_nano = t0 + n * 1000, t0 + n * 1000 + 500
+        attrs = ({"gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-sonnet-4-5",
+                  "gen_ai.provider.name": "anthropic"} if n % 2 == 0 else
+                 {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "Bash",
+                  "gen_ai.tool.call.id": f"toolu_{n}", "gen_ai.tool.call.arguments": '{"cmd": "git status"}'})
+        for k, v in attrs.items():
+            a = s.attributes.add()
+            a.key, a.value.string_value = k, v
+        if n % 2 == 0:
+            for k, iv in (("gen_ai.usage.input_tokens", 11330), ("gen_ai.usage.output_tokens", 412),
+                          ("gen_ai.usage.cache_read.input_tokens", 9000)):
+                a = s.attributes.add()
+                a.key, a.value.int_value = k, iv
+    return bytes(req.SerializeToString())
+
+
 def generate_transcripts(root: Path, n: int) -> int:
     """``n`` copies of the fixture conversation (main + subagent transcript), each with its own session
     and message ids, written long ago; returns the bytes written."""
@@ -964,26 +985,6 @@ def long_transcript(sid: str, n: int) -> bytes:
         out.append({**base, "type": "user", "message": result, "uuid": f"u{i:035d}", "timestamp": ts})
     return b"".join(json.dumps(o, separators=(",", ":")).encode() + b"\n" for o in out)
 
-    def mode_exporter(self) -> None:
-        """The OTLP exporter (``bench/exporter.py``): spans/s out of the real forwarder to a receiver process."""
-        sessions = 300 if self.args.quick else 2000
-        sec = f"10. OTLP exporter: {sessions:,} sessions x 13 spans to an OTLP/HTTP receiver"
-        self.say(f"exporter: {sessions:,} sessions")
-        cmd = [sys.executable, str(lib.HERE / "exporter.py"), "--sessions", str(sessions), "--runs", "3"]
-        res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
-        if res.returncode != 0:
-            raise BenchFailure(f"bench/exporter.py failed: {(res.stdout + res.stderr)[-1000:]!r}")
-        for line in res.stdout.splitlines():
-            m = re.match(r"run \d+: \d+ spans in [\d.]+ s: ([\d,]+) spans/s, ([\d,]+) spans per CPU second", line)
-            if m:
-                self.res.add("exporter.rate", float(m.group(1).replace(",", "")), sec, "spans/s out (wall clock)",
-                             "spans/s")
-                self.res.add("exporter.cpu", float(m.group(2).replace(",", "")), sec,
-                             "spans per CPU second of the exporter's process", "spans/s")
-        if self.res.get("exporter.rate") is None:
-            raise BenchFailure(f"bench/exporter.py printed no run: {res.stdout[-500:]!r}")
-
-
 def _shq(s: str) -> str:
     import shlex
 
@@ -995,10 +996,10 @@ def open_many(sock: Path, nconns: int, nsessions: int) -> tuple[list[socket.sock
 
     Returns the open sockets and (session_id, dir) of every session.
     """
+    from traced.format.ids import new_ulid
     from traced.wire import protocol
     from traced.wire.framing import Framer
     from traced.wire.protocol import encode
-    from traced.format.ids import new_ulid
 
     per = [nsessions // nconns + (1 if i < nsessions % nconns else 0) for i in range(nconns)]
     socks: list[socket.socket] = []

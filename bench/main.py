@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import clients
 import lib
 import peers
+import targets
 from lib import BenchFailure, Daemon, Series, percentile
 
 # --- parameters ---------------------------------------------------------------------------
@@ -61,18 +63,24 @@ class Params:
     """API responses in the transcript a Stop hook reads (at most 500 are taken per invocation)"""
     otlp_batches: int = 40
     """OTLP requests per run (each a batch of ``OTLP_BATCH`` GenAI spans of one trace)"""
+    shard_n: int = 40_000
+    """events per run of each row of the multi-core prototype (mode 11)"""
 
 
 FULL = Params(runs=3, busy_runs=5, pipe_n={200: 200_000, 2000: 40_000}, naive_cap=100_000, ack_each=4_000,
               ack_one=10_000, durable_each=300, cli_runs=40, scale_sessions=10_000, scale_conns=1_000,
               scale_n=200_000, scale_spread_n=50_000, ls_sessions=10_000, ls_runs=5, import_sessions=1_000,
-              hook_responses=500, otlp_batches=400)
+              hook_responses=500, otlp_batches=400, shard_n=200_000)
 QUICK = Params(runs=3, busy_runs=3, pipe_n={200: 12_000, 2000: 3_000}, naive_cap=12_000, ack_each=200,
                ack_one=1_000, durable_each=20, cli_runs=30, scale_sessions=500, scale_conns=50, scale_n=10_000,
                scale_spread_n=2_000, ls_sessions=500, ls_runs=3, import_sessions=100, hook_responses=300,
                otlp_batches=24)
 
 PIPE_CLIENTS = 8
+SHARDS = 2
+"""daemons in the multi-core prototype (mode 11)"""
+ASYNCIO = {"TRACED_EVENT_LOOP": "asyncio"}
+"""the daemon's env for its asyncio rows (src/traced/daemon/serve.py ``run``; the default is uvloop)"""
 OTLP_BATCH = 512
 """spans per OTLP request: the SDK's BatchSpanProcessor default (max_export_batch_size)"""
 OTLP_CLIENTS = 4
@@ -183,11 +191,27 @@ class Bench:
             raise BenchFailure(f"building tdclient failed:\n{res.stderr}")
         return str(out)
 
-    def daemon(self, name: str, *args: str) -> Daemon:
-        d = Daemon(self.work, name, args).start()
+    def daemon(self, name: str, *args: str, env: dict[str, str] | None = None) -> Daemon:
+        d = Daemon(self.work, name, args)
+        d.env.update(env or {})
+        d.start()
         self.daemons.append(d)
         self.warm_up(d)
         return d
+
+    def check_loop(self, d: Daemon, want: str) -> None:
+        """The daemon runs the event loop its row is named after: uvloop's extension is mapped or not."""
+        try:
+            maps = Path(f"/proc/{d.pid}/maps").read_text()
+        except OSError:
+            return
+        has = "uvloop/loop" in maps
+        if has != (want == "uvloop"):
+            if want == "uvloop" and importlib.util.find_spec("uvloop") is None:
+                self.log.append("uvloop is not installed: the uvloop rows ran on asyncio")
+                return
+            raise BenchFailure(f"daemon {d.base.name} should run on {want}, but uvloop is "
+                               f"{'' if has else 'not '}loaded")
 
     def warm_up(self, d: Daemon) -> None:
         """A short unmeasured load first, so run 1 does not pay for a cold daemon (imports, caches)."""
@@ -263,20 +287,27 @@ class Bench:
             for o in opened:
                 c.end(o.session_id, "success")
 
-    def run_tdclient(self, mode: str, sock: Path, n: int, conns: int, records: list[bytes], seqoff: int | list[int],
-                     tail: bytes | None = None, batch: int = 65536) -> dict[str, Any]:
+    def tdclient_cmd(self, mode: str, sock: Path, n: int, conns: int, records: list[bytes],
+                     seqoff: int | list[int], tail: bytes | None = None, batch: int = 65536,
+                     tag: str = "") -> list[str]:
+        """The ``tdclient`` command line; its record files are named by ``tag`` (one per concurrent process)."""
         assert self.tdclient is not None
         recsize = len(records[0])
         if any(len(r) != recsize for r in records):
             raise BenchFailure("records of unequal size")
-        recf = self.work / "records.bin"
+        recf = self.work / f"records{tag}.bin"
         recf.write_bytes(b"".join(records))
         offs = ",".join(str(o) for o in seqoff) if isinstance(seqoff, list) else str(seqoff)
         cmd = [self.tdclient, mode, str(sock), str(n), str(conns), str(recf), str(recsize), offs, str(batch)]
         if tail is not None:
-            tailf = self.work / "tail.bin"
+            tailf = self.work / f"tail{tag}.bin"
             tailf.write_bytes(tail)
             cmd.append(str(tailf))
+        return cmd
+
+    def run_tdclient(self, mode: str, sock: Path, n: int, conns: int, records: list[bytes], seqoff: int | list[int],
+                     tail: bytes | None = None, batch: int = 65536) -> dict[str, Any]:
+        cmd = self.tdclient_cmd(mode, sock, n, conns, records, seqoff, tail, batch)
         res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
         if res.returncode != 0:
             raise BenchFailure(f"tdclient {mode} failed ({res.returncode}): {res.stdout} {res.stderr}")
@@ -300,6 +331,10 @@ class Bench:
         p = self.p
         A = self.daemon("pipe")
         B = self.daemon("pipe-noredact", "--no-redaction")
+        C = self.daemon("pipe-asyncio", env=ASYNCIO) if self.tdclient else None
+        self.check_loop(A, "uvloop")
+        if C is not None:
+            self.check_loop(C, "asyncio")
         use_rs = bool(self.rsyslog_bin and self.tdclient)
         if use_rs:
             assert self.rsyslog_bin
@@ -325,15 +360,19 @@ class Bench:
                     self.res.add(f"{k}.py", r.rate, sec, "traced, Python clients (`ack=False` + `sync()`)", "ev/s",
                                  ref=f"{k}.rsyslog")
                     if self.tdclient:
-                        for d, key, label, per in (
-                                (A, "c", "traced, C client", 1),
-                                (A, "cb", f"traced, C client, `emit_batch` of {BATCH}", BATCH),
-                                (B, "c.noredact", "traced `--no-redaction`, C client", 1)):
+                        rows: list[tuple[Daemon, str, str, int, str]] = [
+                            (A, "c", "traced, C client", 1, "rsyslog"),
+                            (A, "cb", f"traced, C client, `emit_batch` of {BATCH}", BATCH, "rsyslog"),
+                            (B, "c.noredact", "traced `--no-redaction`, C client", 1, "rsyslog")]
+                        if C is not None and size == 200:
+                            rows.append((C, "c.asyncio", "traced on asyncio (`TRACED_EVENT_LOOP=asyncio`), C client",
+                                         1, "c"))
+                        for d, key, label, per, ref in rows:
                             nn = n if per == 1 else n // (PIPE_CLIENTS * per) * PIPE_CLIENTS * per
                             rate, cpu = self._pipe_c(d, size, nn, PIPE_CLIENTS, per)
-                            self.res.add(f"{k}.{key}", rate, sec, label, "ev/s", ref=f"{k}.rsyslog")
+                            self.res.add(f"{k}.{key}", rate, sec, label, "ev/s", ref=f"{k}.{ref}")
                             self.res.add(f"{k}.{key}.cpu", cpu, sec, f"{label}: daemon CPU per event", "µs",
-                                         ref=f"{k}.rsyslog.cpu")
+                                         ref=f"{k}.{ref}.cpu")
                     if mini is not None:
                         out, cpu = self._mini_run(mini, "stream", size, n, PIPE_CLIENTS, ack=False)
                         label = "reference: minimal Python server (asyncio.Protocol + uvloop), C client"
@@ -379,6 +418,8 @@ class Bench:
                 mini.stop()
             self.retire(A)
             self.retire(B)
+            if C is not None:
+                self.retire(C)
         # 6: redaction cost (same runs as above)
         for size in (200, 2000):
             k = f"pipe{size}"
@@ -439,6 +480,9 @@ class Bench:
     def mode_acked(self) -> None:
         p = self.p
         d = self.daemon("acked")
+        da = self.daemon("acked-asyncio", env=ASYNCIO) if self.tdclient else None
+        if da is not None:
+            self.check_loop(da, "asyncio")
         mini = peers.MiniServer(lib.PY, self.work).start() if self.tdclient else None
         sec = "2. Acked ingest (`s.event(...)`, each call awaits its ack), 200 B events"
         self.res.params["acked"] = (f"{ACK_CLIENTS} clients × {p.ack_each:,} events; 1 client × {p.ack_one:,} "
@@ -456,16 +500,7 @@ class Bench:
                     self.res.add(f"ack{tag}.py.p50", percentile(lat, 50), sec, f"{label}: ack latency p50", "µs")
                     self.res.add(f"ack{tag}.py.p99", percentile(lat, 99), sec, f"{label}: ack latency p99", "µs")
                     if self.tdclient:
-                        opened = self.open_sessions(d, nc)
-                        frames = []
-                        off = 0
-                        for o in opened:
-                            f, off = lib.emit_frame(o.session_id, 200, ack=True)
-                            frames.append(f)
-                        out = self.run_tdclient("ack", d.socket, nc * each, nc, frames, off)
-                        self.verify_sessions([o.dir for o in opened], nc * each, f"acked C x{nc}")
-                        self.end_sessions(d, opened)
-                        self.discard([o.dir for o in opened])
+                        out = self._ack_c(d, nc, each)
                         label = f"traced, C client, {nc} conn{'s' if nc > 1 else ''}"
                         self.res.add(f"ack{tag}.c", out["msgs_per_s"], sec, f"{label}: throughput", "ev/s",
                                      ref=f"ack{tag}.mini")
@@ -473,6 +508,15 @@ class Bench:
                                      ref=f"ack{tag}.mini.p50")
                         self.res.add(f"ack{tag}.c.p99", out["lat_us"]["p99"], sec, f"{label}: ack latency p99", "µs",
                                      ref=f"ack{tag}.mini.p99")
+                    if da is not None:
+                        out = self._ack_c(da, nc, each)
+                        label = f"traced on asyncio, C client, {nc} conn{'s' if nc > 1 else ''}"
+                        self.res.add(f"ack{tag}.c.asyncio", out["msgs_per_s"], sec, f"{label}: throughput", "ev/s",
+                                     ref=f"ack{tag}.c")
+                        self.res.add(f"ack{tag}.c.asyncio.p50", out["lat_us"]["p50"], sec,
+                                     f"{label}: ack latency p50", "µs", ref=f"ack{tag}.c.p50")
+                        self.res.add(f"ack{tag}.c.asyncio.p99", out["lat_us"]["p99"], sec,
+                                     f"{label}: ack latency p99", "µs", ref=f"ack{tag}.c.p99")
                     if mini is not None:
                         out, _cpu = self._mini_run(mini, "ack", 200, nc * each, nc, ack=True)
                         label = f"reference: minimal Python server, C client, {nc} conn{'s' if nc > 1 else ''}"
@@ -485,6 +529,22 @@ class Bench:
             if mini is not None:
                 mini.stop()
             self.retire(d)
+            if da is not None:
+                self.retire(da)
+
+    def _ack_c(self, d: Daemon, nc: int, each: int) -> dict[str, Any]:
+        """``tdclient ack`` with ``nc`` connections, each on its own session; checks what landed."""
+        opened = self.open_sessions(d, nc)
+        frames = []
+        off = 0
+        for o in opened:
+            f, off = lib.emit_frame(o.session_id, 200, ack=True)
+            frames.append(f)
+        out = self.run_tdclient("ack", d.socket, nc * each, nc, frames, off)
+        self.verify_sessions([o.dir for o in opened], nc * each, f"acked C x{nc} ({d.base.name})")
+        self.end_sessions(d, opened)
+        self.discard([o.dir for o in opened])
+        return out
 
     # --- mode 3: durable acks -------------------------------------------------------------------
 
@@ -713,6 +773,94 @@ class Bench:
                 for s in conns:
                     s.close()
                 self.retire(d)
+
+    # --- mode 11: the multi-core prototype: sessions sharded over daemons --------------------------
+
+    def mode_shard(self) -> None:
+        """The pipelined 200 B load (C client, 8 connections, each on its own session) into 1 daemon,
+        then the same load with the sessions sharded over 2 daemons by a hash of the session id.
+
+        Both rows run SHARDS ``tdclient`` processes of 8/SHARDS connections each, started together,
+        so only the number of daemons differs. Throughput: all events / (last end - first start).
+        """
+        p = self.p
+        if not self.tdclient:
+            self.log.append("shard mode skipped: no C client")
+            return
+        n = p.shard_n
+        sec = (f"11. Multi-core prototype: sessions sharded over {SHARDS} daemons by a hash of the session id "
+               f"(pipelined, C client, {PIPE_CLIENTS} conns, 200 B)")
+        self.res.params["shard"] = (f"{n:,} events per run; {SHARDS} `tdclient` processes × "
+                                    f"{PIPE_CLIENTS // SHARDS} connections in both rows; shard = crc32(session id) "
+                                    f"mod {SHARDS}")
+        one = self.daemon("shard-1")
+        many = [self.daemon(f"shard-{chr(97 + i)}") for i in range(SHARDS)]
+        try:
+            for run in range(p.runs):
+                self.say(f"shard run {run + 1}/{p.runs}")
+                for key, ds, label in (("shard.1", [one], "1 daemon"),
+                                       ("shard.2", many, f"{SHARDS} daemons, each owns the sessions hashed to it")):
+                    rate, cpu = self._sharded(ds, n)
+                    ref = None if key == "shard.1" else "shard.1"
+                    self.res.add(key, rate, sec, f"{label}: throughput", "ev/s", ref=ref)
+                    self.res.add(f"{key}.cpu", cpu, sec, f"{label}: daemon CPU per event (all daemons)", "µs",
+                                 ref=None if ref is None else "shard.1.cpu")
+        finally:
+            for d in (one, *many):
+                self.retire(d)
+
+    def _sharded(self, daemons: list[Daemon], n: int) -> tuple[float, float]:
+        """One run: PIPE_CLIENTS sessions, each opened on (and fed through) the daemon its id hashes to.
+
+        Returns (events/s over all daemons, daemon CPU µs per event summed over the daemons).
+        """
+        import zlib
+
+        from traced.format.ids import new_ulid
+
+        per = PIPE_CLIENTS // SHARDS  # sessions (= connections) per tdclient process
+        want = [per * SHARDS // len(daemons)] * len(daemons)
+        ids: list[list[str]] = [[] for _ in daemons]
+        while any(len(ids[i]) < want[i] for i in range(len(daemons))):
+            sid = new_ulid()
+            owner = zlib.crc32(sid.encode()) % len(daemons)
+            if len(ids[owner]) < want[owner]:
+                ids[owner].append(sid)
+        # SHARDS client processes of `per` connections; process j talks to one daemon
+        jobs: list[tuple[Daemon, list[Any]]] = []
+        for d, sids in zip(daemons, ids, strict=True):
+            with d.client() as c:
+                opened = [c.open("bench", owner_pid=-1, session_id=sid, meta={"bench": "shard"}) for sid in sids]
+            if [o.session_id for o in opened] != sids:
+                raise BenchFailure("shard: the daemon did not open the session ids it was given")
+            jobs += [(d, opened[i:i + per]) for i in range(0, len(opened), per)]
+        each = n // len(jobs)
+        cmds = []
+        for j, (d, opened) in enumerate(jobs):
+            frames = []
+            off = 0
+            for o in opened:
+                f, off = lib.emit_frame(o.session_id, 200, ack=False)
+                frames.append(f)
+            cmds.append(self.tdclient_cmd("stream", d.socket, each, len(opened), frames, off, tail=lib.sync_frame(),
+                                          tag=f"-shard{j}"))
+        cpu0 = [lib.cpu_seconds(d.pid) for d in daemons]
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in cmds]
+        outs = []
+        for proc in procs:
+            so, se = proc.communicate(timeout=900)
+            if proc.returncode != 0:
+                raise BenchFailure(f"tdclient (shard) failed ({proc.returncode}): {so} {se}")
+            outs.append(json.loads(so))
+        cpu = sum(lib.cpu_seconds(d.pid) - c0 for d, c0 in zip(daemons, cpu0, strict=True))
+        for d, opened in jobs:
+            self.verify_sessions([o.dir for o in opened], each, f"shard ({d.base.name})")
+        for d, opened in jobs:
+            self.end_sessions(d, opened)
+            self.discard([o.dir for o in opened])
+        start = min(o["start_mono"] for o in outs)
+        end = max(o["start_mono"] + o["elapsed_s"] for o in outs)
+        return each * len(jobs) / (end - start), cpu / (each * len(jobs)) * 1e6
 
     # --- mode 7: ls -----------------------------------------------------------------------------
 
@@ -1184,6 +1332,11 @@ def _t8(res: Results) -> tuple[str, bool | None]:
     return f"{x:,.0f} spans/s uncompressed, {_med(res, 'otlp.gzip'):,.0f} gzip", _ok(x, x >= 12_000)
 
 
+def row_values(res: Results) -> dict[str, list[float]]:
+    """Row key -> its values (one per run, or per invocation), for bench/targets.py."""
+    return {k: r.series.values for k, r in res.rows.items()}
+
+
 def render(res: Results, info: dict[str, str], args: argparse.Namespace, elapsed: float) -> str:
     out: list[str] = []
     w = out.append
@@ -1193,9 +1346,21 @@ def render(res: Results, info: dict[str, str], args: argparse.Namespace, elapsed
       f"/tmp on {info['tmp_fs']}")
     w(f"- Python {info['python']}, msgspec {info['msgspec']}, anyio {info['anyio']}, uvloop {info['uvloop']}, "
       f"traced {info['traced']} (git {info['git']})")
-    for k, v in res.params.items():
-        w(f"- {k}: {v}")
     w(f"- wall time of the whole benchmark: {elapsed:.0f} s")
+    head = ("CPU steal", "machine load")
+    for k in head:
+        if k in res.params:
+            w(f"- {k}: {res.params[k]}")
+    w("")
+    out.extend(targets.markdown(row_values(res)))
+    w("")
+    w("## Parameters")
+    w("")
+    for k, v in res.params.items():
+        if k not in head:
+            w(f"- {k}: {v}")
+    w("")
+    w("## Rows")
     w("")
     w("Each row: median, min and max over the runs (for `traced event`: over the invocations). "
       "`ratio` = this row's median / the median of the row named in `vs`, measured in the same runs. "
@@ -1222,17 +1387,21 @@ def render(res: Results, info: dict[str, str], args: argparse.Namespace, elapsed
             ref = res.rows.get(r.ref) if r.ref else None
             ratio = res.ratio(key, r.ref) if r.ref else float("nan")
             vs = ""
-            if ref is not None:
-                vs = ref.name.split(",")[0].split(":")[0].split(" (")[0]
-                if r.ref and r.ref.endswith(".cpu"):
-                    vs = "rsyslog CPU/event"
-                elif r.ref and ".mini" in r.ref:
+            if ref is not None and r.ref:
+                vs = ref.name.split(":")[0].split(" (")[0]
+                if "rsyslog" in r.ref:
+                    vs = "rsyslog CPU/event" if r.ref.endswith(".cpu") else "rsyslog"
+                elif ".mini" in r.ref:
                     vs = "minimal Python server"
+                elif ".asyncio" in key:
+                    vs = "the same on uvloop"
+                elif r.ref.endswith(".cpu"):
+                    vs += " CPU/event"
             name = r.name + (f" ({r.note})" if r.note else "")
             w(f"| {name} | {lib.fmt_num(s.median, r.unit)} | {lib.fmt_num(s.min, r.unit)} "
               f"| {lib.fmt_num(s.max, r.unit)} | {r.unit} | {vs} | {'' if ratio != ratio else f'{ratio:.2f}×'} |")
     w("")
-    w("### Targets")
+    w("### Absolute figures of earlier issues (#5, #8, #17)")
     w("")
     w("| target | required | measured (medians) | verdict |")
     w("|---|---|---|---|")
@@ -1255,7 +1424,7 @@ def render(res: Results, info: dict[str, str], args: argparse.Namespace, elapsed
     return "\n".join(out)
 
 
-MODES = ("pipelined", "acked", "durable", "cli", "scale", "ls", "otlp", "import", "exporter")
+MODES = ("pipelined", "acked", "durable", "cli", "scale", "shard", "ls", "otlp", "import", "exporter")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1327,6 +1496,7 @@ def main(argv: list[str] | None = None) -> int:
     path = out_dir / f"{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.md"
     path.write_text(report)
     print(f"written to {path}", file=sys.stderr)
+    print("\n".join(targets.plain(row_values(bench.res))), file=sys.stderr)
     return 0
 
 

@@ -155,8 +155,8 @@ class Bench:
     # setup
 
     def setup(self) -> None:
-        self.res.params["runs"] = (f"{self.p.busy_runs} per row in modes 1, 2 and 6; {self.p.runs} in modes 3 and 5; "
-                                   f"{self.p.cli_runs} invocations in mode 4; {self.p.ls_runs} in mode 7")
+        self.res.params["runs"] = (f"{self.p.busy_runs} per row in modes 1, 2 and 6; {self.p.runs} in modes 3, 5 "
+                                   f"and 11; {self.p.cli_runs} invocations in mode 4; {self.p.ls_runs} in mode 7")
         soft, hard = lib.raise_nofile(65536)
         self.res.params["RLIMIT_NOFILE"] = f"{soft}/{hard}"
         need = self.p.scale_conns + 64

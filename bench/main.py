@@ -847,11 +847,17 @@ class Bench:
         cpu0 = [lib.cpu_seconds(d.pid) for d in daemons]
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in cmds]
         outs = []
-        for proc in procs:
-            so, se = proc.communicate(timeout=900)
-            if proc.returncode != 0:
-                raise BenchFailure(f"tdclient (shard) failed ({proc.returncode}): {so} {se}")
-            outs.append(json.loads(so))
+        try:
+            for proc in procs:
+                so, se = proc.communicate(timeout=900)
+                if proc.returncode != 0:
+                    raise BenchFailure(f"tdclient (shard) failed ({proc.returncode}): {so} {se}")
+                outs.append(json.loads(so))
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
         cpu = sum(lib.cpu_seconds(d.pid) - c0 for d, c0 in zip(daemons, cpu0, strict=True))
         for d, opened in jobs:
             self.verify_sessions([o.dir for o in opened], each, f"shard ({d.base.name})")

@@ -289,9 +289,15 @@ class Bench:
 
     def tdclient_cmd(self, mode: str, sock: Path, n: int, conns: int, records: list[bytes],
                      seqoff: int | list[int], tail: bytes | None = None, batch: int = 65536,
-                     tag: str = "") -> list[str]:
-        """The ``tdclient`` command line; its record files are named by ``tag`` (one per concurrent process)."""
+                     tag: str = "", hello: bool = True) -> tuple[list[str], dict[str, str]]:
+        """The ``tdclient`` command line and env; its files are named by ``tag`` (one per concurrent process).
+
+        ``hello``: each connection first says ``hello`` with its own client_id, and each event's
+        ``seq`` is stamped (``lib.SEQ64_BASE`` + its sequence number), as ``traced.Client`` does:
+        the daemon's idempotency window is at work. False for peers that speak no traced.
+        """
         assert self.tdclient is not None
+        env = dict(os.environ)
         recsize = len(records[0])
         if any(len(r) != recsize for r in records):
             raise BenchFailure("records of unequal size")
@@ -303,25 +309,39 @@ class Bench:
             tailf = self.work / f"tail{tag}.bin"
             tailf.write_bytes(tail)
             cmd.append(str(tailf))
-        return cmd
+        if hello:
+            heads, size = lib.hello_frames(conns)
+            headf = self.work / f"head{tag}.bin"
+            headf.write_bytes(heads)
+            seq64 = lib.seq64_offsets(records[0])
+            if len(seq64) != (len(seqoff) if isinstance(seqoff, list) else 1):
+                raise BenchFailure(f"{len(seq64)} seq fields in a record for its {seqoff} sequence numbers")
+            env.update(TDC_HEAD=str(headf), TDC_HEADSIZE=str(size), TDC_SEQ64=",".join(map(str, seq64)),
+                       TDC_SEQBASE=str(lib.SEQ64_BASE))
+        return cmd, env
 
     def run_tdclient(self, mode: str, sock: Path, n: int, conns: int, records: list[bytes], seqoff: int | list[int],
-                     tail: bytes | None = None, batch: int = 65536) -> dict[str, Any]:
-        cmd = self.tdclient_cmd(mode, sock, n, conns, records, seqoff, tail, batch)
-        res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
+                     tail: bytes | None = None, batch: int = 65536, hello: bool = True) -> dict[str, Any]:
+        cmd, env = self.tdclient_cmd(mode, sock, n, conns, records, seqoff, tail, batch, hello=hello)
+        res = subprocess.run(cmd, env=env, check=False, capture_output=True, text=True, timeout=900)
         if res.returncode != 0:
             raise BenchFailure(f"tdclient {mode} failed ({res.returncode}): {res.stdout} {res.stderr}")
         out: dict[str, Any] = json.loads(res.stdout)
         return out
 
-    def verify_sessions(self, dirs: list[str], n: int, what: str) -> None:
-        """Each session: start + events (+ end), gap-free; all events 0..n-1 exactly once."""
+    def verify_sessions(self, dirs: list[str], n: int, what: str, keyed: bool = False) -> None:
+        """Each session: start + events (+ end), gap-free; all events 0..n-1 exactly once.
+
+        ``keyed``: every event also carries the C client's idempotency key (``client_seq``).
+        """
         seqs: list[int] = []
         for sd in dirs:
             tc = lib.check_trace(Path(sd) / "trace.jsonl")
             if tc.phases.get("start") != 1 or tc.phases.get("end", 0) > 1 or set(tc.phases) - {
                     "start", "tool_call", "end"}:
                 raise BenchFailure(f"{what}: unexpected records in {sd}: {tc.phases}")
+            if keyed:
+                lib.check_keyed(tc, f"{what}: {sd}")
             seqs.extend(tc.events)
         lib.check_exactly_once(seqs, n, what)
 
@@ -384,7 +404,7 @@ class Bench:
                         rs = peers.Rsyslog(self.rsyslog_bin, self.work).start()  # fresh each run
                         start = rs.size()
                         cpu0 = lib.cpu_seconds(rs.proc.pid) if rs.proc else float("nan")
-                        out = self.run_tdclient("stream", rs.socket, n, PIPE_CLIENTS, [line], loff)
+                        out = self.run_tdclient("stream", rs.socket, n, PIPE_CLIENTS, [line], loff, hello=False)
                         done = rs.wait_size(start + n * len(line))
                         cpu1 = lib.cpu_seconds(rs.proc.pid) if rs.proc else float("nan")
                         rs.check_region(start, n, loff, len(line), "rsyslog")
@@ -470,7 +490,7 @@ class Bench:
         cpu0 = lib.cpu_seconds(d.pid)
         out = self.run_tdclient("stream", d.socket, n, conns, frames, off, tail=lib.sync_frame())
         cpu1 = lib.cpu_seconds(d.pid)
-        self.verify_sessions([o.dir for o in opened], n, f"pipelined C client ({d.base.name})")
+        self.verify_sessions([o.dir for o in opened], n, f"pipelined C client ({d.base.name})", keyed=True)
         self.end_sessions(d, opened)
         self.discard([o.dir for o in opened])
         return float(out["msgs_per_s"]), (cpu1 - cpu0) / n * 1e6
@@ -541,7 +561,7 @@ class Bench:
             f, off = lib.emit_frame(o.session_id, 200, ack=True)
             frames.append(f)
         out = self.run_tdclient("ack", d.socket, nc * each, nc, frames, off)
-        self.verify_sessions([o.dir for o in opened], nc * each, f"acked C x{nc} ({d.base.name})")
+        self.verify_sessions([o.dir for o in opened], nc * each, f"acked C x{nc} ({d.base.name})", keyed=True)
         self.end_sessions(d, opened)
         self.discard([o.dir for o in opened])
         return out
@@ -573,7 +593,7 @@ class Bench:
                         frames.append(f)
                     n = DURABLE_CLIENTS * p.durable_each
                     out = self.run_tdclient("ack", d.socket, n, DURABLE_CLIENTS, frames, off)
-                    self.verify_sessions([o.dir for o in opened], n, "durable C")
+                    self.verify_sessions([o.dir for o in opened], n, "durable C", keyed=True)
                     self.end_sessions(d, opened)
                     self.discard([o.dir for o in opened])
                     label = f"traced, C client, {DURABLE_CLIENTS} conns"
@@ -584,7 +604,7 @@ class Bench:
                     shared = self.open_sessions(d, 1)
                     frame, off = lib.emit_frame(shared[0].session_id, 200, ack=True)
                     out = self.run_tdclient("ack", d.socket, n, DURABLE_CLIENTS, [frame], off)
-                    self.verify_sessions([shared[0].dir], n, "durable C, shared session")
+                    self.verify_sessions([shared[0].dir], n, "durable C, shared session", keyed=True)
                     self.end_sessions(d, shared)
                     self.discard([shared[0].dir])
                     label = f"traced, C client, {DURABLE_CLIENTS} conns → 1 shared session"
@@ -733,6 +753,7 @@ class Bench:
                                         tail=lib.sync_frame())
                 tc = lib.check_trace(Path(single.dir) / "trace.jsonl")
                 lib.check_exactly_once(tc.events, p.scale_n, "scale: single session")
+                lib.check_keyed(tc, "scale: single session")
                 base_rate = float(out["msgs_per_s"])
                 self.res.add("scale.base", base_rate, sec, "1 open session: 8 conns → that session", "ev/s")
                 self.res.add("scale.rss0", rss0, sec, "daemon RSS, fresh (1 session)", "MB")
@@ -757,13 +778,14 @@ class Bench:
                                         tail=lib.sync_frame())
                 tc = lib.check_trace(Path(single.dir) / "trace.jsonl")
                 lib.check_exactly_once(tc.events[p.scale_n:], p.scale_n, "scale: single session, loaded")
+                lib.check_keyed(tc, "scale: single session, loaded")
                 self.res.add("scale.loaded", out["msgs_per_s"], sec,
                              "same load, with the connections + sessions open (idle)", "ev/s", ref="scale.base")
                 # load spread over every open session
                 frames = [lib.emit_frame(sid, 200, ack=False)[0] for sid, _ in sessions]
                 out = self.run_tdclient("stream", d.socket, p.scale_spread_n, PIPE_CLIENTS, frames, off,
                                         tail=lib.sync_frame())
-                self.verify_sessions([sd for _, sd in sessions], p.scale_spread_n, "scale: spread")
+                self.verify_sessions([sd for _, sd in sessions], p.scale_spread_n, "scale: spread", keyed=True)
                 self.res.add("scale.spread", out["msgs_per_s"], sec,
                              f"events round-robin over all {p.scale_sessions:,} sessions", "ev/s", ref="scale.base")
                 st = lib.proc_status(d.pid)
@@ -845,7 +867,8 @@ class Bench:
             cmds.append(self.tdclient_cmd("stream", d.socket, each, len(opened), frames, off, tail=lib.sync_frame(),
                                           tag=f"-shard{j}"))
         cpu0 = [lib.cpu_seconds(d.pid) for d in daemons]
-        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in cmds]
+        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for cmd, env in cmds]
         outs = []
         try:
             for proc in procs:
@@ -860,7 +883,7 @@ class Bench:
                     proc.wait(10)
         cpu = sum(lib.cpu_seconds(d.pid) - c0 for d, c0 in zip(daemons, cpu0, strict=True))
         for d, opened in jobs:
-            self.verify_sessions([o.dir for o in opened], each, f"shard ({d.base.name})")
+            self.verify_sessions([o.dir for o in opened], each, f"shard ({d.base.name})", keyed=True)
         for d, opened in jobs:
             self.end_sessions(d, opened)
             self.discard([o.dir for o in opened])

@@ -28,6 +28,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PY = sys.executable
 SEQ0 = "0000000000"
+SEQ64_BASE = 1 << 32
+"""The C client's ``seq`` (idempotency key) of event i is SEQ64_BASE + i: always a msgpack uint64
+(8 bytes after 0xcf), so ``tdclient`` can stamp it in place (TDC_SEQ64)."""
 
 
 class BenchFailure(Exception):
@@ -335,7 +338,7 @@ def emit_frame(session_id: str, size: int, ack: bool) -> tuple[bytes, int]:
     from traced.wire.protocol import encode
 
     msg = protocol.Emit(session_id=session_id, phase="tool_call", payload=payload(size, 7, SEQ0),
-                        ts=time.time(), ack=ack)
+                        ts=time.time(), ack=ack, seq=SEQ64_BASE)
     frame = bytes(encode(msg))
     return frame, _seq_at(frame)
 
@@ -347,7 +350,8 @@ def batch_frame(session_id: str, size: int, events: int) -> tuple[bytes, list[in
 
     now = time.time()
     msg = protocol.EmitBatch(session_id=session_id, ack=False, events=[
-        protocol.Event(phase="tool_call", payload=payload(size, 7 + i, SEQ0), ts=now) for i in range(events)])
+        protocol.Event(phase="tool_call", payload=payload(size, 7 + i, SEQ0), ts=now, seq=SEQ64_BASE)
+        for i in range(events)])
     frame = bytes(encode(msg))
     offs = []
     anchor = b"toolu_" + SEQ0.encode()
@@ -358,6 +362,30 @@ def batch_frame(session_id: str, size: int, events: int) -> tuple[bytes, list[in
     if len(offs) != events:
         raise BenchFailure(f"emit_batch frame: {len(offs)} sequence fields for {events} events")
     return frame, offs
+
+
+def seq64_offsets(frame: bytes) -> list[int]:
+    """Offsets of the 8-byte big-endian ``seq`` values (msgpack ``"seq"`` then uint64) in a frame."""
+    anchor = b"\xa3seq\xcf"
+    offs = []
+    at = frame.find(anchor)
+    while at >= 0:
+        offs.append(at + len(anchor))
+        at = frame.find(anchor, at + len(anchor) + 8)
+    return offs
+
+
+def hello_frames(k: int) -> tuple[bytes, int]:
+    """``k`` framed ``hello`` requests, each with its own client_id, all of one size: (bytes, size)."""
+    from traced.format.ids import new_ulid
+    from traced.wire import protocol
+    from traced.wire.protocol import encode
+
+    frames = [bytes(encode(protocol.Hello(id=1, client="tdclient", client_id=new_ulid(), pid=os.getpid(),
+                                          cwd="/tmp"))) for _ in range(k)]
+    if len({len(f) for f in frames}) != 1:
+        raise BenchFailure("hello frames of unequal size")
+    return b"".join(frames), len(frames[0])
 
 
 def sync_frame() -> bytes:
@@ -393,6 +421,7 @@ class _Line(msgspec.Struct):
     step: int
     phase: str
     payload: _P
+    client_seq: str = ""
 
 
 _line_decoder = msgspec.json.Decoder(_Line)
@@ -406,6 +435,8 @@ class TraceCheck:
     events: list[int] = field(default_factory=list)
     """Sequence numbers (from call_id) of the tool_call records, in file order."""
     phases: dict[str, int] = field(default_factory=dict)
+    keyed: int = 0
+    """tool_call records that carry the C client's idempotency key (``client_seq`` = client_id:seq)."""
 
 
 def check_trace(path: Path | str, need_start: bool = True) -> TraceCheck:
@@ -428,11 +459,23 @@ def check_trace(path: Path | str, need_start: bool = True) -> TraceCheck:
             cid = line.payload.call_id
             if not cid.startswith("toolu_"):
                 raise BenchFailure(f"{path}: tool_call without a bench call_id at step {line.step}")
-            tc.events.append(int(cid[6:]))
+            seq = int(cid[6:])
+            tc.events.append(seq)
+            key = line.client_seq.rpartition(":")[2]
+            if key.isdigit() and int(key) >= SEQ64_BASE:
+                if int(key) != SEQ64_BASE + seq:
+                    raise BenchFailure(f"{path}: step {line.step}: client_seq {line.client_seq} for event {seq}")
+                tc.keyed += 1
     tc.lines = expect - 1
     if need_start and (tc.lines == 0 or tc.phases.get("start", 0) < 1):
         raise BenchFailure(f"{path}: no start record")
     return tc
+
+
+def check_keyed(tc: TraceCheck, what: str) -> None:
+    """Every event carried the C client's idempotency key (its ``client_seq`` was checked in check_trace)."""
+    if tc.keyed != len(tc.events):
+        raise BenchFailure(f"{what}: {len(tc.events) - tc.keyed} of {len(tc.events)} events carry no client_seq")
 
 
 def check_exactly_once(seqs: Iterable[int], n: int, what: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import clients
 import lib
 import peers
+import targets
 from lib import BenchFailure, Daemon, Series, percentile
 
 # --- parameters ---------------------------------------------------------------------------
@@ -61,18 +63,24 @@ class Params:
     """API responses in the transcript a Stop hook reads (at most 500 are taken per invocation)"""
     otlp_batches: int = 40
     """OTLP requests per run (each a batch of ``OTLP_BATCH`` GenAI spans of one trace)"""
+    shard_n: int = 40_000
+    """events per run of each row of the multi-core prototype (mode 11)"""
 
 
 FULL = Params(runs=3, busy_runs=5, pipe_n={200: 200_000, 2000: 40_000}, naive_cap=100_000, ack_each=4_000,
               ack_one=10_000, durable_each=300, cli_runs=40, scale_sessions=10_000, scale_conns=1_000,
               scale_n=200_000, scale_spread_n=50_000, ls_sessions=10_000, ls_runs=5, import_sessions=1_000,
-              hook_responses=500, otlp_batches=400)
+              hook_responses=500, otlp_batches=400, shard_n=200_000)
 QUICK = Params(runs=3, busy_runs=3, pipe_n={200: 12_000, 2000: 3_000}, naive_cap=12_000, ack_each=200,
                ack_one=1_000, durable_each=20, cli_runs=30, scale_sessions=500, scale_conns=50, scale_n=10_000,
                scale_spread_n=2_000, ls_sessions=500, ls_runs=3, import_sessions=100, hook_responses=300,
                otlp_batches=24)
 
 PIPE_CLIENTS = 8
+SHARDS = 2
+"""daemons in the multi-core prototype (mode 11)"""
+ASYNCIO = {"TRACED_EVENT_LOOP": "asyncio"}
+"""the daemon's env for its asyncio rows (src/traced/daemon/serve.py ``run``; the default is uvloop)"""
 OTLP_BATCH = 512
 """spans per OTLP request: the SDK's BatchSpanProcessor default (max_export_batch_size)"""
 OTLP_CLIENTS = 4
@@ -147,8 +155,8 @@ class Bench:
     # setup
 
     def setup(self) -> None:
-        self.res.params["runs"] = (f"{self.p.busy_runs} per row in modes 1, 2 and 6; {self.p.runs} in modes 3 and 5; "
-                                   f"{self.p.cli_runs} invocations in mode 4; {self.p.ls_runs} in mode 7")
+        self.res.params["runs"] = (f"{self.p.busy_runs} per row in modes 1, 2 and 6; {self.p.runs} in modes 3, 5 "
+                                   f"and 11; {self.p.cli_runs} invocations in mode 4; {self.p.ls_runs} in mode 7")
         soft, hard = lib.raise_nofile(65536)
         self.res.params["RLIMIT_NOFILE"] = f"{soft}/{hard}"
         need = self.p.scale_conns + 64
@@ -183,11 +191,27 @@ class Bench:
             raise BenchFailure(f"building tdclient failed:\n{res.stderr}")
         return str(out)
 
-    def daemon(self, name: str, *args: str) -> Daemon:
-        d = Daemon(self.work, name, args).start()
+    def daemon(self, name: str, *args: str, env: dict[str, str] | None = None) -> Daemon:
+        d = Daemon(self.work, name, args)
+        d.env.update(env or {})
+        d.start()
         self.daemons.append(d)
         self.warm_up(d)
         return d
+
+    def check_loop(self, d: Daemon, want: str) -> None:
+        """The daemon runs the event loop its row is named after: uvloop's extension is mapped or not."""
+        try:
+            maps = Path(f"/proc/{d.pid}/maps").read_text()
+        except OSError:
+            return
+        has = "uvloop/loop" in maps
+        if has != (want == "uvloop"):
+            if want == "uvloop" and importlib.util.find_spec("uvloop") is None:
+                self.log.append("uvloop is not installed: the uvloop rows ran on asyncio")
+                return
+            raise BenchFailure(f"daemon {d.base.name} should run on {want}, but uvloop is "
+                               f"{'' if has else 'not '}loaded")
 
     def warm_up(self, d: Daemon) -> None:
         """A short unmeasured load first, so run 1 does not pay for a cold daemon (imports, caches)."""
@@ -263,34 +287,61 @@ class Bench:
             for o in opened:
                 c.end(o.session_id, "success")
 
-    def run_tdclient(self, mode: str, sock: Path, n: int, conns: int, records: list[bytes], seqoff: int | list[int],
-                     tail: bytes | None = None, batch: int = 65536) -> dict[str, Any]:
+    def tdclient_cmd(self, mode: str, sock: Path, n: int, conns: int, records: list[bytes],
+                     seqoff: int | list[int], tail: bytes | None = None, batch: int = 65536,
+                     tag: str = "", hello: bool = True) -> tuple[list[str], dict[str, str]]:
+        """The ``tdclient`` command line and env; its files are named by ``tag`` (one per concurrent process).
+
+        ``hello``: each connection first says ``hello`` with its own client_id, and each event's
+        ``seq`` is stamped (``lib.SEQ64_BASE`` + its sequence number), as ``traced.Client`` does:
+        the daemon's idempotency window is at work. False for peers that speak no traced.
+        """
         assert self.tdclient is not None
+        env = dict(os.environ)
         recsize = len(records[0])
         if any(len(r) != recsize for r in records):
             raise BenchFailure("records of unequal size")
-        recf = self.work / "records.bin"
+        recf = self.work / f"records{tag}.bin"
         recf.write_bytes(b"".join(records))
         offs = ",".join(str(o) for o in seqoff) if isinstance(seqoff, list) else str(seqoff)
         cmd = [self.tdclient, mode, str(sock), str(n), str(conns), str(recf), str(recsize), offs, str(batch)]
         if tail is not None:
-            tailf = self.work / "tail.bin"
+            tailf = self.work / f"tail{tag}.bin"
             tailf.write_bytes(tail)
             cmd.append(str(tailf))
-        res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
+        if hello:
+            heads, size = lib.hello_frames(conns)
+            headf = self.work / f"head{tag}.bin"
+            headf.write_bytes(heads)
+            seq64 = lib.seq64_offsets(records[0])
+            if len(seq64) != (len(seqoff) if isinstance(seqoff, list) else 1):
+                raise BenchFailure(f"{len(seq64)} seq fields in a record for its {seqoff} sequence numbers")
+            env.update(TDC_HEAD=str(headf), TDC_HEADSIZE=str(size), TDC_SEQ64=",".join(map(str, seq64)),
+                       TDC_SEQBASE=str(lib.SEQ64_BASE))
+        return cmd, env
+
+    def run_tdclient(self, mode: str, sock: Path, n: int, conns: int, records: list[bytes], seqoff: int | list[int],
+                     tail: bytes | None = None, batch: int = 65536, hello: bool = True) -> dict[str, Any]:
+        cmd, env = self.tdclient_cmd(mode, sock, n, conns, records, seqoff, tail, batch, hello=hello)
+        res = subprocess.run(cmd, env=env, check=False, capture_output=True, text=True, timeout=900)
         if res.returncode != 0:
             raise BenchFailure(f"tdclient {mode} failed ({res.returncode}): {res.stdout} {res.stderr}")
         out: dict[str, Any] = json.loads(res.stdout)
         return out
 
-    def verify_sessions(self, dirs: list[str], n: int, what: str) -> None:
-        """Each session: start + events (+ end), gap-free; all events 0..n-1 exactly once."""
+    def verify_sessions(self, dirs: list[str], n: int, what: str, keyed: bool = False) -> None:
+        """Each session: start + events (+ end), gap-free; all events 0..n-1 exactly once.
+
+        ``keyed``: every event also carries the C client's idempotency key (``client_seq``).
+        """
         seqs: list[int] = []
         for sd in dirs:
             tc = lib.check_trace(Path(sd) / "trace.jsonl")
             if tc.phases.get("start") != 1 or tc.phases.get("end", 0) > 1 or set(tc.phases) - {
                     "start", "tool_call", "end"}:
                 raise BenchFailure(f"{what}: unexpected records in {sd}: {tc.phases}")
+            if keyed:
+                lib.check_keyed(tc, f"{what}: {sd}")
             seqs.extend(tc.events)
         lib.check_exactly_once(seqs, n, what)
 
@@ -300,6 +351,10 @@ class Bench:
         p = self.p
         A = self.daemon("pipe")
         B = self.daemon("pipe-noredact", "--no-redaction")
+        C = self.daemon("pipe-asyncio", env=ASYNCIO) if self.tdclient else None
+        self.check_loop(A, "uvloop")
+        if C is not None:
+            self.check_loop(C, "asyncio")
         use_rs = bool(self.rsyslog_bin and self.tdclient)
         if use_rs:
             assert self.rsyslog_bin
@@ -325,15 +380,19 @@ class Bench:
                     self.res.add(f"{k}.py", r.rate, sec, "traced, Python clients (`ack=False` + `sync()`)", "ev/s",
                                  ref=f"{k}.rsyslog")
                     if self.tdclient:
-                        for d, key, label, per in (
-                                (A, "c", "traced, C client", 1),
-                                (A, "cb", f"traced, C client, `emit_batch` of {BATCH}", BATCH),
-                                (B, "c.noredact", "traced `--no-redaction`, C client", 1)):
+                        rows: list[tuple[Daemon, str, str, int, str]] = [
+                            (A, "c", "traced, C client", 1, "rsyslog"),
+                            (A, "cb", f"traced, C client, `emit_batch` of {BATCH}", BATCH, "rsyslog"),
+                            (B, "c.noredact", "traced `--no-redaction`, C client", 1, "rsyslog")]
+                        if C is not None and size == 200:
+                            rows.append((C, "c.asyncio", "traced on asyncio (`TRACED_EVENT_LOOP=asyncio`), C client",
+                                         1, "c"))
+                        for d, key, label, per, ref in rows:
                             nn = n if per == 1 else n // (PIPE_CLIENTS * per) * PIPE_CLIENTS * per
                             rate, cpu = self._pipe_c(d, size, nn, PIPE_CLIENTS, per)
-                            self.res.add(f"{k}.{key}", rate, sec, label, "ev/s", ref=f"{k}.rsyslog")
+                            self.res.add(f"{k}.{key}", rate, sec, label, "ev/s", ref=f"{k}.{ref}")
                             self.res.add(f"{k}.{key}.cpu", cpu, sec, f"{label}: daemon CPU per event", "µs",
-                                         ref=f"{k}.rsyslog.cpu")
+                                         ref=f"{k}.{ref}.cpu")
                     if mini is not None:
                         out, cpu = self._mini_run(mini, "stream", size, n, PIPE_CLIENTS, ack=False)
                         label = "reference: minimal Python server (asyncio.Protocol + uvloop), C client"
@@ -345,7 +404,7 @@ class Bench:
                         rs = peers.Rsyslog(self.rsyslog_bin, self.work).start()  # fresh each run
                         start = rs.size()
                         cpu0 = lib.cpu_seconds(rs.proc.pid) if rs.proc else float("nan")
-                        out = self.run_tdclient("stream", rs.socket, n, PIPE_CLIENTS, [line], loff)
+                        out = self.run_tdclient("stream", rs.socket, n, PIPE_CLIENTS, [line], loff, hello=False)
                         done = rs.wait_size(start + n * len(line))
                         cpu1 = lib.cpu_seconds(rs.proc.pid) if rs.proc else float("nan")
                         rs.check_region(start, n, loff, len(line), "rsyslog")
@@ -379,6 +438,8 @@ class Bench:
                 mini.stop()
             self.retire(A)
             self.retire(B)
+            if C is not None:
+                self.retire(C)
         # 6: redaction cost (same runs as above)
         for size in (200, 2000):
             k = f"pipe{size}"
@@ -429,7 +490,7 @@ class Bench:
         cpu0 = lib.cpu_seconds(d.pid)
         out = self.run_tdclient("stream", d.socket, n, conns, frames, off, tail=lib.sync_frame())
         cpu1 = lib.cpu_seconds(d.pid)
-        self.verify_sessions([o.dir for o in opened], n, f"pipelined C client ({d.base.name})")
+        self.verify_sessions([o.dir for o in opened], n, f"pipelined C client ({d.base.name})", keyed=True)
         self.end_sessions(d, opened)
         self.discard([o.dir for o in opened])
         return float(out["msgs_per_s"]), (cpu1 - cpu0) / n * 1e6
@@ -439,6 +500,9 @@ class Bench:
     def mode_acked(self) -> None:
         p = self.p
         d = self.daemon("acked")
+        da = self.daemon("acked-asyncio", env=ASYNCIO) if self.tdclient else None
+        if da is not None:
+            self.check_loop(da, "asyncio")
         mini = peers.MiniServer(lib.PY, self.work).start() if self.tdclient else None
         sec = "2. Acked ingest (`s.event(...)`, each call awaits its ack), 200 B events"
         self.res.params["acked"] = (f"{ACK_CLIENTS} clients × {p.ack_each:,} events; 1 client × {p.ack_one:,} "
@@ -456,16 +520,7 @@ class Bench:
                     self.res.add(f"ack{tag}.py.p50", percentile(lat, 50), sec, f"{label}: ack latency p50", "µs")
                     self.res.add(f"ack{tag}.py.p99", percentile(lat, 99), sec, f"{label}: ack latency p99", "µs")
                     if self.tdclient:
-                        opened = self.open_sessions(d, nc)
-                        frames = []
-                        off = 0
-                        for o in opened:
-                            f, off = lib.emit_frame(o.session_id, 200, ack=True)
-                            frames.append(f)
-                        out = self.run_tdclient("ack", d.socket, nc * each, nc, frames, off)
-                        self.verify_sessions([o.dir for o in opened], nc * each, f"acked C x{nc}")
-                        self.end_sessions(d, opened)
-                        self.discard([o.dir for o in opened])
+                        out = self._ack_c(d, nc, each)
                         label = f"traced, C client, {nc} conn{'s' if nc > 1 else ''}"
                         self.res.add(f"ack{tag}.c", out["msgs_per_s"], sec, f"{label}: throughput", "ev/s",
                                      ref=f"ack{tag}.mini")
@@ -473,6 +528,15 @@ class Bench:
                                      ref=f"ack{tag}.mini.p50")
                         self.res.add(f"ack{tag}.c.p99", out["lat_us"]["p99"], sec, f"{label}: ack latency p99", "µs",
                                      ref=f"ack{tag}.mini.p99")
+                    if da is not None:
+                        out = self._ack_c(da, nc, each)
+                        label = f"traced on asyncio, C client, {nc} conn{'s' if nc > 1 else ''}"
+                        self.res.add(f"ack{tag}.c.asyncio", out["msgs_per_s"], sec, f"{label}: throughput", "ev/s",
+                                     ref=f"ack{tag}.c")
+                        self.res.add(f"ack{tag}.c.asyncio.p50", out["lat_us"]["p50"], sec,
+                                     f"{label}: ack latency p50", "µs", ref=f"ack{tag}.c.p50")
+                        self.res.add(f"ack{tag}.c.asyncio.p99", out["lat_us"]["p99"], sec,
+                                     f"{label}: ack latency p99", "µs", ref=f"ack{tag}.c.p99")
                     if mini is not None:
                         out, _cpu = self._mini_run(mini, "ack", 200, nc * each, nc, ack=True)
                         label = f"reference: minimal Python server, C client, {nc} conn{'s' if nc > 1 else ''}"
@@ -485,6 +549,22 @@ class Bench:
             if mini is not None:
                 mini.stop()
             self.retire(d)
+            if da is not None:
+                self.retire(da)
+
+    def _ack_c(self, d: Daemon, nc: int, each: int) -> dict[str, Any]:
+        """``tdclient ack`` with ``nc`` connections, each on its own session; checks what landed."""
+        opened = self.open_sessions(d, nc)
+        frames = []
+        off = 0
+        for o in opened:
+            f, off = lib.emit_frame(o.session_id, 200, ack=True)
+            frames.append(f)
+        out = self.run_tdclient("ack", d.socket, nc * each, nc, frames, off)
+        self.verify_sessions([o.dir for o in opened], nc * each, f"acked C x{nc} ({d.base.name})", keyed=True)
+        self.end_sessions(d, opened)
+        self.discard([o.dir for o in opened])
+        return out
 
     # --- mode 3: durable acks -------------------------------------------------------------------
 
@@ -513,7 +593,7 @@ class Bench:
                         frames.append(f)
                     n = DURABLE_CLIENTS * p.durable_each
                     out = self.run_tdclient("ack", d.socket, n, DURABLE_CLIENTS, frames, off)
-                    self.verify_sessions([o.dir for o in opened], n, "durable C")
+                    self.verify_sessions([o.dir for o in opened], n, "durable C", keyed=True)
                     self.end_sessions(d, opened)
                     self.discard([o.dir for o in opened])
                     label = f"traced, C client, {DURABLE_CLIENTS} conns"
@@ -524,7 +604,7 @@ class Bench:
                     shared = self.open_sessions(d, 1)
                     frame, off = lib.emit_frame(shared[0].session_id, 200, ack=True)
                     out = self.run_tdclient("ack", d.socket, n, DURABLE_CLIENTS, [frame], off)
-                    self.verify_sessions([shared[0].dir], n, "durable C, shared session")
+                    self.verify_sessions([shared[0].dir], n, "durable C, shared session", keyed=True)
                     self.end_sessions(d, shared)
                     self.discard([shared[0].dir])
                     label = f"traced, C client, {DURABLE_CLIENTS} conns → 1 shared session"
@@ -708,6 +788,7 @@ class Bench:
                                         tail=lib.sync_frame())
                 tc = lib.check_trace(Path(single.dir) / "trace.jsonl")
                 lib.check_exactly_once(tc.events, p.scale_n, "scale: single session")
+                lib.check_keyed(tc, "scale: single session")
                 base_rate = float(out["msgs_per_s"])
                 self.res.add("scale.base", base_rate, sec, "1 open session: 8 conns → that session", "ev/s")
                 self.res.add("scale.rss0", rss0, sec, "daemon RSS, fresh (1 session)", "MB")
@@ -732,13 +813,14 @@ class Bench:
                                         tail=lib.sync_frame())
                 tc = lib.check_trace(Path(single.dir) / "trace.jsonl")
                 lib.check_exactly_once(tc.events[p.scale_n:], p.scale_n, "scale: single session, loaded")
+                lib.check_keyed(tc, "scale: single session, loaded")
                 self.res.add("scale.loaded", out["msgs_per_s"], sec,
                              "same load, with the connections + sessions open (idle)", "ev/s", ref="scale.base")
                 # load spread over every open session
                 frames = [lib.emit_frame(sid, 200, ack=False)[0] for sid, _ in sessions]
                 out = self.run_tdclient("stream", d.socket, p.scale_spread_n, PIPE_CLIENTS, frames, off,
                                         tail=lib.sync_frame())
-                self.verify_sessions([sd for _, sd in sessions], p.scale_spread_n, "scale: spread")
+                self.verify_sessions([sd for _, sd in sessions], p.scale_spread_n, "scale: spread", keyed=True)
                 self.res.add("scale.spread", out["msgs_per_s"], sec,
                              f"events round-robin over all {p.scale_sessions:,} sessions", "ev/s", ref="scale.base")
                 st = lib.proc_status(d.pid)
@@ -748,6 +830,101 @@ class Bench:
                 for s in conns:
                     s.close()
                 self.retire(d)
+
+    # --- mode 11: the multi-core prototype: sessions sharded over daemons --------------------------
+
+    def mode_shard(self) -> None:
+        """The pipelined 200 B load (C client, 8 connections, each on its own session) into 1 daemon,
+        then the same load with the sessions sharded over 2 daemons by a hash of the session id.
+
+        Both rows run SHARDS ``tdclient`` processes of 8/SHARDS connections each, started together,
+        so only the number of daemons differs. Throughput: all events / (last end - first start).
+        """
+        p = self.p
+        if not self.tdclient:
+            self.log.append("shard mode skipped: no C client")
+            return
+        n = p.shard_n
+        sec = (f"11. Multi-core prototype: sessions sharded over {SHARDS} daemons by a hash of the session id "
+               f"(pipelined, C client, {PIPE_CLIENTS} conns, 200 B)")
+        self.res.params["shard"] = (f"{n:,} events per run; {SHARDS} `tdclient` processes × "
+                                    f"{PIPE_CLIENTS // SHARDS} connections in both rows; shard = crc32(session id) "
+                                    f"mod {SHARDS}")
+        one = self.daemon("shard-1")
+        many = [self.daemon(f"shard-{chr(97 + i)}") for i in range(SHARDS)]
+        try:
+            for run in range(p.runs):
+                self.say(f"shard run {run + 1}/{p.runs}")
+                for key, ds, label in (("shard.1", [one], "1 daemon"),
+                                       ("shard.2", many, f"{SHARDS} daemons, each owns the sessions hashed to it")):
+                    rate, cpu = self._sharded(ds, n)
+                    ref = None if key == "shard.1" else "shard.1"
+                    self.res.add(key, rate, sec, f"{label}: throughput", "ev/s", ref=ref)
+                    self.res.add(f"{key}.cpu", cpu, sec, f"{label}: daemon CPU per event (all daemons)", "µs",
+                                 ref=None if ref is None else "shard.1.cpu")
+        finally:
+            for d in (one, *many):
+                self.retire(d)
+
+    def _sharded(self, daemons: list[Daemon], n: int) -> tuple[float, float]:
+        """One run: PIPE_CLIENTS sessions, each opened on (and fed through) the daemon its id hashes to.
+
+        Returns (events/s over all daemons, daemon CPU µs per event summed over the daemons).
+        """
+        import zlib
+
+        from traced.format.ids import new_ulid
+
+        per = PIPE_CLIENTS // SHARDS  # sessions (= connections) per tdclient process
+        want = [per * SHARDS // len(daemons)] * len(daemons)
+        ids: list[list[str]] = [[] for _ in daemons]
+        while any(len(ids[i]) < want[i] for i in range(len(daemons))):
+            sid = new_ulid()
+            owner = zlib.crc32(sid.encode()) % len(daemons)
+            if len(ids[owner]) < want[owner]:
+                ids[owner].append(sid)
+        # SHARDS client processes of `per` connections; process j talks to one daemon
+        jobs: list[tuple[Daemon, list[Any]]] = []
+        for d, sids in zip(daemons, ids, strict=True):
+            with d.client() as c:
+                opened = [c.open("bench", owner_pid=-1, session_id=sid, meta={"bench": "shard"}) for sid in sids]
+            if [o.session_id for o in opened] != sids:
+                raise BenchFailure("shard: the daemon did not open the session ids it was given")
+            jobs += [(d, opened[i:i + per]) for i in range(0, len(opened), per)]
+        each = n // len(jobs)
+        cmds = []
+        for j, (d, opened) in enumerate(jobs):
+            frames = []
+            off = 0
+            for o in opened:
+                f, off = lib.emit_frame(o.session_id, 200, ack=False)
+                frames.append(f)
+            cmds.append(self.tdclient_cmd("stream", d.socket, each, len(opened), frames, off, tail=lib.sync_frame(),
+                                          tag=f"-shard{j}"))
+        cpu0 = [lib.cpu_seconds(d.pid) for d in daemons]
+        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for cmd, env in cmds]
+        outs = []
+        try:
+            for proc in procs:
+                so, se = proc.communicate(timeout=900)
+                if proc.returncode != 0:
+                    raise BenchFailure(f"tdclient (shard) failed ({proc.returncode}): {so} {se}")
+                outs.append(json.loads(so))
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+        cpu = sum(lib.cpu_seconds(d.pid) - c0 for d, c0 in zip(daemons, cpu0, strict=True))
+        for d, opened in jobs:
+            self.verify_sessions([o.dir for o in opened], each, f"shard ({d.base.name})", keyed=True)
+        for d, opened in jobs:
+            self.end_sessions(d, opened)
+            self.discard([o.dir for o in opened])
+        start = min(o["start_mono"] for o in outs)
+        end = max(o["start_mono"] + o["elapsed_s"] for o in outs)
+        return each * len(jobs) / (end - start), cpu / (each * len(jobs)) * 1e6
 
     # --- mode 7: ls -----------------------------------------------------------------------------
 
@@ -843,54 +1020,6 @@ class Bench:
             if tc.phases != {"start": 1, "llm_call": half, "tool_call": half, "tool_result": half}:
                 raise BenchFailure(f"otlp: unexpected records in {sd}: {tc.phases}")
 
-
-def _otlp_post(host: str, port: int, token: str, gz: bool, bodies: list[bytes], errors: list[str]) -> None:
-    """POST ``bodies`` one after the other on one keep-alive connection; failures go to ``errors``."""
-    import http.client
-
-    conn = http.client.HTTPConnection(host, port, timeout=120)
-    headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {token}"}
-    if gz:
-        headers["Content-Encoding"] = "gzip"
-    try:
-        for body in bodies:
-            conn.request("POST", "/v1/traces", body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-            if resp.status != 200 or data:
-                errors.append(f"{resp.status} {data[:200]!r}")
-    finally:
-        conn.close()
-
-
-def _otlp_body(run: int, i: int) -> bytes:
-    """One ExportTraceServiceRequest: a trace of OTLP_BATCH spans (chat and execute_tool alternating)."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    req = ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    kv = rs.resource.attributes.add()
-    kv.key, kv.value.string_value = "service.name", "bench-agent"
-    spans = rs.scope_spans.add().spans
-    trace = (run << 32 | i + 1).to_bytes(16, "big")
-    t0 = 1_764_500_000_000_000_000 + i * 1_000_000_000
-    for n in range(OTLP_BATCH):
-        s = spans.add()
-        s.trace_id, s.span_id, s.name = trace, (n + 1).to_bytes(8, "big"), "span"
-        s.start_time_unix_nano, s.end_time_unix_nano = t0 + n * 1000, t0 + n * 1000 + 500
-        attrs = ({"gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-sonnet-4-5",
-                  "gen_ai.provider.name": "anthropic"} if n % 2 == 0 else
-                 {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "Bash",
-                  "gen_ai.tool.call.id": f"toolu_{n}", "gen_ai.tool.call.arguments": '{"cmd": "git status"}'})
-        for k, v in attrs.items():
-            a = s.attributes.add()
-            a.key, a.value.string_value = k, v
-        if n % 2 == 0:
-            for k, iv in (("gen_ai.usage.input_tokens", 11330), ("gen_ai.usage.output_tokens", 412),
-                          ("gen_ai.usage.cache_read.input_tokens", 9000)):
-                a = s.attributes.add()
-                a.key, a.value.int_value = k, iv
-    return bytes(req.SerializeToString())
     # --- mode 9: import -------------------------------------------------------------------------
 
     def mode_import(self) -> None:
@@ -958,6 +1087,75 @@ def _otlp_body(run: int, i: int) -> bytes:
                      f"({path.stat().st_size / 1e6:.1f} MB of transcript)", "ms")
 
 
+    def mode_exporter(self) -> None:
+        """The OTLP exporter (``bench/exporter.py``): spans/s out of the real forwarder to a receiver process."""
+        sessions = 300 if self.args.quick else 2000
+        sec = f"10. OTLP exporter: {sessions:,} sessions x 13 spans to an OTLP/HTTP receiver"
+        self.say(f"exporter: {sessions:,} sessions")
+        cmd = [sys.executable, str(lib.HERE / "exporter.py"), "--sessions", str(sessions), "--runs", "3"]
+        res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
+        if res.returncode != 0:
+            raise BenchFailure(f"bench/exporter.py failed: {(res.stdout + res.stderr)[-1000:]!r}")
+        for line in res.stdout.splitlines():
+            m = re.match(r"run \d+: \d+ spans in [\d.]+ s: ([\d,]+) spans/s, ([\d,]+) spans per CPU second", line)
+            if m:
+                self.res.add("exporter.rate", float(m.group(1).replace(",", "")), sec, "spans/s out (wall clock)",
+                             "spans/s")
+                self.res.add("exporter.cpu", float(m.group(2).replace(",", "")), sec,
+                             "spans per CPU second of the exporter's process", "spans/s")
+        if self.res.get("exporter.rate") is None:
+            raise BenchFailure(f"bench/exporter.py printed no run: {res.stdout[-500:]!r}")
+
+
+def _otlp_post(host: str, port: int, token: str, gz: bool, bodies: list[bytes], errors: list[str]) -> None:
+    """POST ``bodies`` one after the other on one keep-alive connection; failures go to ``errors``."""
+    import http.client
+
+    conn = http.client.HTTPConnection(host, port, timeout=120)
+    headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {token}"}
+    if gz:
+        headers["Content-Encoding"] = "gzip"
+    try:
+        for body in bodies:
+            conn.request("POST", "/v1/traces", body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status != 200 or data:
+                errors.append(f"{resp.status} {data[:200]!r}")
+    finally:
+        conn.close()
+
+
+def _otlp_body(run: int, i: int) -> bytes:
+    """One ExportTraceServiceRequest: a trace of OTLP_BATCH spans (chat and execute_tool alternating)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    kv = rs.resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", "bench-agent"
+    spans = rs.scope_spans.add().spans
+    trace = (run << 32 | i + 1).to_bytes(16, "big")
+    t0 = 1_764_500_000_000_000_000 + i * 1_000_000_000
+    for n in range(OTLP_BATCH):
+        s = spans.add()
+        s.trace_id, s.span_id, s.name = trace, (n + 1).to_bytes(8, "big"), "span"
+        s.start_time_unix_nano, s.end_time_unix_nano = t0 + n * 1000, t0 + n * 1000 + 500
+        attrs = ({"gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-sonnet-4-5",
+                  "gen_ai.provider.name": "anthropic"} if n % 2 == 0 else
+                 {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "Bash",
+                  "gen_ai.tool.call.id": f"toolu_{n}", "gen_ai.tool.call.arguments": '{"cmd": "git status"}'})
+        for k, v in attrs.items():
+            a = s.attributes.add()
+            a.key, a.value.string_value = k, v
+        if n % 2 == 0:
+            for k, iv in (("gen_ai.usage.input_tokens", 11330), ("gen_ai.usage.output_tokens", 412),
+                          ("gen_ai.usage.cache_read.input_tokens", 9000)):
+                a = s.attributes.add()
+                a.key, a.value.int_value = k, iv
+    return bytes(req.SerializeToString())
+
+
 def generate_transcripts(root: Path, n: int) -> int:
     """``n`` copies of the fixture conversation (main + subagent transcript), each with its own session
     and message ids, written long ago; returns the bytes written."""
@@ -999,26 +1197,6 @@ def long_transcript(sid: str, n: int) -> bytes:
         out.append({**base, "type": "user", "message": result, "uuid": f"u{i:035d}", "timestamp": ts})
     return b"".join(json.dumps(o, separators=(",", ":")).encode() + b"\n" for o in out)
 
-    def mode_exporter(self) -> None:
-        """The OTLP exporter (``bench/exporter.py``): spans/s out of the real forwarder to a receiver process."""
-        sessions = 300 if self.args.quick else 2000
-        sec = f"10. OTLP exporter: {sessions:,} sessions x 13 spans to an OTLP/HTTP receiver"
-        self.say(f"exporter: {sessions:,} sessions")
-        cmd = [sys.executable, str(lib.HERE / "exporter.py"), "--sessions", str(sessions), "--runs", "3"]
-        res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
-        if res.returncode != 0:
-            raise BenchFailure(f"bench/exporter.py failed: {(res.stdout + res.stderr)[-1000:]!r}")
-        for line in res.stdout.splitlines():
-            m = re.match(r"run \d+: \d+ spans in [\d.]+ s: ([\d,]+) spans/s, ([\d,]+) spans per CPU second", line)
-            if m:
-                self.res.add("exporter.rate", float(m.group(1).replace(",", "")), sec, "spans/s out (wall clock)",
-                             "spans/s")
-                self.res.add("exporter.cpu", float(m.group(2).replace(",", "")), sec,
-                             "spans per CPU second of the exporter's process", "spans/s")
-        if self.res.get("exporter.rate") is None:
-            raise BenchFailure(f"bench/exporter.py printed no run: {res.stdout[-500:]!r}")
-
-
 def _compile_traced() -> str:
     """Compile traced's .pyc files, as pip does when it installs a wheel; returns a note for the
     params. An editable checkout run with PYTHONDONTWRITEBYTECODE=1 would otherwise recompile
@@ -1059,10 +1237,10 @@ def open_many(sock: Path, nconns: int, nsessions: int) -> tuple[list[socket.sock
 
     Returns the open sockets and (session_id, dir) of every session.
     """
+    from traced.format.ids import new_ulid
     from traced.wire import protocol
     from traced.wire.framing import Framer
     from traced.wire.protocol import encode
-    from traced.format.ids import new_ulid
 
     per = [nsessions // nconns + (1 if i < nsessions % nconns else 0) for i in range(nconns)]
     socks: list[socket.socket] = []
@@ -1209,7 +1387,7 @@ def _t4b(res: Results) -> tuple[str, bool | None]:
     if live is None or wedged is None:
         return "not measured", None
     worst = max([*live.series.values, *wedged.series.values])
-    ratio = res.ratio("cli.hook", "cli.py")
+    ratio = res.ratio("cli.hook", "cli.hook.py")
     return (f"live {live.series.median:.1f} ms ({ratio:.2f}× `python -c pass`), daemon stopped "
             f"{wedged.series.median:.0f} ms; worst {worst:.0f} ms", _ok(worst, worst <= 1000))
 
@@ -1247,6 +1425,11 @@ def _t8(res: Results) -> tuple[str, bool | None]:
     return f"{x:,.0f} spans/s uncompressed, {_med(res, 'otlp.gzip'):,.0f} gzip", _ok(x, x >= 12_000)
 
 
+def row_values(res: Results) -> dict[str, list[float]]:
+    """Row key -> its values (one per run, or per invocation), for bench/targets.py."""
+    return {k: r.series.values for k, r in res.rows.items()}
+
+
 def render(res: Results, info: dict[str, str], args: argparse.Namespace, elapsed: float) -> str:
     out: list[str] = []
     w = out.append
@@ -1256,9 +1439,21 @@ def render(res: Results, info: dict[str, str], args: argparse.Namespace, elapsed
       f"/tmp on {info['tmp_fs']}")
     w(f"- Python {info['python']}, msgspec {info['msgspec']}, anyio {info['anyio']}, uvloop {info['uvloop']}, "
       f"traced {info['traced']} (git {info['git']})")
-    for k, v in res.params.items():
-        w(f"- {k}: {v}")
     w(f"- wall time of the whole benchmark: {elapsed:.0f} s")
+    head = ("CPU steal", "machine load")
+    for k in head:
+        if k in res.params:
+            w(f"- {k}: {res.params[k]}")
+    w("")
+    out.extend(targets.markdown(row_values(res)))
+    w("")
+    w("## Parameters")
+    w("")
+    for k, v in res.params.items():
+        if k not in head:
+            w(f"- {k}: {v}")
+    w("")
+    w("## Rows")
     w("")
     w("Each row: median, min and max over the runs (for `traced event`: over the invocations). "
       "`ratio` = this row's median / the median of the row named in `vs`, measured in the same runs. "
@@ -1285,17 +1480,21 @@ def render(res: Results, info: dict[str, str], args: argparse.Namespace, elapsed
             ref = res.rows.get(r.ref) if r.ref else None
             ratio = res.ratio(key, r.ref) if r.ref else float("nan")
             vs = ""
-            if ref is not None:
-                vs = ref.name.split(",")[0].split(":")[0].split(" (")[0]
-                if r.ref and r.ref.endswith(".cpu"):
-                    vs = "rsyslog CPU/event"
-                elif r.ref and ".mini" in r.ref:
+            if ref is not None and r.ref:
+                vs = ref.name.split(":")[0].split(" (")[0]
+                if "rsyslog" in r.ref:
+                    vs = "rsyslog CPU/event" if r.ref.endswith(".cpu") else "rsyslog"
+                elif ".mini" in r.ref:
                     vs = "minimal Python server"
+                elif ".asyncio" in key:
+                    vs = "the same on uvloop"
+                elif r.ref.endswith(".cpu"):
+                    vs += " CPU/event"
             name = r.name + (f" ({r.note})" if r.note else "")
             w(f"| {name} | {lib.fmt_num(s.median, r.unit)} | {lib.fmt_num(s.min, r.unit)} "
               f"| {lib.fmt_num(s.max, r.unit)} | {r.unit} | {vs} | {'' if ratio != ratio else f'{ratio:.2f}×'} |")
     w("")
-    w("### Targets")
+    w("### Absolute figures of earlier issues (#5, #8, #17)")
     w("")
     w("| target | required | measured (medians) | verdict |")
     w("|---|---|---|---|")
@@ -1318,7 +1517,7 @@ def render(res: Results, info: dict[str, str], args: argparse.Namespace, elapsed
     return "\n".join(out)
 
 
-MODES = ("pipelined", "acked", "durable", "cli", "scale", "ls", "otlp", "import", "exporter")
+MODES = ("pipelined", "acked", "durable", "cli", "scale", "shard", "ls", "otlp", "import", "exporter")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1390,6 +1589,7 @@ def main(argv: list[str] | None = None) -> int:
     path = out_dir / f"{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.md"
     path.write_text(report)
     print(f"written to {path}", file=sys.stderr)
+    print("\n".join(targets.plain(row_values(bench.res))), file=sys.stderr)
     return 0
 
 

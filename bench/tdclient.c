@@ -22,6 +22,15 @@
  *         ack     strict request/response: write one record, read one length-prefixed
  *                 reply frame (must be an `ack`); the round trip is recorded.
  *   N     total records, split evenly over CONNS connections (one thread each).
+ *
+ * Environment (optional):
+ *   TDC_HEAD=FILE TDC_HEADSIZE=S  FILE holds fixed-size framed requests of S bytes (traced
+ *                 `hello`s, each with its own client_id): connection i sends request i mod K
+ *                 right after connecting and reads one reply frame, which must be `welcome`.
+ *                 This happens before the barrier: it is not timed.
+ *   TDC_SEQ64=OFF[,OFF...]  offsets (one per SEQOFF) of 8-byte big-endian msgpack uint64
+ *                 fields (traced's `seq`), stamped with TDC_SEQBASE (default 2^32) + the
+ *                 event's sequence number: every event carries its own idempotency key.
  *         All threads connect first, then start together (barrier); the clock runs
  *         from the barrier to the last thread's end.
  * prints one JSON object on stdout.
@@ -46,6 +55,11 @@ static const char *path;
 static long total, nrec, recsize, batch = 65536;
 static long seqoffs[4096];
 static int nseq = 1;
+static long seq64offs[4096];
+static int nseq64;
+static unsigned long long seqbase = 1ULL << 32;
+static char *head;
+static long headsize, nhead;
 static int conns;
 static char *recs, *tail;
 static size_t taillen;
@@ -102,6 +116,10 @@ static void stamp(char *p, long first) {
     for (int b = 0; b < nseq; b++) {
         snprintf(tmp, sizeof tmp, "%010ld", first + b);
         memcpy(p + seqoffs[b], tmp, 10);
+        if (b < nseq64) {
+            unsigned long long v = seqbase + (unsigned long long)(first + b);
+            for (int k = 7; k >= 0; k--, v >>= 8) p[seq64offs[b] + k] = (char)(v & 0xff);
+        }
     }
 }
 
@@ -124,6 +142,14 @@ static void *worker(void *arg) {
     char *out = malloc(cap + (size_t)recsize);
     char reply[65536];
     size_t used = 0;
+    if (head) {
+        if (write_all(fd, head + (a->id % nhead) * headsize, (size_t)headsize) < 0) { perror("write head"); exit(3); }
+        long n = read_frame(fd, reply, sizeof reply);
+        if (n < 0 || !has(reply, n, "welcome")) {
+            fprintf(stderr, "no welcome after the head request: %.*s\n", (int)(n > 200 ? 200 : (n < 0 ? 0 : n)), reply);
+            exit(5);
+        }
+    }
     pthread_barrier_wait(&start_barrier);
     for (long j = 0; j < a->count / nseq; j++) {
         long seq = a->first + j * nseq;
@@ -203,6 +229,26 @@ int main(int argc, char **argv) {
     if (batch < 1) batch = 1;
     size_t len;
     recs = slurp(argv[5], &len);
+    const char *env = getenv("TDC_SEQ64");
+    if (env && *env) {
+        char *dup = strdup(env);
+        for (char *tok = strtok(dup, ","); tok && nseq64 < 4096; tok = strtok(NULL, ",")) seq64offs[nseq64++] = atol(tok);
+        free(dup);
+        if (nseq64 != nseq) { fprintf(stderr, "TDC_SEQ64 needs as many offsets as SEQOFF\n"); return 1; }
+        for (int b = 0; b < nseq64; b++)
+            if (seq64offs[b] < 0 || seq64offs[b] + 8 > recsize) { fprintf(stderr, "bad TDC_SEQ64\n"); return 1; }
+    }
+    if ((env = getenv("TDC_SEQBASE")) && *env) seqbase = strtoull(env, NULL, 10);
+    if ((env = getenv("TDC_HEAD")) && *env) {
+        size_t hlen;
+        head = slurp(env, &hlen);
+        headsize = getenv("TDC_HEADSIZE") ? atol(getenv("TDC_HEADSIZE")) : 0;
+        if (headsize <= 0 || hlen == 0 || hlen % (size_t)headsize) {
+            fprintf(stderr, "TDC_HEAD size %zu is not a multiple of TDC_HEADSIZE\n", hlen);
+            return 1;
+        }
+        nhead = (long)(hlen / (size_t)headsize);
+    }
     int bad_off = 0;
     for (int b = 0; b < nseq; b++) if (seqoffs[b] < 0 || seqoffs[b] + 10 > recsize) bad_off = 1;
     if (recsize <= 0 || len % (size_t)recsize || bad_off) {

@@ -612,3 +612,32 @@ async def test_an_event_over_the_spill_threshold_is_spilled_between_fast_ones(pr
         assert lines[3] == line(4, "note", {"message": "b"}, offset=3, seq=3)
     finally:
         registry.shutdown()
+
+
+@pytest.mark.anyio
+async def test_a_large_emit_batch_is_checked_event_by_event(rig: Rig) -> None:
+    """An ``emit_batch`` frame past the key-count bound (20 KB by default) is still checked per event:
+    300 events land as one write; one event with a non-string key fails its whole batch, as before."""
+    await _opened(rig)
+    events = [protocol.Event(phase="tool_call", payload={"tool": "Bash", "args": {"cmd": f"pytest -q -k case_{i:04d}"}},
+                             ts=TS + 1, seq=1 + i) for i in range(300)]
+    events[150] = protocol.Event(phase="note", payload={"message": f"export GH={SECRET}"}, ts=TS + 1, seq=151)
+    batch = protocol.EmitBatch(id=3, session_id=SID, events=events)
+    assert len(protocol.encode(batch)) > 2 * Config().max_payload_keys
+    live = rig.registry.sessions[SID]
+    gen = live.journal.written_gen
+    bad = msgspec.msgpack.encode({"op": "emit_batch", "id": 4, "session_id": SID, "events": [
+        {"phase": "note", "payload": {"m": "a"}, "seq": 401}, {"phase": "note", "payload": {7: "b"}, "seq": 402}]})
+    after = protocol.Emit(id=5, session_id=SID, phase="note", payload={"message": "after"}, ts=TS + 30, seq=999)
+    replies = await rig.send(batch, bad, after)
+    assert replies[0] == protocol.Ack(id=3, step=301)
+    assert isinstance(replies[1], protocol.Error) and (replies[1].id, replies[1].code) == (4, "invalid_event")
+    assert replies[2] == protocol.Ack(id=5, step=302)
+    lines = rig.lines()
+    assert len(lines) == 302 and live.journal.written_gen == gen + 2
+    assert lines[1] == line(2, "tool_call", {"tool": "Bash", "args": {"cmd": "pytest -q -k case_0000"}}, offset=1,
+                            seq=1)
+    assert lines[151] == line(152, "note", {"message": "export GH=<redacted:github-token>"}, offset=1, seq=151)
+    assert lines[300] == line(301, "tool_call", {"tool": "Bash", "args": {"cmd": "pytest -q -k case_0299"}},
+                              offset=1, seq=300)
+    assert lines[301] == line(302, "note", {"message": "after"}, offset=30, seq=999)

@@ -433,3 +433,17 @@ def test_redact_all_finds_the_payload_of_each_hit() -> None:
     assert out[3][0] == {"api_key": SECRET_KEY_MARKER}
     assert GHP not in str(out[1][0]) and GHP not in out[4][0]["note"] and GHP not in out[6][0]
     assert out[4][0]["note"].startswith("caf\u00e9 caf\u00e9 caf\u00e9 <redacted:")
+
+
+def test_redact_all_scans_in_groups_and_keeps_each_payload_its_own() -> None:
+    # 40 payloads of ~1 KB: the strings are scanned ~16 KB at a time, so the secrets below sit
+    # in different groups, one of them as a group's last payload and one as the next one's first
+    filler = "def handler(request):\n    return fetch(request)\n" * 20
+    batch: list[Any] = [{"tool": "Edit", "args": {"old_string": filler, "new_string": f"{filler}# {i}"}}
+                        for i in range(40)]
+    for i in (15, 16, 33):
+        batch[i] = {"tool": "Edit", "args": {"old_string": filler, "new_string": f"{filler}token={GHP}"}}
+    out = REDACTOR.redact_all(batch)
+    assert [i for i, (_p, n) in enumerate(out) if n] == [15, 16, 33]
+    assert out == [REDACTOR.redact(p) for p in batch]
+    assert all(out[i][0] is batch[i] for i in range(40) if i not in (15, 16, 33))

@@ -119,7 +119,8 @@ class Handler:
         stop = len(frames) if stop is None else stop
         cfg = self.config
         checked = protocol.checked(cfg.max_payload_depth)
-        decode, emit_t, batch_t = checked.decoder.decode, checked.emit, checked.emit_batch
+        decode, emit_t, batch_t, decode_event = (checked.decoder.decode, checked.emit, checked.emit_batch,
+                                                 checked.event.decode)
         small = min(cfg.max_string, cfg.spill_threshold, 2 * cfg.max_payload_keys)
         phase_ok = self.intake.phase_ok
         run = _Run()
@@ -127,8 +128,6 @@ class Handler:
         i = start
         while i < stop:
             body = frames[i]
-            if len(body) > small:
-                break
             try:
                 req = decode(body)
             except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
@@ -141,7 +140,8 @@ class Handler:
                 encode(protocol.Synced(id=req.id), out)
             elif t is emit_t:
                 phase = req.phase
-                if req.late or not phase_ok(phase) or (phase == vocab.ARTIFACT and req.payload.get("attach")):
+                if (len(body) > small or req.late or not phase_ok(phase)
+                        or (phase == vocab.ARTIFACT and req.payload.get("attach"))):
                     break
                 ts = req.ts
                 pend = Pending(phase, req.payload, ts if 0.0 < ts <= MAX_TS else 0.0, client_id, req.seq)
@@ -150,7 +150,13 @@ class Handler:
                 if req.late:
                     break
                 batch: list[Pending] = []
-                for ev in req.events:
+                for raw in req.events:
+                    if len(raw) > small:
+                        break
+                    try:
+                        ev = decode_event(raw)
+                    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+                        break
                     phase = ev.phase
                     if not phase_ok(phase) or (phase == vocab.ARTIFACT and ev.payload.get("attach")):
                         break

@@ -238,9 +238,7 @@ class SessionState:
             t = ev.ts
             if t <= 0:
                 t = now = now or time.time()
-            if t < last:  # a clock moved back, or a client's is behind: time never runs backwards
-                t = last
-            last = t
+            t = last = max(t, last)  # a clock moved back, or a client's is behind: time never runs backwards
             times.append(t)
             records.append(Record(ts=format_ts(t), skill=skill, session_id=sid, step=step, turn=turn or None,
                                   phase=phase, payload=ev.payload, client_seq=client_seq,

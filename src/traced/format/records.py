@@ -136,7 +136,8 @@ def format_ts(epoch: float | None = None) -> str:
     if _sec_cache[0] != sec:  # one strftime per second, not per record
         _sec_cache[0] = sec
         _sec_cache[1] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-    return _sec_cache[1] + str(micros - sec * 1_000_000 + 1_000_000)[1:] + "Z"  # (faster than :06d)
+    prefix: str = _sec_cache[1]
+    return prefix + str(micros - sec * 1_000_000 + 1_000_000)[1:] + "Z"  # (faster than :06d)
 
 
 def parse_ts(text: str) -> float:

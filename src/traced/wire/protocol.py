@@ -278,12 +278,16 @@ def _value_type(depth: int, max_depth: int) -> Any:
 class Checked:
     """The checked decoder of one depth limit and the Struct types its emits decode to."""
 
-    __slots__ = ("decoder", "emit", "emit_batch")
+    __slots__ = ("decoder", "emit", "emit_batch", "event")
 
-    def __init__(self, decoder: msgspec.msgpack.Decoder[Any], emit: type, emit_batch: type) -> None:
+    def __init__(self, decoder: msgspec.msgpack.Decoder[Any], emit: type, emit_batch: type,
+                 event: msgspec.msgpack.Decoder[Any]) -> None:
         self.decoder = decoder
         self.emit = emit
         self.emit_batch = emit_batch
+        self.event = event
+        """Decodes one of ``emit_batch``'s events (they come as ``msgspec.Raw``: each is checked,
+        and measured against the limits, on its own)."""
 
 
 @lru_cache(maxsize=4)
@@ -293,7 +297,8 @@ def checked(max_depth: int) -> Checked:
     Such a payload is a map with string keys, holding only JSON values (no bytes, no
     extension types) nested at most ``min(max_depth, CHECKED_DEPTH)`` deep (the payload
     itself is depth 1, as in ``daemon.intake.check_payload``). Its emits decode to
-    ``CheckedEmit``/``CheckedEmitBatch`` (fields as ``Emit``/``EmitBatch``); every other request
+    ``CheckedEmit``/``CheckedEmitBatch`` (fields as ``Emit``/``EmitBatch``, the batch's events
+    undecoded: ``Checked.event`` decodes each); every other request
     as ``decode_request`` gives it. A frame it refuses (``msgspec.ValidationError``) may still
     be a good request: decode it with ``decode_request`` and check it the walked way.
     """
@@ -307,10 +312,10 @@ def checked(max_depth: int) -> Checked:
         ("seq", int, 0), ("ack", bool, True), ("late", bool, False)],
         bases=(_Msg,), tag="emit")
     batch: Any = msgspec.defstruct("CheckedEmitBatch", [
-        ("session_id", str), ("events", list[event]), ("ack", bool, True), ("late", bool, False)],
+        ("session_id", str), ("events", list[msgspec.Raw]), ("ack", bool, True), ("late", bool, False)],
         bases=(_Msg,), tag="emit_batch")
     union: Any = Hello | Open | emit | batch | Close | Sync | StatusRequest | Subscribe
-    return Checked(msgspec.msgpack.Decoder(union), emit, batch)
+    return Checked(msgspec.msgpack.Decoder(union), emit, batch, msgspec.msgpack.Decoder(event))
 
 
 def decode_reply(body: bytes | memoryview) -> Reply:

@@ -112,8 +112,9 @@ class Handler:
         replies are in ``out``. The caller hands the rest to ``process``, in order.
         Handled here: emits whose payload the checked decoder took
         (``protocol.checked_decoder``) and that no limit or spill can concern (the frame is
-        smaller than every limit), and ``sync`` without fsync. The events of one run are
-        redacted together (``Redactor.redact_all``) and written with one write(2).
+        smaller than every limit), and ``sync`` without fsync. The events of all the runs are
+        redacted together (``Redactor.redact_all``); each run (consecutive events of one
+        session) is written with one write(2).
         The fast path of the socket transport; everything else goes to ``process``.
         """
         stop = len(frames) if stop is None else stop
@@ -123,7 +124,7 @@ class Handler:
                                                  checked.event.decode)
         small = min(cfg.max_string, cfg.spill_threshold, 2 * cfg.max_payload_keys)
         phase_ok = self.intake.phase_ok
-        run = _Run()
+        runs: list[_Run] = [_Run()]
         client_id = conn.client_id
         i = start
         while i < stop:
@@ -136,7 +137,7 @@ class Handler:
             if t is protocol.Sync:
                 if req.fsync or cfg.fsync == "always":
                     break
-                self._flush(conn, run, out, touched)
+                self._flush_runs(conn, runs, out, touched)
                 encode(protocol.Synced(id=req.id), out)
             elif t is emit_t:
                 phase = req.phase
@@ -145,7 +146,7 @@ class Handler:
                     break
                 ts = req.ts
                 pend = Pending(phase, req.payload, ts if 0.0 < ts <= MAX_TS else 0.0, client_id, req.seq)
-                self._queue(conn, run, out, touched, session_id=req.session_id, batch=[pend], rid=req.id, ack=req.ack)
+                _queue(runs, req.session_id, [pend], req.id, req.ack)
             elif t is batch_t:
                 if req.late:
                     break
@@ -164,22 +165,27 @@ class Handler:
                     batch.append(Pending(phase, ev.payload, ts if 0.0 < ts <= MAX_TS else 0.0, client_id, ev.seq))
                 if len(batch) < len(req.events):
                     break
-                self._queue(conn, run, out, touched, session_id=req.session_id, batch=batch, rid=req.id, ack=req.ack)
+                _queue(runs, req.session_id, batch, req.id, req.ack)
             else:
                 break
             i += 1
-        self._flush(conn, run, out, touched)
+        self._flush_runs(conn, runs, out, touched)
         return i
 
-    def _queue(self, conn: Connection, run: _Run, out: bytearray, touched: set[Live], *,
-               session_id: str, batch: list[Pending], rid: int, ack: bool) -> None:
-        """Add checked, not yet redacted events to the run of ``session_id``."""
-        if session_id != run.session_id or run.late:
+    def _flush_runs(self, conn: Connection, runs: list[_Run], out: bytearray, touched: set[Live]) -> None:
+        """Redact the runs' events with one ``redact_all``, then write each run (in order) and
+        encode its replies; ``runs`` is left holding one empty run."""
+        if self.config.redaction:
+            raw = [p for run in runs for p in run.raw]
+            if raw:
+                for pend, (payload, count) in zip(raw, conn.redactor.redact_all([p.payload for p in raw]),
+                                                  strict=True):
+                    pend.payload = payload
+                    pend.redactions = count
+        for run in runs:
+            run.raw = []
             self._flush(conn, run, out, touched)
-            run.session_id = session_id
-        run.pending += batch
-        run.raw += batch
-        run.replies.append((rid, ack, len(batch)))
+        runs[:] = [_Run()]
 
     async def process(self, conn: Connection, frames: list[bytes], out: bytearray, touched: set[Live]) -> None:
         """Handle the frames of one read (or a spool segment, an OTLP request), appending their replies to ``out``.
@@ -388,6 +394,19 @@ class Handler:
         log.info("session_closed", session_id=session_id, skill=live.state.skill,
                  outcome=outcome, reason=reason, steps=live.state.step)
         return live
+
+
+def _queue(runs: list[_Run], session_id: str, batch: list[Pending], rid: int, ack: bool) -> None:
+    """Add checked, not yet redacted events to the last run, or to a new one for another session."""
+    run = runs[-1]
+    if session_id != run.session_id:
+        if run.pending:
+            run = _Run()
+            runs.append(run)
+        run.session_id = session_id
+    run.pending += batch
+    run.raw += batch
+    run.replies.append((rid, ack, len(batch)))
 
 
 def peek_id(body: bytes) -> int:

@@ -258,6 +258,12 @@ class Bench:
         with d.client() as c:
             return [c.open("bench", owner_pid=-1, meta={"bench": "c-client"}) for _ in range(k)]
 
+    def sync_counts(self, d: Daemon) -> tuple[int, int]:
+        """The daemon's (sync rounds, trace fdatasyncs) so far (0, 0 from a daemon without rounds)."""
+        with d.client() as c:
+            info = c.status()
+        return int(info.get("sync_rounds", 0)), int(info.get("fsyncs", 0))
+
     def end_sessions(self, d: Daemon, opened: list[Any]) -> None:
         with d.client() as c:
             for o in opened:
@@ -512,7 +518,9 @@ class Bench:
                         f, off = lib.emit_frame(o.session_id, 200, ack=True)
                         frames.append(f)
                     n = DURABLE_CLIENTS * p.durable_each
+                    before = self.sync_counts(d)
                     out = self.run_tdclient("ack", d.socket, n, DURABLE_CLIENTS, frames, off)
+                    rounds, syncs = (a - b for a, b in zip(self.sync_counts(d), before, strict=True))
                     self.verify_sessions([o.dir for o in opened], n, "durable C")
                     self.end_sessions(d, opened)
                     self.discard([o.dir for o in opened])
@@ -520,6 +528,10 @@ class Bench:
                     self.res.add("dur.c", out["msgs_per_s"], sec, f"{label}: throughput", "ev/s")
                     self.res.add("dur.c.p50", out["lat_us"]["p50"], sec, f"{label}: ack latency p50", "µs")
                     self.res.add("dur.c.p99", out["lat_us"]["p99"], sec, f"{label}: ack latency p99", "µs")
+                    if rounds:
+                        self.res.add("dur.c.per_round", n / rounds, sec, f"{label}: events per sync round", "")
+                        self.res.add("dur.c.sessions_per_round", syncs / rounds, sec,
+                                     f"{label}: traces fdatasynced per round", "")
                     # the same, all connections on ONE session: group commit can cover them all
                     shared = self.open_sessions(d, 1)
                     frame, off = lib.emit_frame(shared[0].session_id, 200, ack=True)

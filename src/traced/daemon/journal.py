@@ -132,9 +132,12 @@ class Journal:
         self.written_gen += 1
         return len(ends)
 
-    def fdatasync(self) -> None:
-        """fdatasync the trace (blocking; call from a worker thread)."""
-        target = self.written_gen
+    def fdatasync(self, target: int | None = None) -> None:
+        """fdatasync the trace (blocking; call from a worker thread).
+
+        ``target``: the write generation read on the loop before the call (default: now).
+        """
+        target = self.written_gen if target is None else target
         fd = layout.open_regular(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             os.fdatasync(fd)

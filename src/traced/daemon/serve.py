@@ -282,6 +282,7 @@ def status_info(registry: Registry, connections: int, bus: Bus, fsync: str, reap
         "client_events_lost": st.client_events_lost,
         "fsync": fsync,
         "fsyncs": registry.fsyncs,
+        "sync_rounds": registry.commit.rounds,
         "open_fds": len(registry.fds),
         **bus.status(),
     }

@@ -4,23 +4,33 @@ Every caller that needs durability (a connection's acks under ``fsync =
 "always"``, a ``sync {fsync}``, the spool, the ``batch`` tick) waits here. While
 one round is in flight, the next round collects waiters and the traces they
 touched; when the round in flight finishes, the first waiter to wake leads the
-next one (leader/follower group commit). A round fdatasyncs all its traces
-concurrently, from a small pool of threads: ext4's jbd2 (data=ordered) then
-folds them into one journal commit and one device flush, so 64 sessions cost
-about what one does. Why not a daemon-wide write-ahead log: docs/benchmarks.md
-("Durable acks") has the numbers of both designs.
+next one (leader/follower group commit).
+
+A round makes its traces durable in one of two ways. With a write-ahead log
+(``fsync = "always"``, see ``wal``), every line written since the trace's last
+sync goes into the log, and ONE fdatasync of the log covers every session of
+the round. A trace that has lines the log never saw (its first sync, or the
+``batch`` policy, or a ``sync {fsync}`` under ``never``) is fdatasynced itself,
+all such traces at once from a pool of threads; from then on its writes are
+kept for the log (under ``always``). docs/benchmarks.md ("Durable acks") has
+the numbers of both designs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 import anyio
+import structlog
 
 from traced.daemon.journal import Journal
+from traced.daemon.wal import WriteAheadLog
 
 __all__ = ["GroupCommit"]
+
+log = structlog.get_logger("traced.daemon.groupcommit")
 
 SYNC_THREADS: Final = 64
 """fdatasyncs one round runs at once; more traces wait for a free thread in the same round."""
@@ -40,7 +50,11 @@ class _Round:
 class GroupCommit:
     """The leader/follower sync coordinator of one daemon (one per Registry)."""
 
-    def __init__(self) -> None:
+    def __init__(self, wal: WriteAheadLog | None = None, log_wanted: Callable[[], bool] = lambda: True) -> None:
+        self.wal = wal
+        """The write-ahead log rounds may write to; None: fdatasync every trace."""
+        self.log_wanted = log_wanted
+        """Whether rounds use the log now (``fsync = "always"``, which a reload may change)."""
         self._inflight: _Round | None = None
         self._next = _Round()
         self._pool: ThreadPoolExecutor | None = None
@@ -80,25 +94,59 @@ class GroupCommit:
     async def _run(self, rnd: _Round) -> None:
         self._inflight, self._next = rnd, _Round()
         try:
+            logged: list[tuple[str, bytes]] = []
+            by_log: list[int] = []
+            by_sync: list[tuple[int, tuple[Journal, int]]] = []
+            wal = self.wal if self.wal is not None and self.log_wanted() else None
             for key, (j, _t) in list(rnd.targets.items()):  # the targets as of now: all written so far
-                rnd.targets[key] = (j, j.written_gen)
-            await anyio.to_thread.run_sync(self._sync_all, rnd)
+                gen = j.written_gen
+                rnd.targets[key] = (j, gen)
+                if wal is not None and j.wal is not None and j.wal_base <= j.synced_gen:
+                    if j.wal:
+                        logged.append((j.dir, b"".join(j.wal)))
+                        j.wal = []
+                    by_log.append(key)
+                else:  # lines the log never saw: fdatasync the trace; the log keeps what follows
+                    by_sync.append((key, (j, gen)))
+                    j.wal, j.wal_base = ([] if wal is not None else None), gen
+            retire = wal is None and self.wal is not None and bool(self.wal.covered)
+            await anyio.to_thread.run_sync(self._sync_all, rnd, logged, by_log, by_sync, retire)
+            for key in by_log:
+                j, gen = rnd.targets[key]
+                if key in rnd.errors:
+                    j.wal = None  # what the failed round held is in no log: the next round syncs the trace
+                else:
+                    j.synced_gen = max(j.synced_gen, gen)
             self.rounds += 1
             self.fsyncs += len(rnd.targets) - len(rnd.errors)
         finally:
             self._inflight = None
             rnd.done.set()
 
-    def _sync_all(self, rnd: _Round) -> None:
-        """fdatasync every trace of ``rnd`` at once (a worker thread)."""
-        items = list(rnd.targets.items())
-        if len(items) == 1:
-            self._sync_one(rnd, *items[0])
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="traced-fsync")
-        for _ in self._pool.map(lambda item: self._sync_one(rnd, *item), items):
-            pass
+    def _sync_all(self, rnd: _Round, logged: list[tuple[str, bytes]], by_log: list[int],
+                  by_sync: list[tuple[int, tuple[Journal, int]]], retire: bool) -> None:
+        """Log and fdatasync ``logged`` once, fdatasync every trace of ``by_sync`` at once (a worker thread).
+
+        ``retire``: the log is no longer wanted; checkpoint what it covers.
+        """
+        if retire and self.wal is not None:
+            try:
+                self.wal.close()
+            except OSError as e:
+                log.error("wal_checkpoint_failed", error=e.strerror)
+        if logged and self.wal is not None:
+            try:
+                self.wal.append_sync(logged)
+            except OSError as e:
+                for key in by_log:
+                    rnd.errors[key] = e
+        if len(by_sync) == 1:
+            self._sync_one(rnd, *by_sync[0])
+        elif by_sync:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="traced-fsync")
+            for _ in self._pool.map(lambda item: self._sync_one(rnd, *item), by_sync):
+                pass
 
     def _sync_one(self, rnd: _Round, key: int, target: tuple[Journal, int]) -> None:
         journal, gen = target
@@ -108,7 +156,12 @@ class GroupCommit:
             rnd.errors[key] = e
 
     def close(self) -> None:
-        """Stop the sync threads (the daemon is stopping)."""
+        """Checkpoint the log and stop the sync threads (the daemon is stopping; blocking)."""
+        if self.wal is not None:
+            try:
+                self.wal.close()
+            except OSError as e:  # the log stays: the next start replays it
+                log.error("wal_checkpoint_failed", error=e.strerror)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

@@ -46,6 +46,7 @@ from traced.daemon.session import (
     transition,
 )
 from traced.daemon.status import Stats
+from traced.daemon.wal import WriteAheadLog
 from traced.errors import InvalidName, RequestError
 from traced.format import ids, layout, vocab
 from traced.format.files import write_atomic
@@ -115,7 +116,9 @@ class Registry:
         self.fds = FdCache(config.fd_cache)
         self.stats = Stats()
         self._fsyncs = 0
-        self.commit = GroupCommit()
+        self.commit_log_dir = self.state_dir / "wal"
+        self.commit = GroupCommit(WriteAheadLog(self.commit_log_dir, config.wal_checkpoint_bytes),
+                                  lambda: self.config.fsync == "always" and self.config.wal)
         """The daemon-wide group commit every durability wait goes through."""
         self.sync_wanted = anyio.Event()
         """Set when a listener waits for records that are written but not yet durable."""

@@ -502,6 +502,8 @@ class Bench:
         nolog.env["TRACED_WAL"] = "false"
         self.daemons.append(nolog.start())
         self.warm_up(nolog)
+        # the ceiling: the same acked load with no sync at all (what durability adds to the acked path)
+        nosync = self.daemon("durable-nosync", "--fsync", "never")
         sec = f"3. Durable acks (`--fsync always`), {DURABLE_CLIENTS} acked clients, 200 B events"
         self.res.params["durable"] = f"{DURABLE_CLIENTS} clients × {p.durable_each:,} events per run"
         try:
@@ -551,6 +553,15 @@ class Bench:
                     self.res.add("dur.c.nolog.p99", out["lat_us"]["p99"], sec, f"{label}: ack latency p99", "µs")
                     if rounds:
                         self.res.add("dur.c.nolog.per_round", n / rounds, sec, f"{label}: events per sync round", "")
+                    opened = self.open_sessions(nosync, DURABLE_CLIENTS)
+                    frames = [lib.emit_frame(o.session_id, 200, ack=True)[0] for o in opened]
+                    out = self.run_tdclient("ack", nosync.socket, n, DURABLE_CLIENTS, frames, off)
+                    self.verify_sessions([o.dir for o in opened], n, "acked C, fsync never")
+                    self.end_sessions(nosync, opened)
+                    self.discard([o.dir for o in opened])
+                    label = f"ceiling: the same with `--fsync never`, C client, {DURABLE_CLIENTS} conns"
+                    self.res.add("dur.c.nosync", out["msgs_per_s"], sec, f"{label}: throughput", "ev/s")
+                    self.res.add("dur.c.nosync.p99", out["lat_us"]["p99"], sec, f"{label}: ack latency p99", "µs")
                     # the same, all connections on ONE session: group commit can cover them all
                     shared = self.open_sessions(d, 1)
                     frame, off = lib.emit_frame(shared[0].session_id, 200, ack=True)
@@ -583,6 +594,7 @@ class Bench:
         finally:
             self.retire(d)
             self.retire(nolog)
+            self.retire(nosync)
 
     # --- mode 4: traced event from a shell --------------------------------------------------------
 

@@ -221,3 +221,29 @@ def test_checkpoints_racing_acked_writes_keep_every_acked_line(daemon_factory: A
     d.start()
     for k, ((_sid, sdir, _steps),) in results.items():
         assert _notes(sdir) == [f"0-{i}" for i in range(40)], k
+
+
+@pytest.mark.anyio
+async def test_a_reload_away_from_always_checkpoints_the_log(private_env: Path) -> None:
+    """Rounds log only under ``always``; when a reload changes the policy, the next round makes the
+    traces the log covered durable on their own and deletes it, and writes are no longer kept for it."""
+    config = Config(root=str(private_env / "root"), fsync="always")
+    reg = Registry(config)
+    try:
+        lives = [_open(reg, k) for k in range(2)]
+        await reg.durable(lives)  # first round: the traces' own fdatasyncs, then their writes are kept
+        for live in lives:
+            reg.append(live, [Pending("note", {"message": "logged"}, TS)])
+        await reg.durable(lives)
+        (seg,) = sorted(reg.commit_log_dir.glob("*.log"))
+        entries, torn = wal.read_frames(seg.read_bytes())
+        assert ([sdir for sdir, _ in entries], torn) == ([lv.state.dir for lv in lives], 0)
+        assert [[json.loads(x)["step"] for x in lines.splitlines()] for _, lines in entries] == [[2], [2]]
+        config.fsync = "batch"  # what a SIGHUP reload does
+        reg.append(lives[0], [Pending("note", {"message": "synced"}, TS)])
+        await reg.durable([lives[0]])
+        assert sorted(reg.commit_log_dir.glob("*.log")) == [] and reg.commit.wal is not None
+        assert (reg.commit.wal.checkpoints, lives[0].journal.wal, lives[0].journal.dirty) == (1, None, False)
+        assert reg.fsyncs == 2 + 2 + 1
+    finally:
+        reg.shutdown()

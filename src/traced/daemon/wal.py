@@ -25,6 +25,7 @@ is gone is skipped and logged.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zlib
@@ -160,8 +161,10 @@ class WriteAheadLog:
             for path in covered:
                 try:
                     fd = layout.open_regular(path, os.O_RDONLY | os.O_NOFOLLOW)
-                except FileNotFoundError:  # the session was deleted: nothing of it to keep
-                    continue
+                except OSError as e:
+                    if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                        continue  # the session was deleted (or its name is no longer a trace): nothing to keep
+                    raise
                 try:
                     os.fdatasync(fd)
                 finally:

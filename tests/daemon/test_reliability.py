@@ -52,7 +52,11 @@ def _status(d: Daemon) -> dict[str, Any]:
         return info
 
 
-def test_kill9_daemon_under_load_loses_nothing(daemon: Daemon) -> None:
+@pytest.mark.parametrize("policy", ["batch", "always"])
+def test_kill9_daemon_under_load_loses_nothing(daemon_factory: Any, policy: str) -> None:
+    """Two kill -9s while four skills write; under ``always`` a kill also lands between a line's
+    trace write and the write-ahead log's sync (unacked: the client resends, the key drops it)."""
+    daemon: Daemon = daemon_factory("--fsync", policy)
     n = 400
     skills = [subprocess.Popen([sys.executable, "-c", SKILL, str(daemon.socket), str(n), f"k{k}", "0.002"],
                                env=daemon.env, stdout=subprocess.PIPE, text=True) for k in range(4)]

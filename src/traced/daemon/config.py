@@ -23,6 +23,12 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Global root; empty: ``$STATE_DIRECTORY`` or ``$XDG_STATE_HOME/traced/sessions``."""
     fsync: FsyncPolicy = "batch"
     fsync_interval: float = 1.0
+    wal: bool = True
+    """``fsync = "always"``: acks wait for one fdatasync of the daemon-wide write-ahead log (true),
+    or for concurrent fdatasyncs of every trace touched (false)."""
+    wal_checkpoint_bytes: int = 64 * 1024 * 1024
+    """``fsync = "always"``: the write-ahead log's size (bytes) at which the traces it covers are
+    fdatasynced and it starts over (see docs/configuration.md)."""
     idle_timeout: float = 1800.0
     max_frame: int = 8 * 1024 * 1024
     """Largest frame; 8 MiB because large strings spill to blobs, so a big event

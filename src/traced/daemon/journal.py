@@ -92,6 +92,10 @@ class Journal:
     synced_gen: int = 0
     bytes_written: int = 0
     torn_moved: int = field(default=0)
+    wal: list[bytes] | None = None
+    """Lines written since ``wal_base`` and not yet in the write-ahead log (None: not logged, see ``wal``)."""
+    wal_base: int = 0
+    """The write generation from which every write is kept in ``wal``."""
 
     def __post_init__(self) -> None:
         self.path = os.path.join(self.dir, TRACE)
@@ -128,14 +132,21 @@ class Journal:
                 if done != kept:
                     self.fds.drop(self.path)
                     self.torn_moved += cut_fragment(self.path, done - kept)
+                if self.wal is not None and kept:
+                    self.wal.append(bytes(view[:kept]))
             raise JournalWriteError(err, complete) from err
         self.bytes_written += total
         self.written_gen += 1
+        if self.wal is not None:
+            self.wal.append(bytes(view))
         return lines
 
-    def fdatasync(self) -> None:
-        """fdatasync the trace (blocking; call from a worker thread)."""
-        target = self.written_gen
+    def fdatasync(self, target: int | None = None) -> None:
+        """fdatasync the trace (blocking; call from a worker thread).
+
+        ``target``: the write generation read on the loop before the call (default: now).
+        """
+        target = self.written_gen if target is None else target
         fd = layout.open_regular(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             os.fdatasync(fd)

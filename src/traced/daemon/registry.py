@@ -32,6 +32,7 @@ import structlog
 from traced import __version__, locations
 from traced.daemon import targets
 from traced.daemon.config import Config
+from traced.daemon.groupcommit import GroupCommit
 from traced.daemon.journal import FdCache, Journal, JournalWriteError, TailState, line_bytes, scan
 from traced.daemon.markers import Markers
 from traced.daemon.procfs import proc_start_time
@@ -45,6 +46,7 @@ from traced.daemon.session import (
     transition,
 )
 from traced.daemon.status import Stats
+from traced.daemon.wal import WriteAheadLog
 from traced.errors import InvalidName, RequestError
 from traced.format import ids, layout, vocab
 from traced.format.files import write_atomic
@@ -113,9 +115,11 @@ class Registry:
         """Recently ended sessions kept loaded for late records (an LRU of ``ENDED_MEMORY``)."""
         self.fds = FdCache(config.fd_cache)
         self.stats = Stats()
-        self.fsyncs = 0
-        """fdatasync calls made on traces (tests check that every durable ack was covered)."""
-        self._syncing: dict[str, anyio.Event] = {}
+        self._fsyncs = 0
+        self.commit_log_dir = self.state_dir / "wal"
+        self.commit = GroupCommit(WriteAheadLog(self.commit_log_dir, config.wal_checkpoint_bytes),
+                                  lambda: self.config.fsync == "always" and self.config.wal)
+        """The daemon-wide group commit every durability wait goes through."""
         self.sync_wanted = anyio.Event()
         """Set when a listener waits for records that are written but not yet durable."""
         self.on_durable: list[Listener] = []
@@ -491,7 +495,7 @@ class Registry:
         if self.config.fsync != "never":
             try:
                 live.journal.fdatasync()
-                self.fsyncs += 1
+                self._fsyncs += 1
             except OSError as e:
                 log.error("fsync_failed", session_id=live.state.session_id, error=e.strerror)
         self.fds.drop(live.journal.path)
@@ -511,38 +515,35 @@ class Registry:
 
     # --- durability -------------------------------------------------------
 
-    async def durable(self, lives: Iterable[Live]) -> None:
-        """Return once every write so far to ``lives`` is fdatasynced (group commit).
+    @property
+    def fsyncs(self) -> int:
+        """fdatasync calls made on traces (tests check that every durable ack was covered)."""
+        return self._fsyncs + self.commit.fsyncs
 
-        Listeners hear of the records each sync covered, on the loop, before this returns.
+    async def durable(self, lives: Iterable[Live]) -> None:
+        """Return once every write so far to ``lives`` is fdatasynced (daemon-wide group commit).
+
+        All callers waiting at the same moment share one sync round that covers
+        every session they touched (``groupcommit``). Listeners hear of the
+        records each sync covered, on the loop, before this returns. Raises the
+        OSError of a failed fdatasync; what did sync is published all the same.
         """
-        for live in lives:
-            journal = live.journal
-            target = journal.written_gen
-            while journal.synced_gen < target:
-                pending = self._syncing.get(journal.path)
-                if pending is not None:
-                    await pending.wait()
-                    continue
-                done = self._syncing[journal.path] = anyio.Event()
-                try:
-                    await anyio.to_thread.run_sync(journal.fdatasync)
-                    self.fsyncs += 1
-                finally:
-                    del self._syncing[journal.path]
-                    done.set()
-            if live.unpublished:
-                self._publish_durable(live)
+        lives = list(lives)
+        try:
+            await self.commit.wait([live.journal for live in lives])
+        finally:
+            for live in lives:
+                if live.unpublished:
+                    self._publish_durable(live)
 
     async def sync_dirty(self) -> None:
-        """fdatasync every open session with unsynced data (the ``batch`` policy's tick)."""
+        """fdatasync every session with unsynced data in one round (the ``batch`` policy's tick)."""
         self.sync_wanted = anyio.Event()
         lives = [*self.sessions.values(), *self.ended.values()]
-        for live in [lv for lv in lives if lv.journal.dirty or lv.unpublished]:
-            try:
-                await self.durable([live])
-            except OSError as e:
-                log.error("fsync_failed", path=live.journal.path, error=e.strerror)
+        try:
+            await self.durable([lv for lv in lives if lv.journal.dirty or lv.unpublished])
+        except OSError as e:  # the others of the round are synced and published; the next tick retries
+            log.error("fsync_failed", error=e.strerror, filename=e.filename)
 
     # --- restart recovery and other writers ---------------------------------
 
@@ -581,6 +582,7 @@ class Registry:
 
     def shutdown(self) -> None:
         """Close every fd (open sessions stay open on disk for the next daemon)."""
+        self.commit.close()
         self.fds.close_all()
 
 

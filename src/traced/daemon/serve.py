@@ -31,7 +31,7 @@ from anyio.abc import SocketAttribute, SocketListener, TaskStatus
 
 from traced import __version__, locations
 from traced.daemon import config as config_mod
-from traced.daemon import fswatch, logs, recovery
+from traced.daemon import fswatch, logs, recovery, wal
 from traced.daemon.bus import Bus
 from traced.daemon.config import Config
 from traced.daemon.handler import Handler
@@ -144,6 +144,12 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
         raise
     registry = Registry(cfg)
     registry.roots.load()
+    # the log's acked lines that a power cut took from their traces go back before anything else
+    replayed = await anyio.to_thread.run_sync(wal.replay, registry.commit_log_dir)
+    if replayed.lines or replayed.gone or replayed.torn_bytes or replayed.failed:
+        log.info("wal_recovered", sessions=len(replayed.lines), lines=sum(replayed.lines.values()),
+                 gone=len(replayed.gone), torn_bytes=replayed.torn_bytes, gaps=replayed.gaps,
+                 failed=len(replayed.failed))
     bus = Bus()
     registry.on_durable.append(lambda _live, records: bus.publish(records))
     handler = Handler(cfg, registry, _redactor(cfg), bus)
@@ -287,6 +293,8 @@ def status_info(registry: Registry, connections: int, bus: Bus, fsync: str, reap
         "client_events_lost": st.client_events_lost,
         "fsync": fsync,
         "fsyncs": registry.fsyncs,
+        "sync_rounds": registry.commit.rounds,
+        "wal_checkpoints": registry.commit.wal.checkpoints if registry.commit.wal is not None else 0,
         "open_fds": len(registry.fds),
         **bus.status(),
     }

@@ -1,0 +1,167 @@
+"""Daemon-wide group commit: one sync round covers every session its waiters touched.
+
+Every caller that needs durability (a connection's acks under ``fsync =
+"always"``, a ``sync {fsync}``, the spool, the ``batch`` tick) waits here. While
+one round is in flight, the next round collects waiters and the traces they
+touched; when the round in flight finishes, the first waiter to wake leads the
+next one (leader/follower group commit).
+
+A round makes its traces durable in one of two ways. With a write-ahead log
+(``fsync = "always"``, see ``wal``), every line written since the trace's last
+sync goes into the log, and ONE fdatasync of the log covers every session of
+the round. A trace that has lines the log never saw (its first sync, or the
+``batch`` policy, or a ``sync {fsync}`` under ``never``) is fdatasynced itself,
+all such traces at once from a pool of threads; from then on its writes are
+kept for the log (under ``always``). docs/benchmarks.md ("Durable acks") has
+the numbers of both designs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final
+
+import anyio
+import structlog
+
+from traced.daemon.journal import Journal
+from traced.daemon.wal import WriteAheadLog
+
+__all__ = ["GroupCommit"]
+
+log = structlog.get_logger("traced.daemon.groupcommit")
+
+SYNC_THREADS: Final = 64
+"""fdatasyncs one round runs at once; more traces wait for a free thread in the same round."""
+
+
+class _Round:
+    """The traces one sync covers (journal id -> (journal, generation to reach)) and its outcome."""
+
+    __slots__ = ("done", "errors", "targets")
+
+    def __init__(self) -> None:
+        self.targets: dict[int, tuple[Journal, int]] = {}
+        self.done = anyio.Event()
+        self.errors: dict[int, OSError] = {}
+
+
+class GroupCommit:
+    """The leader/follower sync coordinator of one daemon (one per Registry)."""
+
+    def __init__(self, wal: WriteAheadLog | None = None, log_wanted: Callable[[], bool] = lambda: True) -> None:
+        self.wal = wal
+        """The write-ahead log rounds may write to; None: fdatasync every trace."""
+        self.log_wanted = log_wanted
+        """Whether rounds use the log now (``fsync = "always"``, which a reload may change)."""
+        self._inflight: _Round | None = None
+        self._next = _Round()
+        self._pool: ThreadPoolExecutor | None = None
+        self.rounds = 0
+        """Sync rounds run (each covers every trace its waiters touched)."""
+        self.fsyncs = 0
+        """fdatasync calls made on traces."""
+
+    async def wait(self, journals: list[Journal]) -> None:
+        """Return once every write so far to ``journals`` is fdatasynced.
+
+        Raises the OSError of a failed fdatasync of one of them (the others of
+        its round are synced all the same).
+        """
+        want = [(j, j.written_gen) for j in journals if j.synced_gen < j.written_gen]
+        while want:
+            current = self._inflight
+            if current is None:  # lead: this round takes everyone who joined while none ran
+                rnd = self._next
+                self._add(rnd, want)
+                await self._run(rnd)
+            else:  # follow: join the next round, wait for the one in flight, then lead or wait again
+                rnd = current
+                self._add(self._next, [(j, t) for j, t in want if id(j) not in current.targets])
+                await current.done.wait()
+            for j, _t in want:
+                err = rnd.errors.get(id(j))
+                if err is not None:
+                    raise err
+            want = [(j, t) for j, t in want if j.synced_gen < t]
+
+    @staticmethod
+    def _add(rnd: _Round, want: list[tuple[Journal, int]]) -> None:
+        for j, _t in want:
+            rnd.targets[id(j)] = (j, max(j.written_gen, rnd.targets.get(id(j), (j, 0))[1]))
+
+    async def _run(self, rnd: _Round) -> None:
+        self._inflight, self._next = rnd, _Round()
+        try:
+            logged: list[tuple[str, bytes]] = []
+            by_log: list[int] = []
+            by_sync: list[tuple[int, tuple[Journal, int]]] = []
+            wal = self.wal if self.wal is not None and self.log_wanted() else None
+            for key, (j, _t) in list(rnd.targets.items()):  # the targets as of now: all written so far
+                gen = j.written_gen
+                rnd.targets[key] = (j, gen)
+                if wal is not None and j.wal is not None and j.wal_base <= j.synced_gen:
+                    if j.wal:
+                        logged.append((j.dir, b"".join(j.wal)))
+                        j.wal = []
+                    by_log.append(key)
+                else:  # lines the log never saw: fdatasync the trace; the log keeps what follows
+                    by_sync.append((key, (j, gen)))
+                    j.wal, j.wal_base = ([] if wal is not None else None), gen
+            retire = wal is None and self.wal is not None and bool(self.wal.covered)
+            await anyio.to_thread.run_sync(self._sync_all, rnd, logged, by_log, by_sync, retire)
+            for key in by_log:
+                j, gen = rnd.targets[key]
+                if key in rnd.errors:
+                    j.wal = None  # what the failed round held is in no log: the next round syncs the trace
+                else:
+                    j.synced_gen = max(j.synced_gen, gen)
+            self.rounds += 1
+            self.fsyncs += len(rnd.targets) - len(rnd.errors)
+        finally:
+            self._inflight = None
+            rnd.done.set()
+
+    def _sync_all(self, rnd: _Round, logged: list[tuple[str, bytes]], by_log: list[int],
+                  by_sync: list[tuple[int, tuple[Journal, int]]], retire: bool) -> None:
+        """Log and fdatasync ``logged`` once, fdatasync every trace of ``by_sync`` at once (a worker thread).
+
+        ``retire``: the log is no longer wanted; checkpoint what it covers.
+        """
+        if retire and self.wal is not None:
+            try:
+                self.wal.close()
+            except OSError as e:
+                log.error("wal_checkpoint_failed", error=e.strerror)
+        if logged and self.wal is not None:
+            try:
+                self.wal.append_sync(logged)
+            except OSError as e:
+                for key in by_log:
+                    rnd.errors[key] = e
+        if len(by_sync) == 1:
+            self._sync_one(rnd, *by_sync[0])
+        elif by_sync:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="traced-fsync")
+            for _ in self._pool.map(lambda item: self._sync_one(rnd, *item), by_sync):
+                pass
+
+    def _sync_one(self, rnd: _Round, key: int, target: tuple[Journal, int]) -> None:
+        journal, gen = target
+        try:
+            journal.fdatasync(gen)
+        except OSError as e:
+            rnd.errors[key] = e
+
+    def close(self) -> None:
+        """Checkpoint the log and stop the sync threads (the daemon is stopping; blocking)."""
+        if self.wal is not None:
+            try:
+                self.wal.close()
+            except OSError as e:  # the log stays: the next start replays it
+                log.error("wal_checkpoint_failed", error=e.strerror)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None

@@ -1,0 +1,279 @@
+"""The daemon-wide write-ahead log of ``fsync = "always"``: one fdatasync acks every session.
+
+``<state>/wal/<seq>.log``, seq a 16-digit decimal, holds frames: a 12-byte header
+(``>III``: magic ``TWAL``'s u32, payload length in bytes, CRC-32 of the payload), then
+the payload: the session dir (UTF-8), ``\\0``, then whole trace lines as written.
+
+Write order, and why: a line goes to its trace first (``write(2)``, page cache: it
+survives a ``kill -9`` of the daemon), then, in the next sync round, to the log,
+whose one fdatasync makes every line of the round durable before any ack. So a
+``kill -9`` at any moment leaves every written line in its trace; a power cut
+may lose trace lines still in the page cache, and the log has every acked one.
+
+A checkpoint (the log past ``wal_checkpoint_bytes``) starts a new segment,
+fdatasyncs every trace the old one covered, then deletes the old one. Lines
+written meanwhile are logged in the new segment by the next round: a trace
+write always comes before its own log write.
+
+On start, before READY, ``replay`` appends to each trace the logged lines whose
+step is past the trace's last complete step (a torn tail is moved aside first,
+as always), in log order: gap-free, and exactly once, since a line whose step
+is already there is skipped. A torn last frame (a crash inside the log's own
+write, never acked) ends a segment's replay; an entry for a session dir that
+is gone is skipped and logged.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import structlog
+
+from traced.daemon.journal import scan
+from traced.format import layout
+from traced.format.layout import FILE_MODE, TRACE
+from traced.format.records import record_decoder
+
+__all__ = ["Replayed", "WriteAheadLog", "replay"]
+
+log = structlog.get_logger("traced.daemon.wal")
+
+HEADER: Final = struct.Struct(">III")
+MAGIC: Final = int.from_bytes(b"TWAL", "big")
+SUFFIX: Final = ".log"
+
+
+def frame(session_dir: str, lines: bytes | bytearray | memoryview) -> bytes:
+    """One log frame: header, then ``session_dir`` NUL ``lines``."""
+    payload = session_dir.encode() + b"\0" + bytes(lines)
+    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def read_frames(data: bytes) -> tuple[list[tuple[str, bytes]], int]:
+    """Parse a segment: (entries (session dir, lines), bytes of torn or invalid tail left over)."""
+    out: list[tuple[str, bytes]] = []
+    pos = 0
+    while pos + HEADER.size <= len(data):
+        magic, size, crc = HEADER.unpack_from(data, pos)
+        payload = data[pos + HEADER.size: pos + HEADER.size + size]
+        if magic != MAGIC or len(payload) != size or zlib.crc32(payload) != crc:
+            break
+        sdir, sep, lines = payload.partition(b"\0")
+        if not sep:
+            break
+        out.append((sdir.decode(errors="surrogateescape"), lines))
+        pos += HEADER.size + size
+    return out, len(data) - pos
+
+
+def _segments(directory: Path) -> list[Path]:
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(directory / n for n in names if n.endswith(SUFFIX) and n[: -len(SUFFIX)].isdigit())
+
+
+def _sync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class WriteAheadLog:
+    """The log's writer (its methods block: the sync round's worker thread calls them)."""
+
+    def __init__(self, directory: Path, checkpoint_bytes: int) -> None:
+        self.dir = directory
+        self.checkpoint_bytes = checkpoint_bytes
+        self._fd = -1
+        self._seq = 0
+        self._first = 0
+        """This daemon's first segment: older ones (a replay that failed) stay for the next start."""
+        self._path: Path | None = None
+        self.size = 0
+        """Bytes in the current segment."""
+        self.covered: set[str] = set()
+        """Traces (paths) with lines in the current segment: a checkpoint fdatasyncs them."""
+        self.checkpoints = 0
+
+    def _open(self) -> None:
+        layout.ensure_private_dir(self.dir)
+        existing = _segments(self.dir)
+        self._seq = max(self._seq, int(existing[-1].name[: -len(SUFFIX)]) if existing else 0) + 1
+        if not self._first:
+            self._first = self._seq
+        self._path = self.dir / f"{self._seq:016d}{SUFFIX}"
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        _sync_dir(self.dir)  # the segment's name must outlive a power cut as much as its bytes
+        self.size = 0
+
+    def append_sync(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        """Append one frame per (session dir, lines), fdatasync, then checkpoint if the log is full.
+
+        Raises OSError when the log cannot be written or synced (no ack may then go out).
+        """
+        if self._fd < 0:
+            self._open()
+        data = memoryview(b"".join(frame(sdir, lines) for sdir, lines in entries))
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self._fd, data[done:])
+            os.fdatasync(self._fd)
+        except OSError:
+            self._abandon()  # a segment with a torn frame takes no more frames after it
+            raise
+        self.size += done
+        for sdir, _lines in entries:
+            self.covered.add(os.path.join(sdir, TRACE))
+        if self.size >= self.checkpoint_bytes:
+            try:
+                self.checkpoint()
+            except OSError as e:  # the segments stay (replay covers them); the next round tries again
+                log.error("wal_checkpoint_failed", error=e.strerror, filename=e.filename)
+
+    def _abandon(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def checkpoint(self) -> None:
+        """Make every covered trace durable on its own, then drop the segments that covered it.
+
+        A new segment takes the rounds that follow (the next one opens it): lines
+        written while this runs are logged there, so nothing acked is ever covered
+        by neither its trace's fdatasync nor a segment still on disk.
+        """
+        self._abandon()
+        covered, self.covered = self.covered, set()
+        try:
+            for path in covered:
+                try:
+                    fd = layout.open_regular(path, os.O_RDONLY | os.O_NOFOLLOW)
+                except OSError as e:
+                    if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                        continue  # the session was deleted (or its name is no longer a trace): nothing to keep
+                    raise
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+        except OSError:
+            self.covered |= covered  # nothing deleted: the next checkpoint syncs them all again
+            raise
+        for old in _segments(self.dir):
+            if self._first and int(old.name[: -len(SUFFIX)]) >= self._first:
+                old.unlink()
+        self.size = 0
+        self.checkpoints += 1
+
+    def close(self) -> None:
+        """Checkpoint what is logged (a clean stop leaves no log to replay)."""
+        if self._fd >= 0 or self.covered:
+            self.checkpoint()
+
+
+@dataclass(slots=True)
+class Replayed:
+    """What ``replay`` did: lines appended per trace, entries skipped, torn bytes dropped."""
+
+    lines: dict[str, int] = field(default_factory=dict)
+    gone: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    """Segments or session dirs that could not be read or written (the log then stays)."""
+    torn_bytes: int = 0
+    gaps: int = 0
+
+
+def _step(line: bytes) -> int | None:
+    try:
+        return record_decoder.decode(line).step
+    except msgspec.DecodeError:
+        return None
+
+
+def replay(directory: Path) -> Replayed:
+    """Put back into their traces the logged lines they lack, then delete the log (blocking; before READY).
+
+    Each trace's torn tail is moved aside first (``journal.repair_tail``, through
+    ``scan``), each trace written by replay is fdatasynced before the log goes.
+    Never raises: a trace that cannot be written is logged (``failed``), and then
+    the log stays for the next start to try again.
+    """
+    done = Replayed()
+    segments = _segments(directory)
+    pending: dict[str, list[bytes]] = {}
+    for seg in segments:
+        try:
+            entries, torn = read_frames(seg.read_bytes())
+        except OSError as e:
+            done.failed.append(str(seg))
+            log.error("wal_unreadable", segment=str(seg), error=e.strerror)
+            continue
+        if torn:
+            done.torn_bytes += torn
+            log.warning("wal_torn_tail", segment=seg.name, bytes=torn)
+        for sdir, lines in entries:
+            pending.setdefault(sdir, []).append(lines)
+    for sdir, chunks in pending.items():
+        if not os.path.isdir(sdir):
+            done.gone.append(sdir)
+            log.warning("wal_session_gone", session_dir=sdir)
+            continue
+        try:
+            _replay_one(sdir, chunks, done)
+        except OSError as e:
+            done.failed.append(sdir)
+            log.error("wal_replay_failed", session_dir=sdir, error=e.strerror)
+    if not done.failed:
+        for seg in segments:
+            seg.unlink()
+        if segments:
+            _sync_dir(directory)
+    return done
+
+
+def _replay_one(sdir: str, chunks: list[bytes], done: Replayed) -> None:
+    path = os.path.join(sdir, TRACE)
+    last = scan(path).last_step
+    out = bytearray()
+    n = 0
+    for chunk in chunks:
+        for line in chunk.splitlines(keepends=True):
+            step = _step(line)
+            if step is None or step <= last:
+                continue  # already in the trace: exactly once
+            if step != last + 1:
+                done.gaps += 1
+                log.error("wal_gap", session_dir=sdir, after=last, step=step)
+            out += line
+            last = step
+            n += 1
+    if not n:
+        return
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = layout.open_regular(path, flags)
+    except FileNotFoundError:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        view = memoryview(out)
+        pos = 0
+        while pos < len(view):
+            pos += os.write(fd, view[pos:])
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    done.lines[sdir] = n
+    log.warning("wal_replayed", session_dir=sdir, lines=n, last_step=last)

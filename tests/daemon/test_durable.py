@@ -1,0 +1,249 @@
+"""Durable acks: one daemon-wide sync round covers every session its waiters touched."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.conftest import Daemon, assert_gap_free, read_trace
+from traced.daemon import wal
+from traced.daemon.config import Config
+from traced.daemon.registry import Live, Registry
+from traced.daemon.session import Pending
+
+TS = 1_700_000_000.0
+
+
+@pytest.fixture
+def private_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    for var in ("STATE_DIRECTORY", "RUNTIME_DIRECTORY", "TRACED_ROOT", "TRACED_SOCKET"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def registry(private_env: Path) -> Iterator[Registry]:
+    reg = Registry(Config(root=str(private_env / "root"), fsync="batch"))
+    try:
+        yield reg
+    finally:
+        reg.shutdown()
+
+
+def _open(reg: Registry, k: int) -> Live:
+    live, _resumed, _fallback = reg.open(skill="gc", session_id=f"01JDSESSION{k:015d}", cwd="/w",
+                                         peer_uid=os.getuid(), ts=TS)
+    return live
+
+
+@pytest.mark.anyio
+async def test_waiters_on_different_sessions_share_one_sync_round(registry: Registry) -> None:
+    heard: list[tuple[str, list[int | None]]] = []
+    registry.on_durable.append(lambda live, recs: heard.append((live.state.session_id, [r.step for r in recs])))
+    lives = [_open(registry, k) for k in range(8)]
+    await registry.durable(lives)  # the start records
+    assert (registry.commit.rounds, registry.fsyncs) == (1, 8), "one round, one fdatasync per trace"
+    heard.clear()
+    for live in lives:
+        registry.append(live, [Pending("note", {"message": "x"}, TS)])
+    assert heard == [] and all(live.journal.dirty for live in lives)
+    async with anyio.create_task_group() as tg:  # 8 connections, each waiting for its own session
+        for live in lives:
+            tg.start_soon(registry.durable, [live])
+    # the first waiter leads a round of its own; the 7 that came while it ran share the next one
+    assert (registry.commit.rounds, registry.fsyncs) == (3, 16)
+    assert not any(live.journal.dirty for live in lives)
+    assert sorted(heard) == sorted((live.state.session_id, [2]) for live in lives)
+    await registry.durable(lives)  # nothing new: no round at all
+    assert (registry.commit.rounds, registry.fsyncs) == (3, 16)
+
+
+@pytest.mark.anyio
+async def test_a_failed_fdatasync_fails_its_waiter_and_no_other(registry: Registry) -> None:
+    good, bad = _open(registry, 1), _open(registry, 2)
+    await registry.durable([good, bad])
+    registry.append(good, [Pending("note", {"message": "g"}, TS)])
+    registry.append(bad, [Pending("note", {"message": "b"}, TS)])
+    os.unlink(bad.journal.path)  # its fdatasync cannot open the trace: ENOENT
+    errors: list[OSError] = []
+
+    async def wait(live: Live) -> None:
+        try:
+            await registry.durable([live])
+        except OSError as e:
+            errors.append(e)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait, good)
+        tg.start_soon(wait, bad)
+    assert [e.filename for e in errors] == [bad.journal.path]
+    assert not good.journal.dirty and bad.journal.dirty
+    await registry.sync_dirty()  # the batch tick logs it and goes on
+    assert bad.journal.dirty
+
+
+# --- the write-ahead log of fsync = "always", proven with kill -9 and a simulated power cut -----------------
+
+
+def _segments(d: Daemon) -> list[Path]:
+    return sorted((d.state / "traced" / "wal").glob("*.log"))
+
+
+def _logged(d: Daemon) -> dict[str, list[int]]:
+    """Session dir -> steps the log holds, in log order."""
+    out: dict[str, list[int]] = {}
+    for seg in _segments(d):
+        entries, _torn = wal.read_frames(seg.read_bytes())
+        for sdir, lines in entries:
+            out.setdefault(sdir, []).extend(json.loads(line)["step"] for line in lines.splitlines())
+    return out
+
+
+def _acked(d: Daemon, sessions: int, each: int, skill: str = "wal") -> list[tuple[str, str, list[int]]]:
+    """Open ``sessions`` sessions, emit ``each`` acked notes to each in turn: (id, dir, acked steps) each."""
+    with d.client() as c:
+        opened = [c.open(f"{skill}{k}", owner_pid=-1) for k in range(sessions)]
+        steps: list[list[int]] = [[] for _ in opened]
+        for i in range(each):
+            for k, o in enumerate(opened):
+                steps[k].append(c.emit(o.session_id, "note", {"message": f"{k}-{i}"}))
+    return [(o.session_id, o.dir, s) for o, s in zip(opened, steps, strict=True)]
+
+
+def _truncate_lines(trace: Path, keep: int, torn: bytes = b"") -> None:
+    """Lose every line after the first ``keep`` (a power cut took them from the page cache), plus a torn piece."""
+    lines = trace.read_bytes().splitlines(keepends=True)
+    trace.write_bytes(b"".join(lines[:keep]) + torn)
+
+
+def _notes(sdir: str) -> list[str]:
+    records = read_trace(Path(sdir) / "trace.jsonl")
+    assert_gap_free(records)
+    return [r["payload"]["message"] for r in records if r["phase"] == "note"]
+
+
+def test_power_cut_after_the_log_sync_restores_every_acked_line_once(daemon_factory: Any) -> None:
+    """The trace is written before the log, so kill -9 alone loses nothing; a power cut can still take
+    trace lines the log holds (the page cache): after the kill, the traces are cut back to simulate
+    it, and the next start puts back exactly the acked lines, gap-free, each once, before READY."""
+    d: Daemon = daemon_factory("--fsync", "always")
+    runs = _acked(d, sessions=4, each=12)
+    assert [steps for _sid, _dir, steps in runs] == [list(range(2, 14))] * 4
+    d.kill9()
+    logged = _logged(d)
+    # a session's first sync (its start and first note) fdatasyncs its trace; every later acked note is logged
+    assert logged == {sdir: list(range(3, 14)) for _s, sdir, _st in runs}
+    traces = [Path(sdir) / "trace.jsonl" for _sid, sdir, _steps in runs]
+    _truncate_lines(traces[0], 2)  # every logged note lost: only what its trace's own fdatasync covered
+    _truncate_lines(traces[1], 5)  # the first 4 notes made it
+    _truncate_lines(traces[2], 7, torn=b'{"ts":"2026-')  # 6 notes and a torn piece of the 7th
+    # traces[3] kept everything: replay must add nothing to it
+    d.start()
+    assert [_notes(sdir) for _sid, sdir, _steps in runs] == [[f"{k}-{i}" for i in range(12)] for k in range(4)]
+    assert (Path(runs[2][1]) / "trace.torn").read_bytes() == b'{"ts":"2026-\n'
+    replayed = {e["session_dir"]: e["lines"] for e in d.logs() if e.get("event") == "wal_replayed"}
+    assert replayed == {runs[0][1]: 11, runs[1][1]: 8, runs[2][1]: 6}
+    assert _segments(d) == [], "replayed, the log is gone"
+    with d.client() as c:  # the sessions go on from the restored step
+        c.open("wal0", session_id=runs[0][0], owner_pid=-1)
+        assert c.emit(runs[0][0], "note", {"message": "after"}) == 14
+
+
+def test_torn_log_tail_and_a_session_dir_that_is_gone(daemon_factory: Any) -> None:
+    """A crash inside the log's own write leaves a torn frame (never acked: not replayed), and a
+    session deleted since (retention, a user) has entries with no dir: both are skipped and logged."""
+    d: Daemon = daemon_factory("--fsync", "always")
+    runs = _acked(d, sessions=2, each=5)
+    d.kill9()
+    (seg,) = _segments(d)
+    kept, gone = runs[0][1], runs[1][1]
+    unacked = json.dumps({"ts": "2026-01-01T00:00:00.000000Z", "skill": "wal0", "session_id": runs[0][0],
+                          "step": 7, "phase": "note", "payload": {"message": "never acked"}}).encode() + b"\n"
+    torn = wal.frame(kept, unacked)[:-9]
+    with open(seg, "ab") as f:
+        f.write(torn)
+    shutil.rmtree(gone)
+    _truncate_lines(Path(kept) / "trace.jsonl", 3)
+    d.start()
+    assert _notes(kept) == [f"0-{i}" for i in range(5)], "the acked lines back, the torn frame's line not"
+    events = {e["event"]: e for e in d.logs() if str(e.get("event", "")).startswith("wal_")}
+    assert events["wal_torn_tail"]["bytes"] == len(torn)
+    assert events["wal_session_gone"]["session_dir"] == gone
+    assert events["wal_replayed"]["lines"] == 3
+    assert not Path(gone).exists() and _segments(d) == []
+
+
+def test_checkpoints_racing_acked_writes_keep_every_acked_line(daemon_factory: Any) -> None:
+    """A tiny log checkpoints every few rounds while 8 writers keep writing: a line written during a
+    checkpoint goes to the next segment, so after kill -9 and the loss of everything the log still
+    holds, each session gets back exactly its acked lines."""
+    d: Daemon = daemon_factory("--fsync", "always", env={"TRACED_WAL_CHECKPOINT_BYTES": "4096"})
+    results: dict[int, list[tuple[str, str, list[int]]]] = {}
+    errors: list[BaseException] = []
+
+    def writer(k: int) -> None:
+        try:
+            results[k] = _acked(d, sessions=1, each=40, skill=f"race{k}-")
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    with d.client() as c:
+        info = c.status()
+    assert info["wal_checkpoints"] >= 3, info
+    d.kill9()
+    assert len(_segments(d)) == 1, "a checkpoint leaves one segment"
+    logged = _logged(d)
+    cut = 0
+    for (_sid, sdir, steps), in results.values():
+        assert steps == list(range(2, 42))
+        lost = logged.get(sdir, [])
+        if lost:  # the power cut takes every line the log still covers: a run without a hole
+            assert lost == list(range(lost[0], 42))
+            _truncate_lines(Path(sdir) / "trace.jsonl", lost[0] - 1)
+            cut += len(lost)
+    assert cut > 0, "the last segment covers the last rounds"
+    d.start()
+    for k, ((_sid, sdir, _steps),) in results.items():
+        assert _notes(sdir) == [f"0-{i}" for i in range(40)], k
+
+
+@pytest.mark.anyio
+async def test_a_reload_away_from_always_checkpoints_the_log(private_env: Path) -> None:
+    """Rounds log only under ``always``; when a reload changes the policy, the next round makes the
+    traces the log covered durable on their own and deletes it, and writes are no longer kept for it."""
+    config = Config(root=str(private_env / "root"), fsync="always")
+    reg = Registry(config)
+    try:
+        lives = [_open(reg, k) for k in range(2)]
+        await reg.durable(lives)  # first round: the traces' own fdatasyncs, then their writes are kept
+        for live in lives:
+            reg.append(live, [Pending("note", {"message": "logged"}, TS)])
+        await reg.durable(lives)
+        (seg,) = sorted(reg.commit_log_dir.glob("*.log"))
+        entries, torn = wal.read_frames(seg.read_bytes())
+        assert ([sdir for sdir, _ in entries], torn) == ([lv.state.dir for lv in lives], 0)
+        assert [[json.loads(x)["step"] for x in lines.splitlines()] for _, lines in entries] == [[2], [2]]
+        config.fsync = "batch"  # what a SIGHUP reload does
+        reg.append(lives[0], [Pending("note", {"message": "synced"}, TS)])
+        await reg.durable([lives[0]])
+        assert sorted(reg.commit_log_dir.glob("*.log")) == [] and reg.commit.wal is not None
+        assert (reg.commit.wal.checkpoints, lives[0].journal.wal, lives[0].journal.dirty) == (1, None, False)
+        assert reg.fsyncs == 2 + 2 + 1
+    finally:
+        reg.shutdown()

@@ -18,7 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from traced.redaction.names import SECRET_CONTAINER_NAMES, SECRET_KEY_NAMES, SECRET_SUFFIX_WORDS
 from traced.redaction.redactor import (
+    _KEY_WORDS,
     _TEDDY_BUCKETS,
     _TEDDY_MAX,
     _TRIGGERS,
@@ -416,11 +418,14 @@ def test_properties_env_values_that_look_like_triggers(pieces: list[str]) -> Non
 @given(st.lists(_payloads | st.dictionaries(_keys, _payloads, max_size=4), min_size=0, max_size=8))
 def test_redact_all_is_redact_of_each(payloads: list[Any]) -> None:
     before = copy.deepcopy(payloads)
-    together = REDACTOR.redact_all(payloads)
-    assert payloads == before
-    assert together == [REDACTOR.redact(p) for p in payloads]
-    for p, (out, n) in zip(payloads, together, strict=True):
-        assert (out is p) == (n == 0)
+    each = [REDACTOR.redact(p) for p in payloads]
+    # walked; prefiltered on their JSON; and each way for every other payload
+    for sizes in (None, [0] * len(payloads), [0, 10**6] * len(payloads)):
+        together = REDACTOR.redact_all(payloads, sizes[: len(payloads)] if sizes else None)
+        assert payloads == before
+        assert together == each
+        for p, (out, n) in zip(payloads, together, strict=True):
+            assert (out is p) == (n == 0)
 
 
 def test_redact_all_finds_the_payload_of_each_hit() -> None:
@@ -428,6 +433,7 @@ def test_redact_all_finds_the_payload_of_each_hit() -> None:
     batch = [clean, {"cmd": f"git push https://x:{GHP}@github.com/o/r"}, clean, {"api_key": "abcdefgh12345"},
              {"note": "caf\u00e9 " * 3 + GHP}, ["not", "a map"], "a string " + GHP, 7]
     out = REDACTOR.redact_all(batch)
+    assert REDACTOR.redact_all(batch, [0] * len(batch)) == out
     assert [n for _p, n in out] == [0, 1, 0, 1, 1, 0, 1, 0]
     assert out[0][0] is clean and out[2][0] is clean
     assert out[3][0] == {"api_key": SECRET_KEY_MARKER}
@@ -447,3 +453,54 @@ def test_redact_all_scans_in_groups_and_keeps_each_payload_its_own() -> None:
     assert [i for i, (_p, n) in enumerate(out) if n] == [15, 16, 33]
     assert out == [REDACTOR.redact(p) for p in batch]
     assert all(out[i][0] is batch[i] for i in range(40) if i not in (15, 16, 33))
+
+
+# ``redact_all`` first scans the payloads' JSON (keys, strings, numbers) and redacts the full way
+# only those with a hit. That is exact only while every secret name holds a trigger (or is one of
+# the key words), and while JSON writes what the scan looks for as it is.
+
+
+def test_every_secret_name_holds_a_trigger_or_a_key_word() -> None:
+    words = {w for name in (*SECRET_KEY_NAMES, *SECRET_CONTAINER_NAMES) for w in name.split("_")}
+    words |= set(SECRET_SUFFIX_WORDS) | {"password", "passwd", "passphrase"}
+    letters = [t for t in _TRIGGERS if t.isalpha()]
+    for name in (*SECRET_KEY_NAMES, *SECRET_CONTAINER_NAMES, *SECRET_SUFFIX_WORDS):
+        assert any(t in w for w in name.split("_") for t in letters) or any(
+            w.encode() in _KEY_WORDS for w in name.split("_")), name
+    assert words
+
+
+_KEY_SPELLINGS = ["github_pat", "githubPat", "GITHUB_PAT2", "x-pat", "x_pat_", "my.pat", "sig", "SIG", "_sig_1",
+                  "Sig", "path", "pattern", "signal", "design_sig", "api_\u212aey", "\u0130d_token", "pat\u00e9_x",
+                  "x_pat\u00e9", "apiKey", "Authorization", "cookies", "secrets", "max_keys", "input_tokens"]
+
+
+@pytest.mark.parametrize("key", [*_KEY_SPELLINGS, *SECRET_NAMES, *NOT_SECRET_NAMES])
+def test_redact_all_finds_every_secret_key_spelling(key: str) -> None:
+    clean = {"cmd": "ls -la", "n": 1}
+    batch = [clean, {key: "s3cr3t-value-x1"}, clean, {"outer": {key: {"sid": "abcdefgh1"}}}]
+    assert REDACTOR.redact_all(batch, [0] * len(batch)) == [REDACTOR.redact(p) for p in batch]
+
+
+@pytest.mark.parametrize("value", ['with"quote-1234', "back\\slash-12345", "new\nline-123456", "tab\there-12345"])
+def test_env_values_json_escapes_make_the_prefilter_stand_aside(value: str) -> None:
+    redactor = BASE.with_values([value])
+    assert not redactor._c.json_ok
+    batch = [{"m": "clean text here"}, {"m": f"x {value} y"}]
+    out = redactor.redact_all(batch, [0, 0])
+    assert out == [redactor.redact(p) for p in batch] and out[1][1] == 1
+
+
+def test_the_prefilter_is_on_for_ordinary_env_values() -> None:
+    assert REDACTOR._c.json_ok and BASE._c.json_ok
+
+
+_odd_keys = st.sampled_from(_KEY_SPELLINGS) | st.text(alphabet="patsigPATSIG_-.0123\u212a\u0130\u00e9 ", max_size=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(_odd_keys | _keys, _payloads, max_size=4), min_size=2, max_size=6))
+def test_redact_all_with_odd_keys_is_redact_of_each(payloads: list[Any]) -> None:
+    each = [REDACTOR.redact(p) for p in payloads]
+    assert REDACTOR.redact_all(payloads, [0] * len(payloads)) == each
+    assert REDACTOR.redact_all(payloads) == each

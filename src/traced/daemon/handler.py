@@ -145,7 +145,8 @@ class Handler:
                         or (phase == vocab.ARTIFACT and req.payload.get("attach"))):
                     break
                 ts = req.ts
-                pend = Pending(phase, req.payload, ts if 0.0 < ts <= MAX_TS else 0.0, client_id, req.seq)
+                pend = Pending(phase, req.payload, ts if 0.0 < ts <= MAX_TS else 0.0, client_id, req.seq,
+                               size=len(body))
                 _queue(runs, req.session_id, [pend], req.id, req.ack)
             elif t is batch_t:
                 if req.late:
@@ -162,7 +163,8 @@ class Handler:
                     if not phase_ok(phase) or (phase == vocab.ARTIFACT and ev.payload.get("attach")):
                         break
                     ts = ev.ts
-                    batch.append(Pending(phase, ev.payload, ts if 0.0 < ts <= MAX_TS else 0.0, client_id, ev.seq))
+                    batch.append(Pending(phase, ev.payload, ts if 0.0 < ts <= MAX_TS else 0.0, client_id, ev.seq,
+                                         size=len(raw)))
                 if len(batch) < len(req.events):
                     break
                 _queue(runs, req.session_id, batch, req.id, req.ack)
@@ -178,8 +180,8 @@ class Handler:
         if self.config.redaction:
             raw = [p for run in runs for p in run.raw]
             if raw:
-                for pend, (payload, count) in zip(raw, conn.redactor.redact_all([p.payload for p in raw]),
-                                                  strict=True):
+                redacted = conn.redactor.redact_all([p.payload for p in raw], [p.size for p in raw])
+                for pend, (payload, count) in zip(raw, redacted, strict=True):
                     pend.payload = payload
                     pend.redactions = count
         for run in runs:

@@ -119,6 +119,8 @@ class Pending(msgspec.Struct):
     seq: int = 0
     redactions: int = 0
     late: bool = False
+    size: int = 0
+    """Its size on the wire (bytes; 0: not known): how ``Redactor.redact_all`` prefilters it."""
 
 
 @dataclass(slots=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -89,3 +91,16 @@ def test_dumps_default_and_errors() -> None:
         cjson.dumps(loop, default=str)
     with pytest.raises(TypeError, match="not JSON serializable"):
         cjson.dumps({1j})
+
+
+@pytest.mark.parametrize("text", ["{bad", '{"a": [1, 2', '{"a": 1,}', '"open', "[1,]"])
+def test_loads_errors_in_a_fresh_interpreter(text: str) -> None:
+    """Where ``json`` was never imported (the per-event paths), CPython 3.11's scanner cannot find
+    ``json.decoder`` to raise its error and returns NULL: a SystemError, unless cjson catches it."""
+    code = ("import sys; from traced.wire import cjson\n"
+            "assert 'json.decoder' not in sys.modules\n"
+            "try:\n    cjson.loads(sys.argv[1])\nexcept ValueError as e:\n    print(type(e).__name__, e.msg)\n")
+    res = subprocess.run([sys.executable, "-c", code, text], capture_output=True, text=True, timeout=60, check=False)
+    with pytest.raises(json.JSONDecodeError) as want:
+        json.loads(text, strict=False)
+    assert (res.returncode, res.stdout.strip()) == (0, f"JSONDecodeError {want.value.msg}"), res.stderr

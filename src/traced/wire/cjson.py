@@ -48,6 +48,8 @@ def raw_decode(text: str, start: int = 0) -> tuple[Any, int]:
         return _json.make_scanner(_Context)(text, start)  # type: ignore[arg-type]
     except StopIteration as e:
         raise ValueError(f"Expecting value at character {e.value}") from None
+    except SystemError:  # CPython 3.11's scanner raises its error through json.decoder, found only if imported
+        raise ValueError(f"invalid JSON at or after character {start}") from None
 
 
 def loads(text: str) -> Any:

@@ -13,9 +13,12 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from traced.daemon.config import Config
 from traced.daemon.handler import Connection, Handler, Peer
+from traced.daemon.intake import check_payload
 from traced.daemon.registry import Live, Registry
 from traced.daemon.session import Pending
 from traced.errors import RequestError
@@ -641,3 +644,59 @@ async def test_a_large_emit_batch_is_checked_event_by_event(rig: Rig) -> None:
     assert lines[300] == line(301, "tool_call", {"tool": "Bash", "args": {"cmd": "pytest -q -k case_0299"}},
                               offset=1, seq=300)
     assert lines[301] == line(302, "note", {"message": "after"}, offset=30, seq=999)
+
+
+# The checked decoder is the fast path's copy of intake's payload rules: whatever it takes, the
+# walk must take unchanged (no refusal, no depth cut, the same value); what it refuses is walked.
+
+_leaves = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False)
+           | st.text(max_size=6) | st.binary(max_size=3))
+_trees = st.recursive(_leaves, lambda ch: st.lists(ch, max_size=3)
+                      | st.dictionaries(st.text(max_size=3) | st.integers(0, 3), ch, max_size=3), max_leaves=40)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.text(max_size=4) | st.integers(0, 2), _trees, max_size=4), st.sampled_from([1, 3, 10, 64]))
+def test_what_the_checked_decoder_takes_the_walk_takes_unchanged(payload: dict[Any, Any], depth: int) -> None:
+    body = bytes(protocol.encode(protocol.Emit(session_id=SID, phase="note", payload=payload)))[4:]
+    walked = protocol.decode_request(body)
+    assert isinstance(walked, protocol.Emit)
+    try:
+        fast = protocol.checked(depth).decoder.decode(body)
+    except msgspec.ValidationError:
+        return  # walked instead
+    longest, too_deep = check_payload(walked.payload, depth, 10_000, 1 << 20)
+    assert not too_deep
+    assert fast.payload == walked.payload
+    assert longest == max((len(s) for s in _strings(walked.payload)), default=0)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def test_the_checked_decoder_refuses_each_kind_the_walk_treats_apart() -> None:
+    checked = protocol.checked(64)
+
+    def takes(payload: Any) -> bool:
+        try:
+            checked.decoder.decode(msgspec.msgpack.encode({"op": "emit", "session_id": SID, "phase": "n",
+                                                           "payload": payload}))
+        except msgspec.ValidationError:
+            return False
+        return True
+
+    assert takes(_nest(protocol.CHECKED_DEPTH)) and not takes(_nest(protocol.CHECKED_DEPTH + 1))
+    assert not takes({1: "int key"}) and not takes({"a": {2: "nested int key"}})
+    assert not takes({"b": b"bytes"}) and not takes({"e": msgspec.msgpack.Ext(1, b"x")})
+    assert not takes(["not", "a map"]) and not takes("text")
+    assert takes({"ok": [1, 2.5, None, True, {"s": "x"}]})
+    assert protocol.checked(3).decoder.decode(msgspec.msgpack.encode(
+        {"op": "emit", "session_id": SID, "phase": "n", "payload": {"a": {"b": 1}}})) is not None

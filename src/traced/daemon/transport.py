@@ -250,14 +250,16 @@ class _Conn(asyncio.Protocol):
             log.exception("connection_failed", peer_pid=self.conn.peer.pid)
             self.abort()
             return
-        if n >= len(frames) and not (touched and self.config.fsync == "always"):
+        if touched and self.config.fsync == "always":  # the lane sends them once the records are durable
+            self.carry = (out, touched)
+        else:
             if out:
                 self._write(out)
-            if self.conn.subscription is not None:
-                self.streaming = True
-                self._start_lane()  # the lane becomes the record stream
-            return
-        self.carry = (out, touched)
+            if n >= len(frames):
+                if self.conn.subscription is not None:
+                    self.streaming = True
+                    self._start_lane()  # the lane becomes the record stream
+                return
         self.queue = frames[n:]
         self.queued = len(data)
         self.busy = True

@@ -7,13 +7,15 @@ from __future__ import annotations
 import os
 import select
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from anyio.abc import SocketAttribute
 
 from tests.conftest import Daemon, assert_gap_free, await_for, read_trace, wait_for
 from traced.daemon.config import Config
@@ -59,6 +61,31 @@ class GatedHandler(Handler):
         await super().process(conn, frames, out, touched)
 
 
+class TouchingHandler(GatedHandler):
+    """Its fast path's syncs count as having written to every open session (as a fast emit would)."""
+
+    def process_now(self, conn: Connection, frames: list[bytes], out: bytearray, touched: set[Live]) -> int:
+        n = super().process_now(conn, frames, out, touched)
+        if n:
+            touched.update(self.registry.sessions.values())
+        return n
+
+
+class GatedRegistry(Registry):
+    """``durable`` waits for ``gate`` first."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.gate = anyio.Event()
+        self.gate.set()
+        self.asked = 0
+
+    async def durable(self, lives: Iterable[Live]) -> None:
+        self.asked += 1
+        await self.gate.wait()
+        await super().durable(lives)
+
+
 @dataclass
 class Rig:
     transport: Transport
@@ -72,12 +99,12 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param
 
 
-@pytest.fixture
-async def rig(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
-    monkeypatch.setenv("XDG_STATE_HOME", str(short_tmp / "state"))
-    config = Config(root=str(short_tmp / "root"), fsync="never")
-    registry = Registry(config)
-    handler = GatedHandler(config, registry)
+@asynccontextmanager
+async def _serve(short_tmp: Path, always: bool) -> AsyncIterator[Rig]:
+    """The real Transport on a real socket; under ``fsync = "always"`` durability is gated too."""
+    config = Config(root=str(short_tmp / "root"), fsync="always" if always else "never")
+    registry = GatedRegistry(config)
+    handler = TouchingHandler(config, registry) if always else GatedHandler(config, registry)
     transport = Transport(config, handler)
     path = short_tmp / "t.sock"
     listener = await anyio.create_unix_listener(path)
@@ -90,6 +117,20 @@ async def rig(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     finally:
         await listener.aclose()
         registry.shutdown()
+
+
+@pytest.fixture
+async def rig(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
+    monkeypatch.setenv("XDG_STATE_HOME", str(short_tmp / "state"))
+    async with _serve(short_tmp, always=False) as r:
+        yield r
+
+
+@pytest.fixture
+async def always_rig(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
+    monkeypatch.setenv("XDG_STATE_HOME", str(short_tmp / "state"))
+    async with _serve(short_tmp, always=True) as r:
+        yield r
 
 
 async def _read(stream: Any, framer: Framer, n: int) -> list[Any]:
@@ -136,6 +177,26 @@ async def test_a_half_closed_client_gets_the_replies_of_what_it_sent(rig: Rig) -
         with anyio.fail_after(10):
             with pytest.raises(anyio.EndOfStream):
                 await stream.receive()
+
+
+@pytest.mark.anyio
+async def test_under_fsync_always_fast_replies_wait_for_durability(always_rig: Rig) -> None:
+    rig = always_rig
+    registry = rig.handler.registry
+    assert isinstance(registry, GatedRegistry)
+    rig.handler.gate.set()
+    framer = Framer()
+    async with await anyio.connect_unix(rig.path) as stream:
+        await stream.send(_frames(protocol.Open(id=1, skill="durable", owner_pid=-1)))
+        assert [type(r) for r in await _read(stream, framer, 1)] == [protocol.Opened]
+        registry.gate = anyio.Event()
+        asked = registry.asked
+        await stream.send(_frames(protocol.Sync(id=2), protocol.Sync(id=3)))  # the fast path answers them...
+        await await_for(lambda: registry.asked > asked, what="the lane to wait for durability")
+        raw = stream.extra(SocketAttribute.raw_socket)
+        assert select.select([raw], [], [], 0)[0] == [], "...but sends nothing before the records are durable"
+        registry.gate.set()
+        assert [r.id for r in await _read(stream, framer, 2)] == [2, 3]
 
 
 # ---------------------------------------------------------------- the real daemon

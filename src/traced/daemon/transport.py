@@ -9,9 +9,9 @@ the leading frames that need no ``await`` (``Handler.process_now``) and sends
 their replies with one ``write``.
 
 The rest go to the connection's *lane*: one task per connection, started the
-first time it is needed, that runs ``Handler.process`` (and, under
-``fsync = "always"``, waits for the records to be durable) before it writes. Replies
-keep request order: while the lane has work, every new frame queues behind it.
+first time it is needed, that runs ``Handler.process`` on up to ``LANE_BATCH`` frames
+(and, under ``fsync = "always"``, waits for the records to be durable) before it writes.
+Replies keep request order: while the lane has work, every new frame queues behind it.
 
 Backpressure: reading pauses while the lane holds more than ``LANE_BYTES``, and
 while the transport's write buffer is over its high-water mark (a client that
@@ -51,6 +51,9 @@ IDLE_REAP_AFTER = 1.0
 """A connection silent this long (seconds) may be closed to admit a newcomer when the daemon is full."""
 LANE_BYTES = 256 * 1024
 """Bytes of frames queued for a connection's lane beyond which its reading pauses."""
+LANE_BATCH = 256
+"""Frames the lane hands to ``Handler.process`` at a time: the replies of one batch are all the
+daemon holds for a connection before it looks at the client's reading again (a status is ~1 KB)."""
 BACKLOG = 4096
 """listen(2) backlog of the served socket (the kernel caps it at ``net.core.somaxconn``)."""
 CLOSE_GRACE = 5.0
@@ -238,7 +241,7 @@ class _Conn(asyncio.Protocol):
             return
         if self.busy:  # replies go out in request order: behind the lane's work
             self.queue += frames
-            self.queued += len(data)
+            self.queued += sum(map(len, frames))
             if self.queued > LANE_BYTES:
                 self._flow()
             return
@@ -261,7 +264,7 @@ class _Conn(asyncio.Protocol):
                     self._start_lane()  # the lane becomes the record stream
                 return
         self.queue = frames[n:]
-        self.queued = len(data)
+        self.queued = sum(map(len, self.queue))
         self.busy = True
         self._start_lane()
 
@@ -391,7 +394,9 @@ class _Conn(asyncio.Protocol):
                     return
                 continue
             out, touched = self.carry or (bytearray(), set())
-            frames, self.queue, self.queued, self.carry = self.queue, [], 0, None
+            self.carry = None
+            frames, self.queue = self.queue[:LANE_BATCH], self.queue[LANE_BATCH:]
+            self.queued = self.queued - sum(map(len, frames)) if self.queue else 0
             self._flow()
             self.working = True
             if frames:

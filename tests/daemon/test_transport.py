@@ -45,9 +45,10 @@ class GatedHandler(Handler):
         self.gate = anyio.Event()
         self.batches: list[list[int]] = []
 
-    def process_now(self, conn: Connection, frames: list[bytes], out: bytearray, touched: set[Live]) -> int:
-        n = 0
-        for body in frames:
+    def process_now(self, conn: Connection, frames: list[bytes], out: bytearray, touched: set[Live],
+                    *, start: int = 0, stop: int | None = None) -> int:
+        n = start
+        for body in frames[start:stop]:
             req = protocol.decode_request(body)
             if not isinstance(req, protocol.Sync):
                 break
@@ -64,9 +65,10 @@ class GatedHandler(Handler):
 class TouchingHandler(GatedHandler):
     """Its fast path's syncs count as having written to every open session (as a fast emit would)."""
 
-    def process_now(self, conn: Connection, frames: list[bytes], out: bytearray, touched: set[Live]) -> int:
-        n = super().process_now(conn, frames, out, touched)
-        if n:
+    def process_now(self, conn: Connection, frames: list[bytes], out: bytearray, touched: set[Live],
+                    *, start: int = 0, stop: int | None = None) -> int:
+        n = super().process_now(conn, frames, out, touched, start=start, stop=stop)
+        if n > start:
             touched.update(self.registry.sessions.values())
         return n
 

@@ -479,6 +479,28 @@ async def test_on_durable_is_immediate_with_fsync_never(registry: Registry) -> N
 
 
 @pytest.mark.anyio
+async def test_with_fsync_batch_a_write_asks_for_a_sync_only_while_someone_listens(private_env: Path) -> None:
+    """The bus is always a listener; with no subscriber and no forwarder every write used to wake the
+    batch task for an fdatasync (one per write under acked load). Now the tick covers them."""
+    registry = Registry(_config(private_env, fsync="batch"))
+    heard: list[list[int | None]] = []
+    listening = [False]
+    registry.on_durable.append(lambda live, records: heard.append([r.step for r in records]))
+    registry.listening.append(lambda: listening[0])
+    try:
+        live = _reg_open(registry)
+        registry.append(live, [Pending("note", {"message": "a"}, TS)])
+        assert not registry.sync_wanted.is_set() and live.unpublished == [] and live.journal.dirty
+        listening[0] = True  # a subscriber connects
+        registry.append(live, [Pending("note", {"message": "b"}, TS)])
+        assert registry.sync_wanted.is_set()
+        await registry.sync_dirty()
+        assert heard == [[3]] and registry.fsyncs == 1 and not live.journal.dirty
+    finally:
+        registry.shutdown()
+
+
+@pytest.mark.anyio
 async def test_on_durable_waits_for_fdatasync_with_fsync_batch(private_env: Path) -> None:
     registry = Registry(_config(private_env, fsync="batch"))
     heard: list[list[int | None]] = []

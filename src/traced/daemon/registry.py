@@ -124,6 +124,10 @@ class Registry:
         """Set when a listener waits for records that are written but not yet durable."""
         self.on_durable: list[Listener] = []
         """Called once records are durable under the fsync policy (the bus, the forwarders)."""
+        self.listening: list[Callable[[], bool]] = []
+        """Whether one of them waits for records now (a subscriber is connected, a forwarder runs):
+        only then does a write keep its records for them and ask the ``batch`` policy to sync at once.
+        Empty: they always wait."""
         self.on_open: list[Callable[[Live], None]] = []
         """Called when a session opens or is re-adopted (the watchers)."""
         self.on_close: list[Callable[[Live], None]] = []
@@ -414,6 +418,8 @@ class Registry:
             for hook in self.on_durable:
                 hook(live, records)
             return
+        if self.listening and not any(waits() for waits in self.listening):
+            return  # nobody to tell: the tick syncs within fsync_interval, not an fdatasync per write
         live.unpublished.append((live.journal.written_gen, records))
         self.sync_wanted.set()
 

@@ -152,6 +152,7 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
                  failed=len(replayed.failed))
     bus = Bus()
     registry.on_durable.append(lambda _live, records: bus.publish(records))
+    registry.listening.append(lambda: bool(bus.subscribers))
     handler = Handler(cfg, registry, _redactor(cfg), bus)
     transport = Transport(cfg, handler)
     forwarders = _forwarders(cfg, registry, handler)
@@ -313,6 +314,7 @@ def _forwarders(cfg: Config, registry: Registry, handler: Handler) -> Any:
         raise ConfigError(str(e)) from e
     registry.on_durable.append(lambda live, _recs: fw.notify(
         live.state.dir, live.state.skill, live.state.session_id, live.state.step, False))
+    registry.listening.append(lambda: True)
     handler.on_finished.append(lambda live: fw.notify(
         live.state.dir, live.state.skill, live.state.session_id, live.state.step, True))
     return fw

@@ -123,8 +123,7 @@ class Pending(msgspec.Struct):
     """Its size on the wire (bytes; 0: not known): how ``Redactor.redact_all`` prefilters it."""
 
 
-@dataclass(slots=True)
-class Prepared:
+class Prepared(msgspec.Struct):
     """Records built by ``prepare``, waiting for the journal.
 
     ``outcome[i]`` is, for the i-th pending event, the index of its record in
@@ -135,7 +134,7 @@ class Prepared:
     records: list[Record]
     pending: list[Pending]
     outcome: list[int]
-    times: list[float] = field(default_factory=list)
+    times: list[float] = []
     """Each record's time (epoch seconds), never before the one before it."""
 
 

@@ -722,3 +722,58 @@ def test_the_checked_decoder_refuses_each_kind_the_walk_treats_apart() -> None:
     assert takes({"ok": [1, 2.5, None, True, {"s": "x"}]})
     assert protocol.checked(3).decoder.decode(msgspec.msgpack.encode(
         {"op": "emit", "session_id": SID, "phase": "n", "payload": {"a": {"b": 1}}})) is not None
+
+
+def test_a_closed_sessions_fd_is_closed_on_the_loop_not_in_finishs_thread(private_env: Path) -> None:
+    """finish() runs in a worker thread; it closed the cached trace fd there, whose number its own
+    meta.json temp file then took while the loop was about to write a trace line to it."""
+    registry = Registry(_config(private_env, fsync="batch"))
+    try:
+        live = _reg_open(registry)
+        registry.append(live, [Pending("note", {"message": "a"}, TS)])
+        assert live.journal.path in registry.fds._fds
+        registry.close(SID, "success")
+        registry.finish(live)  # (the worker thread's part)
+        assert live.journal.path in registry.fds._fds, "finish leaves the fd alone"
+        registry.finished(live)  # back on the loop
+        assert live.journal.path not in registry.fds._fds
+    finally:
+        registry.shutdown()
+
+
+@pytest.mark.anyio
+async def test_a_payload_nested_past_the_recursion_limit_is_a_bad_frame_not_a_lost_connection(rig: Rig) -> None:
+    await _opened(rig)
+    mark = msgspec.msgpack.encode("DEEP-HERE")  # msgspec will not encode 3,000 levels: spliced in as bytes
+    body = msgspec.msgpack.encode({"op": "emit", "id": 4, "session_id": SID, "phase": "note",
+                                   "payload": {"d": "DEEP-HERE"}}).replace(mark, b"\x91" * 3000 + b"\x01")
+    replies = await rig.send(_note(3, 1, "before"), body, _note(5, 2, "after"), protocol.Sync(id=6))
+    assert [type(r).__name__ for r in replies] == ["Ack", "Error", "Ack", "Synced"]
+    # (its id cannot be read either: msgspec recurses to skip the value; peek_id says 0, as documented)
+    assert isinstance(replies[1], protocol.Error) and (replies[1].id, replies[1].code) == (0, "bad_frame")
+    assert "nested too deep" in replies[1].message
+    assert rig.lines()[1:] == [line(2, "note", {"message": "before"}, offset=1, seq=1),
+                               line(3, "note", {"message": "after"}, offset=2, seq=2)]
+
+
+@pytest.mark.anyio
+async def test_a_refused_batch_leaves_no_artifact_or_blob_behind(private_env: Path) -> None:
+    config = Config(root=str(private_env / "root"), fsync="never", spill_threshold=1024)
+    registry = Registry(config)
+    r = Rig(root=private_env / "root", registry=registry, handler=Handler(config, registry, Redactor([])),
+            conn=_connection())
+    try:
+        await r.send(protocol.Hello(id=1, client="test", client_id=CLIENT))
+        await _opened(r)
+        source = private_env / "root" / "attach-me.txt"
+        source.write_text("artifact body\n")
+        bad = msgspec.msgpack.encode({"op": "emit_batch", "id": 3, "session_id": SID, "events": [
+            {"phase": "artifact", "payload": {"path": str(source), "attach": True}, "seq": 1},
+            {"phase": "note", "payload": {"big": "x" * 5000}, "seq": 2},
+            {"phase": "note", "payload": {1: "not a string key"}, "seq": 3}]})
+        replies = await r.send(bad)
+        assert isinstance(replies[0], protocol.Error) and replies[0].code == "invalid_event"
+        assert sorted(p.name for p in r.sdir.iterdir()) == ["meta.json", "trace.jsonl"]
+        assert r.lines() == [START]
+    finally:
+        registry.shutdown()

@@ -478,3 +478,54 @@ def test_kill9_during_unacked_batches_loses_and_duplicates_nothing(daemon: Daemo
     records = read_trace(Path(sdir) / "trace.jsonl")
     assert_gap_free(records)
     assert [r["payload"]["message"] for r in records if r["phase"] == "note"] == [f"b{i}" for i in range(6000)]
+
+
+def test_a_reload_turning_redaction_on_reaches_connections_already_open(daemon_factory: Any,
+                                                                        monkeypatch: Any) -> None:
+    """The redactor was fixed per connection at its hello (and the client's secret values dropped
+    while redaction was off): a reload turning it on left open connections writing secrets."""
+    env_secret = "s3cretEnvValue-" + "q" * 12
+    monkeypatch.setenv("RELOAD_TEST_API_TOKEN", env_secret)  # the in-process client sends it in hello
+    d: Daemon = daemon_factory(start=False)
+    cfg = d.base / "config" / "traced" / "config.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("redaction = false\n")
+    d.start()
+    ghp = "ghp_" + "aB3d" * 9
+    with d.client() as c, c.session(skill="reload") as s:
+        s.note(f"before {ghp}")
+        cfg.write_text("redaction = true\n")
+        assert d.proc is not None
+        os.kill(d.proc.pid, signal.SIGHUP)
+        wait_for(lambda: any(e.get("event") == "reloaded" and e.get("redaction") is True for e in d.logs()),
+                 what="the reload")
+        s.event("tool_call", {"tool": "Bash",
+                              "args": {"api_key": "abcdefgh12345", "cmd": f"echo {ghp} {env_secret}"}})
+        sdir = s.dir
+    lines = read_trace(Path(sdir) / "trace.jsonl")
+    assert lines[1]["payload"] == {"message": f"before {ghp}"}, "written while redaction was off"
+    assert lines[2]["payload"] == {"tool": "Bash", "args": {
+        "api_key": "<redacted:secret-key>", "cmd": "echo <redacted:github-token> <redacted:env-value>"}}
+
+
+def test_a_reload_to_batch_syncs_for_a_subscriber(daemon_factory: Any) -> None:
+    """The batch policy's task ran only when the daemon started under it: reloaded to batch, nothing
+    was synced again, and a subscriber never heard of a record until its session closed."""
+    d: Daemon = daemon_factory(start=False)
+    cfg = d.base / "config" / "traced" / "config.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text('fsync = "never"\nfsync_interval = 3600\n')
+    d.start()
+    with d.client() as c:
+        cfg.write_text('fsync = "batch"\nfsync_interval = 3600\n')
+        assert d.proc is not None
+        os.kill(d.proc.pid, signal.SIGHUP)
+        wait_for(lambda: c.status()["fsync"] == "batch", what="the new config in force")
+        watcher = d.client()
+        stream = watcher.subscribe(skill="tick")
+        with d.client() as w:
+            opened = w.open("tick", owner_pid=-1)
+            w.attach(opened.session_id).note("heard at once")
+            got = [item for _, item in zip(range(2), stream, strict=False)]
+        watcher.close()
+    assert [r["phase"] for r in got if isinstance(r, dict)] == ["start", "note"]

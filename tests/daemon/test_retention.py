@@ -237,3 +237,21 @@ def test_config_retention_on_and_off(tmp_path: Path) -> None:
     assert config.load(path, env={"TRACED_RETENTION": "off"}).retention_seconds() is None
     path.write_text("")
     assert (config.load(path, env={}).retention, config.load(path, env={}).retention_seconds()) == ("", None)
+
+
+@pytest.mark.parametrize("name", ["max_payload_depth", "max_payload_keys", "max_string", "spill_threshold",
+                                  "max_frame", "max_connections", "max_open_sessions",
+                                  "max_sessions_per_connection", "subscriber_buffer", "fsync_interval"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_config_refuses_limits_under_one(tmp_path: Path, name: str, value: str) -> None:
+    """A depth limit of 0 let the fast path keep a map the walked path cut to a marker; a limit
+    under 1 only ever refuses or cuts everything."""
+    from traced.daemon import config
+    from traced.errors import ConfigError
+
+    path = tmp_path / "config.toml"
+    path.write_text(f"{name} = {value}\n")
+    with pytest.raises(ConfigError) as exc:
+        config.load(path, env={})
+    bound = "> 0.0" if name == "fsync_interval" else ">= 1"
+    assert str(exc.value).endswith(f"{bound} - at `$.{name}`"), str(exc.value)

@@ -504,3 +504,8 @@ def test_redact_all_with_odd_keys_is_redact_of_each(payloads: list[Any]) -> None
     each = [REDACTOR.redact(p) for p in payloads]
     assert REDACTOR.redact_all(payloads, [0] * len(payloads)) == each
     assert REDACTOR.redact_all(payloads) == each
+
+
+def test_secret_env_values_skip_values_that_are_not_utf8() -> None:
+    env = {"MY_API_TOKEN": "\udcff\udcfeabcdefgh12", "OTHER_TOKEN": "fine-value-123"}  # os.environ's surrogateescape
+    assert secret_env_values(env) == ["fine-value-123"]

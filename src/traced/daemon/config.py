@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -12,6 +12,8 @@ from traced import locations
 from traced.errors import ConfigError
 
 FsyncPolicy = Literal["never", "batch", "always"]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+"""A limit: 0 or less would refuse or cut everything (the config says so at start and on reload)."""
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -22,7 +24,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     root: str = ""
     """Global root; empty: ``$STATE_DIRECTORY`` or ``$XDG_STATE_HOME/traced/sessions``."""
     fsync: FsyncPolicy = "batch"
-    fsync_interval: float = 1.0
+    fsync_interval: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     wal: bool = True
     """``fsync = "always"``: acks wait for one fdatasync of the daemon-wide write-ahead log (true),
     or for concurrent fdatasyncs of every trace touched (false)."""
@@ -30,16 +32,17 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``fsync = "always"``: the write-ahead log's size (bytes) at which the traces it covers are
     fdatasynced and it starts over (see docs/configuration.md)."""
     idle_timeout: float = 1800.0
-    max_frame: int = 8 * 1024 * 1024
+    max_frame: Positive = 8 * 1024 * 1024
     """Largest frame; 8 MiB because large strings spill to blobs, so a big event
     no longer means a big line (raw LLM bodies and long tool outputs fit whole)."""
-    max_connections: int = 1024
-    max_open_sessions: int = 20000
-    max_sessions_per_connection: int = 1000
-    max_payload_depth: int = 64
-    max_payload_keys: int = 10000
-    max_string: int = 8 * 1024 * 1024
-    spill_threshold: int = 64 * 1024
+    max_connections: Positive = 1024
+    max_open_sessions: Positive = 20000
+    max_sessions_per_connection: Positive = 1000
+    max_payload_depth: Positive = 64
+    """At least 1 (the payload map itself); deeper subtrees are kept as ``too_deep`` markers."""
+    max_payload_keys: Positive = 10000
+    max_string: Positive = 8 * 1024 * 1024
+    spill_threshold: Positive = 64 * 1024
     """Payload strings longer than this (chars) go to ``<session>/blobs/<sha256>``."""
     artifact_max_bytes: int = 64 * 1024 * 1024
     """Largest file an ``artifact`` event may ask the daemon to copy."""
@@ -48,7 +51,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Seconds a connection may stay silent before it is closed (0: never); clients reconnect."""
     fd_cache: int = 16384
     """Trace files kept open (LRU); clamped at start to what RLIMIT_NOFILE allows."""
-    subscriber_buffer: int = 10000
+    subscriber_buffer: Positive = 10000
     """Records held for a slow ``subscribe`` reader before it gets a gap."""
     redaction: bool = True
     allow_root: bool = False

@@ -56,6 +56,7 @@ class Connection:
 
     peer: Peer
     redactor: Redactor
+    """The daemon's redactor and this client's secret env values (``Handler.redactor_of`` keeps it current)."""
     client_id: str = ""
     client: str = ""
     cwd: str = ""
@@ -67,6 +68,10 @@ class Connection:
     """Replayed from a spool segment: an ended session is never reopened by it."""
     subscription: tuple[int, Subscriber] | None = None
     """(request id, subscriber) once the connection became a record stream."""
+    secrets: list[str] = field(default_factory=list)
+    """The values of the client's secret-named env vars (``hello``), kept for a reload's new redactor."""
+    base: Redactor | None = None
+    """The daemon redactor ``redactor`` was derived from (None: ``redactor`` is the one it was given)."""
 
 
 class _Run(msgspec.Struct):
@@ -104,6 +109,17 @@ class Handler:
         self._loading: dict[str, anyio.Lock] = {}
         """Sessions being read from disk for an ``open`` (one reader per session at a time)."""
 
+    def redactor_of(self, conn: Connection) -> Redactor:
+        """The redactor for ``conn``'s data: the daemon's (after a reload, its new one, redaction turned
+        on or off) with the client's own secret values added."""
+        if conn.base is not self.redactor:
+            if conn.base is None and conn.redactor is self.redactor:
+                conn.base = self.redactor
+            else:
+                conn.redactor = self.redactor.with_values(conn.secrets) if conn.secrets else self.redactor
+                conn.base = self.redactor
+        return conn.redactor
+
     def process_now(self, conn: Connection, frames: list[bytes], out: bytearray, touched: set[Live],
                     *, start: int = 0, stop: int | None = None) -> int:
         """Handle ``frames[start:stop]`` on the caller's stack (no ``await``, no task) until one needs more.
@@ -131,7 +147,7 @@ class Handler:
             body = frames[i]
             try:
                 req = decode(body)
-            except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+            except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                 break  # a bad frame, or a payload to walk: ``process`` says which
             t = type(req)
             if t is protocol.Sync:
@@ -157,7 +173,7 @@ class Handler:
                         break
                     try:
                         ev = decode_event(raw)
-                    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+                    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                         break
                     phase = ev.phase
                     if not phase_ok(phase) or (phase == vocab.ARTIFACT and ev.payload.get("attach")):
@@ -180,7 +196,7 @@ class Handler:
         if self.config.redaction:
             raw = [p for run in runs for p in run.raw]
             if raw:
-                redacted = conn.redactor.redact_all([p.payload for p in raw], [p.size for p in raw])
+                redacted = self.redactor_of(conn).redact_all([p.payload for p in raw], [p.size for p in raw])
                 for pend, (payload, count) in zip(raw, redacted, strict=True):
                     pend.payload = payload
                     pend.redactions = count
@@ -239,16 +255,24 @@ class Handler:
 
     async def _events(self, conn: Connection, run: _Run, out: bytearray, touched: set[Live], *, rid: int,
                       session_id: str, events: list[protocol.Event], ack: bool, late: bool = False) -> None:
-        """Validate, redact and queue ``events`` into the run of ``session_id``."""
+        """Validate, redact and queue ``events`` into the run of ``session_id``.
+
+        File work (attach, spill) starts only once every event of the request passed its checks:
+        a refused batch leaves no artifact or blob behind."""
+        redactor = self.redactor_of(conn)
         batch = []
+        heavy = []
         for ev in events:
-            pend, heavy = self.intake.event(conn.redactor, ev.phase, ev.payload, ts=ev.ts,
-                                            client_id=conn.client_id, seq=ev.seq)
+            pend, is_heavy = self.intake.event(redactor, ev.phase, ev.payload, ts=ev.ts,
+                                               client_id=conn.client_id, seq=ev.seq)
             pend.late = late
-            if heavy:
-                live = self.registry.late(session_id) if late else self.registry.live(session_id)
-                await self.intake.offload(pend, live.state.dir, [home(), live.root])
             batch.append(pend)
+            if is_heavy:
+                heavy.append(pend)
+        if heavy:
+            live = self.registry.late(session_id) if late else self.registry.live(session_id)
+            for pend in heavy:
+                await self.intake.offload(pend, live.state.dir, [home(), live.root])
         if session_id != run.session_id or late != run.late:
             self._flush(conn, run, out, touched)
             run.session_id = session_id
@@ -262,14 +286,10 @@ class Handler:
             run.replies.clear()
             run.raw.clear()
             return
-        pending, replies, sid, late, raw = run.pending, run.replies, run.session_id, run.late, run.raw
+        pending, replies, sid, late = run.pending, run.replies, run.session_id, run.late
         run.pending, run.replies, run.session_id, run.late, run.raw = [], [], "", False, []
         try:
             live = self.registry.late(sid) if late else self.registry.live(sid)
-            if raw and self.config.redaction:
-                for pend, (payload, count) in zip(raw, conn.redactor.redact_all([p.payload for p in raw]), strict=True):
-                    pend.payload = payload
-                    pend.redactions = count
             steps, error = self.registry.append(live, pending)
         except RequestError as e:
             for rid, _ack, _n in replies:
@@ -308,10 +328,12 @@ class Handler:
                 conn.client_id = req.client_id
                 conn.client = req.client
                 conn.cwd = req.cwd
-                if req.secrets and self.config.redaction:
+                if req.secrets:  # kept even with redaction off: a reload may turn it on
+                    conn.secrets = list(req.secrets)
                     # a few values compile in microseconds; thousands take milliseconds: off the loop
                     conn.redactor = (self.redactor.with_values(req.secrets) if len(req.secrets) <= 64 else
                                      await anyio.to_thread.run_sync(self.redactor.with_values, req.secrets))
+                    conn.base = self.redactor
                 if self.on_hello is not None and req.client_id:
                     await self.on_hello(req.client_id)
                 return protocol.Welcome(id=req.id, server=f"traced {__version__}", pid=os.getpid(),
@@ -327,7 +349,7 @@ class Handler:
                     self._loading.pop(req.session_id, None)
                 return self._open(conn, req, cwd, loaded)
             case protocol.Close():
-                summary = self.intake.text(conn.redactor, req.summary)
+                summary = self.intake.text(self.redactor_of(conn), req.summary)
                 live = await self.end_session(req.session_id, req.outcome, summary, None, event_time(req.ts))
                 return protocol.Closed(id=req.id, meta=meta_dict(live.state.m))
             case protocol.Sync():
@@ -364,7 +386,8 @@ class Handler:
         live, resumed, fallback = self.registry.open(
             skill=req.skill, session_id=req.session_id, target=req.target, cwd=cwd,
             owner_pid=owner, peer_uid=conn.peer.uid, idle_timeout=req.idle_timeout,
-            input=self.intake.value(conn.redactor, req.input), labels=self.intake.value(conn.redactor, req.meta),
+            input=self.intake.value(self.redactor_of(conn), req.input),
+            labels=self.intake.value(self.redactor_of(conn), req.meta),
             ts=event_time(req.ts),
             from_spool=conn.from_spool, reopen=req.reopen, loaded=loaded,
         )
@@ -416,7 +439,7 @@ def peek_id(body: bytes) -> int:
     """The ``id`` of an undecodable request, if its map has one (0 otherwise)."""
     try:
         raw = msgspec.msgpack.decode(body)
-    except (msgspec.DecodeError, ValueError):  # untyped decoding raises UnicodeDecodeError too
+    except (msgspec.DecodeError, ValueError, RecursionError):  # untyped decoding raises UnicodeDecodeError too
         return 0
     rid = raw.get("id") if isinstance(raw, dict) else None
     return rid if isinstance(rid, int) and not isinstance(rid, bool) else 0

@@ -504,13 +504,18 @@ class Registry:
                 self._fsyncs += 1
             except OSError as e:
                 log.error("fsync_failed", session_id=live.state.session_id, error=e.strerror)
-        self.fds.drop(live.journal.path)
         write_atomic(live.state.dir, layout.META, meta_json(live.state.m))
         self.markers.unmark(live.state.session_id)
 
     def finished(self, live: Live) -> None:
-        """Back on the loop after ``finish``: the end record is durable, tell the listeners."""
+        """Back on the loop after ``finish``: the end record is durable, tell the listeners, close its fd.
+
+        The fd is closed here, on the loop, never in ``finish``'s worker thread: closed there, its
+        number could be reused by the thread's own meta.json temp file while the loop, between
+        ``FdCache.get`` and ``write(2)``, still held it (a trace line landed in the temp file)."""
         self._publish_durable(live)
+        if live.state.closed:  # not reopened meanwhile
+            self.fds.drop(live.journal.path)
 
     def _write_meta_fast(self, live: Live) -> None:
         """The meta.json skeleton at start: atomic rename, no fsync (the trace is the truth)."""

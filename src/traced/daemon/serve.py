@@ -225,8 +225,7 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
                 accept_scope = anyio.CancelScope()
                 tg.start_soon(transport.accept, listener, accept_scope)
                 tg.start_soon(watchers.idle_sweeper)
-                if cfg.fsync == "batch":
-                    tg.start_soon(_batch_fsync, registry, cfg)
+                tg.start_soon(_batch_fsync, registry, cfg)  # always: a reload may turn the policy to batch
                 tg.start_soon(_heartbeat, notifier, registry, transport)
                 tg.start_soon(retention.run)  # its first pass right away, in a worker thread
                 notifier.ready(_status_line(registry, transport))
@@ -364,7 +363,10 @@ async def _batch_fsync(registry: Registry, cfg: Config) -> None:
     while True:
         with anyio.move_on_after(cfg.fsync_interval):
             await registry.sync_wanted.wait()
-        await registry.sync_dirty()
+        if cfg.fsync == "batch":  # (the config object is reloaded in place)
+            await registry.sync_dirty()
+        else:
+            registry.sync_wanted = anyio.Event()
 
 
 def _status_line(registry: Registry, transport: Transport) -> str:

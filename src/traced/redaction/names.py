@@ -155,12 +155,17 @@ def is_secret_key(name: str) -> bool:
 def secret_env_values(env: Mapping[str, str]) -> list[str]:
     """Values of secret-named env vars, at least SECRET_ENV_MIN_LEN long, deduplicated.
 
-    Absolute paths (``SSL_KEY=/etc/ssl/key.pem``) are skipped: a path says where a
-    secret lives, it is not one, and redacting it everywhere would only blur traces.
+    Absolute paths (``SSL_KEY=/etc/ssl/key.pem``) are skipped: a path says where a secret lives,
+    it is not one, and redacting it everywhere would only blur traces. So are values that are
+    not UTF-8: no payload string can hold them.
     """
     out: dict[str, None] = {}
     for name, value in env.items():
         if len(value) >= SECRET_ENV_MIN_LEN and not value.startswith(("/", "~/")) and is_secret_key(name):
+            try:
+                value.encode()
+            except UnicodeEncodeError:  # not UTF-8 (os.environ's surrogateescape): no payload string holds it,
+                continue  # and the hello that would carry it could not be encoded
             out[value] = None
     return list(out)
 

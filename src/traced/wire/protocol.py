@@ -256,6 +256,8 @@ def decode_request(body: bytes | memoryview) -> Request:
         return request_decoder.decode(body)
     except UnicodeDecodeError as e:  # msgspec lets invalid UTF-8 in keys through as this
         raise msgspec.DecodeError(f"invalid UTF-8: {e.reason}") from e
+    except RecursionError as e:  # nested past the interpreter's recursion limit (~1,000 levels)
+        raise msgspec.DecodeError("nested too deep to decode") from e
 
 
 # --- checked decoding: the payload rules in msgspec's C decoder -------------------

@@ -777,3 +777,19 @@ async def test_a_refused_batch_leaves_no_artifact_or_blob_behind(private_env: Pa
         assert r.lines() == [START]
     finally:
         registry.shutdown()
+
+
+@pytest.mark.anyio
+async def test_an_opens_input_and_labels_keep_the_payload_limits(rig: Rig) -> None:
+    """They skipped every limit: a 970-deep input, 20,000 keys or a huge string went whole into the
+    start record or meta.json (and readers then hit the recursion limit on them)."""
+    replies = await rig.send(_open(input={"deep": _nest(100)}))
+    assert isinstance(replies[0], protocol.Opened)
+    start = json.loads(rig.lines()[0])["payload"]["input"]
+    assert json.dumps(start).count('"$omitted": "too_deep"') == 1
+    assert json.dumps(start).count("{") == 65, "the input map is depth 1, as a payload is"
+    many = {f"k{i}": i for i in range(10_001)}
+    refused = await rig.send(protocol.Open(id=3, skill="review", session_id=OTHER, owner_pid=-1, ts=TS,
+                                           meta=many))
+    assert isinstance(refused[0], protocol.Error) and refused[0].code == "invalid_event"
+    assert "more than 10000 keys" in refused[0].message

@@ -151,8 +151,20 @@ class Intake:
         return Pending(phase, payload, event_time(ts), client_id, seq, count), heavy
 
     def value(self, redactor: Redactor, value: Any) -> Any:
-        """Any other client value bound for disk (a session's input), redacted."""
-        if value is None or not self.config.redaction:
+        """Any other client value bound for disk (an ``open``'s input and labels), checked as a
+        payload is (key and string limits: RequestError ``invalid_event``; subtrees past
+        ``max_payload_depth`` become ``too_deep`` markers), then redacted."""
+        if value is None:
+            return value
+        cfg = self.config
+        try:
+            _longest, too_deep = check_payload({"value": value}, cfg.max_payload_depth + 1, cfg.max_payload_keys,
+                                               cfg.max_string)
+        except InvalidEvent as e:
+            raise RequestError("invalid_event", str(e)) from e
+        if too_deep:
+            value = cut_depth({"value": value}, cfg.max_payload_depth + 1)["value"]
+        if not cfg.redaction:
             return value
         return redactor.redact(value)[0]
 

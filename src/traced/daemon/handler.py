@@ -22,7 +22,7 @@ import structlog
 from traced import __version__
 from traced.daemon.bus import Bus, Subscriber
 from traced.daemon.config import Config
-from traced.daemon.intake import MAX_TS, Intake, event_time, home
+from traced.daemon.intake import Intake, event_time, home
 from traced.daemon.procfs import peer_cwd
 from traced.daemon.registry import Live, Loaded, Registry
 from traced.daemon.session import Pending
@@ -127,7 +127,7 @@ class Handler:
         Returns the index of the first frame not handled (``stop`` when all were); their
         replies are in ``out``. The caller hands the rest to ``process``, in order.
         Handled here: emits whose payload the checked decoder took
-        (``protocol.checked_decoder``) and that no limit or spill can concern (the frame is
+        (``protocol.checked``) and that no limit or spill can concern (the frame is
         smaller than every limit), and ``sync`` without fsync. The events of all the runs are
         redacted together (``Redactor.redact_all``); each run (consecutive events of one
         session) is written with one write(2).
@@ -160,9 +160,7 @@ class Handler:
                 if (len(body) > small or req.late or not phase_ok(phase)
                         or (phase == vocab.ARTIFACT and req.payload.get("attach"))):
                     break
-                ts = req.ts
-                pend = Pending(phase, req.payload, ts if 0.0 < ts <= MAX_TS else 0.0, client_id, req.seq,
-                               size=len(body))
+                pend = Pending(phase, req.payload, event_time(req.ts), client_id, req.seq, size=len(body))
                 _queue(runs, req.session_id, [pend], req.id, req.ack)
             elif t is batch_t:
                 if req.late:
@@ -178,9 +176,7 @@ class Handler:
                     phase = ev.phase
                     if not phase_ok(phase) or (phase == vocab.ARTIFACT and ev.payload.get("attach")):
                         break
-                    ts = ev.ts
-                    batch.append(Pending(phase, ev.payload, ts if 0.0 < ts <= MAX_TS else 0.0, client_id, ev.seq,
-                                         size=len(raw)))
+                    batch.append(Pending(phase, ev.payload, event_time(ev.ts), client_id, ev.seq, size=len(raw)))
                 if len(batch) < len(req.events):
                     break
                 _queue(runs, req.session_id, batch, req.id, req.ack)

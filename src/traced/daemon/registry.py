@@ -421,7 +421,8 @@ class Registry:
         if self.listening and not any(waits() for waits in self.listening):
             return  # nobody to tell: the tick syncs within fsync_interval, not an fdatasync per write
         live.unpublished.append((live.journal.written_gen, records))
-        self.sync_wanted.set()
+        if self.config.fsync == "batch":  # (under always, the acks' sync round publishes them)
+            self.sync_wanted.set()
 
     def _publish_durable(self, live: Live) -> None:
         """Hand the listeners every record of ``live`` that its last fdatasync covered."""

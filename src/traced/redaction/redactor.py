@@ -1102,17 +1102,9 @@ class Redactor:
         """Indexes (into ``ends``) of the payloads whose ``strings`` the one scan finds a hit in."""
         if not strings:
             return []
-        c = self._c
-        hay = "\x00".join(strings)  # as in redact: no trigger or env value holds a NUL
-        ascii_ = hay.isascii()
-        raw = hay.encode() if ascii_ else hay.encode("utf-8", "surrogatepass")
-        hits = c.scan.find_matches_as_indexes(bytearray(raw).translate(c.fold))
-        if c.env_scan is not None:
-            hits += c.env_scan.find_matches_as_indexes(bytearray(raw).translate(c.fold))
+        hits = self._scan("\x00".join(strings))  # as in redact: no trigger or env value holds a NUL
         if not hits:
             return []
-        if not ascii_:
-            hits = _char_offsets(raw, hits)
         starts = list(accumulate((len(x) + 1 for x in strings), initial=0))
         return [bisect_right(ends, bisect_right(starts, hs) - 1) for _pid, hs, _he in hits]
 

@@ -7,6 +7,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,19 +97,26 @@ def _connection(from_spool: bool = False) -> Connection:
                       from_spool=from_spool)
 
 
-@pytest.fixture
-async def rig(private_env: Path) -> AsyncIterator[Rig]:
-    config = _config(private_env)
+@asynccontextmanager
+async def _rig(private_env: Path, **settings: Any) -> AsyncIterator[Rig]:
+    """A handler on ``settings`` (fsync "never" unless given), its connection said hello."""
+    config = Config(root=str(private_env / "root"), **{"fsync": "never", **settings})
     registry = Registry(config)
-    handler = Handler(config, registry, Redactor([]))
-    r = Rig(root=private_env / "root", registry=registry, handler=handler, conn=_connection())
-    replies = await r.send(protocol.Hello(id=1, client="test", client_id=CLIENT, pid=os.getpid(), cwd="/w"))
-    assert len(replies) == 1 and isinstance(replies[0], protocol.Welcome) and replies[0].id == 1
-    assert replies[0].max_frame == config.max_frame
+    r = Rig(root=private_env / "root", registry=registry, handler=Handler(config, registry, Redactor([])),
+            conn=_connection())
     try:
+        replies = await r.send(protocol.Hello(id=1, client="test", client_id=CLIENT, pid=os.getpid(), cwd="/w"))
+        assert len(replies) == 1 and isinstance(replies[0], protocol.Welcome) and replies[0].id == 1
+        assert replies[0].max_frame == config.max_frame
         yield r
     finally:
         registry.shutdown()
+
+
+@pytest.fixture
+async def rig(private_env: Path) -> AsyncIterator[Rig]:
+    async with _rig(private_env) as r:
+        yield r
 
 
 def _open(rid: int = 2, sid: str = SID, **kw: Any) -> protocol.Open:
@@ -530,19 +538,14 @@ async def test_on_durable_waits_for_fdatasync_with_fsync_batch(private_env: Path
 
 @pytest.mark.anyio
 async def test_sync_with_fsync_reaches_the_disk_through_the_handler(private_env: Path) -> None:
-    config = _config(private_env, fsync="batch")
-    registry = Registry(config)
-    handler = Handler(config, registry, Redactor([]))
-    r = Rig(root=private_env / "root", registry=registry, handler=handler, conn=_connection())
-    try:
-        await r.send(protocol.Hello(id=1, client_id=CLIENT), _open())
+    async with _rig(private_env, fsync="batch") as r:
+        registry = r.registry
+        await r.send(_open())
         assert await r.send(_note(3, 1, "a", ack=False), protocol.Sync(id=4)) == [protocol.Synced(id=4)]
         assert registry.fsyncs == 0, "a plain sync only orders"
         assert await r.send(_note(5, 2, "b", ack=False), protocol.Sync(id=6, fsync=True)) == [protocol.Synced(id=6)]
         assert registry.fsyncs == 1
         assert not registry.sessions[SID].journal.dirty
-    finally:
-        registry.shutdown()
 
 
 # --- the fast path and the walked path ---------------------------------------------------------
@@ -619,12 +622,7 @@ async def test_a_read_of_fast_emits_redacts_only_the_events_that_hold_a_secret(r
 
 @pytest.mark.anyio
 async def test_an_event_over_the_spill_threshold_is_spilled_between_fast_ones(private_env: Path) -> None:
-    config = Config(root=str(private_env / "root"), fsync="never", spill_threshold=1024)
-    registry = Registry(config)
-    r = Rig(root=private_env / "root", registry=registry, handler=Handler(config, registry, Redactor([])),
-            conn=_connection())
-    try:
-        await r.send(protocol.Hello(id=1, client="test", client_id=CLIENT))
+    async with _rig(private_env, spill_threshold=1024) as r:
         await _opened(r)
         big = "x" * 2000
         replies = await r.send(_note(3, 1, "a"), _note(4, 2, big), _note(5, 3, "b"))
@@ -635,8 +633,6 @@ async def test_an_event_over_the_spill_threshold_is_spilled_between_fast_ones(pr
         assert (r.sdir / "blobs" / spilled["$blob"].removeprefix("sha256:")).read_text() == big
         assert lines[1] == line(2, "note", {"message": "a"}, offset=1, seq=1)
         assert lines[3] == line(4, "note", {"message": "b"}, offset=3, seq=3)
-    finally:
-        registry.shutdown()
 
 
 @pytest.mark.anyio
@@ -758,12 +754,7 @@ async def test_a_payload_nested_past_the_recursion_limit_is_a_bad_frame_not_a_lo
 
 @pytest.mark.anyio
 async def test_a_refused_batch_leaves_no_artifact_or_blob_behind(private_env: Path) -> None:
-    config = Config(root=str(private_env / "root"), fsync="never", spill_threshold=1024)
-    registry = Registry(config)
-    r = Rig(root=private_env / "root", registry=registry, handler=Handler(config, registry, Redactor([])),
-            conn=_connection())
-    try:
-        await r.send(protocol.Hello(id=1, client="test", client_id=CLIENT))
+    async with _rig(private_env, spill_threshold=1024) as r:
         await _opened(r)
         source = private_env / "root" / "attach-me.txt"
         source.write_text("artifact body\n")
@@ -775,8 +766,6 @@ async def test_a_refused_batch_leaves_no_artifact_or_blob_behind(private_env: Pa
         assert isinstance(replies[0], protocol.Error) and replies[0].code == "invalid_event"
         assert sorted(p.name for p in r.sdir.iterdir()) == ["meta.json", "trace.jsonl"]
         assert r.lines() == [START]
-    finally:
-        registry.shutdown()
 
 
 @pytest.mark.anyio

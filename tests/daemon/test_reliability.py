@@ -400,12 +400,18 @@ def test_torn_tail_is_moved_aside_on_readoption(daemon: Daemon) -> None:
     assert (Path(opened.dir) / "trace.torn").read_bytes().startswith(b'{"ts":"2026-01-01')
 
 
-def test_sighup_reloads_config(daemon_factory: Any) -> None:
+def _configured(daemon_factory: Any, toml: str) -> tuple[Daemon, Path]:
+    """A started daemon reading ``toml`` from its config file, and that file (to change and reload)."""
     d: Daemon = daemon_factory(start=False)
     cfg = d.base / "config" / "traced" / "config.toml"
     cfg.parent.mkdir(parents=True)
-    cfg.write_text('fsync = "never"\n')
+    cfg.write_text(toml)
     d.start()
+    return d, cfg
+
+
+def test_sighup_reloads_config(daemon_factory: Any) -> None:
+    d, cfg = _configured(daemon_factory, 'fsync = "never"\n')
     with d.client() as c:
         assert c.status()["fsync"] == "never"
         cfg.write_text('fsync = "always"\n')
@@ -435,11 +441,7 @@ def test_other_writers_sessions_get_the_idle_timeout(daemon_factory: Any) -> Non
 
 
 def test_config_file_change_reloads(daemon_factory: Any) -> None:
-    d: Daemon = daemon_factory(start=False)
-    cfg = d.base / "config" / "traced" / "config.toml"
-    cfg.parent.mkdir(parents=True)
-    cfg.write_text("idle_timeout = 100\n")
-    d.start()
+    d, cfg = _configured(daemon_factory, "idle_timeout = 100\n")
     with d.client() as c:
         cfg.write_text('idle_timeout = 100\nfsync = "always"\n')
         wait_for(lambda: c.status()["fsync"] == "always", what="the new config in force")
@@ -486,11 +488,7 @@ def test_a_reload_turning_redaction_on_reaches_connections_already_open(daemon_f
     while redaction was off): a reload turning it on left open connections writing secrets."""
     env_secret = "s3cretEnvValue-" + "q" * 12
     monkeypatch.setenv("RELOAD_TEST_API_TOKEN", env_secret)  # the in-process client sends it in hello
-    d: Daemon = daemon_factory(start=False)
-    cfg = d.base / "config" / "traced" / "config.toml"
-    cfg.parent.mkdir(parents=True)
-    cfg.write_text("redaction = false\n")
-    d.start()
+    d, cfg = _configured(daemon_factory, "redaction = false\n")
     ghp = "ghp_" + "aB3d" * 9
     with d.client() as c, c.session(skill="reload") as s:
         s.note(f"before {ghp}")
@@ -511,11 +509,7 @@ def test_a_reload_turning_redaction_on_reaches_connections_already_open(daemon_f
 def test_a_reload_to_batch_syncs_for_a_subscriber(daemon_factory: Any) -> None:
     """The batch policy's task ran only when the daemon started under it: reloaded to batch, nothing
     was synced again, and a subscriber never heard of a record until its session closed."""
-    d: Daemon = daemon_factory(start=False)
-    cfg = d.base / "config" / "traced" / "config.toml"
-    cfg.parent.mkdir(parents=True)
-    cfg.write_text('fsync = "never"\nfsync_interval = 3600\n')
-    d.start()
+    d, cfg = _configured(daemon_factory, 'fsync = "never"\nfsync_interval = 3600\n')
     with d.client() as c:
         cfg.write_text('fsync = "batch"\nfsync_interval = 3600\n')
         assert d.proc is not None

@@ -343,6 +343,16 @@ def emit_frame(session_id: str, size: int, ack: bool) -> tuple[bytes, int]:
     return frame, _seq_at(frame)
 
 
+def emit_frames(session_ids: Iterable[str], size: int, ack: bool) -> tuple[list[bytes], int]:
+    """One ``emit_frame`` per session (the C client's records) and the offset of their seq (the same in each)."""
+    frames = []
+    off = 0
+    for sid in session_ids:
+        frame, off = emit_frame(sid, size, ack)
+        frames.append(frame)
+    return frames, off
+
+
 def batch_frame(session_id: str, size: int, events: int) -> tuple[bytes, list[int]]:
     """One framed ``emit_batch`` of ``events`` events (ack=False) and the offsets of their seqs."""
     from traced.wire import protocol

@@ -467,11 +467,7 @@ class Bench:
 
         assert mini.proc is not None
         sids = [new_ulid() for _ in range(conns)]
-        frames = []
-        off = 0
-        for sid in sids:
-            f, off = lib.emit_frame(sid, size, ack=ack)
-            frames.append(f)
+        frames, off = lib.emit_frames(sids, size, ack)
         cpu0 = lib.cpu_seconds(mini.proc.pid)
         out = self.run_tdclient(mode, mini.socket, n, conns, frames, off,
                                 tail=None if ack else lib.sync_frame())
@@ -561,11 +557,7 @@ class Bench:
     def _ack_c(self, d: Daemon, nc: int, each: int) -> dict[str, Any]:
         """``tdclient ack`` with ``nc`` connections, each on its own session; checks what landed."""
         opened = self.open_sessions(d, nc)
-        frames = []
-        off = 0
-        for o in opened:
-            f, off = lib.emit_frame(o.session_id, 200, ack=True)
-            frames.append(f)
+        frames, off = lib.emit_frames([o.session_id for o in opened], 200, True)
         out = self.run_tdclient("ack", d.socket, nc * each, nc, frames, off)
         self.verify_sessions([o.dir for o in opened], nc * each, f"acked C x{nc} ({d.base.name})", keyed=True)
         self.end_sessions(d, opened)
@@ -599,11 +591,7 @@ class Bench:
                 self.res.add("dur.py.p99", percentile(lat, 99), sec, f"{label}: ack latency p99", "µs")
                 if self.tdclient:
                     opened = self.open_sessions(d, DURABLE_CLIENTS)
-                    frames = []
-                    off = 0
-                    for o in opened:
-                        f, off = lib.emit_frame(o.session_id, 200, ack=True)
-                        frames.append(f)
+                    frames, off = lib.emit_frames([o.session_id for o in opened], 200, True)
                     n = DURABLE_CLIENTS * p.durable_each
                     before = self.sync_counts(d)
                     out = self.run_tdclient("ack", d.socket, n, DURABLE_CLIENTS, frames, off)
@@ -938,11 +926,7 @@ class Bench:
         each = n // len(jobs)
         cmds = []
         for j, (d, opened) in enumerate(jobs):
-            frames = []
-            off = 0
-            for o in opened:
-                f, off = lib.emit_frame(o.session_id, 200, ack=False)
-                frames.append(f)
+            frames, off = lib.emit_frames([o.session_id for o in opened], 200, False)
             cmds.append(self.tdclient_cmd("stream", d.socket, each, len(opened), frames, off, tail=lib.sync_frame(),
                                           tag=f"-shard{j}"))
         cpu0 = [lib.cpu_seconds(d.pid) for d in daemons]

@@ -68,6 +68,16 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
+def private_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``tmp_path`` as this process's state and runtime dirs (an in-process Registry writes there)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    for var in ("STATE_DIRECTORY", "RUNTIME_DIRECTORY", "TRACED_ROOT", "TRACED_SOCKET"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
 def short_tmp() -> Iterator[Path]:
     """A temp dir with a short path (Unix socket paths are limited to 107 bytes)."""
     path = Path(tempfile.mkdtemp(prefix="td-", dir="/tmp"))

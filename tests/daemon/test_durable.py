@@ -23,15 +23,6 @@ TS = 1_700_000_000.0
 
 
 @pytest.fixture
-def private_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    for var in ("STATE_DIRECTORY", "RUNTIME_DIRECTORY", "TRACED_ROOT", "TRACED_SOCKET"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path
-
-
-@pytest.fixture
 def registry(private_env: Path) -> Iterator[Registry]:
     reg = Registry(Config(root=str(private_env / "root"), fsync="batch"))
     try:

@@ -43,15 +43,6 @@ def ts(offset: float = 0.0) -> str:
     return f"2023-11-14T22:13:{seconds:02d}.000000Z"
 
 
-@pytest.fixture
-def private_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    for var in ("STATE_DIRECTORY", "RUNTIME_DIRECTORY", "TRACED_ROOT", "TRACED_SOCKET"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path
-
-
 def _config(tmp_path: Path, fsync: str = "never") -> Config:
     return Config(root=str(tmp_path / "root"), fsync=fsync)  # type: ignore[arg-type]
 

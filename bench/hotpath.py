@@ -35,6 +35,9 @@ def main() -> None:
     ap.add_argument("--no-redaction", action="store_true")
     ap.add_argument("--sessions", type=int, default=1, help="events round-robin over this many sessions")
     ap.add_argument("--events", type=int, default=60_000)
+    ap.add_argument("--per-read", type=int, default=0,
+                    help="frames per read (default: as many as 64 KiB hold); 1 with --ack is the acked path")
+    ap.add_argument("--ack", action="store_true", help="each event asks for an ack")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="tdh-", dir="/tmp")
     os.environ.update(XDG_STATE_HOME=f"{tmp}/state", XDG_RUNTIME_DIR=f"{tmp}/run", XDG_CONFIG_HOME=f"{tmp}/config")
@@ -69,8 +72,8 @@ async def _run(args: argparse.Namespace, tmp: str) -> None:
     n = args.events - args.events % 3
     frames = [bytes(protocol.encode(protocol.Emit(
         session_id=sids[i % len(sids)], phase="tool_call", payload=lib.payload(args.size, i), ts=time.time(),
-        seq=i + 1, ack=False)))[4:] for i in range(n)]
-    per_read = 65536 // (len(frames[0]) + 4)
+        seq=i + 1, ack=args.ack)))[4:] for i in range(n)]
+    per_read = args.per_read or 65536 // (len(frames[0]) + 4)
     third = n // 3
     gc.collect()
     traced_us = []

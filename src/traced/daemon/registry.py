@@ -400,14 +400,18 @@ class Registry:
                 "write_failed", session_id=state.session_id, errno=e.errno, error=e.strerror,
                 lines_written=written, lines_failed=len(records) - written,
             )
-        state.commit(prepared, written)
+        redactions = state.commit(prepared, written)
         if written:
-            redactions = sum(p.redactions for p in prepared.pending[:written])
-            state.m.redactions += redactions
-            self.stats.redactions += redactions
-            self.stats.count_events(written)
-            self.stats.bytes_written += len(buf) if written == len(records) else line_bytes(buf, written)
-            self._written(live, records[:written])
+            stats = self.stats
+            stats.redactions += redactions
+            stats.count_events(written)
+            if written == len(records):
+                stats.bytes_written += len(buf)
+            else:
+                stats.bytes_written += line_bytes(buf, written)
+                records = records[:written]
+            if self.on_durable:
+                self._written(live, records)
         return state.steps_of(prepared, written), error
 
     def _written(self, live: Live, records: list[Record]) -> None:

@@ -248,41 +248,52 @@ class SessionState:
             pend.append(ev)
         return Prepared(records, pend, outcome, times)
 
-    def commit(self, prepared: Prepared, written: int) -> None:
-        """Advance the state for the first ``written`` records of ``prepared``."""
+    def commit(self, prepared: Prepared, written: int) -> int:
+        """Advance the state for the first ``written`` records of ``prepared``; returns their
+        events' redactions (a count)."""
         meta = self.m
         records = prepared.records
+        pending = prepared.pending
+        redactions = 0
         if written:
             assert records[0].step == self.step + 1 and records[written - 1].step == self.step + written, (
                 "steps are assigned in order")
             self.step = records[written - 1].step or 0
             self.turn = records[written - 1].turn or self.turn
-        seen_by_client = self.seen
-        llm_call = vocab.LLM_CALL
-        for rec, ev in zip(records[:written], prepared.pending[:written], strict=True):
-            phase = rec.phase
-            account(meta, phase, rec.payload)
-            if phase == llm_call:
-                keys = call_keys(rec.payload)
-                rid = keys[0][0][4:] if keys and keys[0][1] else ""
-                for key, _any in keys:
-                    self.remember_request(key, ev.client_id, rec.step or 0, rid)
-            if rec.client_seq is not None:
-                self._seen(ev.client_id, ev.seq, rec.step or 0, seen_by_client)
+            if written < len(records):
+                records, pending = records[:written], pending[:written]
+            seen_by_client = self.seen
+            llm_call = vocab.LLM_CALL
+            for rec, ev in zip(records, pending):
+                phase = rec.phase
+                account(meta, phase, rec.payload)
+                redactions += ev.redactions
+                if phase == llm_call:
+                    keys = call_keys(rec.payload)
+                    rid = keys[0][0][4:] if keys and keys[0][1] else ""
+                    for key, _any in keys:
+                        self.remember_request(key, ev.client_id, rec.step or 0, rid)
+                if rec.client_seq is not None:
+                    self._seen(ev.client_id, ev.seq, rec.step or 0, seen_by_client)
+            self.last_ts = prepared.times[written - 1]
+            meta.redactions += redactions
         meta.steps = self.step
         meta.turns = self.turn
-        if written:
-            self.last_ts = prepared.times[written - 1]
         self.last_activity = time.monotonic()
+        return redactions
 
     def steps_of(self, prepared: Prepared, written: int) -> list[int | None]:
         """For each pending event: its step, or None when its record was not written."""
+        records = prepared.records
+        outcome = prepared.outcome
+        if written == len(records) == len(outcome):  # no replay, no copy: one record per event
+            return [r.step for r in records]
         steps: list[int | None] = []
-        for idx in prepared.outcome:
+        for idx in outcome:
             if idx < 0:
                 steps.append(-idx)
             elif idx < written:
-                steps.append(prepared.records[idx].step)
+                steps.append(records[idx].step)
             else:
                 steps.append(None)
         return steps

@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import Daemon, assert_gap_free, read_trace
 from traced.daemon import wal
 from traced.daemon.config import Config
+from traced.daemon.groupcommit import LOG_TRACE_MAX
 from traced.daemon.registry import Live, Registry
 from traced.daemon.session import Pending
 
@@ -24,7 +25,8 @@ TS = 1_700_000_000.0
 
 @pytest.fixture
 def registry(private_env: Path) -> Iterator[Registry]:
-    reg = Registry(Config(root=str(private_env / "root"), fsync="batch"))
+    """Under ``batch`` with no log: every round fdatasyncs each trace it covers (``wal = false``)."""
+    reg = Registry(Config(root=str(private_env / "root"), fsync="batch", wal=False))
     try:
         yield reg
     finally:
@@ -216,7 +218,7 @@ def test_checkpoints_racing_acked_writes_keep_every_acked_line(daemon_factory: A
 
 @pytest.mark.anyio
 async def test_a_reload_away_from_always_checkpoints_the_log(private_env: Path) -> None:
-    """Rounds log only under ``always``; when a reload changes the policy, the next round makes the
+    """Rounds log only under ``always`` and ``batch``; when a reload turns to ``never``, the next round makes the
     traces the log covered durable on their own and deletes it, and writes are no longer kept for it."""
     config = Config(root=str(private_env / "root"), fsync="always")
     reg = Registry(config)
@@ -230,7 +232,7 @@ async def test_a_reload_away_from_always_checkpoints_the_log(private_env: Path) 
         entries, torn = wal.read_frames(seg.read_bytes())
         assert ([sdir for sdir, _ in entries], torn) == ([lv.state.dir for lv in lives], 0)
         assert [[json.loads(x)["step"] for x in lines.splitlines()] for _, lines in entries] == [[2], [2]]
-        config.fsync = "batch"  # what a SIGHUP reload does
+        config.fsync = "never"  # what a SIGHUP reload does
         reg.append(lives[0], [Pending("note", {"message": "synced"}, TS)])
         await reg.durable([lives[0]])
         assert sorted(reg.commit_log_dir.glob("*.log")) == [] and reg.commit.wal is not None
@@ -238,3 +240,63 @@ async def test_a_reload_away_from_always_checkpoints_the_log(private_env: Path) 
         assert reg.fsyncs == 2 + 2 + 1
     finally:
         reg.shutdown()
+
+
+# --- the log under fsync = "batch": small traces logged, large ones synced on their own -------------------
+
+
+@pytest.mark.anyio
+async def test_batch_rounds_log_small_traces_and_sync_large_ones_themselves(private_env: Path) -> None:
+    """The ``batch`` tick: once a trace was synced, its lines go to the one log fdatasync of the round;
+    a trace that wrote more than ``LOG_TRACE_MAX`` since its last round is fdatasynced itself and keeps
+    no copy of its lines until a round finds it small again."""
+    reg = Registry(Config(root=str(private_env / "root"), fsync="batch"))
+    try:
+        lives = [_open(reg, k) for k in range(3)]
+        await reg.sync_dirty()  # each trace's first round: its own fdatasync
+        assert (reg.commit.rounds, reg.fsyncs, sorted(reg.commit_log_dir.glob("*.log"))) == (1, 3, [])
+        assert [lv.journal.wal for lv in lives] == [[], [], []]
+        reg.append(lives[0], [Pending("note", {"message": "a"}, TS)])
+        reg.append(lives[1], [Pending("note", {"message": "b"}, TS)])
+        big = "x" * LOG_TRACE_MAX
+        reg.append(lives[2], [Pending("note", {"message": big}, TS)])
+        await reg.sync_dirty()
+        (seg,) = sorted(reg.commit_log_dir.glob("*.log"))
+        entries, torn = wal.read_frames(seg.read_bytes())
+        assert [(sdir, [json.loads(x)["payload"]["message"] for x in lines.splitlines()]) for sdir, lines in entries] \
+            == [(lives[0].state.dir, ["a"]), (lives[1].state.dir, ["b"])]
+        assert (torn, lives[2].journal.wal, lives[2].journal.dirty) == (0, None, False)
+        reg.append(lives[2], [Pending("note", {"message": "small again"}, TS)])
+        await reg.sync_dirty()  # no copy was kept: its own fdatasync, and from now on it is logged
+        assert (lives[2].journal.wal, lives[2].journal.dirty) == ([], False)
+        reg.append(lives[2], [Pending("note", {"message": "logged"}, TS)])
+        await reg.sync_dirty()
+        entries, _torn = wal.read_frames(seg.read_bytes())
+        assert [sdir for sdir, _ in entries] == [lives[0].state.dir, lives[1].state.dir, lives[2].state.dir]
+        assert (reg.commit.rounds, reg.fsyncs) == (4, 3 + 3 + 1 + 1), "rounds and their traces"
+    finally:
+        reg.shutdown()
+    assert sorted(reg.commit_log_dir.glob("*.log")) == [], "a clean stop checkpoints the log"
+
+
+def test_batch_power_cut_after_a_synced_round_restores_every_line_it_covered(daemon_factory: Any) -> None:
+    """Under ``batch`` a ``sync {fsync}`` (or the tick) makes the lines written so far durable with one log
+    fdatasync; a kill -9 and a power cut that takes trace lines from the page cache lose none of them."""
+    d: Daemon = daemon_factory("--fsync", "batch", env={"TRACED_FSYNC_INTERVAL": "3600"})  # no tick: the syncs'
+    with d.client() as c:
+        opened = [c.open(f"wal{k}", owner_pid=-1) for k in range(3)]
+        for i in range(10):
+            for k, o in enumerate(opened):
+                c.emit(o.session_id, "note", {"message": f"{k}-{i}"}, ack=False)
+            if i in (0, 9):  # the first: each trace's own fdatasync; the last: one log fdatasync for the three
+                c.sync(fsync=True)
+    d.kill9()
+    assert _logged(d) == {o.dir: list(range(3, 12)) for o in opened}
+    traces = [Path(o.dir) / "trace.jsonl" for o in opened]
+    _truncate_lines(traces[0], 2)  # every logged note lost
+    _truncate_lines(traces[1], 6, torn=b'{"ts":"2026-')  # 5 notes and a torn piece of the 6th
+    d.start()
+    assert [_notes(o.dir) for o in opened] == [[f"{k}-{i}" for i in range(10)] for k in range(3)]
+    replayed = {e["session_dir"]: e["lines"] for e in d.logs() if e.get("event") == "wal_replayed"}
+    assert replayed == {opened[0].dir: 9, opened[1].dir: 5}
+    assert _segments(d) == []

@@ -26,10 +26,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fsync: FsyncPolicy = "batch"
     fsync_interval: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     wal: bool = True
-    """``fsync = "always"``: acks wait for one fdatasync of the daemon-wide write-ahead log (true),
-    or for concurrent fdatasyncs of every trace touched (false)."""
+    """``fsync = "always"`` or ``"batch"``: a sync round makes its lines durable with one fdatasync of
+    the daemon-wide write-ahead log (true), or with concurrent fdatasyncs of every trace touched (false)."""
     wal_checkpoint_bytes: int = 64 * 1024 * 1024
-    """``fsync = "always"``: the write-ahead log's size (bytes) at which the traces it covers are
+    """``fsync = "always"`` or ``"batch"``: the write-ahead log's size (bytes) at which the traces it covers are
     fdatasynced and it starts over (see docs/configuration.md)."""
     idle_timeout: float = 1800.0
     max_frame: Positive = 8 * 1024 * 1024

@@ -7,13 +7,16 @@ touched; when the round in flight finishes, the first waiter to wake leads the
 next one (leader/follower group commit).
 
 A round makes its traces durable in one of two ways. With a write-ahead log
-(``fsync = "always"``, see ``wal``), every line written since the trace's last
-sync goes into the log, and ONE fdatasync of the log covers every session of
-the round. A trace that has lines the log never saw (its first sync, or the
-``batch`` policy, or a ``sync {fsync}`` under ``never``) is fdatasynced itself,
-all such traces at once from a pool of threads; from then on its writes are
-kept for the log (under ``always``). docs/benchmarks.md ("Durable acks") has
-the numbers of both designs.
+(``fsync = "always"`` or ``"batch"``, see ``wal``), every line written since the
+trace's last sync goes into the log, and ONE fdatasync of the log covers every
+session of the round. A trace that has lines the log never saw (its first sync,
+or a ``sync {fsync}`` under ``never``) is fdatasynced itself, all such traces at
+once from a pool of threads; from then on its writes are kept for the log. Under
+``batch``, a trace that wrote more than ``log_max`` bytes since its last round is
+fdatasynced itself too, and its writes are no longer kept until a round finds it
+small again: a large trace costs one fdatasync whatever its lines, while the log
+would write them twice (and hold a copy in memory until the round).
+docs/benchmarks.md ("Durable acks", "Spread over many sessions") has the numbers.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ __all__ = ["GroupCommit"]
 
 log = structlog.get_logger("traced.daemon.groupcommit")
 
+LOG_TRACE_MAX: Final = 256 * 1024
+"""Under ``batch``: bytes a trace may write between two rounds and still be logged (see the module doc)."""
 SYNC_THREADS: Final = 64
 """fdatasyncs one round runs at once; more traces wait for a free thread in the same round."""
 
@@ -50,11 +55,14 @@ class _Round:
 class GroupCommit:
     """The leader/follower sync coordinator of one daemon (one per Registry)."""
 
-    def __init__(self, wal: WriteAheadLog | None = None, log_wanted: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, wal: WriteAheadLog | None = None, log_wanted: Callable[[], bool] = lambda: True,
+                 log_max: Callable[[], int | None] = lambda: None) -> None:
         self.wal = wal
         """The write-ahead log rounds may write to; None: fdatasync every trace."""
         self.log_wanted = log_wanted
-        """Whether rounds use the log now (``fsync = "always"``, which a reload may change)."""
+        """Whether rounds use the log now (``fsync = "always"`` or ``"batch"``, which a reload may change)."""
+        self.log_max = log_max
+        """Bytes a trace may write between rounds and still be logged (None: any, as under ``always``)."""
         self._inflight: _Round | None = None
         self._next = _Round()
         self._pool: ThreadPoolExecutor | None = None
@@ -98,17 +106,20 @@ class GroupCommit:
             by_log: list[int] = []
             by_sync: list[tuple[int, tuple[Journal, int]]] = []
             wal = self.wal if self.wal is not None and self.log_wanted() else None
+            cap = self.log_max() if wal is not None else None
             for key, (j, _t) in list(rnd.targets.items()):  # the targets as of now: all written so far
                 gen = j.written_gen
                 rnd.targets[key] = (j, gen)
-                if wal is not None and j.wal is not None and j.wal_base <= j.synced_gen:
+                small = cap is None or j.bytes_written - j.round_bytes <= cap
+                j.round_bytes = j.bytes_written
+                if wal is not None and j.wal is not None and j.wal_base <= j.synced_gen and small:
                     if j.wal:
                         logged.append((j.dir, b"".join(j.wal)))
                         j.wal = []
                     by_log.append(key)
-                else:  # lines the log never saw: fdatasync the trace; the log keeps what follows
+                else:  # lines the log never saw (or a large trace): fdatasync it; the log keeps what follows
                     by_sync.append((key, (j, gen)))
-                    j.wal, j.wal_base = ([] if wal is not None else None), gen
+                    j.wal, j.wal_base = ([] if wal is not None and small else None), gen
             retire = wal is None and self.wal is not None and bool(self.wal.covered)
             await anyio.to_thread.run_sync(self._sync_all, rnd, logged, by_log, by_sync, retire)
             for key in by_log:

@@ -96,6 +96,8 @@ class Journal:
     """Lines written since ``wal_base`` and not yet in the write-ahead log (None: not logged, see ``wal``)."""
     wal_base: int = 0
     """The write generation from which every write is kept in ``wal``."""
+    round_bytes: int = 0
+    """``bytes_written`` as of its last sync round (how much it wrote since: ``GroupCommit``)."""
 
     def __post_init__(self) -> None:
         self.path = os.path.join(self.dir, TRACE)

@@ -32,7 +32,7 @@ import structlog
 from traced import __version__, locations
 from traced.daemon import targets
 from traced.daemon.config import Config
-from traced.daemon.groupcommit import GroupCommit
+from traced.daemon.groupcommit import LOG_TRACE_MAX, GroupCommit
 from traced.daemon.journal import FdCache, Journal, JournalWriteError, TailState, line_bytes, scan
 from traced.daemon.markers import Markers
 from traced.daemon.procfs import proc_start_time
@@ -118,7 +118,8 @@ class Registry:
         self._fsyncs = 0
         self.commit_log_dir = self.state_dir / "wal"
         self.commit = GroupCommit(WriteAheadLog(self.commit_log_dir, config.wal_checkpoint_bytes),
-                                  lambda: self.config.fsync == "always" and self.config.wal)
+                                  lambda: self.config.fsync != "never" and self.config.wal,
+                                  lambda: None if self.config.fsync == "always" else LOG_TRACE_MAX)
         """The daemon-wide group commit every durability wait goes through."""
         self.sync_wanted = anyio.Event()
         """Set when a listener waits for records that are written but not yet durable."""

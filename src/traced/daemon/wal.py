@@ -1,4 +1,4 @@
-"""The daemon-wide write-ahead log of ``fsync = "always"``: one fdatasync acks every session.
+"""The daemon-wide write-ahead log of ``fsync = "always"`` and ``"batch"``: one fdatasync covers every session.
 
 ``<state>/wal/<seq>.log``, seq a 16-digit decimal, holds frames: a 12-byte header
 (``>III``: magic ``TWAL``'s u32, payload length in bytes, CRC-32 of the payload), then

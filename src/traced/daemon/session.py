@@ -264,7 +264,7 @@ class SessionState:
                 records, pending = records[:written], pending[:written]
             seen_by_client = self.seen
             llm_call = vocab.LLM_CALL
-            for rec, ev in zip(records, pending):
+            for rec, ev in zip(records, pending, strict=True):
                 phase = rec.phase
                 account(meta, phase, rec.payload)
                 redactions += ev.redactions

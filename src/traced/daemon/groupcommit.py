@@ -66,6 +66,8 @@ class GroupCommit:
         self._inflight: _Round | None = None
         self._next = _Round()
         self._pool: ThreadPoolExecutor | None = None
+        if wal is not None:
+            wal.map = lambda fn, items: self._threads().map(fn, items)
         self.rounds = 0
         """Sync rounds run (each covers every trace its waiters touched)."""
         self.fsyncs = 0
@@ -154,10 +156,14 @@ class GroupCommit:
         if len(by_sync) == 1:
             self._sync_one(rnd, *by_sync[0])
         elif by_sync:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="traced-fsync")
-            for _ in self._pool.map(lambda item: self._sync_one(rnd, *item), by_sync):
+            for _ in self._threads().map(lambda item: self._sync_one(rnd, *item), by_sync):
                 pass
+
+    def _threads(self) -> ThreadPoolExecutor:
+        """The pool the fdatasyncs of traces run on (started when first needed)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="traced-fsync")
+        return self._pool
 
     def _sync_one(self, rnd: _Round, key: int, target: tuple[Journal, int]) -> None:
         journal, gen = target

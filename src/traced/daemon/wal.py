@@ -29,7 +29,7 @@ import errno
 import os
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -106,6 +106,9 @@ class WriteAheadLog:
         self.covered: set[str] = set()
         """Traces (paths) with lines in the current segment: a checkpoint fdatasyncs them."""
         self.checkpoints = 0
+        self.map: Callable[[Callable[[str], None], Iterable[str]], Iterator[None]] = map
+        """How a checkpoint runs its fdatasyncs: ``map`` one after another, or a thread pool's
+        ``map`` (``GroupCommit`` sets it: 3,000 traces took 0.14-0.19 s from 64 threads, 0.5-3.5 s alone)."""
 
     def _open(self) -> None:
         layout.ensure_private_dir(self.dir)
@@ -158,17 +161,8 @@ class WriteAheadLog:
         self._abandon()
         covered, self.covered = self.covered, set()
         try:
-            for path in covered:
-                try:
-                    fd = layout.open_regular(path, os.O_RDONLY | os.O_NOFOLLOW)
-                except OSError as e:
-                    if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                        continue  # the session was deleted (or its name is no longer a trace): nothing to keep
-                    raise
-                try:
-                    os.fdatasync(fd)
-                finally:
-                    os.close(fd)
+            for _ in self.map(_sync_trace, covered):
+                pass
         except OSError:
             self.covered |= covered  # nothing deleted: the next checkpoint syncs them all again
             raise
@@ -182,6 +176,20 @@ class WriteAheadLog:
         """Checkpoint what is logged (a clean stop leaves no log to replay)."""
         if self._fd >= 0 or self.covered:
             self.checkpoint()
+
+
+def _sync_trace(path: str) -> None:
+    """fdatasync the trace at ``path``; one that is gone (or no longer a trace) needs nothing. Raises OSError."""
+    try:
+        fd = layout.open_regular(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return  # the session was deleted (or its name is no longer a trace): nothing to keep
+        raise
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass(slots=True)

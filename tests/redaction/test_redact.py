@@ -11,6 +11,7 @@ import base64
 import copy
 import json
 import random
+import re
 import string
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from traced.redaction.names import SECRET_CONTAINER_NAMES, SECRET_KEY_NAMES, SECRET_SUFFIX_WORDS
+from traced.redaction.names import SECRET_CONTAINER_NAMES, SECRET_KEY_NAMES, SECRET_SUFFIX_WORDS, _normalize_key
 from traced.redaction.redactor import (
     _KEY_WORDS,
     _TEDDY_BUCKETS,
@@ -301,7 +302,9 @@ _json = st.recursive(
     lambda children: (
         st.lists(children, max_size=4)
         | st.dictionaries(
-            st.sampled_from(["api_key", "input_tokens", "cmd", "Authorization", "k", "cookies", "secrets"]) | st.text(),
+            st.sampled_from(["api_key", "input_tokens", "cmd", "Authorization", "k", "cookies", "secrets"])
+            | st.text()
+            | st.deferred(lambda: _secret_keys),  # (defined below, with _tricky)
             children,
             max_size=4,
         )
@@ -314,6 +317,11 @@ _tricky = st.sampled_from(
      '"api_key": "', "\\\"", "&sig=", " -p", "mysql", "sshpass", "Cookie: ", "Digest ", "=", ":", "'",
      "--token ", "<password>", "é", "0:A", "SK", "\n"]
 )  # fmt: skip
+# Keys that hold secrets, and that become equal once redacted (GHP and GHO: <redacted:github-token>),
+# or equal to a key already there (the marker, its duplicate suffix).
+_KEY_SECRETS = [GHP, GHO, AWS_AKIA, DAEMON_ENV, CLIENT_ENV, f"https://u:{URL_PW}@h", f"Authorization: Bearer {OPAQUE}",
+                "<redacted:github-token>", "<redacted:github-token><2>", "<2>", " ", "api_key"]  # fmt: skip
+_secret_keys = st.lists(st.sampled_from(_KEY_SECRETS) | _tricky, min_size=1, max_size=3).map("".join)
 
 
 @settings(max_examples=300, deadline=None)
@@ -337,16 +345,50 @@ _leaf = (
     | st.text(max_size=12)
     | st.lists(_tricky, min_size=1, max_size=4).map("".join)
 )
-_keys = st.sampled_from(["api_key", "cookies", "secrets", "cmd", "Authorization", "max_keys", "x"]) | st.text(
-    max_size=5
+_keys = (
+    st.sampled_from(["api_key", "cookies", "secrets", "cmd", "Authorization", "max_keys", "x"])
+    | st.text(max_size=5)
+    | _secret_keys
 )
 _payloads = st.recursive(
     _leaf, lambda ch: st.lists(ch, max_size=4) | st.dictionaries(_keys, ch, max_size=4), max_leaves=16
 )
 
 
+_MARKER = re.compile(r"<redacted:[a-z0-9\-]+>")
+
+
+def _key(key: Any) -> tuple[Any, str, int]:
+    """A key as documented: (key redacted as a string, the name its kind is read from, redactions)."""
+    if not isinstance(key, str):
+        return key, key, 0
+    new, n = REDACTOR.redact_text(key)
+    name = _MARKER.sub(" ", re.sub(r"(?:<[0-9]+>)+\Z", "", new)) if "<redacted:" in new else new
+    return new, name, n
+
+
+def _with_keys(obj: dict[Any, Any], values: dict[Any, Any]) -> tuple[dict[Any, Any], int]:
+    """``values`` (by original key) under the keys redacted; duplicates get <2>, <3>... in order."""
+    keys = [_key(k) for k in obj]
+    taken = {k for k, (new, _name, _n) in zip(obj, keys, strict=True) if new == k}
+    out: dict[Any, Any] = {}
+    total = 0
+    for k, (new, _name, n) in zip(obj, keys, strict=True):
+        if new == k:
+            out[k] = values[k]
+            continue
+        free, i = new, 1
+        while free in taken:
+            i += 1
+            free = f"{new}<{i}>"
+        taken.add(free)
+        out[free] = values[k]
+        total += n
+    return out, total
+
+
 def _reference(obj: Any) -> tuple[Any, int]:
-    """The key rule and containers as documented, each string redacted alone."""
+    """The key rule and containers as documented, each string (value or key) redacted alone."""
     if isinstance(obj, str):
         return REDACTOR.redact_text(obj)
     if isinstance(obj, list):
@@ -357,26 +399,29 @@ def _reference(obj: Any) -> tuple[Any, int]:
     out: dict[Any, Any] = {}
     total = 0
     for key, value in obj.items():
-        if is_secret_key(key) and not _keeps(value):
+        name = _key(key)[1]
+        container = isinstance(name, str) and _normalize_key(name) in ("cookies", "secrets")
+        if is_secret_key(name) and not _keeps(value):
             out[key], n = SECRET_KEY_MARKER, 1
-        elif key in ("cookies", "secrets") and isinstance(value, dict):
+        elif container and isinstance(value, dict):
             out[key], n = _mapping(value)
-        elif key in ("cookies", "secrets") and isinstance(value, list):
+        elif container and isinstance(value, list):
             items = [_mapping(x) if isinstance(x, dict) else _reference(x) for x in value]
             out[key], n = [x for x, _ in items], sum(k for _, k in items)
-        elif is_secret_key(key):
+        elif is_secret_key(name):
             out[key], n = value, 0
         else:
             out[key], n = _reference(value)
         total += n
-    return out, total
+    renamed, n = _with_keys(obj, out)
+    return renamed, total + n
 
 
 def _mapping(mapping: dict[Any, Any]) -> tuple[dict[Any, Any], int]:
-    """A container's mapping: every value a secret, but flags and counts."""
-    return {k: v if _keeps(v) else SECRET_KEY_MARKER for k, v in mapping.items()}, sum(
-        not _keeps(v) for v in mapping.values()
-    )
+    """A container's mapping: every value a secret, but flags and counts; keys redacted."""
+    values = {k: v if _keeps(v) else SECRET_KEY_MARKER for k, v in mapping.items()}
+    out, n = _with_keys(mapping, values)
+    return out, n + sum(not _keeps(v) for v in mapping.values())
 
 
 def _keeps(value: Any) -> bool:
@@ -495,7 +540,12 @@ def test_the_prefilter_is_on_for_ordinary_env_values() -> None:
     assert REDACTOR._c.json_ok and BASE._c.json_ok
 
 
-_odd_keys = st.sampled_from(_KEY_SPELLINGS) | st.text(alphabet="patsigPATSIG_-.0123\u212a\u0130\u00e9 ", max_size=10)
+_odd_keys = (
+    st.sampled_from(_KEY_SPELLINGS)
+    | st.text(alphabet="patsigPATSIG_-.0123\u212a\u0130\u00e9 ", max_size=10)
+    | st.lists(st.sampled_from(["<redacted:x>", "<2>", "pa", "ss", "word", "github", "pat", "sig", "_", " ",
+                                GHP, DAEMON_ENV]), max_size=4).map("".join)
+)  # fmt: skip
 
 
 @settings(max_examples=300, deadline=None)

@@ -42,7 +42,7 @@ import re
 import string
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import accumulate
 from operator import itemgetter
@@ -154,6 +154,41 @@ def _redact_container(mapping: dict[Any, Any]) -> tuple[dict[Any, Any], int]:
             out[key] = SECRET_KEY_MARKER
             n += 1
     return out, n
+
+
+# ---------------------------------------------------------------------------
+# Keys: the same rules as strings
+# ---------------------------------------------------------------------------
+#
+# A str key is redacted as ``redact_text`` would redact it (a map keyed by git remote URLs with
+# credentials, a cache keyed by tokens, header lines parsed into keys) and counts its
+# redactions. Its kind (secret-named, container, plain) is read from the key it BECOMES, with
+# markers and duplicate suffixes read as spaces and nothing, so redaction stays idempotent:
+# ``<redacted:github-token>`` names no secret, though ``github_token`` does. Keys that become
+# equal are all kept: the first (in order) keeps the redacted name, unless an unchanged key
+# already has it; each other takes the first free of ``NAME<2>``, ``NAME<3>``... (a ``<``
+# starts no secret value, so a suffix never gives a second redaction something to take).
+
+_RENAMED: Final = 4
+"""A kind's bit (``Redactor._kind``): ``redact_text`` changes this key."""
+_KIND: Final = 3
+_MARKER: Final = re.compile(r"<redacted:[a-z0-9\-]+>")
+_DUPLICATE: Final = re.compile(r"(?:<[0-9]+>)+\Z")
+
+
+def _key_name(key: str) -> str:
+    """The name a key holding a marker gives: without its duplicate suffixes, markers as spaces."""
+    return _MARKER.sub(" ", _DUPLICATE.sub("", key))
+
+
+def _free_name(name: str, taken: set[Any]) -> str:
+    """``name``, or the first of ``name<2>``, ``name<3>``... not in ``taken``."""
+    k = 1
+    free = name
+    while free in taken:
+        k += 1
+        free = f"{name}<{k}>"
+    return free
 
 
 # ---------------------------------------------------------------------------
@@ -815,6 +850,13 @@ class _Compiled:
     json_ok: bool
     """Whether ``scan`` finds in a payload's JSON (``redact_all``'s prefilter) every hit it finds in the
     payload's strings: true unless an env value holds a character JSON escapes (or no UTF-8)."""
+    keys: dict[Any, int] = field(default_factory=dict)
+    """Object key -> its kind (``Redactor._kind``: _PLAIN/_SECRET/_CONTAINER, | _RENAMED when
+    ``redact_text`` changes the key under these values); keys recur in every event."""
+    renamed: dict[Any, tuple[str, int]] = field(default_factory=dict)
+    """The keys of ``keys`` with _RENAMED -> (redacted key, redactions)."""
+    plain_json: dict[bytes, bool] = field(default_factory=dict)
+    """A key's JSON bytes -> whether it is _PLAIN (``_in_plain_key``)."""
 
 
 @lru_cache(maxsize=256)
@@ -843,9 +885,10 @@ def _compile(values: frozenset[str]) -> _Compiled:
     return _Compiled(scan, tuple(entries), env_scan, env, set(), fold, _env_hiders(folded), key_words, json_ok)
 
 
-def _in_plain_key(data: bytes, hs: int, he: int) -> bool:
+def _in_plain_key(data: bytes, hs: int, he: int, redactor: Redactor) -> bool:
     """Whether ``data[hs:he]`` (JSON; a match, so no ``"`` in it) lies in an object key that names no
-    secret (``file_path`` holds the trigger ``_pat``): ``redact`` reads keys by name, never scans them."""
+    secret and that ``redact_text`` leaves as it is (``file_path`` holds the trigger ``_pat``, a key
+    ``ghp_...`` is a token): ``redact`` reads keys by name and redacts them (``Redactor._kind``)."""
     close = data.find(b'"', he)
     if close < 0 or data[close + 1 : close + 2] != b":" or data[close - 1] == 0x5C:  # 0x5C: a backslash
         return False
@@ -853,7 +896,8 @@ def _in_plain_key(data: bytes, hs: int, he: int) -> bool:
     if start <= 0 or data[start - 1] not in b"{," or data[start - 1 : start] == b"\\":
         return False
     raw = data[start + 1 : close]
-    plain = _PLAIN_KEYS.get(raw)
+    cache = redactor._c.plain_json
+    plain = cache.get(raw)
     if plain is not None:
         return plain
     try:
@@ -862,17 +906,13 @@ def _in_plain_key(data: bytes, hs: int, he: int) -> bool:
         return False
     if type(key) is not str:
         return False
-    kind = _KEY_KINDS.get(key)
+    kind = redactor._c.keys.get(key)
     if kind is None:
-        kind = _key_kind(key)
-    if len(_PLAIN_KEYS) >= _KEY_KINDS_MAX:
-        _PLAIN_KEYS.clear()
-    _PLAIN_KEYS[raw] = plain = kind == _PLAIN
+        kind = redactor._kind(key)
+    if len(cache) >= _KEY_KINDS_MAX:
+        cache.clear()
+    cache[raw] = plain = kind == _PLAIN
     return plain
-
-
-_PLAIN_KEYS: dict[bytes, bool] = {}
-"""A key's JSON bytes -> whether it names no secret (``_in_plain_key``; keys recur in every event)."""
 
 
 def _json_verbatim(value: str) -> bool:
@@ -1083,10 +1123,10 @@ class Redactor:
             hits = c.scan.find_matches_as_indexes(folded)
             if c.env_scan is not None:
                 hits += c.env_scan.find_matches_as_indexes(folded)
-            starts = [hs for _pid, hs, he in hits if not _in_plain_key(chunk, hs, he)]
+            starts = [hs for _pid, hs, he in hits if not _in_plain_key(chunk, hs, he, self)]
             # a key word ending a run of letters ("pat" in a path does not), in a key (values have triggers)
             starts += [hs for _pid, hs, he in c.key_words.find_matches_as_indexes(folded)
-                       if not _in_plain_key(chunk, hs, he - 1)]
+                       if not _in_plain_key(chunk, hs, he - 1, self)]
             if starts:
                 newlines = []
                 at = chunk.find(b"\n")
@@ -1317,18 +1357,21 @@ class Redactor:
 
     def _collect_dict(self, obj: dict[Any, Any], out: list[str]) -> bool:
         secret = False
-        kinds = _KEY_KINDS
+        kinds = self._c.keys
         for key, value in obj.items():
             kind = kinds.get(key)
             if kind is None:
-                kind = _key_kind(key)
+                kind = self._kind(key)
+            if kind > _CONTAINER:  # a key redact_text changes
+                secret = True
+                kind &= _KIND
             t = type(value)
             if kind:
                 if kind == _SECRET:
                     secret = secret or not _keeps_value(value)
                     continue
                 if t is dict:  # a container's mapping
-                    secret = secret or _container_changes(value)
+                    secret = secret or self._container_changes(value)
                     continue
                 if t is list:
                     secret = self._collect_list(value, out, True) or secret
@@ -1351,7 +1394,7 @@ class Redactor:
                     out.append(value)
             elif t is dict:
                 if container:  # a container's list of mappings (Playwright's cookies)
-                    secret = secret or _container_changes(value)
+                    secret = secret or self._container_changes(value)
                     continue
                 secret = self._collect_dict(value, out) or secret
             elif t is list:
@@ -1361,11 +1404,15 @@ class Redactor:
     def _rebuild_dict(self, obj: dict[Any, Any], walk: _Rebuild) -> tuple[Any, int]:
         copy: dict[Any, Any] | None = None
         total = 0
-        kinds = _KEY_KINDS
+        renames = False
+        kinds = self._c.keys
         for key, value in obj.items():
             kind = kinds.get(key)
             if kind is None:
-                kind = _key_kind(key)
+                kind = self._kind(key)
+            if kind > _CONTAINER:
+                renames = True
+                kind &= _KIND
             t = type(value)
             new: Any
             if kind == _SECRET:
@@ -1373,9 +1420,9 @@ class Redactor:
                     continue
                 new, n = SECRET_KEY_MARKER, 1
             elif kind == _CONTAINER and t is dict:
-                if not _container_changes(value):
+                if not self._container_changes(value):
                     continue
-                new, n = _redact_container(value)
+                new, n = self._redact_container(value)
             elif kind == _CONTAINER and t is list:
                 new, n = self._rebuild_list(value, walk, True)
             elif t is str:
@@ -1399,6 +1446,8 @@ class Redactor:
                 copy = dict(obj)
             copy[key] = new
             total += n
+        if renames:
+            return self._rename_keys(obj if copy is None else copy, total)
         return (obj if copy is None else copy), total
 
     def _rebuild_list(self, obj: list[Any], walk: _Rebuild, container: bool = False) -> tuple[Any, int]:
@@ -1418,9 +1467,9 @@ class Redactor:
                 new, n = hit
             elif t is dict:
                 if container:
-                    if not _container_changes(value):
+                    if not self._container_changes(value):
                         continue
-                    new, n = _redact_container(value)
+                    new, n = self._redact_container(value)
                 else:
                     new, n = self._rebuild_dict(value, walk)
             elif t is list:
@@ -1433,6 +1482,73 @@ class Redactor:
                 copy[i] = new
                 total += n
         return (obj if copy is None else copy), total
+
+    # --- keys -------------------------------------------------------------------------------
+
+    def _kind(self, key: Any) -> int:
+        """``key``'s kind under these values (cached): _PLAIN, _SECRET or _CONTAINER for the key it
+        becomes, | _RENAMED when ``redact_text`` changes it (then in ``_Compiled.renamed``)."""
+        c = self._c
+        if len(c.keys) >= _KEY_KINDS_MAX:
+            c.keys.clear()
+            c.renamed.clear()
+        if type(key) is not str:
+            c.keys[key] = plain = _key_kind(key)
+            return plain
+        new, n = self.redact_text(key)
+        if n and new != key:
+            c.renamed[key] = (new, n)
+        else:
+            new = key
+        name = _key_name(new) if MARKER_PREFIX in new else new
+        kind = _KEY_KINDS.get(name)
+        if kind is None:
+            kind = _key_kind(name)
+        if new is not key:
+            kind |= _RENAMED
+        c.keys[key] = kind
+        return kind
+
+    def _renames(self, mapping: dict[Any, Any]) -> bool:
+        """Does ``redact_text`` change a key of ``mapping``?"""
+        kinds = self._c.keys
+        for key in mapping:
+            kind = kinds.get(key)
+            if kind is None:
+                kind = self._kind(key)
+            if kind > _CONTAINER:
+                return True
+        return False
+
+    def _rename_keys(self, mapping: dict[Any, Any], total: int) -> tuple[dict[Any, Any], int]:
+        """``mapping`` (a fresh copy, or the original if no value changed) with its keys redacted, in
+        order, none dropped (duplicates get ``<2>``, ``<3>``...), and ``total`` + their redactions."""
+        c = self._c
+        new_keys: list[tuple[str, int] | None] = []
+        for key in mapping:
+            kind = c.keys.get(key)
+            if kind is None:
+                kind = self._kind(key)
+            new_keys.append(c.renamed[key] if kind > _CONTAINER else None)
+        taken = {key for key, new in zip(mapping, new_keys, strict=True) if new is None}
+        out: dict[Any, Any] = {}
+        for (key, value), new in zip(mapping.items(), new_keys, strict=True):
+            if new is None:
+                out[key] = value
+                continue
+            name = _free_name(new[0], taken)
+            taken.add(name)
+            out[name] = value
+            total += new[1]
+        return out, total
+
+    def _container_changes(self, mapping: dict[Any, Any]) -> bool:
+        return _container_changes(mapping) or self._renames(mapping)
+
+    def _redact_container(self, mapping: dict[Any, Any]) -> tuple[dict[Any, Any], int]:
+        """``_redact_container``, keys redacted too."""
+        out, n = _redact_container(mapping)
+        return self._rename_keys(out, n) if self._renames(mapping) else (out, n)
 
 
 def _line_end(text: str, pos: int) -> int:

@@ -8,10 +8,12 @@ MCPJam/inspector#4469, labsai/EDDI#774). Every credential here is FAKE, assemble
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import Daemon, read_trace
 from traced.redaction.redactor import ENV_VALUE_MARKER, SECRET_KEY_MARKER, Redactor
 
 GHP = "gh" + "p_" + "0123456789abcdefghijABCDEFGHIJ012345"
@@ -130,3 +132,27 @@ def test_redact_all_finds_secret_keys_both_ways() -> None:
     assert CLIENT.redact_all(batch, [100] * len(batch)) == want  # JSON prefilter
     assert CLIENT.redact_all(batch, [10**6] * len(batch)) == want  # walk
     assert CLIENT.redact_all(batch) == want
+
+
+def test_a_token_key_never_reaches_disk(daemon: Daemon) -> None:
+    # A git-remote map and a per-token tally, sent acked and as a burst of un-acked emits (one read:
+    # redact_all, with clean events around): every key is redacted before trace.jsonl is written.
+    with daemon.client() as c, c.session(skill="keys") as s:
+        s.tool_call("Bash", {"cmd": "git remote -v", "remotes": {URL: "origin"}})
+        for i in range(20):
+            s.note(f"n{i}", ack=False)
+            s.tool_call("Read", {"file_path": f"/tmp/f{i}.py", "usage": {"input_tokens": i}}, ack=False)
+        s.tool_call("Bash", {"tally": {GHP: 3, GHO: 1}}, ack=False)
+        s.end()
+    session = Path(s.dir)
+    records = read_trace(session / "trace.jsonl")
+    calls = [r["payload"]["args"] for r in records if r["phase"] == "tool_call"]
+    assert calls[0] == {"cmd": "git remote -v",
+                        "remotes": {"https://user:<redacted:url-password>@example.com/repo.git": "origin"}}
+    assert calls[1] == {"file_path": "/tmp/f0.py", "usage": {"input_tokens": 0}}
+    assert calls[-1] == {"tally": {GH: 3, f"{GH}<2>": 1}}
+    assert len(calls) == 22
+    for f in session.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert GHP.encode() not in data and GHO.encode() not in data and b"hunter2secret" not in data, f

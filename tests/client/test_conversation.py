@@ -448,6 +448,17 @@ def test_spool_pending_writes_one_redacted_segment(tmp_path: Path) -> None:
     assert spool_pending(conv, None, tmp_path / "spool") == 0
 
 
+def test_spool_pending_redacts_keys_too(tmp_path: Path) -> None:
+    conv = _conv()
+    conv.send(conv.emit_msg(SID, "note", {"tally": {SECRET: 2, "n": 1}}, ts=TS))
+    assert spool_pending(conv, None, tmp_path / "spool") == 1
+    [segment] = spool.segments(tmp_path / "spool")
+    assert SECRET.encode() not in segment.read_bytes()
+    msgs = [protocol.decode_request(b) for b in Framer().feed(segment.read_bytes())]
+    assert msgs[1] == protocol.Emit(id=1, session_id=SID, phase="note",
+                                    payload={"tally": {"<redacted:github-token>": 2, "n": 1}}, ts=TS, seq=1)
+
+
 # --- backoff and check --------------------------------------------------------------------------
 
 

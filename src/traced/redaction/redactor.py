@@ -17,6 +17,9 @@ Four kinds of rule, each kept as data:
 - **env values**: exact occurrences of the daemon's (constructor) and the client's
   (``with_values``) secret env values become ``<redacted:env-value>``.
 
+Object keys get the string rules too (``Redactor._kind``, "Keys" below): ``{"ghp_...": 3}``
+becomes ``{"<redacted:github-token>": 3}``; keys that become equal are all kept (``NAME<2>``...).
+
 Design (the hot path). Every rule fires only where one of its literal triggers occurs, and
 all the triggers and env values are found by ONE scan:
 

@@ -134,6 +134,16 @@ def test_redact_all_finds_secret_keys_both_ways() -> None:
     assert CLIENT.redact_all(batch) == want
 
 
+def test_more_unique_keys_than_the_cache_holds() -> None:
+    # 3,000 path keys: the per-value-set key cache is forgotten mid-walk, twice; nothing changes
+    paths = {f"/src/pkg{i}/module_{i}.py": i for i in range(3000)}
+    payload = {"files": {**paths, GHP: -1, "z": 0}, "last": {GHO: 1}}
+    out, n = R.redact(payload)
+    assert out == {"files": {**paths, GH: -1, "z": 0}, "last": {GH: 1}}
+    assert n == 2
+    assert R.redact_all([payload, {"tool": "x"}], [10**6, 20]) == [(out, 2), ({"tool": "x"}, 0)]
+
+
 def test_a_token_key_never_reaches_disk(daemon: Daemon) -> None:
     # A git-remote map and a per-token tally, sent acked and as a burst of un-acked emits (one read:
     # redact_all, with clean events around): every key is redacted before trace.jsonl is written.

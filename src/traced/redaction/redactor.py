@@ -173,6 +173,9 @@ def _redact_container(mapping: dict[Any, Any]) -> tuple[dict[Any, Any], int]:
 # starts no secret value, so a suffix never gives a second redaction something to take).
 
 _RENAMED: Final = 4
+_KEYS_CAP: Final = 1024
+"""Keys remembered per set of env values (``_Compiled.keys``, ``plain_json``), then forgotten all at
+once: like ``_CLEAN_CAP``, bounded by the 256 value sets ``_compile`` keeps; a miss costs one scan."""
 """A kind's bit (``Redactor._kind``): ``redact_text`` changes this key."""
 _KIND: Final = 3
 _MARKER: Final = re.compile(r"<redacted:[a-z0-9\-]+>")
@@ -912,7 +915,7 @@ def _in_plain_key(data: bytes, hs: int, he: int, redactor: Redactor) -> bool:
     kind = redactor._c.keys.get(key)
     if kind is None:
         kind = redactor._kind(key)
-    if len(cache) >= _KEY_KINDS_MAX:
+    if len(cache) >= _KEYS_CAP:
         cache.clear()
     cache[raw] = plain = kind == _PLAIN
     return plain
@@ -1492,7 +1495,7 @@ class Redactor:
         """``key``'s kind under these values (cached): _PLAIN, _SECRET or _CONTAINER for the key it
         becomes, | _RENAMED when ``redact_text`` changes it (then in ``_Compiled.renamed``)."""
         c = self._c
-        if len(c.keys) >= _KEY_KINDS_MAX:
+        if len(c.keys) >= _KEYS_CAP:
             c.keys.clear()
             c.renamed.clear()
         if type(key) is not str:

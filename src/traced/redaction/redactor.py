@@ -173,11 +173,11 @@ def _redact_container(mapping: dict[Any, Any]) -> tuple[dict[Any, Any], int]:
 # starts no secret value, so a suffix never gives a second redaction something to take).
 
 _RENAMED: Final = 4
+"""A kind's bit (``Redactor._kind``): ``redact_text`` changes this key."""
+_KIND: Final = 3
 _KEYS_CAP: Final = 1024
 """Keys remembered per set of env values (``_Compiled.keys``, ``plain_json``), then forgotten all at
 once: like ``_CLEAN_CAP``, bounded by the 256 value sets ``_compile`` keeps; a miss costs one scan."""
-"""A kind's bit (``Redactor._kind``): ``redact_text`` changes this key."""
-_KIND: Final = 3
 _MARKER: Final = re.compile(r"<redacted:[a-z0-9\-]+>")
 _DUPLICATE: Final = re.compile(r"(?:<[0-9]+>)+\Z")
 

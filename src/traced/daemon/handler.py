@@ -129,7 +129,7 @@ class Handler:
         Handled here: emits whose payload the checked decoder took
         (``protocol.checked``) and that no limit or spill can concern (the frame is
         smaller than every limit), and ``sync`` without fsync. The events of all the runs are
-        redacted together (``Redactor.redact_all``); each run (consecutive events of one
+        redacted together (``Redactor.redactions``); each run (consecutive events of one
         session) is written with one write(2).
         The fast path of the socket transport; everything else goes to ``process``.
         """
@@ -160,7 +160,7 @@ class Handler:
                 if (len(body) > small or req.late or not phase_ok(phase)
                         or (phase == vocab.ARTIFACT and req.payload.get("attach"))):
                     break
-                pend = Pending(phase, req.payload, event_time(req.ts), client_id, req.seq, size=len(body))
+                pend = Pending(phase, req.payload, event_time(req.ts), client_id, req.seq, wire=body)
                 _queue(runs, req.session_id, [pend], req.id, req.ack)
             elif t is batch_t:
                 if req.late:
@@ -176,7 +176,7 @@ class Handler:
                     phase = ev.phase
                     if not phase_ok(phase) or (phase == vocab.ARTIFACT and ev.payload.get("attach")):
                         break
-                    batch.append(Pending(phase, ev.payload, event_time(ev.ts), client_id, ev.seq, size=len(raw)))
+                    batch.append(Pending(phase, ev.payload, event_time(ev.ts), client_id, ev.seq, wire=raw))
                 if len(batch) < len(req.events):
                     break
                 _queue(runs, req.session_id, batch, req.id, req.ack)
@@ -187,13 +187,14 @@ class Handler:
         return i
 
     def _flush_runs(self, conn: Connection, runs: list[_Run], out: bytearray, touched: set[Live]) -> None:
-        """Redact the runs' events with one ``redact_all``, then write each run (in order) and
+        """Redact the runs' events with one ``Redactor.redactions``, then write each run (in order) and
         encode its replies; ``runs`` is left holding one empty run."""
         if self.config.redaction:
             raw = [p for run in runs for p in run.raw]
             if raw:
-                redacted = self.redactor_of(conn).redact_all([p.payload for p in raw], [p.size for p in raw])
-                for pend, (payload, count) in zip(raw, redacted, strict=True):
+                changed = self.redactor_of(conn).redactions([p.payload for p in raw], wires=[p.wire for p in raw])
+                for i, payload, count in changed:
+                    pend = raw[i]
                     pend.payload = payload
                     pend.redactions = count
         for run in runs:

@@ -25,6 +25,8 @@ from traced.redaction.redactor import (
     _TEDDY_BUCKETS,
     _TEDDY_MAX,
     _TRIGGERS,
+    _WIRE_BUCKETS,
+    _WIRE_ENDS,
     ENV_VALUE_MARKER,
     SECRET_ENV_MIN_LEN,
     SECRET_KEY_MARKER,
@@ -651,3 +653,10 @@ def test_a_hit_that_runs_past_its_fixstr_is_not_dismissed() -> None:
     assert REDACTOR._inert_at(b"\x00" * 8 + b"\x94\xa2tokenx", 11, 16) is False
     assert REDACTOR._inert_at(b"\x00" * 8 + b"\x94\xa5tokenx", 11, 16) is False  # (itself a secret name)
     assert REDACTOR._inert_at(b"\x00" * 8 + b"\x94\xa6tokens", 11, 16) is True
+
+
+def test_the_wire_prefilter_has_every_literal_in_a_bucket() -> None:
+    key_words = {(w + e).decode() for w in _KEY_WORDS for e in _WIRE_ENDS} - {"sig:"}  # 'sig:' is 'sig=' there
+    assert {t for group in _WIRE_BUCKETS for t in group} == set(_TRIGGERS) | key_words
+    assert all(len(group) <= 4 for group in _WIRE_BUCKETS) and len(_WIRE_BUCKETS) == 16
+    assert len(REDACTOR._c.wire_kinds) == len(_TRIGGERS) + len(key_words) <= _TEDDY_MAX

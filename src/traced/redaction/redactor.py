@@ -749,14 +749,14 @@ with sorted runs, 1.5-3x faster than in an arbitrary order. A trigger missing he
 works (it goes last), only a little slower; tests/redaction checks that none is missing."""
 
 
-def _bucket_order(triggers: Iterable[str]) -> list[str]:
-    """The triggers in pattern-id order, so that each of ``_TEDDY_BUCKETS`` is one Teddy bucket.
+def _bucket_order(triggers: Iterable[str], buckets: tuple[tuple[str, ...], ...] = _TEDDY_BUCKETS) -> list[str]:
+    """The triggers in pattern-id order, so that each of ``buckets`` is one Teddy bucket.
 
     Teddy gives pattern i the bucket 15 - i % 16 (unless a literal with the same low nibbles
     came first): bucket 15 - c holds the ids c, c + 16, c + 32...
     """
     wanted = set(triggers)
-    flat: list[str] = [t for group in _TEDDY_BUCKETS for t in group if t in wanted]
+    flat: list[str] = [t for group in buckets for t in group if t in wanted]
     flat += sorted(wanted - set(flat))
     n = len(flat)
     out = [""] * n
@@ -875,6 +875,18 @@ def _compile(values: frozenset[str]) -> _Compiled:
 _WIRE_LITERALS: Final = {"_pat": "hub_pat_"}
 """Triggers the wire prefilter looks for as a longer literal: '_pat' is in every ``file_path``, and
 all it finds is a ``github_pat_`` token or a name whose last word is 'pat', which the key words find."""
+_WIRE_BUCKETS: Final = (
+    ("k_test_", "://", "0q~", "auth"), ("pass", "basic", "whsec_", "mysql"), ("akia", "key", "aiza", "token"),
+    ("shp", "xapp-", "/api/webhooks/", "cookie"), ("gho_", "0:a", "hooks.slack.com", "asia"),
+    ("ghu_", "ghp_", "ghr_", "glpat-"), ("credential", "hf_", "bearer", "hrku-"),
+    ("gldt-", "k_live_", "gocspx-", "sig_"), ("pat\x00", "pat0", "pat_", "xox"), ("sig\x00", "sig0", "npm_", "sig="),
+    ("secret", "skc", "skb", "skf"), ("ska", "skd", "sk0", "ske"), ("_v0_", "pwd=", "sk-", "sg."),
+    ("mariadb", "glrt-", "-----begin", "eyj"), ("nrak-", "nrii-", "ghs_", "_pat"), ("hvs.", "pypi-", "pat:"),
+)  # fmt: skip
+"""``_TEDDY_BUCKETS`` for the wire prefilter, by trigger and by key word with its end (as it folds
+there: ``_wire_fold``, ``_WIRE_LITERALS``). Found the same way, over traced's source, tests and
+docs: the key words in buckets of their own save ~15% of the scan (a 2 KB edit: 0.29 us against
+0.42 us with ``_TEDDY_BUCKETS`` and the key words last)."""
 _W_TRIGGER: Final = 0
 _W_KEY_WORD: Final = 1  # its last byte only says that the word ends there
 _W_ENV: Final = 2  # never dismissed
@@ -900,14 +912,16 @@ def _wire_prefilter(
 ) -> tuple[bytes, BytesAhoCorasick | None, BytesAhoCorasick | None, tuple[int, ...]]:
     """The wire prefilter's table, automata and pattern kinds (see ``_Compiled.wire_scan``)."""
     table = _wire_fold(fold)
-    patterns: list[bytes] = []
-    kinds: list[int] = []
-    for literal, kind in [*((_WIRE_LITERALS.get(t, t).encode(), _W_TRIGGER) for t in _TRIGGERS),
-                          *((w + e, _W_KEY_WORD) for w in _KEY_WORDS for e in _WIRE_ENDS)]:
-        p = literal.translate(table)
-        if p not in patterns:  # 'sig=' is also the key word 'sig' and ':'; as a trigger, it is checked whole
-            patterns.append(p)
-            kinds.append(kind)
+    sources = {t: (_WIRE_LITERALS.get(t, t).encode().translate(table), _W_TRIGGER) for t in _TRIGGERS}
+    taken = {p for p, _kind in sources.values()}
+    for w in _KEY_WORDS:
+        for e in _WIRE_ENDS:
+            p = (w + e).translate(table)
+            if p not in taken:  # 'sig' and ':' is the trigger 'sig=': as a trigger, it is checked whole
+                sources[(w + e).decode()] = (p, _W_KEY_WORD)
+                taken.add(p)
+    patterns = [sources[name][0] for name in _bucket_order(sources, _WIRE_BUCKETS)]
+    kinds = [sources[name][1] for name in _bucket_order(sources, _WIRE_BUCKETS)]
     # A value's fold, without the NULs at its ends: no literal starts or ends on a byte that may be the
     # first of another object (a key word's last byte, a header), so a hit hides no hit after it.
     values = sorted({v.translate(table).strip(b"\x00") for v in folded_values})
@@ -1152,29 +1166,26 @@ class Redactor:
         if scan is None:
             return None
         kinds = c.wire_kinds
+        n_kinds = len(kinds)
         suspects: set[int] = set()
         n = len(wires)
         i = 0
         while i < n:
-            j = i
-            size = 0
-            while j < n and size < _BATCH_SCAN:  # ~16 KB at a time (see _BATCH_SCAN)
-                size += len(wires[j]) + 1
-                j += 1
+            j = min(n, i + _BATCH_SCAN // (len(wires[i]) + 1) + 1)  # ~16 KB at a time (see _BATCH_SCAN)
             data = b"\x00".join(wires[i:j])  # NUL: no literal holds one, but at a key word's end
             if _lowers_to_ascii(data):
                 return None
             folded = bytearray(data).translate(c.wire_fold)  # (bytearray's translate is ~15% faster)
             hits = scan.find_matches_as_indexes(folded)
             if c.wire_env is not None:
-                hits += [(len(kinds), s, e) for _pid, s, e in c.wire_env.find_matches_as_indexes(folded)]
+                hits += [(n_kinds, s, e) for _pid, s, e in c.wire_env.find_matches_as_indexes(folded)]
             starts: list[int] | None = None
             for pid, hs, he in hits:
-                kind = kinds[pid] if pid < len(kinds) else _W_ENV
+                kind = kinds[pid] if pid < n_kinds else _W_ENV
                 if kind != _W_ENV and self._inert_at(data, hs, he - kind):
                     continue
                 if starts is None:
-                    starts = list(accumulate((len(w) + 1 for w in wires[i:j]), initial=0))
+                    starts = list(accumulate(map((1).__add__, map(len, wires[i:j])), initial=0))
                 # an env value's fold may span a NUL: every payload it touches
                 suspects.update(range(i + bisect_right(starts, hs) - 1, i + bisect_right(starts, he - 1)))
             i = j

@@ -660,3 +660,21 @@ def test_the_wire_prefilter_has_every_literal_in_a_bucket() -> None:
     assert {t for group in _WIRE_BUCKETS for t in group} == set(_TRIGGERS) | key_words
     assert all(len(group) <= 4 for group in _WIRE_BUCKETS) and len(_WIRE_BUCKETS) == 16
     assert len(REDACTOR._c.wire_kinds) == len(_TRIGGERS) + len(key_words) <= _TEDDY_MAX
+
+
+def test_the_wire_prefilter_scans_in_groups_and_keeps_each_payload_its_own() -> None:
+    # 150 payloads of ~1 KB: ~64 KB are scanned at a time, so the secrets below sit in different
+    # groups, one of them as a group's last payload and one as the next one's first
+    filler = "def handler(request):\n    return fetch(request)\n" * 20
+    batch: list[Any] = [{"tool": "Edit", "args": {"old_string": filler, "new_string": f"{filler}# {i:03d}"}}
+                        for i in range(150)]
+    wires = [msgspec.msgpack.encode(p) for p in batch]
+    per_group = 65536 // (len(wires[0]) + 1) + 1
+    marked = [per_group - 1, per_group, 149]
+    for i in marked:
+        batch[i] = {"tool": "Edit", "args": {"old_string": filler, "new_string": f"{filler}token={GHP}"}}
+        wires[i] = msgspec.msgpack.encode(batch[i])
+    assert REDACTOR._wire_suspects(wires) == set(marked)
+    out = REDACTOR.redact_all(batch, wires=wires)
+    assert [i for i, (_p, n) in enumerate(out) if n] == marked
+    assert out == [REDACTOR.redact(p) for p in batch]

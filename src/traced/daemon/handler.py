@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from operator import attrgetter
+from typing import Any, Final
 
 import anyio
 import anyio.lowlevel
@@ -192,7 +193,7 @@ class Handler:
         if self.config.redaction:
             raw = [p for run in runs for p in run.raw]
             if raw:
-                changed = self.redactor_of(conn).redactions([p.payload for p in raw], wires=[p.wire for p in raw])
+                changed = self.redactor_of(conn).redactions(list(map(_PAYLOAD, raw)), wires=list(map(_WIRE, raw)))
                 for i, payload, count in changed:
                     pend = raw[i]
                     pend.payload = payload
@@ -417,6 +418,10 @@ class Handler:
         log.info("session_closed", session_id=session_id, skill=live.state.skill,
                  outcome=outcome, reason=reason, steps=live.state.step)
         return live
+
+
+_PAYLOAD: Final = attrgetter("payload")
+_WIRE: Final = attrgetter("wire")
 
 
 def _queue(runs: list[_Run], session_id: str, batch: list[Pending], rid: int, ack: bool) -> None:

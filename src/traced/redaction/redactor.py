@@ -205,6 +205,9 @@ _ASCII: Final = bytes(range(128))
 _BATCH_SCAN: Final = 16384
 """Characters of strings ``redact_all`` joins for one scan: past a few pages, copying the joined
 text costs more than the calls it saves (2 KB payloads scan faster 8 at a time than 300)."""
+_WIRE_BATCH: Final = 65536
+"""Bytes of msgpack ``_wire_suspects`` folds and scans at a time (about one read of the socket): one
+pass of Python per read, not per 16 KB (``_BATCH_SCAN``: there, copying the strings cost more)."""
 _CLEAN_CAP: Final = 1024
 """...up to this many of them (160 KB at most per value set), then forgotten all at once."""
 _REACH: Final = 4096
@@ -1171,7 +1174,7 @@ class Redactor:
         n = len(wires)
         i = 0
         while i < n:
-            j = min(n, i + _BATCH_SCAN // (len(wires[i]) + 1) + 1)  # ~16 KB at a time (see _BATCH_SCAN)
+            j = min(n, i + _WIRE_BATCH // (len(wires[i]) + 1) + 1)  # a read's worth at a time
             data = b"\x00".join(wires[i:j])  # NUL: no literal holds one, but at a key word's end
             if (data.find(0xE2) >= 0 or data.find(0xC4) >= 0) and _lowers_to_ascii(data):  # (memchr first)
                 return None

@@ -1179,10 +1179,10 @@ class Redactor:
         i = 0
         while i < n:
             j = min(n, i + _WIRE_BATCH // (len(wires[i]) + 1) + 1)  # a read's worth at a time
-            data = b"\x00".join(wires[i:j])  # NUL: no literal holds one, but at a key word's end
+            data = bytearray(b"\x00").join(wires[i:j])  # NUL: no literal holds one, but at a key word's end
             if (data.find(0xE2) >= 0 or data.find(0xC4) >= 0) and _lowers_to_ascii(data):  # (memchr first)
                 return None
-            folded = bytearray(data).translate(c.wire_fold)  # (bytearray's translate is ~15% faster)
+            folded = data.translate(c.wire_fold)  # (a bytearray's: ~15% faster than a bytes')
             hits = scan.find_matches_as_indexes(folded)
             if c.wire_env is not None:
                 hits += [(n_kinds, s, e) for _pid, s, e in c.wire_env.find_matches_as_indexes(folded)]
@@ -1198,7 +1198,7 @@ class Redactor:
             i = j
         return suspects
 
-    def _inert_at(self, data: bytes, hs: int, he: int) -> bool:
+    def _inert_at(self, data: bytes | bytearray, hs: int, he: int) -> bool:
         """Whether ``data[hs:he]`` (msgpack; a trigger or key word, all ASCII) is in no string, or in
         a fixstr that changes nothing, as a key or as a string (``inert``): ``file_path``,
         ``input_tokens``, a session id. Never wrong, sometimes too careful.
@@ -1216,7 +1216,7 @@ class Redactor:
         if h < lo or e <= h or e < he or e > h + 1 + _FIXSTR_MAX or e > len(data):
             return False
         # what the answer depends on: the 4 bytes before the header (NULs before a document's start), the string
-        window = data[h - 4 : e] if h >= 4 else b"\x00" * (4 - h) + data[:e]
+        window = bytes(data[h - 4 : e] if h >= 4 else b"\x00" * (4 - h) + data[:e])
         inert = self._c.inert.get(window)
         if inert is None:
             inert = self._inert(window)
@@ -1646,7 +1646,7 @@ class Redactor:
         return (obj if copy is None else copy), total
 
 
-def _lowers_to_ascii(data: bytes) -> bool:
+def _lowers_to_ascii(data: bytes | bytearray) -> bool:
     """Does ``data`` hold one of ``_LOWERS_TO_ASCII`` (found from their lead bytes, which memchr finds fast)?"""
     for char in _LOWERS_TO_ASCII:
         lead = char[0]
@@ -1663,7 +1663,7 @@ def _lowers_to_ascii(data: bytes) -> bool:
     return False
 
 
-def _continues(data: bytes, at: int) -> bool:
+def _continues(data: bytes | bytearray, at: int) -> bool:
     """Could ``data[at]`` (0x80-0xBF) continue a UTF-8 character: is there a lead byte 1, 2 or 3 bytes
     before it, with continuation bytes between?"""
     b1 = data[at - 1]

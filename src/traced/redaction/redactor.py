@@ -192,9 +192,10 @@ _JSON_SCAN_MAX: Final = 640
 """Without their msgpack (``redact_all``'s ``wires``), payloads up to this size on the wire (bytes)
 are prefiltered on their JSON: at 200 B that costs 0.4 us against 1.1 us for the walk. At 2 KB of
 code it costs 4.8 us against 2.4 us (bench/hotpath.py's edits): encoding 0.9 us (the code's
-newlines and quotes are escaped), a second scan for the key words 0.8 us (every 'path' is a
-candidate), the fold and scan of more bytes than the strings, and a hit in every ``file_path``
-key that ``_in_plain_key`` must dismiss. The daemon hands ``wires``: neither runs there."""
+newlines and quotes are escaped), folding and scanning more bytes than the strings hold, a
+second scan for the key words 0.8 us (so few literals make the library pick a byte-frequency
+prefilter, which folded text defeats: see _NEVER_FOLDED), and a hit in every ``file_path`` key
+that ``_in_plain_key`` must dismiss. The daemon hands ``wires``: neither runs there."""
 _WIRE_COLON: Final = b"-./~=:"
 """The triggers' punctuation, which the wire prefilter (``_wire_fold``) folds to one byte, ':'."""
 _WIRE_ENDS: Final = (b"\x00", b"0", b"_", b":")

@@ -15,6 +15,7 @@ import re
 import string
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,9 +23,12 @@ from hypothesis import strategies as st
 from traced.redaction.names import SECRET_CONTAINER_NAMES, SECRET_KEY_NAMES, SECRET_SUFFIX_WORDS, _normalize_key
 from traced.redaction.redactor import (
     _KEY_WORDS,
+    _NEVER_FOLDED,
     _TEDDY_BUCKETS,
     _TEDDY_MAX,
     _TRIGGERS,
+    _WIRE_BUCKETS,
+    _WIRE_ENDS,
     ENV_VALUE_MARKER,
     SECRET_ENV_MIN_LEN,
     SECRET_KEY_MARKER,
@@ -559,3 +563,171 @@ def test_redact_all_with_odd_keys_is_redact_of_each(payloads: list[Any]) -> None
 def test_secret_env_values_skip_values_that_are_not_utf8() -> None:
     env = {"MY_API_TOKEN": "\udcff\udcfeabcdefgh12", "OTHER_TOKEN": "fine-value-123"}  # os.environ's surrogateescape
     assert secret_env_values(env) == ["fine-value-123"]
+
+
+# The daemon hands ``redact_all`` each payload's msgpack (its frame, or its event in a batch):
+# the prefilter scans those bytes as they are (``_wire_suspects``) and dismisses a hit only in a
+# fixstr that changes nothing as a key or as a string (``_inert_at``). Whatever the encoding,
+# the result must be what ``redact`` gives.
+
+
+def _mp_str(raw: bytes, width: int) -> bytes:
+    """A msgpack string with a header of ``width`` (0: fixstr, 1: str8, 2: str16, 4: str32) or wider."""
+    n = len(raw)
+    if width == 0 and n <= 31:
+        return bytes([0xA0 | n]) + raw
+    if width <= 1 and n <= 0xFF:
+        return b"\xd9" + bytes([n]) + raw
+    if width <= 2 and n <= 0xFFFF:
+        return b"\xda" + n.to_bytes(2, "big") + raw
+    return b"\xdb" + n.to_bytes(4, "big") + raw
+
+
+def _mp(obj: Any, widths: random.Random) -> bytes:
+    """msgpack of a JSON-like ``obj``, each string and container header as wide as ``widths`` draws
+    (valid msgpack that msgspec decodes to ``obj``; a client may write it so)."""
+    if isinstance(obj, str):
+        return _mp_str(obj.encode(), widths.choice((0, 1, 2, 4)))
+    if isinstance(obj, list | dict):
+        n = len(obj)
+        fix, wide = (0x90, b"\xdc") if isinstance(obj, list) else (0x80, b"\xde")
+        head = bytes([fix | n]) if n < 16 and widths.random() < 0.5 else wide + n.to_bytes(2, "big")
+        items = obj if isinstance(obj, list) else [x for kv in obj.items() for x in kv]
+        return head + b"".join(_mp(v, widths) for v in items)
+    return msgspec.msgpack.encode(obj)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_payloads | st.dictionaries(_odd_keys | _keys, _payloads, max_size=4), min_size=2, max_size=8),
+       st.integers(0, 2**32))
+def test_redact_all_on_msgpack_is_redact_of_each(payloads: list[Any], seed: int) -> None:
+    each = [REDACTOR.redact(p) for p in payloads]
+    widths = random.Random(seed)
+    frames = [msgspec.msgpack.encode({"session_id": "01JDX", "payload": p, "seq": 7}) for p in payloads]
+    for wires in ([msgspec.msgpack.encode(p) for p in payloads], frames, [_mp(p, widths) for p in payloads]):
+        assert [msgspec.msgpack.decode(w) for w in wires[:1]] in ([payloads[0]], [{"session_id": "01JDX",
+                                                                   "payload": payloads[0], "seq": 7}])
+        together = REDACTOR.redact_all(payloads, wires=wires)
+        assert together == each
+        for p, (out, n) in zip(payloads, together, strict=True):
+            assert (out is p) == (n == 0)
+
+
+def _suspects(redactor: Redactor, payloads: list[Any], encode: Any = msgspec.msgpack.encode) -> set[int] | None:
+    return redactor._wire_suspects([encode(p) for p in payloads])
+
+
+def test_the_wire_prefilter_lets_plain_keys_and_ids_go() -> None:
+    # '_pat' in file_path, 'token' in input_tokens, a session id holding 'key' and 'sk0': no suspect
+    clean = [{"tool": "Edit", "args": {"file_path": "/src/app.py", "old_string": "a = 1\n" * 50}},
+             {"usage": {"input_tokens": 12, "output_tokens": 3, "cache_read_input_tokens": 99999}},
+             {"session_id": "01JDKEYSK7Q0000000000000AB", "phase": "tool_call"},
+             {"command": "grep -rn file_path src/ --include '*.py' | head"}]  # a str8: only the literal saves it
+    assert _suspects(REDACTOR, clean) == set()
+    assert REDACTOR.redact_all(clean, wires=[msgspec.msgpack.encode(p) for p in clean]) == [(p, 0) for p in clean]
+
+
+@pytest.mark.parametrize(("payload", "found"), [
+    ({"api_token": "abc12345678"}, True),  # a secret-named key
+    ({"note": "token=abc12345678"}, True),  # a short string that redacts
+    ({"n": {"input_tokens": 5}, "x": f"see {GHP}"}, True),  # a credential after a plain key
+    ({"gh-pat": "abc12345678"}, True),  # a key word, no trigger
+    ({"x": "github_pat_" + "a" * 30}, True),  # the '_pat' trigger's shape
+    ({"token": 5, "api_key": None}, True),  # suspect, though nothing changes (redact decides)
+    ({"patch": "abc12345678", "signal": "abc12345678"}, False),  # 'pat', 'sig' inside words
+    ({"passport": "token=abc"}, False),  # both fixstrs change nothing
+])  # fmt: skip
+def test_the_wire_prefilter_finds_what_may_change(payload: dict[str, Any], found: bool) -> None:
+    assert _suspects(REDACTOR, [payload]) == ({0} if found else set())
+    assert REDACTOR.redact_all([payload, {}], wires=[msgspec.msgpack.encode(payload), b"\x80"]) == [
+        REDACTOR.redact(payload), ({}, 0)]
+
+
+@pytest.mark.parametrize("head", [
+    "\u00e9",  # é is C3 A9: A9 would be a 9-byte fixstr's header
+    "\u20ac\u00e9",  # the same after a 3-byte character
+])
+def test_a_header_byte_inside_a_character_is_no_header(head: str) -> None:
+    # 'token=abc' alone changes nothing (a code word after '='), the whole string does
+    payload = {"m": f"{head}token=abc12345678"}
+    assert _suspects(REDACTOR, [payload]) == {0}
+    assert REDACTOR.redact_all([payload, {}], wires=[msgspec.msgpack.encode(payload), b"\x80"])[0][1] == 1
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+def test_a_header_byte_in_a_longer_strings_length_is_no_header(width: int) -> None:
+    # a string of 0x20A9 bytes: its str16 length ends in A9, a 9-byte fixstr's header; as str32 too
+    text = "token=abc12345678".ljust(0x20A9)
+    wire = b"\x81\xa1m" + _mp_str(text.encode(), width)
+    assert msgspec.msgpack.decode(wire) == {"m": text}
+    assert REDACTOR._wire_suspects([wire]) == {0}
+    # the str16/str32 headers that could start strings 1 or 2 bytes into what looks like a fixstr
+    for pad in (b"\xdb\x00\x00\x20\xa9", b"\xdb\x00\x20\xa9", b"\xdb\x20\xa9", b"\xda\x20\xa9"):
+        assert REDACTOR._inert_at(b"\x00" * 8 + pad + b"token=abc" + b" " * 8, 8 + len(pad), 8 + len(pad) + 5) is False
+    assert REDACTOR._inert_at(b"\x00" * 8 + b"\x81\xa9" + b"token=abc" + b" " * 8, 10, 15) is True
+
+
+def test_a_key_that_lowers_to_a_secret_name_turns_the_wire_prefilter_off() -> None:
+    assert _suspects(REDACTOR, [{"x": 1}, {"api_\u212aey": "abc12345678"}]) is None
+    assert _suspects(REDACTOR, [{"\u0130d_token": "abc12345678"}]) is None
+    assert _suspects(REDACTOR, [{"note": "\u2014 \u20ac" * 20}]) == set()  # other E2 / C4 characters: on
+    batch = [{"api_\u212aey": "abc12345678"}, {"x": "y"}]
+    assert REDACTOR.redact_all(batch, wires=[msgspec.msgpack.encode(p) for p in batch]) == [
+        REDACTOR.redact(p) for p in batch]
+
+
+def test_env_values_in_the_wire_prefilter() -> None:
+    # 63 triggers and key words: one env value fits in the one scan, more take a second one
+    many = Redactor([f"value-{chr(97 + i) * 3}-abcdefgh" for i in range(12)])
+    assert Redactor(["value-aaa-abcdefgh"])._c.wire_env is None and len(many._c.wire_kinds) == 63
+    assert many._c.wire_env is not None and REDACTOR._c.wire_env is not None
+    for r in (many, REDACTOR, Redactor(["value-hhh-abcdefgh"])):
+        batch = [{"a": "x value-hhh-abcdefgh y"}, {"a": f"{CLIENT_ENV}"}, {"a": "clean text"}]
+        out = r.redact_all(batch, wires=[msgspec.msgpack.encode(p) for p in batch])
+        assert out == [r.redact(p) for p in batch]
+    assert [n for _p, n in many.redact_all(batch, wires=[msgspec.msgpack.encode(p) for p in batch])] == [1, 0, 0]
+    assert Redactor(["\u00e9" * 6 + "ab"])._c.wire_scan is None  # too little of it folds: off
+    # the second scan's filler literals (they make the library run Teddy) never match: the fold is ASCII
+    assert max(many._c.wire_fold) < 0x80 <= min(b for lit in _NEVER_FOLDED for b in lit)
+
+
+def test_a_hit_across_two_payloads_flags_both() -> None:
+    # the value's 3-byte character folds to 3 NULs: the separator and the next string's str8 header,
+    # so its fold spans both payloads and hides the token that starts inside it
+    r = Redactor(["abcd\u20acd gh"])
+    batch = ["zzabcd", f"d {GHP}"]
+    wires = [msgspec.msgpack.encode(p) for p in batch]
+    assert r._wire_suspects(wires) == {0, 1}
+    assert r.redact_all(batch, wires=wires) == [(batch[0], 0), ("d <redacted:github-token>", 1)]
+
+
+def test_a_hit_that_runs_past_its_fixstr_is_not_dismissed() -> None:
+    # ["to", 107, 101, 110]: 'token' in the fixstr 'to' and three small integers
+    assert REDACTOR._inert_at(b"\x00" * 8 + b"\x94\xa2tokenx", 11, 16) is False
+    assert REDACTOR._inert_at(b"\x00" * 8 + b"\x94\xa5tokenx", 11, 16) is False  # (itself a secret name)
+    assert REDACTOR._inert_at(b"\x00" * 8 + b"\x94\xa6tokens", 11, 16) is True
+
+
+def test_the_wire_prefilter_has_every_literal_in_a_bucket() -> None:
+    key_words = {(w + e).decode() for w in _KEY_WORDS for e in _WIRE_ENDS} - {"sig:"}  # 'sig:' is 'sig=' there
+    assert {t for group in _WIRE_BUCKETS for t in group} == set(_TRIGGERS) | key_words
+    assert all(len(group) <= 4 for group in _WIRE_BUCKETS) and len(_WIRE_BUCKETS) == 16
+    assert len(REDACTOR._c.wire_kinds) == len(_TRIGGERS) + len(key_words) <= _TEDDY_MAX
+
+
+def test_the_wire_prefilter_scans_in_groups_and_keeps_each_payload_its_own() -> None:
+    # 150 payloads of ~1 KB: ~64 KB are scanned at a time, so the secrets below sit in different
+    # groups, one of them as a group's last payload and one as the next one's first
+    filler = "def handler(request):\n    return fetch(request)\n" * 20
+    batch: list[Any] = [{"tool": "Edit", "args": {"old_string": filler, "new_string": f"{filler}# {i:03d}"}}
+                        for i in range(150)]
+    wires = [msgspec.msgpack.encode(p) for p in batch]
+    per_group = 65536 // (len(wires[0]) + 1) + 1
+    marked = [per_group - 1, per_group, 149]
+    for i in marked:
+        batch[i] = {"tool": "Edit", "args": {"old_string": filler, "new_string": f"{filler}token={GHP}"}}
+        wires[i] = msgspec.msgpack.encode(batch[i])
+    assert REDACTOR._wire_suspects(wires) == set(marked)
+    out = REDACTOR.redact_all(batch, wires=wires)
+    assert [i for i, (_p, n) in enumerate(out) if n] == marked
+    assert out == [REDACTOR.redact(p) for p in batch]

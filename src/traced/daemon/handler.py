@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from operator import attrgetter
+from typing import Any, Final
 
 import anyio
 import anyio.lowlevel
@@ -129,7 +130,7 @@ class Handler:
         Handled here: emits whose payload the checked decoder took
         (``protocol.checked``) and that no limit or spill can concern (the frame is
         smaller than every limit), and ``sync`` without fsync. The events of all the runs are
-        redacted together (``Redactor.redact_all``); each run (consecutive events of one
+        redacted together (``Redactor.redactions``); each run (consecutive events of one
         session) is written with one write(2).
         The fast path of the socket transport; everything else goes to ``process``.
         """
@@ -160,7 +161,7 @@ class Handler:
                 if (len(body) > small or req.late or not phase_ok(phase)
                         or (phase == vocab.ARTIFACT and req.payload.get("attach"))):
                     break
-                pend = Pending(phase, req.payload, event_time(req.ts), client_id, req.seq, size=len(body))
+                pend = Pending(phase, req.payload, event_time(req.ts), client_id, req.seq, wire=body)
                 _queue(runs, req.session_id, [pend], req.id, req.ack)
             elif t is batch_t:
                 if req.late:
@@ -176,7 +177,7 @@ class Handler:
                     phase = ev.phase
                     if not phase_ok(phase) or (phase == vocab.ARTIFACT and ev.payload.get("attach")):
                         break
-                    batch.append(Pending(phase, ev.payload, event_time(ev.ts), client_id, ev.seq, size=len(raw)))
+                    batch.append(Pending(phase, ev.payload, event_time(ev.ts), client_id, ev.seq, wire=raw))
                 if len(batch) < len(req.events):
                     break
                 _queue(runs, req.session_id, batch, req.id, req.ack)
@@ -187,13 +188,14 @@ class Handler:
         return i
 
     def _flush_runs(self, conn: Connection, runs: list[_Run], out: bytearray, touched: set[Live]) -> None:
-        """Redact the runs' events with one ``redact_all``, then write each run (in order) and
+        """Redact the runs' events with one ``Redactor.redactions``, then write each run (in order) and
         encode its replies; ``runs`` is left holding one empty run."""
         if self.config.redaction:
             raw = [p for run in runs for p in run.raw]
             if raw:
-                redacted = self.redactor_of(conn).redact_all([p.payload for p in raw], [p.size for p in raw])
-                for pend, (payload, count) in zip(raw, redacted, strict=True):
+                changed = self.redactor_of(conn).redactions(list(map(_PAYLOAD, raw)), wires=list(map(_WIRE, raw)))
+                for i, payload, count in changed:
+                    pend = raw[i]
                     pend.payload = payload
                     pend.redactions = count
         for run in runs:
@@ -416,6 +418,10 @@ class Handler:
         log.info("session_closed", session_id=session_id, skill=live.state.skill,
                  outcome=outcome, reason=reason, steps=live.state.step)
         return live
+
+
+_PAYLOAD: Final = attrgetter("payload")
+_WIRE: Final = attrgetter("wire")
 
 
 def _queue(runs: list[_Run], session_id: str, batch: list[Pending], rid: int, ack: bool) -> None:

@@ -119,8 +119,9 @@ class Pending(msgspec.Struct):
     seq: int = 0
     redactions: int = 0
     late: bool = False
-    size: int = 0
-    """Its size on the wire (bytes; 0: not known): how ``Redactor.redact_all`` prefilters it."""
+    wire: bytes | msgspec.Raw = b""
+    """The msgpack it was decoded from (its frame, or its event in a batch), for ``Redactor.redactions``'
+    prefilter (b"": not known)."""
 
 
 class Prepared(msgspec.Struct):

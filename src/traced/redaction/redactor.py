@@ -29,7 +29,11 @@ all the triggers and env values are found by ONE scan:
   library runs as a SIMD (Teddy) search; the triggers are ordered so that literals alike
   share a Teddy bucket (``_TEDDY_BUCKETS``): ~0.2 ns per byte of clean code;
 - a short payload whose folded text already scanned clean costs no scan (``_Compiled.clean``:
-  scripts/bench's Bash calls differ only in digits of their call id).
+  scripts/bench's Bash calls differ only in digits of their call id);
+- the daemon's reads skip even the walk: ``Redactor.redactions`` scans the events' msgpack as
+  received (msgpack writes strings unescaped) with a coarser fold of the same literals, and
+  dismisses hits in short strings (fixstr) that change nothing, such as the key ``input_tokens``
+  (``_wire_suspects``, ``_inert_at``): ~0.5 ns per byte of a 2 KB edit, no Python per value.
 
 A clean payload costs the walk and that scan, and comes back as the very same object: no
 regex runs on it. A string with a hit gets the rules at its hits only (anchored regexes and
@@ -44,7 +48,7 @@ import binascii
 import re
 import string
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import accumulate
@@ -226,12 +230,26 @@ _LOWERS_TO_ASCII: Final = ("\u0130".encode(), "\u212a".encode())
 with them may spell a secret name its bytes do not (``api_\u212aey``), so the prefilter stands aside."""
 _JSON_LINES: Final = msgspec.json.Encoder()
 _JSON_SCAN_MAX: Final = 640
-"""Payloads up to this size on the wire (bytes) are prefiltered on their JSON: at 200 B that costs
-0.4 us against 1.1 us for the walk, at 2 KB 6 us against 2.6 us (encoding JSON is per byte, the
-walk per value)."""
+"""Without their msgpack (``redact_all``'s ``wires``), payloads up to this size on the wire (bytes)
+are prefiltered on their JSON: at 200 B that costs 0.4 us against 1.1 us for the walk. At 2 KB of
+code it costs 4.8 us against 2.4 us (bench/hotpath.py's edits): encoding 0.9 us (the code's
+newlines and quotes are escaped), folding and scanning more bytes than the strings hold, a
+second scan for the key words 0.8 us (so few literals make the library pick a byte-frequency
+prefilter, which folded text defeats: see _NEVER_FOLDED), and a hit in every ``file_path`` key
+that ``_in_plain_key`` must dismiss. The daemon hands ``wires``: neither runs there."""
+_WIRE_COLON: Final = b"-./~=:"
+"""The triggers' punctuation, which the wire prefilter (``_wire_fold``) folds to one byte, ':'."""
+_WIRE_ENDS: Final = (b"\x00", b"0", b"_", b":")
+"""What the wire prefilter's fold gives that is not a letter: the bytes after a key word (``_KEY_WORDS``)."""
+_FIXSTR_MAX: Final = 31
+"""The longest string msgpack writes with a one-byte header (fixstr, 0xA0 | length)."""
+_ASCII: Final = bytes(range(128))
 _BATCH_SCAN: Final = 16384
 """Characters of strings ``redact_all`` joins for one scan: past a few pages, copying the joined
 text costs more than the calls it saves (2 KB payloads scan faster 8 at a time than 300)."""
+_WIRE_BATCH: Final = 65536
+"""Bytes of msgpack ``_wire_suspects`` folds and scans at a time (about one read of the socket): one
+pass of Python per read, not per 16 KB (``_BATCH_SCAN``: there, copying the strings cost more)."""
 _CLEAN_CAP: Final = 1024
 """...up to this many of them (160 KB at most per value set), then forgotten all at once."""
 _REACH: Final = 4096
@@ -776,14 +794,14 @@ with sorted runs, 1.5-3x faster than in an arbitrary order. A trigger missing he
 works (it goes last), only a little slower; tests/redaction checks that none is missing."""
 
 
-def _bucket_order(triggers: Iterable[str]) -> list[str]:
-    """The triggers in pattern-id order, so that each of ``_TEDDY_BUCKETS`` is one Teddy bucket.
+def _bucket_order(triggers: Iterable[str], buckets: tuple[tuple[str, ...], ...] = _TEDDY_BUCKETS) -> list[str]:
+    """The triggers in pattern-id order, so that each of ``buckets`` is one Teddy bucket.
 
     Teddy gives pattern i the bucket 15 - i % 16 (unless a literal with the same low nibbles
     came first): bucket 15 - c holds the ids c, c + 16, c + 32...
     """
     wanted = set(triggers)
-    flat: list[str] = [t for group in _TEDDY_BUCKETS for t in group if t in wanted]
+    flat: list[str] = [t for group in buckets for t in group if t in wanted]
     flat += sorted(wanted - set(flat))
     n = len(flat)
     out = [""] * n
@@ -853,6 +871,19 @@ class _Compiled:
     key_words: BytesAhoCorasick
     """``_KEY_WORDS`` as they end a run of letters in folded text: each word followed by each byte the
     fold gives that is not a letter (``pat_``, ``pat0``, ``pat\\x00``...): ``redact_all``'s prefilter."""
+    wire_fold: bytes
+    """``fold``, then the triggers' punctuation -> ':' and every other byte that is no letter, '0' or '_'
+    -> NUL (``_wire_fold``): the wire prefilter's translation table."""
+    wire_scan: BytesAhoCorasick | None
+    """The wire prefilter (``Redactor._wire_suspects``): the triggers, the key words followed by each of
+    ``_WIRE_ENDS`` and, while they fit in _TEDDY_MAX, the env values, all through ``wire_fold``; None when
+    an env value holds too few bytes that fold to something (the prefilter then stands aside)."""
+    wire_env: BytesAhoCorasick | None
+    """The env values that did not fit in ``wire_scan``, or None."""
+    wire_kinds: tuple[int, ...]
+    """Per ``wire_scan`` pattern: _W_TRIGGER, _W_KEY_WORD or _W_ENV (how a hit on it may be dismissed)."""
+    inert: dict[bytes, bool]
+    """``Redactor._inert_at``'s answers: 4 bytes, a fixstr's header and its UTF-8 -> may its hits go?"""
     json_ok: bool
     """Whether ``scan`` finds in a payload's JSON (``redact_all``'s prefilter) every hit it finds in the
     payload's strings: true unless an env value holds a character JSON escapes (or no UTF-8)."""
@@ -888,7 +919,77 @@ def _compile(values: frozenset[str]) -> _Compiled:
     json_ok = all(_json_verbatim(v) for v in values) and all(fold[b] == b for b in b"".join(_KEY_WORDS))
     ends = sorted({fold[b] for b in range(256)} - set(range(0x61, 0x7B)))
     key_words = BytesAhoCorasick([w + bytes([b]) for w in _KEY_WORDS for b in ends], matchkind=MatchKind.LeftmostFirst)
-    return _Compiled(scan, tuple(entries), env_scan, env, set(), fold, _env_hiders(folded), key_words, json_ok)
+    wire_fold, wire_scan, wire_env, wire_kinds = _wire_prefilter(fold, folded)
+    return _Compiled(scan, tuple(entries), env_scan, env, set(), fold, _env_hiders(folded), key_words, wire_fold,
+                     wire_scan, wire_env, wire_kinds, {}, json_ok)
+
+
+_WIRE_LITERALS: Final = {"_pat": "hub_pat_"}
+"""Triggers the wire prefilter looks for as a longer literal: '_pat' is in every ``file_path``, and
+all it finds is a ``github_pat_`` token or a name whose last word is 'pat', which the key words find."""
+_WIRE_BUCKETS: Final = (
+    ("k_test_", "://", "0q~", "auth"), ("pass", "basic", "whsec_", "mysql"), ("akia", "key", "aiza", "token"),
+    ("shp", "xapp-", "/api/webhooks/", "cookie"), ("gho_", "0:a", "hooks.slack.com", "asia"),
+    ("ghu_", "ghp_", "ghr_", "glpat-"), ("credential", "hf_", "bearer", "hrku-"),
+    ("gldt-", "k_live_", "gocspx-", "sig_"), ("pat\x00", "pat0", "pat_", "xox"), ("sig\x00", "sig0", "npm_", "sig="),
+    ("secret", "skc", "skb", "skf"), ("ska", "skd", "sk0", "ske"), ("_v0_", "pwd=", "sk-", "sg."),
+    ("mariadb", "glrt-", "-----begin", "eyj"), ("nrak-", "nrii-", "ghs_", "_pat"), ("hvs.", "pypi-", "pat:"),
+)  # fmt: skip
+"""``_TEDDY_BUCKETS`` for the wire prefilter, by trigger and by key word with its end (as it folds
+there: ``_wire_fold``, ``_WIRE_LITERALS``). Found the same way, over traced's source, tests and
+docs: the key words in buckets of their own save ~15% of the scan (a 2 KB edit: 0.29 us against
+0.42 us with ``_TEDDY_BUCKETS`` and the key words last)."""
+_NEVER_FOLDED: Final = tuple(bytes((0x80 + i, 0x80, 0x80)) for i in range(4))
+"""Literals ``_wire_fold`` never yields (it yields ASCII only). A few values alone make the library
+pick a byte-frequency prefilter that folded text defeats (3 env values: 3.5 us per 2 KB); with
+these it runs Teddy (0.1 us)."""
+_W_TRIGGER: Final = 0
+_W_KEY_WORD: Final = 1  # its last byte only says that the word ends there
+_W_ENV: Final = 2  # never dismissed
+
+
+def _wire_fold(fold: bytes) -> bytes:
+    """``fold``, then ``_WIRE_COLON`` -> ':' and all but letters, '0', '_' and NUL -> NUL.
+
+    It is coarser than ``fold`` (each byte folds to what ``fold`` gives it, folded once more), so a
+    literal ``fold`` finds, this table finds folded the same way: the prefilter loses no hit. What
+    it buys: only four bytes that are no letter remain, so the key words with each byte that may end
+    them (``_WIRE_ENDS``) fit in the one Teddy scan next to the triggers.
+    """
+    def g(b: int) -> int:
+        if 0x61 <= b <= 0x7A or b in b"0_":
+            return b
+        return 0x3A if b in _WIRE_COLON else 0
+    return bytes(g(b) for b in fold)
+
+
+def _wire_prefilter(
+    fold: bytes, folded_values: list[bytes]
+) -> tuple[bytes, BytesAhoCorasick | None, BytesAhoCorasick | None, tuple[int, ...]]:
+    """The wire prefilter's table, automata and pattern kinds (see ``_Compiled.wire_scan``)."""
+    table = _wire_fold(fold)
+    sources = {t: (_WIRE_LITERALS.get(t, t).encode().translate(table), _W_TRIGGER) for t in _TRIGGERS}
+    taken = {p for p, _kind in sources.values()}
+    for w in _KEY_WORDS:
+        for e in _WIRE_ENDS:
+            p = (w + e).translate(table)
+            if p not in taken:  # 'sig' and ':' is the trigger 'sig=': as a trigger, it is checked whole
+                sources[(w + e).decode()] = (p, _W_KEY_WORD)
+                taken.add(p)
+    patterns = [sources[name][0] for name in _bucket_order(sources, _WIRE_BUCKETS)]
+    kinds = [sources[name][1] for name in _bucket_order(sources, _WIRE_BUCKETS)]
+    # A value's fold, without the NULs at its ends (it still finds the value): then no literal starts
+    # with a NUL, so none starts on the NUL that ends a key word's hit, which may be another object's.
+    values = sorted({v.translate(table).strip(b"\x00") for v in folded_values})
+    if any(len(v) < 3 for v in values):
+        return table, None, None, ()
+    env = None
+    if len(patterns) + len(values) <= _TEDDY_MAX:
+        patterns += values
+        kinds += [_W_ENV] * len(values)
+    elif values:
+        env = BytesAhoCorasick([*values, *_NEVER_FOLDED], matchkind=MatchKind.LeftmostFirst)
+    return table, BytesAhoCorasick(patterns, matchkind=MatchKind.LeftmostFirst), env, tuple(kinds)
 
 
 def _in_plain_key(data: bytes, hs: int, he: int, redactor: Redactor) -> bool:
@@ -953,6 +1054,8 @@ def _env_hiders(folded: list[bytes]) -> frozenset[int]:
 # ---------------------------------------------------------------------------
 
 _Hits = list[tuple[int, int, int]]
+Wire = bytes | msgspec.Raw
+"""A payload's msgpack (or a msgpack document holding it), as ``redact_all`` takes it."""
 
 
 class _Rebuild:
@@ -1044,21 +1147,50 @@ class Redactor:
         changed = self._changed(strings, hits)
         return self._rebuild(payload, changed) if changed or secret else (payload, 0)
 
-    def redact_all(self, payloads: list[Any], sizes: list[int] | None = None) -> list[tuple[Any, int]]:
+    def redact_all(
+        self, payloads: list[Any], sizes: list[int] | None = None, wires: Sequence[Wire] | None = None
+    ) -> list[tuple[Any, int]]:
         """Redact several payloads with few scans: the same as ``[self.redact(p) for p in payloads]``.
 
         Only the payloads a prefilter finds something in are redacted on their own (``redact``);
-        the rest come back as they are, with 0. ``sizes``: each payload's size on the wire
-        (bytes), when known. A payload up to ``_JSON_SCAN_MAX`` is prefiltered on its JSON, with
-        no walk in Python (``_json_suspects``); a larger one, or any without a size, by walking
-        its strings and scanning them ~16 KB at a time (``_walk_suspects``). A read of small
-        clean events, the common case, pays one JSON encode and one scan per ~16 KB.
+        the rest come back as they are, with 0. ``wires``: for each payload, the msgpack it was
+        decoded from (or a valid msgpack document holding it: the daemon's frame), which
+        ``_wire_suspects`` scans as it is, with no walk and no encoding. Without them, ``sizes``:
+        each payload's size on the wire (bytes), when known. A payload up to ``_JSON_SCAN_MAX``
+        is then prefiltered on its JSON (``_json_suspects``); a larger one, or any without a
+        size, by walking its strings and scanning them ~16 KB at a time (``_walk_suspects``).
         """
-        if not self.enabled or len(payloads) < 2:
-            return [self.redact(p) for p in payloads]
+        out = [(p, 0) for p in payloads]
+        for i, redacted, n in self.redactions(payloads, sizes, wires):
+            out[i] = (redacted, n)
+        return out
+
+    def redactions(
+        self, payloads: list[Any], sizes: list[int] | None = None, wires: Sequence[Wire] | None = None
+    ) -> list[tuple[int, Any, int]]:
+        """``redact_all`` for the caller that keeps the payloads: (index, redacted copy, redactions)
+        of those that changed, in order; the others are to be kept as they are."""
+        if not self.enabled:
+            return []
+        if len(payloads) < 2:
+            suspects: Iterable[int] = range(len(payloads))
+        else:
+            found = None
+            if wires is not None and len(wires) == len(payloads) and self._c.wire_scan is not None:
+                found = self._wire_suspects(wires)
+            suspects = sorted(found if found is not None else self._suspects(payloads, sizes))
+        out = []
+        for i in suspects:
+            redacted, n = self.redact(payloads[i])
+            if n:
+                out.append((i, redacted, n))
+        return out
+
+    def _suspects(self, payloads: list[Any], sizes: list[int] | None) -> set[int]:
+        """The payloads the JSON prefilter (those up to ``_JSON_SCAN_MAX``) or the walk finds something in."""
+        suspects: set[int] = set()
         small = ([i for i, n in enumerate(sizes) if n <= _JSON_SCAN_MAX]
                  if sizes is not None and self._c.json_ok else [])
-        suspects: set[int] = set()
         found = self._json_suspects([payloads[i] for i in small]) if small else None
         if found is None:
             small = []
@@ -1068,10 +1200,90 @@ class Redactor:
         rest = [i for i in range(len(payloads)) if i not in taken]
         if rest:
             suspects.update(rest[k] for k in self._walk_suspects([payloads[i] for i in rest]))
-        out = [(p, 0) for p in payloads]
-        for i in suspects:
-            out[i] = self.redact(payloads[i])
-        return out
+        return suspects
+
+    def _wire_suspects(self, wires: Sequence[Wire]) -> set[int] | None:
+        """The prefilter on msgpack: the payloads whose msgpack holds a hit (a trigger, an env value,
+        a key word ending a run of letters) that ``_inert_at`` cannot dismiss; None when a payload
+        holds a character ``_LOWERS_TO_ASCII`` names.
+
+        Why this is enough: msgpack writes a string as its UTF-8 bytes, unescaped, so the
+        folded bytes hold every hit ``redact`` finds in the strings (``_wire_fold`` folds no
+        less than ``fold``), and every secret-named key holds a trigger or a key word
+        ending a run of letters (a key's last byte is followed by its value's header: a
+        non-ASCII byte, which folds to NUL, or a small integer, which is no secret). A match the
+        scan hid (it reports non-overlapping matches) overlaps one it reported, starting
+        inside it: ``_inert_at`` dismisses a hit only where that one is dismissed too.
+        """
+        c = self._c
+        scan = c.wire_scan
+        if scan is None:
+            return None
+        kinds = c.wire_kinds
+        n_kinds = len(kinds)
+        suspects: set[int] = set()
+        n = len(wires)
+        i = 0
+        while i < n:
+            j = min(n, i + _WIRE_BATCH // (len(wires[i]) + 1) + 1)  # a read's worth at a time
+            data = bytearray(b"\x00").join(wires[i:j])  # NUL: no literal holds one, but at a key word's end
+            if (data.find(0xE2) >= 0 or data.find(0xC4) >= 0) and _lowers_to_ascii(data):  # (memchr first)
+                return None
+            folded = data.translate(c.wire_fold)  # (a bytearray's: ~15% faster than a bytes')
+            hits = scan.find_matches_as_indexes(folded)
+            if c.wire_env is not None:
+                hits += [(n_kinds, s, e) for _pid, s, e in c.wire_env.find_matches_as_indexes(folded)]
+            starts: list[int] | None = None
+            for pid, hs, he in hits:
+                kind = kinds[pid] if pid < n_kinds else _W_ENV
+                if kind != _W_ENV and self._inert_at(data, hs, he - kind):
+                    continue
+                if starts is None:
+                    starts = list(accumulate(map((1).__add__, map(len, wires[i:j])), initial=0))
+                # an env value's fold may span a NUL: every payload it touches
+                suspects.update(range(i + bisect_right(starts, hs) - 1, i + bisect_right(starts, he - 1)))
+            i = j
+        return suspects
+
+    def _inert_at(self, data: bytes | bytearray, hs: int, he: int) -> bool:
+        """Whether ``data[hs:he]`` (msgpack; a trigger or key word, all ASCII) is in no string, or in
+        a fixstr that changes nothing, as a key or as a string (``inert``): ``file_path``,
+        ``input_tokens``, a session id. Never wrong, sometimes too careful.
+
+        The last non-ASCII byte before the hit must be a fixstr's header (0xA0 | n) whose n bytes
+        hold the hit. It is no string's content: no lead byte comes before it as UTF-8 would
+        need (``_continues``), and a string never starts with a continuation byte (0x80-0xBF).
+        Nor is it a str8/16/32 length (the bytes that could be their headers are checked). So
+        either it is that fixstr's header, or no string holds the hit (nothing between is a
+        header, all ASCII).
+        """
+        lo = hs - _FIXSTR_MAX - 1 if hs > _FIXSTR_MAX else 0
+        h = lo + len(data[lo:hs].rstrip(_ASCII)) - 1  # the header
+        e = h + data[h] - 0x9F  # its string's end: h + 1 + n
+        if h < lo or e <= h or e < he or e > h + 1 + _FIXSTR_MAX or e > len(data):
+            return False
+        # what the answer depends on: the 4 bytes before the header (NULs before a document's start), the string
+        window = bytes(data[h - 4 : e] if h >= 4 else b"\x00" * (4 - h) + data[:e])
+        inert = self._c.inert.get(window)
+        if inert is None:
+            inert = self._inert(window)
+            if len(self._c.inert) >= _KEY_KINDS_MAX:
+                self._c.inert.clear()
+            self._c.inert[window] = inert
+        return inert
+
+    def _inert(self, window: bytes) -> bool:
+        """``_inert_at``'s answer from 4 bytes, a fixstr's header and its string."""
+        if 0xDB in window[:3] or window[2] == 0xDA or _continues(window, 4):
+            return False  # a str16 / str32 length; or a character's continuation
+        try:
+            key = window[5:].decode()
+        except UnicodeDecodeError:
+            return False
+        kind = _KEY_KINDS.get(key)
+        if kind is None:
+            kind = _key_kind(key)
+        return kind == _PLAIN and self.redact_text(key)[1] == 0
 
     def _walk_suspects(self, payloads: list[Any]) -> set[int]:
         """The payloads with a secret-named key or a hit in their strings (walked, scanned in groups)."""
@@ -1555,6 +1767,35 @@ class Redactor:
         """``_redact_container``, keys redacted too."""
         out, n = _redact_container(mapping)
         return self._rename_keys(out, n) if self._renames(mapping) else (out, n)
+
+
+def _lowers_to_ascii(data: bytes | bytearray) -> bool:
+    """Does ``data`` hold one of ``_LOWERS_TO_ASCII`` (found from their lead bytes, which memchr finds fast)?"""
+    for char in _LOWERS_TO_ASCII:
+        lead = char[0]
+        at = data.find(lead)
+        for _ in range(8):
+            if at < 0:
+                break
+            if data.startswith(char, at):
+                return True
+            at = data.find(lead, at + 1)
+        else:
+            if data.find(char, at) >= 0:
+                return True
+    return False
+
+
+def _continues(data: bytes | bytearray, at: int) -> bool:
+    """Could ``data[at]`` (0x80-0xBF) continue a UTF-8 character: is there a lead byte 1, 2 or 3 bytes
+    before it, with continuation bytes between?"""
+    b1 = data[at - 1]
+    if b1 >= 0xC0:
+        return True
+    if b1 < 0x80 or at < 2:
+        return False
+    b2 = data[at - 2]
+    return b2 >= 0xE0 or (0x80 <= b2 < 0xC0 and at >= 3 and data[at - 3] >= 0xF0)
 
 
 def _line_end(text: str, pos: int) -> int:

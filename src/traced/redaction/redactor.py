@@ -1450,10 +1450,10 @@ class Redactor:
         """Apply the rules at ``hits`` (character offsets), one kind after the other: env values,
         then shapes, then context rules. Each kind sees the text the one before left, markers
         included, so a token keeps its own marker under a secret name
-        (``OPENAI_API_KEY=<redacted:openai-key>``). When a rule's segment overlapped one taken
-        first, the lines that changed get another round (rules read one line, and up to 72
-        characters before a trigger), until nothing is left that a second pass would take:
-        redaction is idempotent. Only strings holding a secret pay for that."""
+        (``OPENAI_API_KEY=<redacted:openai-key>``). After a round that replaced something, the
+        lines that changed get another round (rules read one line, and up to 72 characters before
+        a trigger), until nothing is left that a second pass would take: redaction is idempotent.
+        Only strings holding a secret pay for that."""
         count = 0
         env = self._c.env
         if env is not None and self._maybe_env(hits):
@@ -1468,7 +1468,6 @@ class Redactor:
         n_entries = len(entries)
         for _round in range(_MAX_ROUNDS):
             hits = self._hidden(text, hits)
-            blocked = False  # a rule's segment overlapped one taken first: it gets another round
             spans: list[Span] = []
             for pid, hs, he in hits:
                 if pid >= n_entries or (entry := entries[pid]) is None or not entry[0]:
@@ -1493,7 +1492,6 @@ class Redactor:
                     if not spans or _free(spans, s, e):
                         insort(spans, (s, e, shape.marker))
                         break
-                    blocked = True
             if spans:
                 text, n, hits = self._replace(text, spans, all_lines=True)
                 count += n
@@ -1511,10 +1509,12 @@ class Redactor:
                     if not spans or _free(spans, span[0], span[1]):
                         insort(spans, span)
                         break
-                    blocked = True
             if not spans:
                 break
-            text, n, hits = self._replace(text, spans, rescan=blocked)
+            # Every round that replaced something rescans the lines it changed: a rule's segment may
+            # have overlapped one taken first, or a replacement may have changed what a rule reads
+            # on its line (a quote it closed on: 'Cookie: `…Cookie: 0`'), so the next pass would differ.
+            text, n, hits = self._replace(text, spans)
             count += n
             if not hits:
                 break

@@ -606,7 +606,7 @@ class Bench:
                     if rounds:
                         self.res.add("dur.c.per_round", n / rounds, sec, f"{label}: events per sync round", "")
                         self.res.add("dur.c.sessions_per_round", syncs / rounds, sec,
-                                     f"{label}: traces fdatasynced per round", "")
+                                     f"{label}: traces made durable per round", "")
                     # the same without the write-ahead log: each round fdatasyncs its traces concurrently
                     opened = self.open_sessions(nolog, DURABLE_CLIENTS)
                     frames = [lib.emit_frame(o.session_id, 200, ack=True)[0] for o in opened]

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from tests.conftest import Daemon, assert_gap_free, read_trace
 from traced.daemon import wal
 from traced.daemon.config import Config
 from traced.daemon.groupcommit import LOG_TRACE_MAX
+from traced.daemon.journal import trace_ident
 from traced.daemon.registry import Live, Registry
 from traced.daemon.session import Pending
 
@@ -97,7 +99,7 @@ def _logged(d: Daemon) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for seg in _segments(d):
         entries, _torn = wal.read_frames(seg.read_bytes())
-        for sdir, lines in entries:
+        for sdir, _ident, lines in entries:
             out.setdefault(sdir, []).extend(json.loads(line)["step"] for line in lines.splitlines())
     return out
 
@@ -162,7 +164,7 @@ def test_torn_log_tail_and_a_session_dir_that_is_gone(daemon_factory: Any) -> No
     kept, gone = runs[0][1], runs[1][1]
     unacked = json.dumps({"ts": "2026-01-01T00:00:00.000000Z", "skill": "wal0", "session_id": runs[0][0],
                           "step": 7, "phase": "note", "payload": {"message": "never acked"}}).encode() + b"\n"
-    torn = wal.frame(kept, unacked)[:-9]
+    torn = wal.frame(kept, trace_ident(str(Path(kept) / "trace.jsonl")), unacked)[:-9]
     with open(seg, "ab") as f:
         f.write(torn)
     shutil.rmtree(gone)
@@ -230,14 +232,16 @@ async def test_a_reload_away_from_always_checkpoints_the_log(private_env: Path) 
         await reg.durable(lives)
         (seg,) = sorted(reg.commit_log_dir.glob("*.log"))
         entries, torn = wal.read_frames(seg.read_bytes())
-        assert ([sdir for sdir, _ in entries], torn) == ([lv.state.dir for lv in lives], 0)
-        assert [[json.loads(x)["step"] for x in lines.splitlines()] for _, lines in entries] == [[2], [2]]
+        assert ([sdir for sdir, _i, _ in entries], torn) == ([lv.state.dir for lv in lives], 0)
+        assert [ident for _, ident, _ in entries] == [lv.journal.ident for lv in lives]
+        assert all(len(lv.journal.ident) == 8 for lv in lives)
+        assert [[json.loads(x)["step"] for x in lines.splitlines()] for _, _i, lines in entries] == [[2], [2]]
         config.fsync = "never"  # what a SIGHUP reload does
         reg.append(lives[0], [Pending("note", {"message": "synced"}, TS)])
         await reg.durable([lives[0]])
         assert sorted(reg.commit_log_dir.glob("*.log")) == [] and reg.commit.wal is not None
         assert (reg.commit.wal.checkpoints, lives[0].journal.wal, lives[0].journal.dirty) == (1, None, False)
-        assert reg.fsyncs == 2 + 2 + 1
+        assert (reg.fsyncs, reg.commit.log_syncs) == (2 + 2 + 1, 1)
     finally:
         reg.shutdown()
 
@@ -263,8 +267,9 @@ async def test_batch_rounds_log_small_traces_and_sync_large_ones_themselves(priv
         await reg.sync_dirty()
         (seg,) = sorted(reg.commit_log_dir.glob("*.log"))
         entries, torn = wal.read_frames(seg.read_bytes())
-        assert [(sdir, [json.loads(x)["payload"]["message"] for x in lines.splitlines()]) for sdir, lines in entries] \
-            == [(lives[0].state.dir, ["a"]), (lives[1].state.dir, ["b"])]
+        messages = [(sdir, [json.loads(x)["payload"]["message"] for x in lines.splitlines()])
+                    for sdir, _i, lines in entries]
+        assert messages == [(lives[0].state.dir, ["a"]), (lives[1].state.dir, ["b"])]
         assert (torn, lives[2].journal.wal, lives[2].journal.dirty) == (0, None, False)
         reg.append(lives[2], [Pending("note", {"message": "small again"}, TS)])
         await reg.sync_dirty()  # no copy was kept: its own fdatasync, and from now on it is logged
@@ -272,8 +277,8 @@ async def test_batch_rounds_log_small_traces_and_sync_large_ones_themselves(priv
         reg.append(lives[2], [Pending("note", {"message": "logged"}, TS)])
         await reg.sync_dirty()
         entries, _torn = wal.read_frames(seg.read_bytes())
-        assert [sdir for sdir, _ in entries] == [lives[0].state.dir, lives[1].state.dir, lives[2].state.dir]
-        assert (reg.commit.rounds, reg.fsyncs) == (4, 3 + 3 + 1 + 1), "rounds and their traces"
+        assert [sdir for sdir, _i, _ in entries] == [lives[0].state.dir, lives[1].state.dir, lives[2].state.dir]
+        assert (reg.commit.rounds, reg.fsyncs, reg.commit.log_syncs) == (4, 3 + 3 + 1 + 1, 2)  # traces, then log syncs
     finally:
         reg.shutdown()
     assert sorted(reg.commit_log_dir.glob("*.log")) == [], "a clean stop checkpoints the log"
@@ -300,3 +305,73 @@ def test_batch_power_cut_after_a_synced_round_restores_every_line_it_covered(dae
     replayed = {e["session_dir"]: e["lines"] for e in d.logs() if e.get("event") == "wal_replayed"}
     assert replayed == {opened[0].dir: 9, opened[1].dir: 5}
     assert _segments(d) == []
+
+
+def test_a_session_id_used_again_after_its_dir_was_deleted_gets_none_of_the_old_lines(daemon_factory: Any) -> None:
+    """The log tags each trace's lines with the trace's identity (its first line's CRC-32). A session
+    deleted while the daemon runs and then opened again under the same id (an agent resuming its own
+    session id) is a new trace at the same path: after a kill -9, the old trace's logged lines stay
+    out of it (before, they came back with a step gap, deleted content included)."""
+    d: Daemon = daemon_factory("--fsync", "batch", env={"TRACED_FSYNC_INTERVAL": "3600"})
+    sid = "agent-session-reused-1"
+    with d.client() as c:
+        first = c.open("reuse", session_id=sid, owner_pid=-1)
+        for i in range(6):
+            c.emit(sid, "note", {"message": f"old-{i}"})
+            if i in (0, 5):  # the first: the trace's own fdatasync; the last: logged
+                c.sync(fsync=True)
+        c.end(sid, "success")
+        assert _logged(d) == {first.dir: list(range(3, 8))}
+        shutil.rmtree(first.dir)  # a user (or `traced prune`) removes it
+        again = c.open("reuse", session_id=sid, owner_pid=-1)
+        assert again.dir == first.dir
+        c.emit(sid, "note", {"message": "new-0"})
+        c.sync(fsync=True)  # the new trace's own first fdatasync
+        c.emit(sid, "note", {"message": "new-1"})
+        c.sync(fsync=True)  # logged, under the new trace's identity
+    d.kill9()
+    old_ident, new_ident = {ident for seg in _segments(d) for _s, ident, _l in wal.read_frames(seg.read_bytes())[0]}, \
+        trace_ident(str(Path(first.dir) / "trace.jsonl"))
+    assert new_ident in old_ident and len(old_ident) == 2, "both traces' lines are in the log, each tagged"
+    d.start()
+    assert _notes(first.dir) == ["new-0", "new-1"]
+    stale = [e for e in d.logs() if e.get("event") == "wal_stale_lines"]
+    assert [(e["session_dir"], e["lines"]) for e in stale] == [(first.dir, 5)]
+    with d.client() as c:
+        info = c.status()
+    assert (info["wal_stale_lines"], info["wal_replayed_lines"]) == (5, 0)
+
+
+def test_a_torn_tail_the_replay_moves_aside_is_counted(daemon_factory: Any) -> None:
+    """``status``'s ``torn_tails_moved`` counts the torn tails the log's replay moved aside too."""
+    d: Daemon = daemon_factory("--fsync", "batch", env={"TRACED_FSYNC_INTERVAL": "3600"})
+    with d.client() as c:
+        o = c.open("torn", owner_pid=-1)
+        for i in range(3):
+            c.emit(o.session_id, "note", {"message": f"n-{i}"})
+            c.sync(fsync=True)
+    d.kill9()
+    _truncate_lines(Path(o.dir) / "trace.jsonl", 3, torn=b'{"ts":"x","ste')
+    d.start()
+    assert _notes(o.dir) == ["n-0", "n-1", "n-2"]
+    with d.client() as c:
+        info = c.status()
+    assert (info["torn_tails_moved"], info["wal_replayed_lines"], info["wal_stale_lines"]) == (1, 1, 0)
+
+
+def test_a_log_of_the_first_format_is_still_replayed(tmp_path: Path) -> None:
+    """Frames written before the identity was added (magic ``TWAL``) go back by step alone."""
+    sdir = tmp_path / "s"
+    sdir.mkdir()
+    lines = [json.dumps({"ts": "2026-01-01T00:00:00.000000Z", "skill": "v1", "session_id": "s", "step": k,
+                         "phase": "start" if k == 1 else "note", "payload": {}}).encode() + b"\n" for k in (1, 2, 3)]
+    (sdir / "trace.jsonl").write_bytes(lines[0])
+    payload = str(sdir).encode() + b"\0" + lines[1] + lines[2]
+    log_dir = tmp_path / "wal"
+    log_dir.mkdir()
+    (log_dir / f"{1:016d}.log").write_bytes(wal.HEADER.pack(wal.MAGIC_V1, len(payload), zlib.crc32(payload)) + payload)
+    assert wal.read_frames((log_dir / f"{1:016d}.log").read_bytes()) == ([(str(sdir), None, lines[1] + lines[2])], 0)
+    done = wal.replay(log_dir)
+    assert (done.lines, done.stale) == ({str(sdir): 2}, 0)
+    assert (sdir / "trace.jsonl").read_bytes() == b"".join(lines)
+    assert list(log_dir.iterdir()) == []

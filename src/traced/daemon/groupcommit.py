@@ -71,7 +71,9 @@ class GroupCommit:
         self.rounds = 0
         """Sync rounds run (each covers every trace its waiters touched)."""
         self.fsyncs = 0
-        """fdatasync calls made on traces."""
+        """Traces made durable by sync rounds: each by its own fdatasync or by the log's (``log_syncs``)."""
+        self.log_syncs = 0
+        """fdatasyncs of the write-ahead log (one per round that logged lines)."""
 
     async def wait(self, journals: list[Journal]) -> None:
         """Return once every write so far to ``journals`` is fdatasynced.
@@ -104,7 +106,7 @@ class GroupCommit:
     async def _run(self, rnd: _Round) -> None:
         self._inflight, self._next = rnd, _Round()
         try:
-            logged: list[tuple[str, bytes]] = []
+            logged: list[tuple[str, str, bytes]] = []
             by_log: list[int] = []
             by_sync: list[tuple[int, tuple[Journal, int]]] = []
             wal = self.wal if self.wal is not None and self.log_wanted() else None
@@ -114,9 +116,9 @@ class GroupCommit:
                 rnd.targets[key] = (j, gen)
                 small = cap is None or j.bytes_written - j.round_bytes <= cap
                 j.round_bytes = j.bytes_written
-                if wal is not None and j.wal is not None and j.wal_base <= j.synced_gen and small:
+                if wal is not None and j.wal is not None and j.wal_base <= j.synced_gen and small and j.ident:
                     if j.wal:
-                        logged.append((j.dir, b"".join(j.wal)))
+                        logged.append((j.dir, j.ident, b"".join(j.wal)))
                         j.wal = []
                     by_log.append(key)
                 else:  # lines the log never saw (or a large trace): fdatasync it; the log keeps what follows
@@ -132,11 +134,12 @@ class GroupCommit:
                     j.synced_gen = max(j.synced_gen, gen)
             self.rounds += 1
             self.fsyncs += len(rnd.targets) - len(rnd.errors)
+            self.log_syncs += 1 if logged and not any(key in rnd.errors for key in by_log) else 0
         finally:
             self._inflight = None
             rnd.done.set()
 
-    def _sync_all(self, rnd: _Round, logged: list[tuple[str, bytes]], by_log: list[int],
+    def _sync_all(self, rnd: _Round, logged: list[tuple[str, str, bytes]], by_log: list[int],
                   by_sync: list[tuple[int, tuple[Journal, int]]], retire: bool) -> None:
         """Log and fdatasync ``logged`` once, fdatasync every trace of ``by_sync`` at once (a worker thread).
 

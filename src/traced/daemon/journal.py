@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
@@ -98,6 +99,9 @@ class Journal:
     """The write generation from which every write is kept in ``wal``."""
     round_bytes: int = 0
     """``bytes_written`` as of its last sync round (how much it wrote since: ``GroupCommit``)."""
+    ident: str = ""
+    """The trace file's identity (``trace_ident``), read by its first fdatasync; "" until then.
+    The write-ahead log tags this trace's lines with it."""
 
     def __post_init__(self) -> None:
         self.path = os.path.join(self.dir, TRACE)
@@ -152,9 +156,38 @@ class Journal:
         fd = layout.open_regular(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             os.fdatasync(fd)
+            if not self.ident:
+                self.ident = ident_of(fd)
         finally:
             os.close(fd)
         self.synced_gen = max(self.synced_gen, target)
+
+
+IDENT_READ: Final = 65536
+"""Bytes read for a trace's first line (a start record is far shorter)."""
+
+
+def ident_of(fd: int) -> str:
+    """A trace's identity: the CRC-32 of its first line (its ``start`` record, whose ``ts`` has
+    microseconds), 8 hex digits; "" when the file holds no whole first line. A trace deleted and
+    written again at the same path (a session id reused) gets another one. Raises OSError."""
+    head = os.pread(fd, IDENT_READ, 0)
+    end = head.find(b"\n")
+    return f"{zlib.crc32(head[: end + 1]):08x}" if end >= 0 else ""
+
+
+def trace_ident(path: str) -> str:
+    """``ident_of`` the trace at ``path``; "" when it is missing or unreadable."""
+    try:
+        fd = layout.open_regular(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return ""
+    try:
+        return ident_of(fd)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 def line_bytes(data: bytes | bytearray, lines: int) -> int:

@@ -534,7 +534,8 @@ class Registry:
 
     @property
     def fsyncs(self) -> int:
-        """fdatasync calls made on traces (tests check that every durable ack was covered)."""
+        """Traces made durable: by sync rounds (each by its own fdatasync or by the log's) and at close
+        (``status``'s ``fsyncs``; tests check that every durable ack was covered)."""
         return self._fsyncs + self.commit.fsyncs
 
     async def durable(self, lives: Iterable[Live]) -> None:

@@ -146,10 +146,13 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
     registry.roots.load()
     # the log's acked lines that a power cut took from their traces go back before anything else
     replayed = await anyio.to_thread.run_sync(wal.replay, registry.commit_log_dir)
-    if replayed.lines or replayed.gone or replayed.torn_bytes or replayed.failed:
+    if replayed.lines or replayed.gone or replayed.torn_bytes or replayed.failed or replayed.stale:
         log.info("wal_recovered", sessions=len(replayed.lines), lines=sum(replayed.lines.values()),
                  gone=len(replayed.gone), torn_bytes=replayed.torn_bytes, gaps=replayed.gaps,
-                 failed=len(replayed.failed))
+                 stale=replayed.stale, failed=len(replayed.failed))
+    registry.stats.torn_tails_moved += replayed.torn_moved
+    registry.stats.wal_replayed_lines = sum(replayed.lines.values())
+    registry.stats.wal_stale_lines = replayed.stale
     bus = Bus()
     registry.on_durable.append(lambda _live, records: bus.publish(records))
     registry.listening.append(lambda: bool(bus.subscribers))
@@ -294,7 +297,10 @@ def status_info(registry: Registry, connections: int, bus: Bus, fsync: str, reap
         "fsync": fsync,
         "fsyncs": registry.fsyncs,
         "sync_rounds": registry.commit.rounds,
+        "wal_syncs": registry.commit.log_syncs,
         "wal_checkpoints": registry.commit.wal.checkpoints if registry.commit.wal is not None else 0,
+        "wal_replayed_lines": st.wal_replayed_lines,
+        "wal_stale_lines": st.wal_stale_lines,
         "open_fds": len(registry.fds),
         **bus.status(),
     }

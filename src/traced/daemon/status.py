@@ -19,6 +19,10 @@ class Stats:
     sessions_closed: int = 0
     finalized: dict[str, int] = field(default_factory=dict)
     torn_tails_moved: int = 0
+    wal_replayed_lines: int = 0
+    """Lines the write-ahead log put back into their traces at start (a power cut had taken them)."""
+    wal_stale_lines: int = 0
+    """Logged lines left out at start: they belonged to an earlier trace at the same path."""
     client_events_lost: int = 0
     """Events clients reported lost: the daemon was away and their spool could not be written."""
     recent: list[tuple[float, int]] = field(default_factory=list)

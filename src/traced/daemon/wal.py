@@ -1,8 +1,10 @@
 """The daemon-wide write-ahead log of ``fsync = "always"`` and ``"batch"``: one fdatasync covers every session.
 
 ``<state>/wal/<seq>.log``, seq a 16-digit decimal, holds frames: a 12-byte header
-(``>III``: magic ``TWAL``'s u32, payload length in bytes, CRC-32 of the payload), then
-the payload: the session dir (UTF-8), ``\\0``, then whole trace lines as written.
+(``>III``: magic ``TWL2``'s u32, payload length in bytes, CRC-32 of the payload), then
+the payload: the session dir (UTF-8), ``\\0``, the trace's identity (``journal.trace_ident``:
+8 hex digits, the CRC-32 of its first line), ``\\0``, then whole trace lines as written.
+Frames of the first format (magic ``TWAL``: no identity) are still read.
 
 Write order, and why: a line goes to its trace first (``write(2)``, page cache: it
 survives a ``kill -9`` of the daemon), then, in the next sync round, to the log,
@@ -20,7 +22,9 @@ step is past the trace's last complete step (a torn tail is moved aside first,
 as always), in log order: gap-free, and exactly once, since a line whose step
 is already there is skipped. A torn last frame (a crash inside the log's own
 write, never acked) ends a segment's replay; an entry for a session dir that
-is gone is skipped and logged.
+is gone is skipped and logged, and so is one whose identity is not the trace's
+now: lines of an earlier trace at that path (deleted, and its session id used
+again), which must not come back into the new one.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import Final
 import msgspec
 import structlog
 
-from traced.daemon.journal import scan
+from traced.daemon.journal import scan, trace_ident
 from traced.format import layout
 from traced.format.layout import FILE_MODE, TRACE
 from traced.format.records import record_decoder
@@ -47,29 +51,36 @@ __all__ = ["Replayed", "WriteAheadLog", "replay"]
 log = structlog.get_logger("traced.daemon.wal")
 
 HEADER: Final = struct.Struct(">III")
-MAGIC: Final = int.from_bytes(b"TWAL", "big")
+MAGIC: Final = int.from_bytes(b"TWL2", "big")
+MAGIC_V1: Final = int.from_bytes(b"TWAL", "big")
+"""Frames with no trace identity (a log written before it was added): replayed by step alone."""
 SUFFIX: Final = ".log"
 
 
-def frame(session_dir: str, lines: bytes | bytearray | memoryview) -> bytes:
-    """One log frame: header, then ``session_dir`` NUL ``lines``."""
-    payload = session_dir.encode() + b"\0" + bytes(lines)
+def frame(session_dir: str, ident: str, lines: bytes | bytearray | memoryview) -> bytes:
+    """One log frame: header, then ``session_dir`` NUL ``ident`` NUL ``lines``."""
+    payload = session_dir.encode() + b"\0" + ident.encode() + b"\0" + bytes(lines)
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
-def read_frames(data: bytes) -> tuple[list[tuple[str, bytes]], int]:
-    """Parse a segment: (entries (session dir, lines), bytes of torn or invalid tail left over)."""
-    out: list[tuple[str, bytes]] = []
+def read_frames(data: bytes) -> tuple[list[tuple[str, str | None, bytes]], int]:
+    """Parse a segment: (entries (session dir, trace identity or None for a first-format frame,
+    lines), bytes of torn or invalid tail left over)."""
+    out: list[tuple[str, str | None, bytes]] = []
     pos = 0
     while pos + HEADER.size <= len(data):
         magic, size, crc = HEADER.unpack_from(data, pos)
         payload = data[pos + HEADER.size: pos + HEADER.size + size]
-        if magic != MAGIC or len(payload) != size or zlib.crc32(payload) != crc:
+        if magic not in (MAGIC, MAGIC_V1) or len(payload) != size or zlib.crc32(payload) != crc:
             break
-        sdir, sep, lines = payload.partition(b"\0")
+        sdir, sep, rest = payload.partition(b"\0")
+        ident: str | None = None
+        if sep and magic == MAGIC:
+            raw, sep, rest = rest.partition(b"\0")
+            ident = raw.decode("ascii", "replace")
         if not sep:
             break
-        out.append((sdir.decode(errors="surrogateescape"), lines))
+        out.append((sdir.decode(errors="surrogateescape"), ident, rest))
         pos += HEADER.size + size
     return out, len(data) - pos
 
@@ -121,14 +132,14 @@ class WriteAheadLog:
         _sync_dir(self.dir)  # the segment's name must outlive a power cut as much as its bytes
         self.size = 0
 
-    def append_sync(self, entries: Sequence[tuple[str, bytes]]) -> None:
-        """Append one frame per (session dir, lines), fdatasync, then checkpoint if the log is full.
+    def append_sync(self, entries: Sequence[tuple[str, str, bytes]]) -> None:
+        """Append one frame per (session dir, trace identity, lines), fdatasync, then checkpoint if the log is full.
 
         Raises OSError when the log cannot be written or synced (no ack may then go out).
         """
         if self._fd < 0:
             self._open()
-        data = memoryview(b"".join(frame(sdir, lines) for sdir, lines in entries))
+        data = memoryview(b"".join(frame(sdir, ident, lines) for sdir, ident, lines in entries))
         done = 0
         try:
             while done < len(data):
@@ -138,7 +149,7 @@ class WriteAheadLog:
             self._abandon()  # a segment with a torn frame takes no more frames after it
             raise
         self.size += done
-        for sdir, _lines in entries:
+        for sdir, _ident, _lines in entries:
             self.covered.add(os.path.join(sdir, TRACE))
         if self.size >= self.checkpoint_bytes:
             try:
@@ -202,6 +213,10 @@ class Replayed:
     """Segments or session dirs that could not be read or written (the log then stays)."""
     torn_bytes: int = 0
     gaps: int = 0
+    stale: int = 0
+    """Logged lines not put back: they belong to an earlier trace at the same path."""
+    torn_moved: int = 0
+    """Traces whose torn tail was moved aside before the lines went back."""
 
 
 def _step(line: bytes) -> int | None:
@@ -221,7 +236,7 @@ def replay(directory: Path) -> Replayed:
     """
     done = Replayed()
     segments = _segments(directory)
-    pending: dict[str, list[bytes]] = {}
+    pending: dict[str, list[tuple[str | None, bytes]]] = {}
     for seg in segments:
         try:
             entries, torn = read_frames(seg.read_bytes())
@@ -232,8 +247,8 @@ def replay(directory: Path) -> Replayed:
         if torn:
             done.torn_bytes += torn
             log.warning("wal_torn_tail", segment=seg.name, bytes=torn)
-        for sdir, lines in entries:
-            pending.setdefault(sdir, []).append(lines)
+        for sdir, ident, lines in entries:
+            pending.setdefault(sdir, []).append((ident, lines))
     for sdir, chunks in pending.items():
         if not os.path.isdir(sdir):
             done.gone.append(sdir)
@@ -252,12 +267,18 @@ def replay(directory: Path) -> Replayed:
     return done
 
 
-def _replay_one(sdir: str, chunks: list[bytes], done: Replayed) -> None:
+def _replay_one(sdir: str, chunks: list[tuple[str | None, bytes]], done: Replayed) -> None:
     path = os.path.join(sdir, TRACE)
-    last = scan(path).last_step
+    tail = scan(path)
+    last = tail.last_step
+    done.torn_moved += 1 if tail.torn_bytes else 0
+    now = trace_ident(path)
     out = bytearray()
-    n = 0
-    for chunk in chunks:
+    n = stale = 0
+    for ident, chunk in chunks:
+        if ident is not None and ident != now:  # an earlier trace's lines (deleted, its path used again)
+            stale += chunk.count(b"\n")
+            continue
         for line in chunk.splitlines(keepends=True):
             step = _step(line)
             if step is None or step <= last:
@@ -268,6 +289,9 @@ def _replay_one(sdir: str, chunks: list[bytes], done: Replayed) -> None:
             out += line
             last = step
             n += 1
+    if stale:
+        done.stale += stale
+        log.warning("wal_stale_lines", session_dir=sdir, lines=stale, trace_ident=now)
     if not n:
         return
     flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -203,6 +203,31 @@ def test_event_after_close_and_unknown_session(daemon: Daemon) -> None:
     assert len(read_trace(Path(opened.dir) / "trace.jsonl")) == 2
 
 
+def test_a_close_resent_after_a_restart_gets_the_recorded_ending(daemon: Daemon) -> None:
+    """A daemon killed after it ended a session (end written, meta.json written, open marker gone)
+    but before its reply reached the client: the client resends the close to the next daemon, which
+    never heard of the session. It finds it on disk by its id and answers with the recorded ending,
+    writing nothing (before: ``unknown_session``, raised from a clean ``with client.session()``)."""
+    with daemon.client() as c:
+        opened = c.open("resent", owner_pid=-1)
+        c.emit(opened.session_id, "note", {"message": "x"})
+        c.end(opened.session_id, "success", summary="done")
+    daemon.kill9()
+    daemon.start()
+    trace = Path(opened.dir) / "trace.jsonl"
+    before = trace.read_bytes()
+    with daemon.client() as c:
+        again = c.end(opened.session_id, "failure")
+        assert (again["outcome"], again["summary"], again["steps"]) == ("success", "done", 3)
+        with pytest.raises(RequestError) as e:
+            c.end("01JD0000000000000000000000")
+        assert e.value.code == "unknown_session", "an id found nowhere is still unknown"
+        with pytest.raises(RequestError) as e:
+            c.emit(opened.session_id, "note", {"message": "late"})
+        assert e.value.code == "session_closed"
+    assert trace.read_bytes() == before
+
+
 def _raw(daemon: Daemon) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(10)

@@ -348,6 +348,11 @@ class Handler:
                 return self._open(conn, req, cwd, loaded)
             case protocol.Close():
                 summary = self.intake.text(self.redactor_of(conn), req.summary)
+                registry = self.registry
+                if req.session_id not in registry.sessions and req.session_id not in registry.ended:
+                    loaded = await anyio.to_thread.run_sync(registry.preload_ended, req.session_id)
+                    if loaded is not None and req.session_id not in registry.sessions:
+                        registry.peek(loaded.sdir, loaded)  # ended: the close is answered with its meta
                 live = await self.end_session(req.session_id, req.outcome, summary, None, event_time(req.ts))
                 return protocol.Closed(id=req.id, meta=meta_dict(live.state.m))
             case protocol.Sync():

@@ -293,6 +293,28 @@ class Registry:
             return None
         return self.load(sdir)
 
+    def preload_ended(self, session_id: str) -> Loaded | None:
+        """``load`` a session this daemon does not know, found by its id alone under any of its roots
+        (worker thread): a ``close`` resent after a restart, whose first copy ended it and lost its
+        reply (the open marker was gone, so recovery did not load it). None when not found."""
+        if session_id in self.sessions or session_id in self.ended:
+            return None
+        try:
+            layout.check_name("session id", session_id)
+        except InvalidName:
+            return None
+        for root in list(self.roots):
+            for day in layout.date_dirs(root):
+                for skill in layout.subdirs(os.path.join(root, day)):
+                    if not os.path.isfile(os.path.join(root, day, skill, session_id, layout.TRACE)):
+                        continue
+                    try:  # never read through a symlink planted below the root
+                        os.close(layout.open_dir_nofollow(Path(root), (day, skill, session_id), create=False))
+                    except OSError:
+                        continue
+                    return self.load(Path(root, day, skill, session_id))
+        return None
+
     def _adopt(self, sdir: Path, root: Path, op: Op, loaded: Loaded | None = None) -> Live:
         """Load a session from disk for ``op``: last step from the file's tail, never from memory.
 
@@ -485,10 +507,11 @@ class Registry:
             hook(live)
         return live, False
 
-    def peek(self, sdir: Path) -> Live | None:
-        """Load an ended session (to answer resent closes and take late records); None if it is not ended."""
+    def peek(self, sdir: Path, loaded: Loaded | None = None) -> Live | None:
+        """Load an ended session (to answer resent closes and take late records); None if it is not ended.
+        ``loaded``: what ``preload_ended`` read off the loop."""
         try:
-            live = self._adopt(sdir, sdir.parents[2], "open_ended")
+            live = self._adopt(sdir, sdir.parents[2], "open_ended", loaded)
         except (OSError, RequestError) as e:
             log.error("peek_failed", session_dir=str(sdir), error=str(e))
             return None

@@ -10,6 +10,7 @@ become one journal write (``_Run``). Every per-request failure becomes an
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -109,6 +110,10 @@ class Handler:
         """What a ``status`` with ``held`` adds: the sessions this daemon holds (set by ``serve``)."""
         self._loading: dict[str, anyio.Lock] = {}
         """Sessions being read from disk for an ``open`` (one reader per session at a time)."""
+        self._recalling = anyio.Lock()
+        """One search at a time for a closed session this daemon does not hold (``_recall``)."""
+        self._not_found: dict[str, float] = {}
+        """Session ids such a search did not find -> when (monotonic s): not searched again for a while."""
 
     def redactor_of(self, conn: Connection) -> Redactor:
         """The redactor for ``conn``'s data: the daemon's (after a reload, its new one, redaction turned
@@ -348,11 +353,7 @@ class Handler:
                 return self._open(conn, req, cwd, loaded)
             case protocol.Close():
                 summary = self.intake.text(self.redactor_of(conn), req.summary)
-                registry = self.registry
-                if req.session_id not in registry.sessions and req.session_id not in registry.ended:
-                    loaded = await anyio.to_thread.run_sync(registry.preload_ended, req.session_id)
-                    if loaded is not None and req.session_id not in registry.sessions:
-                        registry.peek(loaded.sdir, loaded)  # ended: the close is answered with its meta
+                await self._recall(req.session_id)
                 live = await self.end_session(req.session_id, req.outcome, summary, None, event_time(req.ts))
                 return protocol.Closed(id=req.id, meta=meta_dict(live.state.m))
             case protocol.Sync():
@@ -370,6 +371,31 @@ class Handler:
                 conn.subscription = (req.id, sub)
                 return protocol.Subscribed(id=req.id, buffer=sub.capacity)
         raise RequestError("bad_frame", f"unexpected request {type(req).__name__}")
+
+    async def _recall(self, session_id: str) -> None:
+        """Load an ended session this daemon does not hold, found on disk by its id (a ``close`` resent
+        after a restart), so that the close is answered with its recorded ending.
+
+        One search at a time, off the loop; an id not found is not searched again for
+        ``NOT_FOUND_TTL`` seconds: closes of unknown ids cost no thread and no disk walk each.
+        """
+        registry = self.registry
+        if session_id in registry.sessions or session_id in registry.ended:
+            return
+        now = time.monotonic()
+        seen = self._not_found.get(session_id)
+        if seen is not None and now - seen < NOT_FOUND_TTL:
+            return
+        async with self._recalling:
+            if session_id in registry.sessions or session_id in registry.ended:
+                return
+            loaded = await anyio.to_thread.run_sync(registry.preload_ended, session_id)
+            if loaded is None:
+                if len(self._not_found) >= NOT_FOUND_MAX:
+                    self._not_found.clear()
+                self._not_found[session_id] = time.monotonic()
+            elif session_id not in registry.sessions:
+                registry.peek(loaded.sdir, loaded)  # ended: the close is answered with its meta
 
     def _open(self, conn: Connection, req: protocol.Open, cwd: str, loaded: Loaded | None) -> protocol.Opened:
         limit = self.config.max_sessions_per_connection
@@ -425,6 +451,10 @@ class Handler:
         return live
 
 
+NOT_FOUND_TTL: Final = 10.0
+"""Seconds a session id that a ``close`` search did not find on disk is not searched for again."""
+NOT_FOUND_MAX: Final = 1024
+"""Such ids remembered at most (then forgotten all at once)."""
 _PAYLOAD: Final = attrgetter("payload")
 _WIRE: Final = attrgetter("wire")
 

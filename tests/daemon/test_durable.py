@@ -94,6 +94,11 @@ def _segments(d: Daemon) -> list[Path]:
     return sorted((d.state / "traced" / "wal").glob("*.log"))
 
 
+def _frames(d: Daemon) -> list[tuple[str, str | None, bytes]]:
+    """Every frame of the log, in log order."""
+    return [entry for seg in _segments(d) for entry in wal.read_frames(seg.read_bytes())[0]]
+
+
 def _logged(d: Daemon) -> dict[str, list[int]]:
     """Session dir -> steps the log holds, in log order."""
     out: dict[str, list[int]] = {}
@@ -308,10 +313,10 @@ def test_batch_power_cut_after_a_synced_round_restores_every_line_it_covered(dae
 
 
 def test_a_session_id_used_again_after_its_dir_was_deleted_gets_none_of_the_old_lines(daemon_factory: Any) -> None:
-    """The log tags each trace's lines with the trace's identity (its first line's CRC-32). A session
-    deleted while the daemon runs and then opened again under the same id (an agent resuming its own
-    session id) is a new trace at the same path: after a kill -9, the old trace's logged lines stay
-    out of it (before, they came back with a step gap, deleted content included)."""
+    """A session deleted while the daemon runs and then opened again under the same id (an agent resuming
+    its own session id) is a new trace at the same path: after a kill -9, the old trace's logged lines
+    stay out of it (before, they came back with a step gap, deleted content included). The log holds
+    both traces' lines, each tagged with its trace's identity, and a reset frame between them."""
     d: Daemon = daemon_factory("--fsync", "batch", env={"TRACED_FSYNC_INTERVAL": "3600"})
     sid = "agent-session-reused-1"
     with d.client() as c:
@@ -330,9 +335,10 @@ def test_a_session_id_used_again_after_its_dir_was_deleted_gets_none_of_the_old_
         c.emit(sid, "note", {"message": "new-1"})
         c.sync(fsync=True)  # logged, under the new trace's identity
     d.kill9()
-    old_ident, new_ident = {ident for seg in _segments(d) for _s, ident, _l in wal.read_frames(seg.read_bytes())[0]}, \
-        trace_ident(str(Path(first.dir) / "trace.jsonl"))
-    assert new_ident in old_ident and len(old_ident) == 2, "both traces' lines are in the log, each tagged"
+    frames = [(ident, lines.count(b"\n")) for _s, ident, lines in _frames(d)]
+    new_ident = trace_ident(str(Path(first.dir) / "trace.jsonl"))
+    assert [n for _i, n in frames] == [5, 0, 1] and frames[1:] == [("", 0), (new_ident, 1)]
+    assert frames[0][0] not in ("", new_ident)
     d.start()
     assert _notes(first.dir) == ["new-0", "new-1"]
     stale = [e for e in d.logs() if e.get("event") == "wal_stale_lines"]
@@ -340,6 +346,106 @@ def test_a_session_id_used_again_after_its_dir_was_deleted_gets_none_of_the_old_
     with d.client() as c:
         info = c.status()
     assert (info["wal_stale_lines"], info["wal_replayed_lines"]) == (5, 0)
+
+
+def test_a_session_id_used_again_with_the_same_start_time_gets_none_of_the_old_lines(daemon_factory: Any) -> None:
+    """A client that gives the same ``open`` ``ts`` (and input) twice writes byte-identical start records,
+    so both traces have one identity: the reset frame the daemon logs before the second start record
+    keeps the first trace's lines out, after a kill -9 and after a power cut that took logged lines."""
+    d: Daemon = daemon_factory("--fsync", "batch", env={"TRACED_FSYNC_INTERVAL": "3600"})
+    sid, ts = "agent-session-same-ts", 1764547200.123456
+    with d.client() as c:
+        first = c.open("reuse", session_id=sid, owner_pid=-1, ts=ts, input={"task": "x"})
+        for i in range(6):
+            c.emit(sid, "note", {"message": f"old-{i}"})
+            if i in (0, 5):  # the first: the trace's own fdatasync; the last: logged
+                c.sync(fsync=True)
+        c.end(sid, "success")
+        assert c.status()["wal_resets"] == 0
+        old_ident = trace_ident(str(Path(first.dir) / "trace.jsonl"))
+        shutil.rmtree(first.dir)
+        again = c.open("reuse", session_id=sid, owner_pid=-1, ts=ts, input={"task": "x"})
+        assert again.dir == first.dir
+        assert trace_ident(str(Path(first.dir) / "trace.jsonl")) == old_ident, "the identity cannot tell them apart"
+        for i in range(3):
+            c.emit(sid, "note", {"message": f"new-{i}"})
+            if i in (0, 2):  # the new trace's own first fdatasync, then logged
+                c.sync(fsync=True)
+        assert c.status()["wal_resets"] == 1
+    d.kill9()
+    frames = [(ident, lines.count(b"\n")) for s, ident, lines in _frames(d) if s == first.dir]
+    assert frames == [(old_ident, 5), ("", 0), (old_ident, 2)], "old lines, the reset, the new trace's lines"
+    _truncate_lines(Path(first.dir) / "trace.jsonl", 2)  # a power cut took new-1 and new-2 (logged)
+    d.start()
+    assert _notes(first.dir) == ["new-0", "new-1", "new-2"]
+    with d.client() as c:
+        info = c.status()
+    assert (info["wal_stale_lines"], info["wal_replayed_lines"], info["wal_resets"]) == (5, 2, 0)
+    assert [(e["lines"], e.get("reason")) for e in d.logs() if e.get("event") == "wal_stale_lines"] == [(5, "reset")]
+
+
+def test_the_log_writes_a_reset_only_where_it_holds_an_earlier_traces_lines(tmp_path: Path) -> None:
+    """``WriteAheadLog.reset``: a frame (identity "", no lines) only for a trace the current segment, a
+    running checkpoint's segments or a failed replay's segments hold lines of; each once."""
+    log_dir = tmp_path / "wal"
+    w = wal.WriteAheadLog(log_dir, 1 << 30)
+    a, b, c = (str(tmp_path / n) for n in "abc")
+    line = b'{"step":2}\n'
+    w.append_sync([(a, "0000000a", line)])
+    assert (w.reset(b), w.reset(a), w.reset(a)) == (False, True, False)
+    w.held = {os.path.join(c, "trace.jsonl")}
+    assert w.reset(c) is True
+    assert w.resets == 2
+    assert wal.read_frames(_only(log_dir).read_bytes()) == ([(a, "0000000a", line), (a, "", b""), (c, "", b"")], 0)
+    w.append_sync([(b, "0000000b", line)])
+    w.checkpoint()
+    assert (list(log_dir.iterdir()), w.reset(b)) == ([], False), "a checkpoint leaves nothing to reset"
+
+
+def _only(directory: Path) -> Path:
+    (seg,) = directory.iterdir()
+    return seg
+
+
+def test_a_reset_during_a_checkpoint_goes_to_the_next_segment_which_the_checkpoint_keeps(tmp_path: Path) -> None:
+    """The event loop may write a reset while a checkpoint syncs traces: the trace is in the segments the
+    checkpoint retires, so the reset is needed, and it opens a segment the checkpoint must not delete."""
+    log_dir = tmp_path / "wal"
+    w = wal.WriteAheadLog(log_dir, 1 << 30)
+    a = str(tmp_path / "a")
+    w.append_sync([(a, "0000000a", b'{"step":2}\n')])
+    resets: list[bool] = []
+
+    def map_and_reset(fn: Any, items: Any) -> Any:
+        resets.append(w.reset(a))  # what the loop may do while the trace syncs run
+        return map(fn, items)
+
+    w.map = map_and_reset
+    w.checkpoint()
+    assert resets == [True]
+    seg = _only(log_dir)
+    assert seg.name == f"{2:016d}.log"
+    w.append_sync([(a, "000000a2", b'{"step":2}\n')])
+    assert wal.read_frames(seg.read_bytes()) == ([(a, "", b""), (a, "000000a2", b'{"step":2}\n')], 0)
+
+
+def test_replay_leaves_out_what_a_reset_frame_follows(tmp_path: Path) -> None:
+    """Lines logged for a session dir before its reset frame stay out; the ones after go back."""
+    sdir = tmp_path / "s"
+    sdir.mkdir()
+    lines = [json.dumps({"ts": "2026-01-01T00:00:00.000000Z", "skill": "r", "session_id": "s", "step": k,
+                         "phase": "start" if k == 1 else "note", "payload": {}}).encode() + b"\n" for k in (1, 2, 3, 4)]
+    (sdir / "trace.jsonl").write_bytes(lines[0])
+    ident = trace_ident(str(sdir / "trace.jsonl"))
+    log_dir = tmp_path / "wal"
+    log_dir.mkdir()
+    d = str(sdir)
+    (log_dir / f"{1:016d}.log").write_bytes(wal.frame(d, ident, lines[1] + lines[2] + lines[3]) + wal.frame(d, "", b""))
+    (log_dir / f"{2:016d}.log").write_bytes(wal.frame(d, ident, lines[1]))
+    done = wal.replay(log_dir)
+    assert (done.lines, done.stale, done.held) == ({d: 1}, 3, set())
+    assert (sdir / "trace.jsonl").read_bytes() == lines[0] + lines[1]
+    assert list(log_dir.iterdir()) == []
 
 
 def test_a_torn_tail_the_replay_moves_aside_is_counted(daemon_factory: Any) -> None:
@@ -357,6 +463,25 @@ def test_a_torn_tail_the_replay_moves_aside_is_counted(daemon_factory: Any) -> N
     with d.client() as c:
         info = c.status()
     assert (info["torn_tails_moved"], info["wal_replayed_lines"], info["wal_stale_lines"]) == (1, 1, 0)
+
+
+def test_replay_leaves_out_lines_whose_identity_is_not_the_traces(tmp_path: Path) -> None:
+    """A trace replaced while no daemon ran (no reset frame): the lines logged under another identity stay
+    out, and the ones under the trace's own go back."""
+    sdir = tmp_path / "s"
+    sdir.mkdir()
+    lines = [json.dumps({"ts": "2026-01-01T00:00:00.000000Z", "skill": "i", "session_id": "s", "step": k,
+                         "phase": "start" if k == 1 else "note", "payload": {}}).encode() + b"\n" for k in (1, 2, 3)]
+    (sdir / "trace.jsonl").write_bytes(lines[0])
+    ident = trace_ident(str(sdir / "trace.jsonl"))
+    log_dir = tmp_path / "wal"
+    log_dir.mkdir()
+    d = str(sdir)
+    other = wal.frame(d, "0badf00d", lines[1] + lines[2])
+    (log_dir / f"{1:016d}.log").write_bytes(other + wal.frame(d, ident, lines[1]))
+    done = wal.replay(log_dir)
+    assert (done.lines, done.stale) == ({d: 1}, 2)
+    assert (sdir / "trace.jsonl").read_bytes() == lines[0] + lines[1]
 
 
 def test_a_log_of_the_first_format_is_still_replayed(tmp_path: Path) -> None:

@@ -153,6 +153,8 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
     registry.stats.torn_tails_moved += replayed.torn_moved
     registry.stats.wal_replayed_lines = sum(replayed.lines.values())
     registry.stats.wal_stale_lines = replayed.stale
+    if registry.commit.wal is not None:
+        registry.commit.wal.held = replayed.held
     bus = Bus()
     registry.on_durable.append(lambda _live, records: bus.publish(records))
     registry.listening.append(lambda: bool(bus.subscribers))
@@ -299,6 +301,7 @@ def status_info(registry: Registry, connections: int, bus: Bus, fsync: str, reap
         "sync_rounds": registry.commit.rounds,
         "wal_syncs": registry.commit.log_syncs,
         "wal_checkpoints": registry.commit.wal.checkpoints if registry.commit.wal is not None else 0,
+        "wal_resets": registry.commit.wal.resets if registry.commit.wal is not None else 0,
         "wal_replayed_lines": st.wal_replayed_lines,
         "wal_stale_lines": st.wal_stale_lines,
         "open_fds": len(registry.fds),

@@ -4,7 +4,9 @@
 (``>III``: magic ``TWL2``'s u32, payload length in bytes, CRC-32 of the payload), then
 the payload: the session dir (UTF-8), ``\\0``, the trace's identity (``journal.trace_ident``:
 8 hex digits, the CRC-32 of its first line), ``\\0``, then whole trace lines as written.
-Frames of the first format (magic ``TWAL``: no identity) are still read.
+A *reset* frame has an empty identity and no lines: the trace at that session dir was
+created again (``WriteAheadLog.reset``), so no line logged for that dir before it may go
+back into it. Frames of the first format (magic ``TWAL``: no identity) are still read.
 
 Write order, and why: a line goes to its trace first (``write(2)``, page cache: it
 survives a ``kill -9`` of the daemon), then, in the next sync round, to the log,
@@ -24,7 +26,9 @@ is already there is skipped. A torn last frame (a crash inside the log's own
 write, never acked) ends a segment's replay; an entry for a session dir that
 is gone is skipped and logged, and so is one whose identity is not the trace's
 now: lines of an earlier trace at that path (deleted, and its session id used
-again), which must not come back into the new one.
+again), which must not come back into the new one. The identity alone cannot tell two
+traces apart whose start records are byte-identical (a client that gives the same ``open``
+``ts`` twice); the reset frame written before the second one's start record does.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -58,7 +63,8 @@ SUFFIX: Final = ".log"
 
 
 def frame(session_dir: str, ident: str, lines: bytes | bytearray | memoryview) -> bytes:
-    """One log frame: header, then ``session_dir`` NUL ``ident`` NUL ``lines``."""
+    """One log frame: header, then ``session_dir`` NUL ``ident`` NUL ``lines`` (``ident`` "" and no
+    ``lines``: a reset frame)."""
     payload = session_dir.encode() + b"\0" + ident.encode() + b"\0" + bytes(lines)
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
@@ -116,7 +122,16 @@ class WriteAheadLog:
         """Bytes in the current segment."""
         self.covered: set[str] = set()
         """Traces (paths) with lines in the current segment: a checkpoint fdatasyncs them."""
+        self._retiring: set[str] = set()
+        """Traces with lines in the segments a running checkpoint has yet to delete."""
+        self.held: set[str] = set()
+        """Traces with lines in segments a failed replay left (``Replayed.held``): the next start replays them."""
+        self._lock = threading.Lock()
+        """Held while a frame is written and synced and while segments change: ``reset`` runs on the
+        event loop, everything else on the sync round's worker thread."""
         self.checkpoints = 0
+        self.resets = 0
+        """Reset frames written (a trace created again where the log held an earlier one's lines)."""
         self.map: Callable[[Callable[[str], None], Iterable[str]], Iterator[None]] = map
         """How a checkpoint runs its fdatasyncs: ``map`` one after another, or a thread pool's
         ``map`` (``GroupCommit`` sets it: 3,000 traces took 0.14-0.19 s from 64 threads, 0.5-3.5 s alone)."""
@@ -137,25 +152,52 @@ class WriteAheadLog:
 
         Raises OSError when the log cannot be written or synced (no ack may then go out).
         """
+        data = b"".join(frame(sdir, ident, lines) for sdir, ident, lines in entries)
+        with self._lock:
+            self._write_sync(data)
+            for sdir, _ident, _lines in entries:
+                self.covered.add(os.path.join(sdir, TRACE))
+            full = self.size >= self.checkpoint_bytes
+        if full:
+            try:
+                self.checkpoint()
+            except OSError as e:  # the segments stay (replay covers them); the next round tries again
+                log.error("wal_checkpoint_failed", error=e.strerror, filename=e.filename)
+
+    def _write_sync(self, data: bytes) -> None:
+        """Append ``data`` (whole frames) to the current segment and fdatasync it (the lock held). Raises OSError."""
         if self._fd < 0:
             self._open()
-        data = memoryview(b"".join(frame(sdir, ident, lines) for sdir, ident, lines in entries))
+        view = memoryview(data)
         done = 0
         try:
-            while done < len(data):
-                done += os.write(self._fd, data[done:])
+            while done < len(view):
+                done += os.write(self._fd, view[done:])
             os.fdatasync(self._fd)
         except OSError:
             self._abandon()  # a segment with a torn frame takes no more frames after it
             raise
         self.size += done
-        for sdir, _ident, _lines in entries:
-            self.covered.add(os.path.join(sdir, TRACE))
-        if self.size >= self.checkpoint_bytes:
-            try:
-                self.checkpoint()
-            except OSError as e:  # the segments stay (replay covers them); the next round tries again
-                log.error("wal_checkpoint_failed", error=e.strerror, filename=e.filename)
+
+    def reset(self, session_dir: str) -> bool:
+        """Before a trace is created at ``session_dir`` (blocking: one fdatasync, only when needed).
+
+        When the log may still hold lines of an earlier trace there (deleted, and its
+        session id used again), appends and fdatasyncs a reset frame, so that replay puts
+        none of them into the new trace, whatever its identity. Returns whether it wrote one.
+        Raises OSError when the log cannot be written (the trace must then not be created).
+        """
+        path = os.path.join(session_dir, TRACE)
+        with self._lock:
+            if path not in self.covered and path not in self._retiring and path not in self.held:
+                return False
+            self._write_sync(frame(session_dir, "", b""))
+            self.covered.discard(path)
+            self._retiring.discard(path)
+            self.held.discard(path)
+            self.resets += 1
+        log.info("wal_reset", session_dir=session_dir)
+        return True
 
     def _abandon(self) -> None:
         if self._fd >= 0:
@@ -165,22 +207,29 @@ class WriteAheadLog:
     def checkpoint(self) -> None:
         """Make every covered trace durable on its own, then drop the segments that covered it.
 
-        A new segment takes the rounds that follow (the next one opens it): lines
+        A new segment takes the frames that follow (the next one opens it): lines
         written while this runs are logged there, so nothing acked is ever covered
         by neither its trace's fdatasync nor a segment still on disk.
         """
-        self._abandon()
-        covered, self.covered = self.covered, set()
+        with self._lock:
+            self._abandon()
+            last = self._seq
+            covered, self.covered = self.covered, set()
+            self._retiring = set(covered)
+            self.size = 0
         try:
             for _ in self.map(_sync_trace, covered):
                 pass
         except OSError:
-            self.covered |= covered  # nothing deleted: the next checkpoint syncs them all again
+            with self._lock:
+                self.covered |= covered  # nothing deleted: the next checkpoint syncs them all again
+                self._retiring = set()
             raise
         for old in _segments(self.dir):
-            if self._first and int(old.name[: -len(SUFFIX)]) >= self._first:
+            if self._first and self._first <= int(old.name[: -len(SUFFIX)]) <= last:
                 old.unlink()
-        self.size = 0
+        with self._lock:
+            self._retiring = set()
         self.checkpoints += 1
 
     def close(self) -> None:
@@ -217,6 +266,8 @@ class Replayed:
     """Logged lines not put back: they belong to an earlier trace at the same path."""
     torn_moved: int = 0
     """Traces whose torn tail was moved aside before the lines went back."""
+    held: set[str] = field(default_factory=set)
+    """When the log stays (``failed``): the traces it holds lines of (``WriteAheadLog.held``)."""
 
 
 def _step(line: bytes) -> int | None:
@@ -248,6 +299,12 @@ def replay(directory: Path) -> Replayed:
             done.torn_bytes += torn
             log.warning("wal_torn_tail", segment=seg.name, bytes=torn)
         for sdir, ident, lines in entries:
+            if ident == "" and not lines:  # a reset: the trace there was created again after these
+                dropped = sum(chunk.count(b"\n") for _i, chunk in pending.pop(sdir, ()))
+                done.stale += dropped
+                if dropped:
+                    log.warning("wal_stale_lines", session_dir=sdir, lines=dropped, reason="reset")
+                continue
             pending.setdefault(sdir, []).append((ident, lines))
     for sdir, chunks in pending.items():
         if not os.path.isdir(sdir):
@@ -259,7 +316,9 @@ def replay(directory: Path) -> Replayed:
         except OSError as e:
             done.failed.append(sdir)
             log.error("wal_replay_failed", session_dir=sdir, error=e.strerror)
-    if not done.failed:
+    if done.failed:
+        done.held = {os.path.join(sdir, TRACE) for sdir in pending}
+    else:
         for seg in segments:
             seg.unlink()
         if segments:

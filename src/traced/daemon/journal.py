@@ -171,8 +171,8 @@ def ident_of(fd: int) -> str:
     """A trace's identity: the CRC-32 of its first line (its ``start`` record, whose ``ts`` has
     microseconds), 8 hex digits; "" when the file holds no whole first line. A trace deleted and
     written again at the same path (a session id reused) gets another one unless its start record
-    is byte-identical (a client that sends the same ``open`` ``ts`` twice): a known gap, see #19's
-    note. Raises OSError."""
+    is byte-identical (a client that sends the same ``open`` ``ts`` twice); the log's reset frame
+    (``WriteAheadLog.reset``) covers that case. Raises OSError."""
     head = os.pread(fd, IDENT_READ, 0)
     end = head.find(b"\n")
     return f"{zlib.crc32(head[: end + 1]):08x}" if end >= 0 else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from tests.conftest import Daemon, assert_gap_free, read_trace
 from traced import Client, RequestError
+from traced.format import layout
 from traced.wire import protocol
 from traced.wire.framing import Framer
 from traced.wire.protocol import encode
@@ -226,6 +228,31 @@ def test_a_close_resent_after_a_restart_gets_the_recorded_ending(daemon: Daemon)
             c.emit(opened.session_id, "note", {"message": "late"})
         assert e.value.code == "session_closed"
     assert trace.read_bytes() == before
+
+
+def test_a_resent_close_finds_its_session_under_any_skill_and_never_through_a_symlink(daemon: Daemon,
+                                                                                     tmp_path: Path) -> None:
+    """The close names no skill, so the search takes every skill dir of every date, newest first; a
+    session dir that is a symlink (planted below the root, pointing at an ended session elsewhere) is
+    never read: that close stays ``unknown_session``."""
+    with daemon.client() as c:
+        real = c.open("elsewhere", owner_pid=-1)
+        c.end(real.session_id, "success")
+        planted = c.open("zz-skill", session_id="planted-1", owner_pid=-1)
+        c.end("planted-1", "success")
+    daemon.kill9()
+    root = str(Path(real.dir).parent.parent.parent)
+    assert layout.find_session_dir(root, None, real.session_id) == real.dir
+    assert layout.find_session_dir(root, "elsewhere", "planted-1") is None
+    outside = tmp_path / "planted-1"
+    shutil.move(planted.dir, outside)
+    Path(planted.dir).symlink_to(outside)
+    daemon.start()
+    with daemon.client() as c:
+        assert c.end(real.session_id, "failure")["outcome"] == "success"
+        with pytest.raises(RequestError) as e:
+            c.end("planted-1")
+        assert e.value.code == "unknown_session"
 
 
 def _raw(daemon: Daemon) -> socket.socket:

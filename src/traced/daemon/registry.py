@@ -310,15 +310,14 @@ class Registry:
         except InvalidName:
             return None
         for root in list(self.roots):
-            for day in layout.date_dirs(root):
-                for skill in layout.subdirs(os.path.join(root, day)):
-                    if not os.path.isfile(os.path.join(root, day, skill, session_id, layout.TRACE)):
-                        continue
-                    try:  # never read through a symlink planted below the root
-                        os.close(layout.open_dir_nofollow(Path(root), (day, skill, session_id), create=False))
-                    except OSError:
-                        continue
-                    return self.load(Path(root, day, skill, session_id))
+            found = layout.find_session_dir(root, None, session_id)
+            if found is None:
+                continue
+            try:  # never read through a symlink planted below the root
+                os.close(layout.open_dir_nofollow(Path(root), Path(found).relative_to(root).parts, create=False))
+            except OSError:
+                continue
+            return self.load(Path(found))
         return None
 
     def _adopt(self, sdir: Path, root: Path, op: Op, loaded: Loaded | None = None) -> Live:

@@ -169,12 +169,16 @@ def is_session_dir(path: str | os.PathLike[str]) -> bool:
     return os.path.isfile(os.path.join(path, TRACE)) or os.path.isfile(os.path.join(path, META))
 
 
-def find_session_dir(root: str | os.PathLike[str], skill: str, session_id: str) -> str | None:
-    """An existing session directory (with a trace) for (skill, id) under ``root``, newest date first."""
+def find_session_dir(root: str | os.PathLike[str], skill: str | None, session_id: str) -> str | None:
+    """An existing session directory (with a trace) for (skill, id) under ``root``, newest date first;
+    ``skill`` None: under any skill (a ``close`` names none). Only names are checked: the caller
+    opens it without following symlinks."""
     for day in date_dirs(root):
-        candidate = os.path.join(root, day, skill, session_id)
-        if os.path.isfile(os.path.join(candidate, TRACE)):
-            return candidate
+        day_dir = os.path.join(root, day)
+        for sk in (skill,) if skill is not None else subdirs(day_dir):
+            candidate = os.path.join(day_dir, sk, session_id)
+            if os.path.isfile(os.path.join(candidate, TRACE)):
+                return candidate
     return None
 
 

@@ -230,6 +230,30 @@ def test_a_close_resent_after_a_restart_gets_the_recorded_ending(daemon: Daemon)
     assert trace.read_bytes() == before
 
 
+def test_a_close_ends_a_session_on_disk_that_no_daemon_holds(daemon: Daemon) -> None:
+    """A session whose trace never ended and whose open marker was lost (a power cut, a wiped state dir):
+    recovery cannot know it, so the next daemon does not hold it. Its owner's close adopts it and ends it
+    with the owner's outcome (before: ``unknown_session``, and the trace never got an ``end``)."""
+    with daemon.client() as c:
+        o = c.open("orphan", owner_pid=-1)
+        c.emit(o.session_id, "note", {"message": "before"})
+    daemon.kill9()
+    (daemon.state / "traced" / "open" / f"{o.session_id}.json").unlink()
+    daemon.start()
+    with daemon.client() as c:
+        assert c.status()["open_sessions"] == 0
+        ended = c.end(o.session_id, "failure", summary="crashed run")
+        assert (ended["outcome"], ended["summary"], ended["steps"]) == ("failure", "crashed run", 3)
+        again = c.end(o.session_id, "success")
+        assert (again["outcome"], again["steps"]) == ("failure", 3), "ended once"
+    records = read_trace(Path(o.dir) / "trace.jsonl")
+    assert [(r["step"], r["phase"]) for r in records] == [(1, "start"), (2, "note"), (3, "end")]
+    assert records[-1]["payload"] == {"outcome": "failure", "summary": "crashed run"}
+    meta = json.loads((Path(o.dir) / "meta.json").read_text())
+    assert (meta["outcome"], meta["steps"], bool(meta["ended_at"])) == ("failure", 3, True)
+    assert not (daemon.state / "traced" / "open" / f"{o.session_id}.json").exists()
+
+
 def test_a_resent_close_finds_its_session_under_any_skill_and_never_through_a_symlink(daemon: Daemon,
                                                                                      tmp_path: Path) -> None:
     """The close names no skill, so the search takes every skill dir of every date, newest first; a

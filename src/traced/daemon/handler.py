@@ -373,8 +373,9 @@ class Handler:
         raise RequestError("bad_frame", f"unexpected request {type(req).__name__}")
 
     async def _recall(self, session_id: str) -> None:
-        """Load an ended session this daemon does not hold, found on disk by its id (a ``close`` resent
-        after a restart), so that the close is answered with its recorded ending.
+        """Load a session this daemon does not hold, found on disk by its id: an ended one (a ``close``
+        resent after a restart) so that the close is answered with its recorded ending, and one that
+        never ended and that recovery did not adopt (its open marker lost) so that the close ends it.
 
         One search at a time, off the loop; an id not found is not searched again for
         ``NOT_FOUND_TTL`` seconds: closes of unknown ids cost no thread and no disk walk each.
@@ -394,8 +395,8 @@ class Handler:
                 if len(self._not_found) >= NOT_FOUND_MAX:
                     self._not_found.clear()
                 self._not_found[session_id] = time.monotonic()
-            elif session_id not in registry.sessions:
-                registry.peek(loaded.sdir, loaded)  # ended: the close is answered with its meta
+            elif session_id not in registry.sessions:  # ended: answered with its meta; never ended: the close ends it
+                registry.peek(loaded.sdir, loaded, adopt_open=True)
 
     def _open(self, conn: Connection, req: protocol.Open, cwd: str, loaded: Loaded | None) -> protocol.Opened:
         limit = self.config.max_sessions_per_connection

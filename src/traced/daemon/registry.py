@@ -301,8 +301,9 @@ class Registry:
 
     def preload_ended(self, session_id: str) -> Loaded | None:
         """``load`` a session this daemon does not know, found by its id alone under any of its roots
-        (worker thread): a ``close`` resent after a restart, whose first copy ended it and lost its
-        reply (the open marker was gone, so recovery did not load it). None when not found."""
+        (worker thread), for a ``close``: one resent after a restart, whose first copy ended it and lost
+        its reply, or one for a session that never ended and whose open marker was lost (recovery did not
+        load either). None when not found."""
         if session_id in self.sessions or session_id in self.ended:
             return None
         try:
@@ -512,16 +513,21 @@ class Registry:
             hook(live)
         return live, False
 
-    def peek(self, sdir: Path, loaded: Loaded | None = None) -> Live | None:
+    def peek(self, sdir: Path, loaded: Loaded | None = None, *, adopt_open: bool = False) -> Live | None:
         """Load an ended session (to answer resent closes and take late records); None if it is not ended.
-        ``loaded``: what ``preload_ended`` read off the loop."""
+        ``loaded``: what ``preload_ended`` read off the loop. ``adopt_open`` (a ``close`` for it): a session
+        whose trace never ended and that no open marker named (so recovery never adopted it) is adopted
+        open, with an open marker, so that the close ends it."""
         try:
             live = self._adopt(sdir, sdir.parents[2], "open_ended", loaded)
         except (OSError, RequestError) as e:
             log.error("peek_failed", session_dir=str(sdir), error=str(e))
             return None
-        if not live.state.closed:  # it was open after all: not ours to load here
-            self.sessions.pop(live.state.session_id, None)
+        if not live.state.closed:
+            if adopt_open:
+                log.warning("session_adopted_for_close", session_id=live.state.session_id, step=live.state.step)
+                return live
+            self.sessions.pop(live.state.session_id, None)  # it was open after all: not ours to load here
             self.markers.unmark(live.state.session_id)
             return None
         return live

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from tests.conftest import Daemon, assert_gap_free, read_trace, wait_for
 from traced import RequestError
+from traced.daemon import wal
 
 ROOT_ONLY = pytest.mark.skipif(os.getuid() != 0, reason="needs root (a tmpfs mount)")
 FAKETIME = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))), None)
@@ -74,6 +76,59 @@ def test_full_disk_never_leaves_a_fragment_and_writes_resume(daemon_factory: Any
     assert_gap_free(records)
     assert records[-2]["payload"] == {"message": "after the disk had room again"}
     assert records[-1]["phase"] == "end"
+
+
+@ROOT_ONLY
+def test_a_full_disk_under_the_log_falls_back_to_syncing_each_trace(daemon_factory: Any, short_tmp: Path) -> None:
+    """The write-ahead log is on its own full disk (ENOSPC) while the traces have room: durable acks
+    still come, each trace fdatasynced on its own; the log takes no new segment per round meanwhile;
+    once it has room, rounds log again; a kill -9 loses nothing acked either way."""
+    d: Daemon = daemon_factory("--fsync", "always", start=False)
+    wal_dir = d.state / "traced" / "wal"
+    wal_dir.mkdir(parents=True, mode=0o700)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(wal_dir)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        d.start()
+        blocker = wal_dir / "fill"
+        fd = os.open(blocker, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(fd, b"\0" * 65536):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        with d.client() as c:
+            s = c.session("logfull", owner_pid=-1)
+            before = c.status()
+            steps = [s.note(f"while full {i}") for i in range(20)]
+            assert steps == list(range(2, 22))
+            during = c.status()
+            assert during["wal_syncs"] == before["wal_syncs"]
+            assert during["fsyncs"] - before["fsyncs"] >= 20, "each ack was covered by the trace's own fdatasync"
+            assert sorted(p.name for p in wal_dir.iterdir() if p.name != "fill") in ([], [f"{1:016d}.log"]), \
+                "no new segment per failed round"
+            assert [e["event"] for e in d.logs() if e.get("event", "").startswith("wal_")] == ["wal_write_failed"]
+            blocker.unlink()
+            wait_for(lambda: (s.note("room again"), c.status()["wal_syncs"] > during["wal_syncs"])[1],
+                     what="rounds logging again once the log has room")
+            last = s.note("last")
+            for seg in wal_dir.iterdir():
+                assert wal.read_frames(seg.read_bytes())[1] == 0, "no partial frame left in a segment"
+        assert [e["event"] for e in d.logs() if e.get("event", "").startswith("wal_")] == \
+            ["wal_write_failed", "wal_writable_again"]
+        d.kill9()
+        d.start()
+        records = read_trace(Path(s.dir) / "trace.jsonl")
+        assert_gap_free(records)
+        assert records[-1]["step"] == last and records[-1]["payload"] == {"message": "last"}
+    finally:
+        if d.alive():
+            d.stop(signal.SIGKILL)
+        subprocess.run(["umount", "-l", str(wal_dir)], check=False)
 
 
 @ROOT_ONLY

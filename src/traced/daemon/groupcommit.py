@@ -74,6 +74,8 @@ class GroupCommit:
         """Traces made durable by sync rounds: each by its own fdatasync or by the log's (``log_syncs``)."""
         self.log_syncs = 0
         """fdatasyncs of the write-ahead log (one per round that logged lines)."""
+        self._log_failing = False
+        """The last round could not write the log (logged once per streak)."""
 
     async def wait(self, journals: list[Journal]) -> None:
         """Return once every write so far to ``journals`` is fdatasynced.
@@ -125,7 +127,7 @@ class GroupCommit:
                     by_sync.append((key, (j, gen)))
                     j.wal, j.wal_base = ([] if wal is not None and small else None), gen
             retire = wal is None and self.wal is not None and bool(self.wal.covered)
-            await anyio.to_thread.run_sync(self._sync_all, rnd, logged, by_log, by_sync, retire)
+            log_synced = await anyio.to_thread.run_sync(self._sync_all, rnd, logged, by_log, by_sync, retire)
             for key in by_log:
                 j, gen = rnd.targets[key]
                 if key in rnd.errors:
@@ -134,33 +136,43 @@ class GroupCommit:
                     j.synced_gen = max(j.synced_gen, gen)
             self.rounds += 1
             self.fsyncs += len(rnd.targets) - len(rnd.errors)
-            self.log_syncs += 1 if logged and not any(key in rnd.errors for key in by_log) else 0
+            self.log_syncs += 1 if log_synced else 0
         finally:
             self._inflight = None
             rnd.done.set()
 
     def _sync_all(self, rnd: _Round, logged: list[tuple[str, str, bytes]], by_log: list[int],
-                  by_sync: list[tuple[int, tuple[Journal, int]]], retire: bool) -> None:
+                  by_sync: list[tuple[int, tuple[Journal, int]]], retire: bool) -> bool:
         """Log and fdatasync ``logged`` once, fdatasync every trace of ``by_sync`` at once (a worker thread).
 
-        ``retire``: the log is no longer wanted; checkpoint what it covers.
+        ``retire``: the log is no longer wanted; checkpoint what it covers. When the log cannot
+        be written or synced (its disk is full), the traces of ``by_log`` are fdatasynced on
+        their own instead, in this round. Returns whether the log was synced.
         """
         if retire and self.wal is not None:
             try:
                 self.wal.close()
             except OSError as e:
                 log.error("wal_checkpoint_failed", error=e.strerror)
+        synced = False
         if logged and self.wal is not None:
             try:
                 self.wal.append_sync(logged)
-            except OSError as e:
-                for key in by_log:
-                    rnd.errors[key] = e
+                synced = True
+                if self._log_failing:
+                    self._log_failing = False
+                    log.warning("wal_writable_again")
+            except OSError as e:  # each trace's own fdatasync makes it durable all the same
+                if not self._log_failing:
+                    self._log_failing = True
+                    log.error("wal_write_failed", error=e.strerror, fallback="each trace's own fdatasync")
+                by_sync = by_sync + [(key, rnd.targets[key]) for key in by_log]
         if len(by_sync) == 1:
             self._sync_one(rnd, *by_sync[0])
         elif by_sync:
             for _ in self._threads().map(lambda item: self._sync_one(rnd, *item), by_sync):
                 pass
+        return synced
 
     def _threads(self) -> ThreadPoolExecutor:
         """The pool the fdatasyncs of traces run on (started when first needed)."""

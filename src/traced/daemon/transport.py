@@ -375,6 +375,9 @@ class _Conn(asyncio.Protocol):
                 else:
                     self.wake = loop.create_future()
                     await self.wake
+        except OSError as e:  # a trace's fdatasync failed: no ack may claim durability; the client resends
+            log.error("durable_ack_failed", peer_pid=conn.peer.pid, error=e.strerror, filename=e.filename)
+            self.abort()
         except Exception:  # a bug may cost this connection, never the daemon
             log.exception("connection_failed", peer_pid=conn.peer.pid)
             self.abort()

@@ -173,9 +173,16 @@ class WriteAheadLog:
         try:
             while done < len(view):
                 done += os.write(self._fd, view[done:])
+        except OSError:  # a full disk: cut the partial frame off, so the segment takes the next round's
+            try:
+                os.ftruncate(self._fd, self.size)
+            except OSError:
+                self._abandon()  # a segment with a torn frame takes no more frames after it
+            raise
+        try:
             os.fdatasync(self._fd)
         except OSError:
-            self._abandon()  # a segment with a torn frame takes no more frames after it
+            self._abandon()  # after a failed fdatasync what the segment holds is unknown: no more frames in it
             raise
         self.size += done
 

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import Daemon, assert_gap_free, read_trace, wait_for
 from traced.daemon import wal
 from traced.daemon.config import Config
-from traced.daemon.groupcommit import LOG_TRACE_MAX
+from traced.daemon.groupcommit import LOG_TRACE_MAX, GroupCommit
 from traced.daemon.journal import trace_ident
 from traced.daemon.registry import Live, Registry
 from traced.daemon.session import Pending
@@ -400,6 +400,57 @@ def test_the_log_writes_a_reset_only_where_it_holds_an_earlier_traces_lines(tmp_
     w.append_sync([(b, "0000000b", line)])
     w.checkpoint()
     assert (list(log_dir.iterdir()), w.reset(b)) == ([], False), "a checkpoint leaves nothing to reset"
+
+
+def test_a_reset_check_never_waits_for_a_round_in_flight(tmp_path: Path) -> None:
+    """Opening a session asks the log whether it needs a reset on the event loop: for a trace the log
+    does not hold, the answer takes no lock, so it never waits for a round's fdatasync (which holds
+    it); for one a round in flight is logging, ``GroupCommit.reset_log`` writes the reset all the same."""
+    w = wal.WriteAheadLog(tmp_path / "wal", 1 << 30)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    result: list[bool] = []
+    with w._lock:  # a round's write and fdatasync
+        t = threading.Thread(target=lambda: result.append(w.reset(b)), daemon=True)
+        t.start()
+        t.join(timeout=10)
+        assert not t.is_alive() and result == [False]
+    commit = GroupCommit(w)
+    commit._logging = {a}  # the round in flight logs lines of a (not yet in ``covered``)
+    assert (commit.reset_log(b), commit.reset_log(a)) == (False, True)
+    assert wal.read_frames(_only(tmp_path / "wal").read_bytes()) == ([(a, "", b"")], 0)
+
+
+def test_one_session_dir_spelled_three_ways_is_one_path_to_the_log(daemon_factory: Any, short_tmp: Path) -> None:
+    """An explicit target reached through ``..`` or a symlink is the same directory: the session dir
+    (and so the log's bookkeeping) uses its real path, so a session id used again through another
+    spelling, with the same ``ts`` and input, still gets the reset and none of the old lines."""
+    d: Daemon = daemon_factory("--fsync", "batch", env={"TRACED_FSYNC_INTERVAL": "3600"})
+    (short_tmp / "t" / "x").mkdir(parents=True)
+    (short_tmp / "t" / "a").mkdir()
+    (short_tmp / "t" / "link").symlink_to(short_tmp / "t" / "x")
+    real = os.path.realpath(short_tmp / "t" / "x")
+    sid, ts = "aliased-1", 1764547200.5
+    with d.client() as c:
+        first = c.open("alias", session_id=sid, owner_pid=-1, ts=ts, target=str(short_tmp / "t" / "x"))
+        assert first.dir.startswith(real + "/")
+        for i in range(4):
+            c.emit(sid, "note", {"message": f"old-{i}"})
+            if i in (0, 3):
+                c.sync(fsync=True)
+        c.end(sid, "success")
+        for spelling in (short_tmp / "t" / "a" / ".." / "x", short_tmp / "t" / "link"):
+            shutil.rmtree(first.dir)
+            again = c.open("alias", session_id=sid, owner_pid=-1, ts=ts, target=str(spelling))
+            assert again.dir == first.dir
+            c.emit(sid, "note", {"message": "new-0"})
+            c.sync(fsync=True)
+            c.emit(sid, "note", {"message": "new-1"})
+            c.sync(fsync=True)
+            c.end(sid, "success")
+        assert c.status()["wal_resets"] == 2
+    d.kill9()
+    d.start()
+    assert _notes(first.dir) == ["new-0", "new-1"]
 
 
 def _only(directory: Path) -> Path:

@@ -74,6 +74,8 @@ class GroupCommit:
         """Traces made durable by sync rounds: each by its own fdatasync or by the log's (``log_syncs``)."""
         self.log_syncs = 0
         """fdatasyncs of the write-ahead log (one per round that logged lines)."""
+        self._logging: set[str] = set()
+        """Session dirs whose lines the round in flight is logging (``reset_log``)."""
         self._log_failing = False
         """The last round could not write the log (logged once per streak)."""
 
@@ -127,6 +129,7 @@ class GroupCommit:
                     by_sync.append((key, (j, gen)))
                     j.wal, j.wal_base = ([] if wal is not None and small else None), gen
             retire = wal is None and self.wal is not None and bool(self.wal.covered)
+            self._logging = {sdir for sdir, _ident, _lines in logged}
             log_synced = await anyio.to_thread.run_sync(self._sync_all, rnd, logged, by_log, by_sync, retire)
             for key in by_log:
                 j, gen = rnd.targets[key]
@@ -138,8 +141,16 @@ class GroupCommit:
             self.fsyncs += len(rnd.targets) - len(rnd.errors)
             self.log_syncs += 1 if log_synced else 0
         finally:
+            self._logging = set()
             self._inflight = None
             rnd.done.set()
+
+    def reset_log(self, session_dir: str) -> bool:
+        """Before a trace is created at ``session_dir``: ``WriteAheadLog.reset`` (blocking, one
+        fdatasync, only when the log may hold an earlier trace's lines there). Raises OSError."""
+        if self.wal is None:
+            return False
+        return self.wal.reset(session_dir, force=session_dir in self._logging)
 
     def _sync_all(self, rnd: _Round, logged: list[tuple[str, str, bytes]], by_log: list[int],
                   by_sync: list[tuple[int, tuple[Journal, int]]], retire: bool) -> bool:

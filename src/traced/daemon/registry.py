@@ -213,12 +213,11 @@ class Registry:
         state = SessionState(skill=skill, session_id=sid, dir=str(sdir), started_at=started, meta=meta,
                              idle_timeout=timeout)
         live = Live(state=state, journal=Journal(str(sdir), self.fds), root=str(root))
-        if self.commit.wal is not None:
-            try:  # an earlier trace's logged lines here must not come back into this one
-                self.commit.wal.reset(str(sdir))
-            except OSError as e:
-                _remove_empty(sdir)
-                raise RequestError("io_error", f"cannot write the write-ahead log: {e.strerror}") from e
+        try:  # an earlier trace's logged lines here must not come back into this one
+            self.commit.reset_log(str(sdir))
+        except OSError as e:
+            _remove_empty(sdir)
+            raise RequestError("io_error", f"cannot write the write-ahead log: {e.strerror}") from e
         steps, error = self.append(live, [Pending(vocab.START, start_payload(input, cwd), now)])
         if steps[0] is None:  # no start record, no session: step 1 is always the start
             self.fds.drop(live.journal.path)

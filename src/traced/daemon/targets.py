@@ -40,9 +40,11 @@ def resolve(target: str, cwd: str, peer_uid: int, global_root: Path) -> tuple[Pa
     """Where a target's sessions go: (trusted base, components below it, fallback reason).
 
     The components are created without following symlinks, so a repo that
-    ships ``.devboy/sessions`` as a symlink cannot redirect writes. Raises
-    RequestError ``invalid_name`` (not a target) or ``forbidden`` (a directory
-    another uid owns).
+    ships ``.devboy/sessions`` as a symlink cannot redirect writes. The base is
+    the directory's real path (no ``..``, no symlink): a session dir has one
+    name however the client spells it, which the write-ahead log's per-path
+    bookkeeping relies on. Raises RequestError ``invalid_name`` (not a target)
+    or ``forbidden`` (a directory another uid owns).
     """
     if target in ("", "global"):
         return global_root, (), None
@@ -50,10 +52,10 @@ def resolve(target: str, cwd: str, peer_uid: int, global_root: Path) -> tuple[Pa
         repo = find_repo(cwd) if cwd else None
         if repo is None:
             return global_root, (), f"no .git or .devboy.toml above {cwd or '(unknown cwd)'}"
-        return repo, (".devboy", "sessions"), None
-    path = Path(target)
-    if not path.is_absolute():
+        return Path(os.path.realpath(repo)), (".devboy", "sessions"), None
+    if not os.path.isabs(target):
         raise RequestError("invalid_name", f"target must be global, repo or an absolute dir: {target!r}")
+    path = Path(os.path.realpath(target))
     try:
         st = os.stat(path)
     except OSError as e:

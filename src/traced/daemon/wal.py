@@ -186,18 +186,28 @@ class WriteAheadLog:
             raise
         self.size += done
 
-    def reset(self, session_dir: str) -> bool:
+    def holds(self, path: str) -> bool:
+        """Whether a segment still on disk may hold lines of the trace at ``path``.
+
+        Takes no lock (the event loop asks while a round may be syncing): each lookup is
+        atomic, and a checkpoint fills ``_retiring`` before it empties ``covered``. A round
+        adds its traces after its write; ``GroupCommit`` knows the ones in flight.
+        """
+        return path in self.covered or path in self._retiring or path in self.held
+
+    def reset(self, session_dir: str, *, force: bool = False) -> bool:
         """Before a trace is created at ``session_dir`` (blocking: one fdatasync, only when needed).
 
-        When the log may still hold lines of an earlier trace there (deleted, and its
-        session id used again), appends and fdatasyncs a reset frame, so that replay puts
-        none of them into the new trace, whatever its identity. Returns whether it wrote one.
-        Raises OSError when the log cannot be written (the trace must then not be created).
+        When the log may still hold lines of an earlier trace there (``holds``, or ``force``:
+        a round in flight is logging some), appends and fdatasyncs a reset frame, so that
+        replay puts none of them into the new trace, whatever its identity. Returns whether it
+        wrote one. Raises OSError when the log cannot be written (the trace must then not be
+        created).
         """
         path = os.path.join(session_dir, TRACE)
+        if not force and not self.holds(path):
+            return False
         with self._lock:
-            if path not in self.covered and path not in self._retiring and path not in self.held:
-                return False
             self._write_sync(frame(session_dir, "", b""))
             self.covered.discard(path)
             self._retiring.discard(path)
@@ -221,8 +231,8 @@ class WriteAheadLog:
         with self._lock:
             self._abandon()
             last = self._seq
+            self._retiring = set(self.covered)  # first: ``holds`` finds each trace in one of the two
             covered, self.covered = self.covered, set()
-            self._retiring = set(covered)
             self.size = 0
         try:
             for _ in self.map(_sync_trace, covered):

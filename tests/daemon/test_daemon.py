@@ -254,6 +254,88 @@ def test_a_close_ends_a_session_on_disk_that_no_daemon_holds(daemon: Daemon) -> 
     assert not (daemon.state / "traced" / "open" / f"{o.session_id}.json").exists()
 
 
+def test_a_close_adopts_an_unheld_session_only_under_the_daemons_own_root(daemon: Daemon, short_tmp: Path) -> None:
+    """A repo's or a client's own dir may be another daemon's (only the daemon's root is locked): a close
+    for a never-ended session there that this daemon does not hold stays ``unknown_session``, and the
+    trace gets no ``end`` from it."""
+    target = short_tmp / "elsewhere"
+    target.mkdir()
+    with daemon.client() as c:
+        o = c.open("theirs", owner_pid=-1, target=str(target))
+        c.emit(o.session_id, "note", {"message": "x"})
+    daemon.kill9()
+    (daemon.state / "traced" / "open" / f"{o.session_id}.json").unlink()
+    daemon.start()
+    with daemon.client() as c, pytest.raises(RequestError) as e:
+        c.end(o.session_id, "success")
+    assert e.value.code == "unknown_session"
+    assert [r["phase"] for r in read_trace(Path(o.dir) / "trace.jsonl")] == ["start", "note"]
+
+
+def test_a_session_adopted_with_an_empty_trace_gets_a_start_first(daemon: Daemon) -> None:
+    """A power cut can leave a trace empty (created, its start never synced): a session adopted from it
+    writes ``start {resumed: true}`` as step 1 before anything else, so step 1 is always a start."""
+    with daemon.client() as c:
+        o = c.open("emptied", owner_pid=-1)
+    daemon.kill9()
+    (Path(o.dir) / "trace.jsonl").write_bytes(b"")
+    (daemon.state / "traced" / "open" / f"{o.session_id}.json").unlink()
+    daemon.start()
+    with daemon.client() as c:
+        assert c.end(o.session_id, "failure")["steps"] == 2
+    records = read_trace(Path(o.dir) / "trace.jsonl")
+    assert [(r["step"], r["phase"], r["payload"]) for r in records] == [
+        (1, "start", {"resumed": True}), (2, "end", {"outcome": "failure"})]
+
+
+def test_a_trace_that_is_a_symlink_is_refused_by_name_not_an_internal_error(daemon: Daemon, short_tmp: Path) -> None:
+    """A trace.jsonl replaced by a symlink (to a real trace elsewhere): an open of that id is ``forbidden``
+    with the path named, a close of it is ``unknown_session`` (and not searched again each time)."""
+    with daemon.client() as c:
+        o = c.open("linked", session_id="linked-1", owner_pid=-1)
+        c.end("linked-1", "success")
+    daemon.kill9()
+    trace = Path(o.dir) / "trace.jsonl"
+    outside = short_tmp / "outside.jsonl"
+    shutil.move(trace, outside)
+    trace.symlink_to(outside)
+    daemon.start()
+    with daemon.client() as c:
+        with pytest.raises(RequestError) as e:
+            c.end("linked-1", "success")
+        assert e.value.code == "unknown_session"
+        with pytest.raises(RequestError) as e:
+            c.open("linked", session_id="linked-1", owner_pid=-1)
+        assert (e.value.code, e.value.message) == ("forbidden", f"refusing {trace}: not a regular file")
+    assert [e["event"] for e in daemon.logs() if e.get("event") == "recall_refused"] == ["recall_refused"]
+
+
+def test_a_session_deleted_while_open_and_opened_again_is_a_new_trace(daemon: Daemon) -> None:
+    """Its directory removed while the daemon held it open: an open of the same id makes a new trace
+    there (before: the daemon went on writing to the deleted file, and acked events were lost)."""
+    with daemon.client() as c:
+        o = c.open("deleted", session_id="deleted-open-1", owner_pid=-1)
+        c.emit(o.session_id, "note", {"message": "gone with the dir"})
+        shutil.rmtree(o.dir)
+        again = c.open("deleted", session_id="deleted-open-1", owner_pid=-1)
+        assert (again.dir, again.resumed, again.step) == (o.dir, False, 1)
+        assert c.emit(o.session_id, "note", {"message": "kept"}) == 2
+        assert c.end(o.session_id, "success")["steps"] == 3
+    assert [r["phase"] for r in read_trace(Path(o.dir) / "trace.jsonl")] == ["start", "note", "end"]
+
+
+def test_an_open_for_late_events_after_a_reopen_sees_the_open_session(daemon: Daemon) -> None:
+    """``open {reopen: false}`` answers from the ended sessions it remembers; once a session is opened
+    again, it is open: the answer says so, with its current step."""
+    with daemon.client() as c:
+        c.open("again", session_id="again-1", owner_pid=-1)
+        c.end("again-1", "success")
+        reopened = c.open("again", session_id="again-1", owner_pid=-1)
+        c.emit("again-1", "note", {"message": "x"})
+        late = c.open("again", session_id="again-1", owner_pid=-1, reopen=False)
+        assert (late.ended, late.step) == (False, reopened.step + 1)
+
+
 def test_a_resent_close_finds_its_session_under_any_skill_and_never_through_a_symlink(daemon: Daemon,
                                                                                      tmp_path: Path) -> None:
     """The close names no skill, so the search takes every skill dir of every date, newest first; a

@@ -168,6 +168,9 @@ class Registry:
             return self.ended[session_id], True, None
         timeout = idle_timeout if idle_timeout > 0 else self.config.idle_timeout
         live = self.sessions.get(session_id) if session_id else None
+        if live is not None and not os.path.isdir(live.state.dir):  # deleted while open: its writes would be lost
+            self._forget_gone(live)
+            live = None
         if live is not None:
             transition("open", op, session_id)
             if live.state.skill != skill:
@@ -228,11 +231,22 @@ class Registry:
             self.set_owner(live, owner_pid)
         self.sessions[sid] = live
         self.closed.pop(sid, None)
+        self.ended.pop(sid, None)
         self._write_meta_fast(live)
         self._mark_open(live)
         self.stats.sessions_opened += 1
         self._after_open(live)
         return live, False, fallback
+
+    def _forget_gone(self, live: Live) -> None:
+        """Let go of an open session whose directory was deleted (the next open makes a new trace there)."""
+        sid = live.state.session_id
+        log.warning("session_dir_gone", session_id=sid, session_dir=live.state.dir)
+        del self.sessions[sid]
+        self.fds.drop(live.journal.path)
+        self.markers.unmark(sid)
+        for hook in self.on_close:
+            hook(live)
 
     def _update(self, live: Live, owner_pid: int | None, labels: dict[str, Any] | None) -> None:
         apply_labels(live.state.m, labels)
@@ -268,7 +282,12 @@ class Registry:
         meta.phases = {}
         meta.usage = Usage()
         trace = sdir / layout.TRACE
-        tail = scan(str(trace), counters=meta)
+        try:
+            tail = scan(str(trace), counters=meta)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.EINVAL):  # a symlink, a FIFO or a device planted as the trace
+                raise RequestError("forbidden", f"refusing {trace}: not a regular file") from e
+            raise
         try:
             size = trace.stat().st_size
         except OSError:
@@ -315,9 +334,9 @@ class Registry:
                 continue
             try:  # never read through a symlink planted below the root
                 os.close(layout.open_dir_nofollow(Path(root), Path(found).relative_to(root).parts, create=False))
-            except OSError:
-                continue
-            return self.load(Path(found))
+                return self.load(Path(found))
+            except (OSError, RequestError) as e:
+                log.warning("recall_refused", session_dir=found, error=str(e))
         return None
 
     def _adopt(self, sdir: Path, root: Path, op: Op, loaded: Loaded | None = None) -> Live:
@@ -358,7 +377,8 @@ class Registry:
             return live
         self.sessions[state.session_id] = live
         self.closed.pop(state.session_id, None)
-        if action == "reopen":
+        self.ended.pop(state.session_id, None)
+        if action == "reopen" or tail.last_step == 0:  # step 1 is always a start (an empty trace: a power cut)
             meta.ended_at = meta.outcome = meta.reason = None
             self.append(live, [Pending(vocab.START, dict(RESUMED_PAYLOAD), 0.0)])
             self._write_meta_fast(live)  # in flight again, for every reader
@@ -516,14 +536,15 @@ class Registry:
         """Load an ended session (to answer resent closes and take late records); None if it is not ended.
         ``loaded``: what ``preload_ended`` read off the loop. ``adopt_open`` (a ``close`` for it): a session
         whose trace never ended and that no open marker named (so recovery never adopted it) is adopted
-        open, with an open marker, so that the close ends it."""
+        open, with an open marker, so that the close ends it; only under the daemon's own root, which
+        its lock keeps from other daemons (a repo's or a client's dir may be another daemon's)."""
         try:
             live = self._adopt(sdir, sdir.parents[2], "open_ended", loaded)
         except (OSError, RequestError) as e:
             log.error("peek_failed", session_dir=str(sdir), error=str(e))
             return None
         if not live.state.closed:
-            if adopt_open:
+            if adopt_open and str(sdir.parents[2]) == str(self.root):  # the root lock: no other daemon writes it
                 log.warning("session_adopted_for_close", session_id=live.state.session_id, step=live.state.step)
                 return live
             self.sessions.pop(live.state.session_id, None)  # it was open after all: not ours to load here

@@ -43,6 +43,19 @@ def tiny_fs(short_tmp: Path) -> Any:
 
 # ---------------------------------------------------------------- 1, 2. a full disk
 
+
+def _fill(blocker: Path) -> Path:
+    """Fill the file system of ``blocker`` to the last byte with it (ENOSPC from then on)."""
+    fd = os.open(blocker, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\0" * 65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return blocker
+
 @ROOT_ONLY
 def test_full_disk_never_leaves_a_fragment_and_writes_resume(daemon_factory: Any, tiny_fs: Path) -> None:
     d: Daemon = daemon_factory("--root", str(tiny_fs / "root"))
@@ -92,15 +105,7 @@ def test_a_full_disk_under_the_log_falls_back_to_syncing_each_trace(daemon_facto
         pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
     try:
         d.start()
-        blocker = wal_dir / "fill"
-        fd = os.open(blocker, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            while os.write(fd, b"\0" * 65536):
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        blocker = _fill(wal_dir / "fill")
         with d.client() as c:
             s = c.session("logfull", owner_pid=-1)
             before = c.status()
@@ -135,15 +140,7 @@ def test_a_full_disk_under_the_log_falls_back_to_syncing_each_trace(daemon_facto
 def test_open_on_a_full_disk_is_refused_and_leaves_no_session(daemon_factory: Any, tiny_fs: Path) -> None:
     d: Daemon = daemon_factory("--root", str(tiny_fs / "root"))
     (tiny_fs / "root").mkdir(exist_ok=True)
-    blocker = tiny_fs / "fill"
-    fd = os.open(blocker, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:  # fill the disk to the last byte
-        while os.write(fd, b"\0" * 65536):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    blocker = _fill(tiny_fs / "fill")
     with d.client() as c, pytest.raises(RequestError) as e:
         c.open("nospace", owner_pid=-1)
     assert e.value.code == "io_error"

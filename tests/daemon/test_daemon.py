@@ -254,6 +254,25 @@ def test_a_close_ends_a_session_on_disk_that_no_daemon_holds(daemon: Daemon) -> 
     assert not (daemon.state / "traced" / "open" / f"{o.session_id}.json").exists()
 
 
+def test_closes_of_many_unknown_ids_walk_the_root_once(daemon: Daemon) -> None:
+    """Each id a daemon does not hold is looked for on disk, through an index of the root walked at
+    most every ``ID_INDEX_TTL`` seconds: 40 closes of 40 different unknown ids cost one walk, and a
+    resent close among them still finds its session."""
+    with daemon.client() as c:
+        o = c.open("indexed", owner_pid=-1)
+        c.end(o.session_id, "success")
+    daemon.kill9()
+    daemon.start()
+    with daemon.client() as c:
+        for k in range(40):
+            with pytest.raises(RequestError) as e:
+                c.end(f"unknown-{k}")
+            assert e.value.code == "unknown_session"
+        assert c.end(o.session_id, "failure")["outcome"] == "success"
+    built = [e for e in daemon.logs() if e.get("event") == "session_index_built"]
+    assert [(e["root"], e["sessions"]) for e in built] == [(str(daemon.root), 1)]
+
+
 def test_a_close_adopts_an_unheld_session_only_under_the_daemons_own_root(daemon: Daemon, short_tmp: Path) -> None:
     """A repo's or a client's own dir may be another daemon's (only the daemon's root is locked): a close
     for a never-ended session there that this daemon does not hold stays ``unknown_session``, and the
@@ -348,8 +367,7 @@ def test_a_resent_close_finds_its_session_under_any_skill_and_never_through_a_sy
         c.end("planted-1", "success")
     daemon.kill9()
     root = str(Path(real.dir).parent.parent.parent)
-    assert layout.find_session_dir(root, None, real.session_id) == real.dir
-    assert layout.find_session_dir(root, "elsewhere", "planted-1") is None
+    assert layout.sessions_by_id(root) == {real.session_id: real.dir, "planted-1": planted.dir}
     outside = tmp_path / "planted-1"
     shutil.move(planted.dir, outside)
     Path(planted.dir).symlink_to(outside)

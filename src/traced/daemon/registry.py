@@ -56,6 +56,8 @@ log = structlog.get_logger("traced.daemon.registry")
 
 WRITER_ID: Final = f"traced {__version__}"
 CLOSED_MEMORY: Final = 10000
+ID_INDEX_TTL: Final = 10.0
+"""Seconds the id -> session dir index of a root (``_by_id``) is used before it is walked again."""
 ENDED_MEMORY: Final = 256
 HOST: Final = socket.gethostname()
 
@@ -113,6 +115,8 @@ class Registry:
         self.closed: OrderedDict[str, str] = OrderedDict()
         self.ended: OrderedDict[str, Live] = OrderedDict()
         """Recently ended sessions kept loaded for late records (an LRU of ``ENDED_MEMORY``)."""
+        self._id_index: dict[str, tuple[float, dict[str, str]]] = {}
+        """Root -> (when walked, ``layout.sessions_by_id``): ``_by_id``."""
         self.fds = FdCache(config.fd_cache)
         self.stats = Stats()
         self._fsyncs = 0
@@ -329,8 +333,8 @@ class Registry:
         except InvalidName:
             return None
         for root in list(self.roots):
-            found = layout.find_session_dir(root, None, session_id)
-            if found is None:
+            found = self._by_id(root).get(session_id)
+            if found is None or not os.path.isfile(os.path.join(found, layout.TRACE)):
                 continue
             try:  # never read through a symlink planted below the root
                 os.close(layout.open_dir_nofollow(Path(root), Path(found).relative_to(root).parts, create=False))
@@ -338,6 +342,17 @@ class Registry:
             except (OSError, RequestError) as e:
                 log.warning("recall_refused", session_dir=found, error=str(e))
         return None
+
+    def _by_id(self, root: str) -> dict[str, str]:
+        """``layout.sessions_by_id(root)``, walked again once it is ``ID_INDEX_TTL`` seconds old (worker
+        thread): closes of many ids this daemon does not know cost one walk, not one each."""
+        now = time.monotonic()
+        got = self._id_index.get(root)
+        if got is None or now - got[0] > ID_INDEX_TTL:
+            index = layout.sessions_by_id(root)
+            got = self._id_index[root] = (now, index)
+            log.info("session_index_built", root=root, sessions=len(index), ms=round((time.monotonic() - now) * 1e3, 1))
+        return got[1]
 
     def _adopt(self, sdir: Path, root: Path, op: Op, loaded: Loaded | None = None) -> Live:
         """Load a session from disk for ``op``: last step from the file's tail, never from memory.

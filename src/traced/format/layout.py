@@ -169,17 +169,23 @@ def is_session_dir(path: str | os.PathLike[str]) -> bool:
     return os.path.isfile(os.path.join(path, TRACE)) or os.path.isfile(os.path.join(path, META))
 
 
-def find_session_dir(root: str | os.PathLike[str], skill: str | None, session_id: str) -> str | None:
-    """An existing session directory (with a trace) for (skill, id) under ``root``, newest date first;
-    ``skill`` None: under any skill (a ``close`` names none). Only names are checked: the caller
-    opens it without following symlinks."""
+def find_session_dir(root: str | os.PathLike[str], skill: str, session_id: str) -> str | None:
+    """An existing session directory (with a trace) for (skill, id) under ``root``, newest date first."""
     for day in date_dirs(root):
-        day_dir = os.path.join(root, day)
-        for sk in (skill,) if skill is not None else subdirs(day_dir):
-            candidate = os.path.join(day_dir, sk, session_id)
-            if os.path.isfile(os.path.join(candidate, TRACE)):
-                return candidate
+        candidate = os.path.join(root, day, skill, session_id)
+        if os.path.isfile(os.path.join(candidate, TRACE)):
+            return candidate
     return None
+
+
+def sessions_by_id(root: str) -> dict[str, str]:
+    """Session id -> its newest session directory under ``root``, whatever its skill (one walk of
+    names, ``walk_sessions``; the first skill by name when two share an id on one date). A ``close``
+    names no skill: this is how one is found by its id alone."""
+    index: dict[str, str] = {}
+    for day, skill, sid in walk_sessions(root):
+        index.setdefault(sid, os.path.join(root, day, skill, sid))
+    return index
 
 
 # --------------------------------------------------------------------------- the ended rule

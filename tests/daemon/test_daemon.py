@@ -343,6 +343,79 @@ def test_a_session_deleted_while_open_and_opened_again_is_a_new_trace(daemon: Da
     assert [r["phase"] for r in read_trace(Path(o.dir) / "trace.jsonl")] == ["start", "note", "end"]
 
 
+@pytest.mark.parametrize("how", ["mkdir", "trace_by_hand"])
+def test_a_session_dir_deleted_and_made_again_while_open_is_noticed_at_the_next_open(daemon: Daemon,
+                                                                                     how: str) -> None:
+    """The held session's file is compared by identity (device, inode), not by name: a dir deleted and
+    made again (empty, or with a trace written by hand) is not the trace the daemon was writing, so the
+    next open makes a new trace there and what follows lands in it."""
+    with daemon.client() as c:
+        o = c.open("remade", session_id=f"remade-{how}", owner_pid=-1)
+        c.emit(o.session_id, "note", {"message": "gone with the dir"})
+        shutil.rmtree(o.dir)
+        os.makedirs(o.dir, mode=0o700)
+        if how == "trace_by_hand":
+            (Path(o.dir) / "trace.jsonl").write_bytes(b"")
+        again = c.open("remade", session_id=o.session_id, owner_pid=-1)
+        assert (again.resumed, again.step) == ((True, 0) if how == "trace_by_hand" else (False, 1))
+        assert c.emit(o.session_id, "note", {"message": "kept"}) == 2
+        assert c.end(o.session_id, "success")["steps"] == 3
+    records = read_trace(Path(o.dir) / "trace.jsonl")
+    assert [(r["step"], r["phase"], r["payload"].get("message")) for r in records] == [
+        (1, "start", None), (2, "note", "kept"), (3, "end", None)]
+
+
+def test_a_durable_emit_to_a_session_deleted_under_it_ends_in_unknown_session(daemon_factory: Any) -> None:
+    """Under ``fsync = "always"`` the ack waits for the trace's fdatasync, which finds the file gone: the
+    daemon lets the session go and closes the connection (no ack may claim durability); the client's
+    resend then gets ``unknown_session`` instead of the same failure again and again."""
+    d: Daemon = daemon_factory("--fsync", "always")
+    with d.client() as c:
+        o = c.open("vanish", session_id="vanish-1", owner_pid=-1)
+        shutil.rmtree(o.dir)
+        with pytest.raises(RequestError) as e:
+            c.emit(o.session_id, "note", {"message": "into a deleted file"})
+        assert e.value.code == "unknown_session"
+        again = c.open("vanish", session_id="vanish-1", owner_pid=-1)
+        assert (again.resumed, again.step) == (False, 1)
+    assert [e["event"] for e in d.logs() if e.get("event") in ("session_dir_gone", "durable_ack_failed")] == [
+        "session_dir_gone", "durable_ack_failed"]
+
+
+def test_a_close_of_an_empty_trace_another_daemon_may_hold_writes_nothing(daemon: Daemon, short_tmp: Path) -> None:
+    """Under a client's dir, a never-ended session this daemon does not hold is not adopted by a close;
+    its empty trace stays empty (no start written before the refusal)."""
+    target = short_tmp / "theirs"
+    target.mkdir()
+    with daemon.client() as c:
+        o = c.open("theirs", owner_pid=-1, target=str(target))
+    daemon.kill9()
+    (Path(o.dir) / "trace.jsonl").write_bytes(b"")
+    (daemon.state / "traced" / "open" / f"{o.session_id}.json").unlink()
+    daemon.start()
+    with daemon.client() as c, pytest.raises(RequestError) as e:
+        c.end(o.session_id, "success")
+    assert e.value.code == "unknown_session"
+    assert (Path(o.dir) / "trace.jsonl").read_bytes() == b""
+
+
+def test_a_late_event_into_an_ended_session_with_an_empty_trace_follows_a_start(daemon: Daemon) -> None:
+    """meta.json says ended, the trace is empty (a power cut): a late event is step 2, after a
+    ``start {resumed: true}`` as step 1."""
+    with daemon.client() as c:
+        o = c.open("latee", session_id="late-empty-1", owner_pid=-1)
+        c.end(o.session_id, "success")
+    daemon.kill9()
+    (Path(o.dir) / "trace.jsonl").write_bytes(b"")
+    daemon.start()
+    with daemon.client() as c:
+        opened = c.open("latee", session_id=o.session_id, owner_pid=-1, reopen=False)
+        assert opened.ended
+        assert c.emit(o.session_id, "note", {"message": "late"}, late=True) == 2
+    records = read_trace(Path(o.dir) / "trace.jsonl")
+    assert [(r["step"], r["phase"], r.get("late", False)) for r in records] == [(1, "start", False), (2, "note", True)]
+
+
 def test_an_open_for_late_events_after_a_reopen_sees_the_open_session(daemon: Daemon) -> None:
     """``open {reopen: false}`` answers from the ended sessions it remembers; once a session is opened
     again, it is open: the answer says so, with its current step."""

@@ -15,12 +15,13 @@ import anyio
 import pytest
 
 from tests.conftest import Daemon, assert_gap_free, read_trace, wait_for
-from traced.daemon import wal
+from traced.daemon import targets, wal
 from traced.daemon.config import Config
-from traced.daemon.groupcommit import LOG_TRACE_MAX, GroupCommit
+from traced.daemon.groupcommit import LOG_TRACE_MAX
 from traced.daemon.journal import trace_ident
-from traced.daemon.registry import Live, Registry
+from traced.daemon.registry import Deferred, Live, Registry
 from traced.daemon.session import Pending
+from traced.read.sessions import reading_roots
 
 TS = 1_700_000_000.0
 
@@ -404,8 +405,7 @@ def test_the_log_writes_a_reset_only_where_it_holds_an_earlier_traces_lines(tmp_
 
 def test_a_reset_check_never_waits_for_a_round_in_flight(tmp_path: Path) -> None:
     """Opening a session asks the log whether it needs a reset on the event loop: for a trace the log
-    does not hold, the answer takes no lock, so it never waits for a round's fdatasync (which holds
-    it); for one a round in flight is logging, ``GroupCommit.reset_log`` writes the reset all the same."""
+    does not hold, the answer takes no lock, so it never waits for a round's fdatasync (which holds it)."""
     w = wal.WriteAheadLog(tmp_path / "wal", 1 << 30)
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     result: list[bool] = []
@@ -414,10 +414,8 @@ def test_a_reset_check_never_waits_for_a_round_in_flight(tmp_path: Path) -> None
         t.start()
         t.join(timeout=10)
         assert not t.is_alive() and result == [False]
-    commit = GroupCommit(w)
-    commit._logging = {a}  # the round in flight logs lines of a (not yet in ``covered``)
-    assert (commit.reset_log(b), commit.reset_log(a)) == (False, True)
-    assert wal.read_frames(_only(tmp_path / "wal").read_bytes()) == ([(a, "", b"")], 0)
+    w.append_sync([(a, "0000000a", b'{"step":2}\n')])
+    assert (w.reset(b), w.reset(a)) == (False, True)
 
 
 def test_one_session_dir_spelled_three_ways_is_one_path_to_the_log(daemon_factory: Any, short_tmp: Path) -> None:
@@ -542,6 +540,68 @@ def test_a_kill_during_frequent_checkpoints_loses_no_acked_line(daemon_factory: 
         assert steps == have[1 : len(steps) + 1], "every acked step, in order, once"
     assert [e for e in d.logs() if e.get("event") == "wal_gap"] == []
     assert _segments(d) == []
+
+
+def test_a_session_let_go_is_never_logged_after_its_reset(daemon_factory: Any) -> None:
+    """A session deleted while one connection writes to it, then opened again by another with the same
+    start record: the first connection's unlogged lines of the deleted trace are never logged after the
+    reset (its journal is retired), so a kill -9 brings back only the new trace's lines."""
+    d: Daemon = daemon_factory("--fsync", "batch", env={"TRACED_FSYNC_INTERVAL": "3600"})
+    sid, ts = "let-go-1", 1764547200.25
+    with d.client() as a, d.client() as b:
+        first = a.open("letgo", session_id=sid, owner_pid=-1, ts=ts)
+        for i in range(5):
+            a.emit(sid, "note", {"message": f"old-{i}"})
+            if i in (0, 1):  # the trace's own fdatasync, then logged; old-2..4 only written
+                a.sync(fsync=True)
+        shutil.rmtree(first.dir)
+        again = b.open("letgo", session_id=sid, owner_pid=-1, ts=ts)
+        assert (again.dir, again.step) == (first.dir, 1)
+        a.sync(fsync=True)  # a's touched sessions still hold the deleted one
+        b.emit(sid, "note", {"message": "new-0"})
+        b.sync(fsync=True)
+        b.emit(sid, "note", {"message": "new-1"})
+        b.sync(fsync=True)
+    d.kill9()
+    assert [(lines.count(b"\n"), ident == "") for s_, ident, lines in _frames(d) if s_ == first.dir] == [
+        (1, False), (0, True), (1, False)], "old-1, the reset, new-1: nothing of old-2..4"
+    d.start()
+    assert _notes(first.dir) == ["new-0", "new-1"]
+
+
+@pytest.mark.anyio
+async def test_an_open_waits_out_a_round_that_logs_an_earlier_trace_there(private_env: Path) -> None:
+    """A round in flight logging lines of a deleted trace: a new trace at its path is deferred (nothing
+    written, not even its dir) until the round is done, so the reset comes after those lines in the log."""
+    reg = Registry(Config(root=str(private_env / "root"), fsync="batch"))
+    try:
+        live = _open(reg, 0)
+        reg.close(live.state.session_id, "success")
+        shutil.rmtree(live.state.dir)
+        reg.commit._logging = {live.state.dir}  # what a round in flight sets on the loop
+        with pytest.raises(Deferred) as e:
+            _open(reg, 0)
+        assert (str(e.value), os.path.exists(live.state.dir)) == ("a round in flight logs an earlier trace's lines "
+                                                                   "there", False)
+        reg.commit._logging = set()
+        assert _open(reg, 0).state.step == 1
+    finally:
+        reg.shutdown()
+
+
+def test_one_root_spelled_twice_is_read_once(tmp_path: Path) -> None:
+    """``--root`` given twice under two spellings, or a ``roots.json`` holding a name kept from before the
+    daemon took targets by their real path: one directory, read once (the first spelling kept)."""
+    real = tmp_path / "root"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    assert reading_roots([real, tmp_path / "link", tmp_path / "root" / ".." / "root"]) == [real]
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "roots.json").write_text(json.dumps([str(tmp_path / "link"), str(real)]))
+    roots = targets.Roots(state, real)
+    roots.load()
+    assert sorted(roots) == [str(real)]
 
 
 def test_a_torn_tail_the_replay_moves_aside_is_counted(daemon_factory: Any) -> None:

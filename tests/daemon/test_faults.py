@@ -137,6 +137,63 @@ def test_a_full_disk_under_the_log_falls_back_to_syncing_each_trace(daemon_facto
 
 
 @ROOT_ONLY
+def test_a_session_id_used_again_while_the_log_is_full_is_opened_after_a_checkpoint(daemon_factory: Any,
+                                                                                    short_tmp: Path) -> None:
+    """The reset frame cannot be written (the log's disk is full): the open waits for a checkpoint, which
+    makes the earlier trace's logged lines needless (synced, their segment deleted), instead of failing;
+    after a kill -9 the new trace holds only its own lines."""
+    d: Daemon = daemon_factory("--fsync", "batch", env={"TRACED_FSYNC_INTERVAL": "3600"}, start=False)
+    wal_dir = d.state / "traced" / "wal"
+    wal_dir.mkdir(parents=True, mode=0o700)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(wal_dir)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    sid, ts = "full-reuse-1", 1764547200.75
+    try:
+        d.start()
+        with d.client() as c:
+            first = c.open("fullreuse", session_id=sid, owner_pid=-1, ts=ts)
+            for i in range(2):
+                c.emit(sid, "note", {"message": f"old-{i}"})
+                c.sync(fsync=True)  # the first: the trace's own fdatasync; then logged
+            # fill the segment's last page to within a few bytes, so that no reset frame fits in it
+            seg = wal_dir / f"{1:016d}.log"
+            size = seg.stat().st_size
+            for _ in range(10):
+                if 0 < -size % 4096 < 32:
+                    break
+                before = size
+                c.emit(sid, "note", {"message": "pad", "pad": "p" * 64})
+                c.sync(fsync=True)
+                size = seg.stat().st_size
+                overhead = size - before - 64  # one frame, less its pad
+                want = -size % 4096 - 16 - overhead
+                c.emit(sid, "note", {"message": "pad", "pad": "p" * (want if want > 0 else want + 4096)})
+                c.sync(fsync=True)
+                size = seg.stat().st_size
+            assert 0 < -size % 4096 < 32, size
+            c.end(sid, "success")
+            shutil.rmtree(first.dir)
+            _fill(wal_dir / "fill")
+            again = c.open("fullreuse", session_id=sid, owner_pid=-1, ts=ts)
+            assert (again.dir, again.step) == (first.dir, 1)
+            c.emit(sid, "note", {"message": "new-0"})
+            c.sync(fsync=True)
+            assert (c.status()["wal_checkpoints"], c.status()["wal_resets"]) == (1, 0)
+        assert [e["why"] for e in d.logs() if e.get("event") == "open_deferred"] == ["the log is full"]
+        d.kill9()
+        d.start()
+        records = read_trace(Path(first.dir) / "trace.jsonl")
+        assert_gap_free(records)
+        assert [r["payload"].get("message") for r in records] == [None, "new-0"]
+    finally:
+        if d.alive():
+            d.stop(signal.SIGKILL)
+        subprocess.run(["umount", "-l", str(wal_dir)], check=False)
+
+
+@ROOT_ONLY
 def test_open_on_a_full_disk_is_refused_and_leaves_no_session(daemon_factory: Any, tiny_fs: Path) -> None:
     d: Daemon = daemon_factory("--root", str(tiny_fs / "root"))
     (tiny_fs / "root").mkdir(exist_ok=True)

@@ -118,6 +118,9 @@ class GroupCommit:
             for key, (j, _t) in list(rnd.targets.items()):  # the targets as of now: all written so far
                 gen = j.written_gen
                 rnd.targets[key] = (j, gen)
+                if j.retired:  # its file is gone (deleted, the session let go): nothing to sync or log
+                    j.wal, j.synced_gen = None, gen
+                    continue
                 small = cap is None or j.bytes_written - j.round_bytes <= cap
                 j.round_bytes = j.bytes_written
                 if wal is not None and j.wal is not None and j.wal_base <= j.synced_gen and small and j.ident:
@@ -145,12 +148,24 @@ class GroupCommit:
             self._inflight = None
             rnd.done.set()
 
+    def logging(self, session_dir: str) -> bool:
+        """Whether the round in flight is logging lines of ``session_dir`` (a reset must come after them)."""
+        return session_dir in self._logging
+
+    async def settled(self) -> None:
+        """Return once the round in flight (if any) is done."""
+        current = self._inflight
+        if current is not None:
+            await current.done.wait()
+
     def reset_log(self, session_dir: str) -> bool:
         """Before a trace is created at ``session_dir``: ``WriteAheadLog.reset`` (blocking, one
-        fdatasync, only when the log may hold an earlier trace's lines there). Raises OSError."""
+        fdatasync, only when the log may hold an earlier trace's lines there). The caller first
+        waits out a round in flight that logs lines there (``logging``, ``settled``): a reset
+        must follow them in the log. Raises OSError."""
         if self.wal is None:
             return False
-        return self.wal.reset(session_dir, force=session_dir in self._logging)
+        return self.wal.reset(session_dir)
 
     def _sync_all(self, rnd: _Round, logged: list[tuple[str, str, bytes]], by_log: list[int],
                   by_sync: list[tuple[int, tuple[Journal, int]]], retire: bool) -> bool:
@@ -197,6 +212,15 @@ class GroupCommit:
             journal.fdatasync(gen)
         except OSError as e:
             rnd.errors[key] = e
+
+    def checkpoint(self) -> None:
+        """Checkpoint the log now (blocking: a worker thread), for an open whose reset could not be
+        written; a failure is logged (the open then reports it)."""
+        if self.wal is not None:
+            try:
+                self.wal.checkpoint()
+            except OSError as e:
+                log.error("wal_checkpoint_failed", error=e.strerror, filename=e.filename)
 
     def close(self) -> None:
         """Checkpoint the log and stop the sync threads (the daemon is stopping; blocking)."""

@@ -26,7 +26,7 @@ from traced.daemon.bus import Bus, Subscriber
 from traced.daemon.config import Config
 from traced.daemon.intake import Intake, event_time, home
 from traced.daemon.procfs import peer_cwd
-from traced.daemon.registry import Live, Loaded, Registry
+from traced.daemon.registry import Deferred, Live, Loaded, Registry
 from traced.daemon.session import Pending
 from traced.errors import RequestError
 from traced.format import vocab
@@ -350,7 +350,14 @@ class Handler:
                         loaded = await anyio.to_thread.run_sync(
                             self.registry.preload, req.skill, req.session_id, req.target, cwd, conn.peer.uid)
                     self._loading.pop(req.session_id, None)
-                return self._open(conn, req, cwd, loaded)
+                for attempt in range(OPEN_ATTEMPTS):
+                    try:
+                        return self._open(conn, req, cwd, loaded, settled=attempt > 0)
+                    except Deferred as wait:
+                        log.info("open_deferred", session_id=req.session_id, why=str(wait))
+                        await wait.until()
+                raise RequestError("io_error", f"cannot create the trace of {req.session_id}: the write-ahead log "
+                                   "stayed busy")
             case protocol.Close():
                 summary = self.intake.text(self.redactor_of(conn), req.summary)
                 await self._recall(req.session_id)
@@ -398,7 +405,8 @@ class Handler:
             elif session_id not in registry.sessions:  # ended: answered with its meta; never ended: the close ends it
                 registry.peek(loaded.sdir, loaded, adopt_open=True)
 
-    def _open(self, conn: Connection, req: protocol.Open, cwd: str, loaded: Loaded | None) -> protocol.Opened:
+    def _open(self, conn: Connection, req: protocol.Open, cwd: str, loaded: Loaded | None,
+              *, settled: bool = False) -> protocol.Opened:
         limit = self.config.max_sessions_per_connection
         if len(conn.opened) >= limit:
             conn.opened.intersection_update(self.registry.sessions)  # those closed since count no more
@@ -419,7 +427,7 @@ class Handler:
             input=self.intake.value(self.redactor_of(conn), req.input),
             labels=self.intake.value(self.redactor_of(conn), req.meta),
             ts=event_time(req.ts),
-            from_spool=conn.from_spool, reopen=req.reopen, loaded=loaded,
+            from_spool=conn.from_spool, reopen=req.reopen, loaded=loaded, settled=settled,
         )
         if not live.state.closed:
             conn.opened.add(live.state.session_id)
@@ -452,6 +460,8 @@ class Handler:
         return live
 
 
+OPEN_ATTEMPTS: Final = 3
+"""Times an ``open`` is tried when the registry defers it (``registry.Deferred``)."""
 NOT_FOUND_TTL: Final = 10.0
 """Seconds a session id that a ``close`` search did not find on disk is not searched for again."""
 NOT_FOUND_MAX: Final = 1024

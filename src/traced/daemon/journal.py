@@ -102,6 +102,10 @@ class Journal:
     ident: str = ""
     """The trace file's identity (``trace_ident``), read by its first fdatasync; "" until then.
     The write-ahead log tags this trace's lines with it."""
+    file_id: tuple[int, int] | None = None
+    """(st_dev, st_ino) of the file this journal writes, read at its first write: ``gone``."""
+    retired: bool = False
+    """Its file was deleted or replaced and the session let go (``Registry``): rounds skip it."""
 
     def __post_init__(self) -> None:
         self.path = os.path.join(self.dir, TRACE)
@@ -124,6 +128,9 @@ class Journal:
         done = 0
         try:
             fd = self.fds.get(self.path)
+            if self.file_id is None:
+                st = os.fstat(fd)
+                self.file_id = (st.st_dev, st.st_ino)
             while done < total:
                 n = os.write(fd, view[done:])
                 if n <= 0:  # pragma: no cover - write(2) never returns 0 for regular files
@@ -147,14 +154,29 @@ class Journal:
             self.wal.append(bytes(view))
         return lines
 
+    def gone(self) -> bool:
+        """Whether the file this journal writes is no longer at its path (deleted, or replaced by
+        another file or by a symlinked dir). One ``stat``; a journal that never wrote compares by
+        existence only."""
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return True
+        return self.file_id is not None and (st.st_dev, st.st_ino) != self.file_id
+
     def fdatasync(self, target: int | None = None) -> None:
         """fdatasync the trace (blocking; call from a worker thread).
 
         ``target``: the write generation read on the loop before the call (default: now).
+        Raises OSError; FileNotFoundError when the file written is no longer at the path.
         """
         target = self.written_gen if target is None else target
         fd = layout.open_regular(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
+            if self.file_id is not None:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != self.file_id:  # another file at the path: ours was deleted
+                    raise FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", self.path)
             os.fdatasync(fd)
             if not self.ident:
                 self.ident = ident_of(fd)

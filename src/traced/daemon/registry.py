@@ -21,7 +21,7 @@ import os
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -64,6 +64,18 @@ HOST: Final = socket.gethostname()
 Listener = Callable[["Live", list[Record]], None]
 
 
+class Deferred(Exception):
+    """``Registry.open`` cannot create the trace yet: await ``until()`` on the loop, then call it again.
+
+    Raised before anything is written: a round in flight is logging an earlier trace's lines at
+    that path (the reset must follow them), or the log is too full for the reset (a checkpoint
+    makes it needless)."""
+
+    def __init__(self, until: Callable[[], Awaitable[Any]], why: str) -> None:
+        super().__init__(why)
+        self.until = until
+
+
 @dataclass(slots=True)
 class Loaded:
     """A session read from disk: its meta (counted again) and its trace's tail state."""
@@ -73,6 +85,8 @@ class Loaded:
     """The trace's size when it was read (bytes)."""
     meta: Meta
     tail: TailState
+    file_id: tuple[int, int] | None = None
+    """The trace's (st_dev, st_ino) when it was read (``Journal.file_id``)."""
 
     def unchanged(self) -> bool:
         """Whether the trace is still as it was read."""
@@ -107,7 +121,7 @@ class Registry:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.root = config.root_path()
+        self.root = Path(os.path.realpath(config.root_path()))  # one name per session dir (``targets.resolve``)
         self.state_dir = locations.state_dir()
         self.markers = Markers(self.state_dir / "open")
         self.roots = targets.Roots(self.state_dir, self.root)
@@ -156,13 +170,16 @@ class Registry:
         from_spool: bool = False,
         reopen: bool = True,
         loaded: Loaded | None = None,
+        settled: bool = False,
     ) -> tuple[Live, bool, str | None]:
         """Start or resume a session. Returns (live, resumed, root fallback reason).
 
         Resuming an ended session reopens it (a ``start {resumed: true}``
         record), unless the request replays a spool: then it is refused with
         ``session_closed``; with ``reopen`` false it stays ended and ``live``
-        can take late records (see ``session.TRANSITIONS``).
+        can take late records (see ``session.TRANSITIONS``). Raises ``Deferred`` when the trace
+        cannot be created yet (``settled``: the caller already waited once; the log's reset then
+        fails with ``io_error`` instead).
         """
         _name("skill", skill)
         if session_id:
@@ -172,7 +189,7 @@ class Registry:
             return self.ended[session_id], True, None
         timeout = idle_timeout if idle_timeout > 0 else self.config.idle_timeout
         live = self.sessions.get(session_id) if session_id else None
-        if live is not None and not os.path.isdir(live.state.dir):  # deleted while open: its writes would be lost
+        if live is not None and live.journal.gone():  # deleted or replaced while open: its writes would be lost
             self._forget_gone(live)
             live = None
         if live is not None:
@@ -204,6 +221,8 @@ class Registry:
         now = ts if ts > 0 else time.time()
         started = format_ts(now)
         date = started[:10]
+        if self.commit.logging(str(root / date / skill / sid)):
+            raise Deferred(self.commit.settled, "a round in flight logs an earlier trace's lines there")
         try:
             dfd = layout.open_dir_nofollow(base, (*sub, date, skill, sid))
         except OSError as e:
@@ -224,6 +243,8 @@ class Registry:
             self.commit.reset_log(str(sdir))
         except OSError as e:
             _remove_empty(sdir)
+            if not settled:  # a checkpoint syncs those traces and deletes their segments: no reset needed
+                raise Deferred(lambda: anyio.to_thread.run_sync(self.commit.checkpoint), "the log is full") from e
             raise RequestError("io_error", f"cannot write the write-ahead log: {e.strerror}") from e
         steps, error = self.append(live, [Pending(vocab.START, start_payload(input, cwd), now)])
         if steps[0] is None:  # no start record, no session: step 1 is always the start
@@ -245,8 +266,11 @@ class Registry:
     def _forget_gone(self, live: Live) -> None:
         """Let go of an open session whose directory was deleted (the next open makes a new trace there)."""
         sid = live.state.session_id
+        if self.sessions.get(sid) is not live:
+            return
         log.warning("session_dir_gone", session_id=sid, session_dir=live.state.dir)
         del self.sessions[sid]
+        live.journal.retired = True
         self.fds.drop(live.journal.path)
         self.markers.unmark(sid)
         for hook in self.on_close:
@@ -293,10 +317,11 @@ class Registry:
                 raise RequestError("forbidden", f"refusing {trace}: not a regular file") from e
             raise
         try:
-            size = trace.stat().st_size
+            st = trace.stat(follow_symlinks=False)
+            size, file_id = st.st_size, (st.st_dev, st.st_ino)
         except OSError:
-            size = -1
-        return Loaded(sdir, size, meta, tail)
+            size, file_id = -1, None
+        return Loaded(sdir, size, meta, tail, file_id)
 
     def preload(self, skill: str, session_id: str, target: str, cwd: str, peer_uid: int) -> Loaded | None:
         """``load`` the session an ``open`` will resume, if it is on disk and not live (worker thread).
@@ -386,6 +411,8 @@ class Registry:
         for key, (client, step, rid) in tail.requests.items():
             state.remember_request(key, client, step, rid)
         live = Live(state=state, journal=Journal(str(sdir), self.fds), root=str(root))
+        if loaded.file_id is not None:
+            live.journal.file_id = loaded.file_id
         if action == "peek":  # stays ended: it can take late records, nothing else
             state.closed = True
             self._remember_ended(live)
@@ -393,7 +420,7 @@ class Registry:
         self.sessions[state.session_id] = live
         self.closed.pop(state.session_id, None)
         self.ended.pop(state.session_id, None)
-        if action == "reopen" or tail.last_step == 0:  # step 1 is always a start (an empty trace: a power cut)
+        if action == "reopen":
             meta.ended_at = meta.outcome = meta.reason = None
             self.append(live, [Pending(vocab.START, dict(RESUMED_PAYLOAD), 0.0)])
             self._write_meta_fast(live)  # in flight again, for every reader
@@ -447,10 +474,14 @@ class Registry:
         else:
             for p in batch:  # "may be late", and it is not: an ordinary record
                 p.late = False
+        lead = 0
+        if state.step == 0 and batch and batch[0].phase != vocab.START:  # an empty trace (a power cut took it)
+            batch.insert(0, Pending(vocab.START, dict(RESUMED_PAYLOAD), 0.0))
+            lead = 1  # step 1 is always a start
         prepared = state.prepare(batch)
         records = prepared.records
         if not records:
-            return state.steps_of(prepared, 0), None
+            return state.steps_of(prepared, 0)[lead:], None
         buf = json_encoder.encode_lines(records)  # one C call: every line, each ending in "\n"
         error: OSError | None = None
         try:
@@ -475,7 +506,7 @@ class Registry:
                 records = records[:written]
             if self.on_durable:
                 self._written(live, records)
-        return state.steps_of(prepared, written), error
+        return state.steps_of(prepared, written)[lead:], error
 
     def _written(self, live: Live, records: list[Record]) -> None:
         """Hand written records to the listeners now (fsync=never) or once they are durable."""
@@ -618,6 +649,11 @@ class Registry:
         lives = list(lives)
         try:
             await self.commit.wait([live.journal for live in lives])
+        except FileNotFoundError:  # a trace deleted under its open session: let it go, the next open makes a new one
+            for live in lives:
+                if live.journal.gone():
+                    self._forget_gone(live)
+            raise
         finally:
             for live in lives:
                 if live.unpublished:

@@ -79,8 +79,9 @@ class Roots:
         return iter(self.known)
 
     def load(self) -> None:
-        """Read ``roots.json`` (a missing or broken file is an empty list)."""
-        self.known.update(read_roots(self.state_dir))
+        """Read ``roots.json`` (a missing or broken file is an empty list); each root by its real path,
+        so one written under another spelling (before targets were taken by real path) is one root."""
+        self.known.update(os.path.realpath(r) for r in read_roots(self.state_dir))
 
     def note(self, root: str) -> None:
         """Remember ``root`` (written at once, atomically, when it is new)."""

@@ -126,6 +126,8 @@ class WriteAheadLog:
         """Traces with lines in the segments a running checkpoint has yet to delete."""
         self.held: set[str] = set()
         """Traces with lines in segments a failed replay left (``Replayed.held``): the next start replays them."""
+        self._checkpointing = threading.Lock()
+        """One checkpoint at a time (a round's, and one an open asked for): each deletes the segments it synced."""
         self._lock = threading.Lock()
         """Held while a frame is written and synced and while segments change: ``reset`` runs on the
         event loop, everything else on the sync round's worker thread."""
@@ -195,17 +197,16 @@ class WriteAheadLog:
         """
         return path in self.covered or path in self._retiring or path in self.held
 
-    def reset(self, session_dir: str, *, force: bool = False) -> bool:
+    def reset(self, session_dir: str) -> bool:
         """Before a trace is created at ``session_dir`` (blocking: one fdatasync, only when needed).
 
-        When the log may still hold lines of an earlier trace there (``holds``, or ``force``:
-        a round in flight is logging some), appends and fdatasyncs a reset frame, so that
-        replay puts none of them into the new trace, whatever its identity. Returns whether it
-        wrote one. Raises OSError when the log cannot be written (the trace must then not be
-        created).
+        When the log may still hold lines of an earlier trace there (``holds``), appends and
+        fdatasyncs a reset frame, so that replay puts none of them into the new trace, whatever
+        its identity. Returns whether it wrote one. Raises OSError when the log cannot be
+        written (the trace must then not be created).
         """
         path = os.path.join(session_dir, TRACE)
-        if not force and not self.holds(path):
+        if not self.holds(path):
             return False
         with self._lock:
             self._write_sync(frame(session_dir, "", b""))
@@ -228,6 +229,10 @@ class WriteAheadLog:
         written while this runs are logged there, so nothing acked is ever covered
         by neither its trace's fdatasync nor a segment still on disk.
         """
+        with self._checkpointing:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
         with self._lock:
             self._abandon()
             last = self._seq

@@ -9,6 +9,7 @@ is summarized from its ``meta.json`` alone.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,17 +31,27 @@ _decode = msgspec.json.decode
 def reading_roots(given: Sequence[str | Path] | None = None) -> list[Path]:
     """The roots the reading commands read: ``given`` (``--root``), else every root the daemon has
     written to (its global root and those in ``roots.json``: ``--target repo``, a dir, ``serve --root``).
-    Absolute: the file watcher reports absolute paths, and ``tail -f`` keys its offsets by them."""
+    Absolute: the file watcher reports absolute paths, and ``tail -f`` keys its offsets by them.
+    One directory is read once, however many spellings name it (a symlink, ``..``, a name kept
+    from before the daemon took targets by their real path): the first spelling is kept."""
     if given:
-        return [Path(v).expanduser().absolute() for v in given]
+        return _one_each([Path(v).expanduser().absolute() for v in given])
     from traced.locations import default_root, state_dir
 
-    roots = [default_root().absolute()]
-    for extra in layout.read_roots(state_dir()):
-        path = Path(extra).absolute()
-        if path not in roots and path.is_dir():
-            roots.append(path)
-    return roots
+    extra = [Path(p).absolute() for p in layout.read_roots(state_dir())]
+    return _one_each([default_root().absolute(), *(p for p in extra if p.is_dir())])
+
+
+def _one_each(roots: list[Path]) -> list[Path]:
+    """``roots`` without a directory named twice (compared by real path), in order."""
+    seen: set[str] = set()
+    out = []
+    for root in roots:
+        real = os.path.realpath(root)
+        if real not in seen:
+            seen.add(real)
+            out.append(root)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

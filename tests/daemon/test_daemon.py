@@ -365,13 +365,19 @@ def test_a_session_dir_deleted_and_made_again_while_open_is_noticed_at_the_next_
         (1, "start", None), (2, "note", "kept"), (3, "end", None)]
 
 
-def test_a_durable_emit_to_a_session_deleted_under_it_ends_in_unknown_session(daemon_factory: Any) -> None:
-    """Under ``fsync = "always"`` the ack waits for the trace's fdatasync, which finds the file gone: the
-    daemon lets the session go and closes the connection (no ack may claim durability); the client's
-    resend then gets ``unknown_session`` instead of the same failure again and again."""
+@pytest.mark.parametrize("synced_before", [False, True])
+def test_a_durable_emit_to_a_session_deleted_under_it_ends_in_unknown_session(daemon_factory: Any,
+                                                                              synced_before: bool) -> None:
+    """Under ``fsync = "always"`` the ack waits for the round, which finds the file gone, whether it would
+    fdatasync the trace (its first round) or log its lines (later ones): the daemon lets the session go
+    and closes the connection (no ack may claim durability); the client's resend then gets
+    ``unknown_session`` instead of the same failure again and again."""
     d: Daemon = daemon_factory("--fsync", "always")
     with d.client() as c:
         o = c.open("vanish", session_id="vanish-1", owner_pid=-1)
+        if synced_before:
+            assert c.emit(o.session_id, "note", {"message": "synced by the trace's own fdatasync"}) == 2
+            assert c.emit(o.session_id, "note", {"message": "logged"}) == 3
         shutil.rmtree(o.dir)
         with pytest.raises(RequestError) as e:
             c.emit(o.session_id, "note", {"message": "into a deleted file"})
@@ -380,6 +386,41 @@ def test_a_durable_emit_to_a_session_deleted_under_it_ends_in_unknown_session(da
         assert (again.resumed, again.step) == (False, 1)
     assert [e["event"] for e in d.logs() if e.get("event") in ("session_dir_gone", "durable_ack_failed")] == [
         "session_dir_gone", "durable_ack_failed"]
+
+
+@pytest.mark.parametrize("how", ["trace_deleted", "dir_made_again", "trace_replaced"])
+def test_a_trace_replaced_while_its_fd_was_closed_is_never_written_into(daemon_factory: Any, how: str) -> None:
+    """With one fd cached, a held session's fd is closed when another session writes. Its trace deleted
+    (or its dir made again, or another file written at its path, maybe on the freed inode number) in the
+    meantime: the next write reopens by name, finds no file or another one (device, inode and size), and
+    fails with ``io_error`` instead of creating a trace without a start or appending to a stranger's;
+    the session is let go, so the next emit gets ``unknown_session``."""
+    d: Daemon = daemon_factory(env={"TRACED_FD_CACHE": "1"})
+    with d.client() as c:
+        e = c.open("evicted", session_id=f"evicted-{how}", owner_pid=-1)
+        assert c.emit(e.session_id, "note", {"message": "before"}) == 2
+        trace = Path(e.dir) / "trace.jsonl"
+        other = c.open("evictor", owner_pid=-1)  # its start record takes the one cached fd
+        if how == "dir_made_again":
+            shutil.rmtree(e.dir)
+            os.makedirs(e.dir, mode=0o700)
+        else:
+            trace.unlink()
+        if how == "trace_replaced":
+            trace.write_bytes(b'{"ts":"2026-01-01T00:00:00.000000Z","skill":"x","session_id":"y","step":1,'
+                              b'"phase":"start","payload":{}}\n')  # on ext4, often on the inode just freed
+        with pytest.raises(RequestError) as err:
+            c.emit(e.session_id, "note", {"message": "after"})
+        assert (err.value.code, err.value.message) == ("io_error", "write failed: " + (
+            "the trace was deleted or replaced" if how == "trace_replaced" else "No such file or directory"))
+        with pytest.raises(RequestError) as err:
+            c.emit(e.session_id, "note", {"message": "after"})
+        assert err.value.code == "unknown_session"
+        assert c.emit(other.session_id, "note", {"message": "others go on"}) == 2
+    if how == "trace_replaced":
+        assert [r["session_id"] for r in read_trace(trace)] == ["y"], "the stranger's trace is untouched"
+    else:
+        assert not trace.exists(), "no trace without a start"
 
 
 def test_a_close_of_an_empty_trace_another_daemon_may_hold_writes_nothing(daemon: Daemon, short_tmp: Path) -> None:

@@ -21,8 +21,10 @@ docs/benchmarks.md ("Durable acks", "Spread over many sessions") has the numbers
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Final
 
 import anyio
@@ -39,6 +41,11 @@ LOG_TRACE_MAX: Final = 256 * 1024
 """Under ``batch``: bytes a trace may write between two rounds and still be logged (see the module doc)."""
 SYNC_THREADS: Final = 64
 """fdatasyncs one round runs at once; more traces wait for a free thread in the same round."""
+
+
+_Logged = tuple[int, Journal, int, tuple[str, str, bytes]]
+"""A trace's lines for the log: its round key, its journal, the size its file has at least (bytes),
+and the log entry (session dir, trace identity, lines)."""
 
 
 class _Round:
@@ -110,7 +117,7 @@ class GroupCommit:
     async def _run(self, rnd: _Round) -> None:
         self._inflight, self._next = rnd, _Round()
         try:
-            logged: list[tuple[str, str, bytes]] = []
+            logged: list[_Logged] = []
             by_log: list[int] = []
             by_sync: list[tuple[int, tuple[Journal, int]]] = []
             wal = self.wal if self.wal is not None and self.log_wanted() else None
@@ -125,15 +132,16 @@ class GroupCommit:
                 j.round_bytes = j.bytes_written
                 if wal is not None and j.wal is not None and j.wal_base <= j.synced_gen and small and j.ident:
                     if j.wal:
-                        logged.append((j.dir, j.ident, b"".join(j.wal)))
+                        logged.append((key, j, j.size, (j.dir, j.ident, b"".join(j.wal))))
                         j.wal = []
                     by_log.append(key)
                 else:  # lines the log never saw (or a large trace): fdatasync it; the log keeps what follows
                     by_sync.append((key, (j, gen)))
                     j.wal, j.wal_base = ([] if wal is not None and small else None), gen
             retire = wal is None and self.wal is not None and bool(self.wal.covered)
-            self._logging = {sdir for sdir, _ident, _lines in logged}
-            log_synced = await anyio.to_thread.run_sync(self._sync_all, rnd, logged, by_log, by_sync, retire)
+            self._logging = {entry[0] for _key, _j, _size, entry in logged}
+            log_synced = await anyio.to_thread.run_sync(partial(self._sync_all, retire=retire),
+                                                        rnd, logged, by_log, by_sync)
             for key in by_log:
                 j, gen = rnd.targets[key]
                 if key in rnd.errors:
@@ -167,23 +175,31 @@ class GroupCommit:
             return False
         return self.wal.reset(session_dir)
 
-    def _sync_all(self, rnd: _Round, logged: list[tuple[str, str, bytes]], by_log: list[int],
-                  by_sync: list[tuple[int, tuple[Journal, int]]], retire: bool) -> bool:
+    def _sync_all(self, rnd: _Round, logged: list[_Logged], by_log: list[int],
+                  by_sync: list[tuple[int, tuple[Journal, int]]], *, retire: bool) -> bool:
         """Log and fdatasync ``logged`` once, fdatasync every trace of ``by_sync`` at once (a worker thread).
 
         ``retire``: the log is no longer wanted; checkpoint what it covers. When the log cannot
         be written or synced (its disk is full), the traces of ``by_log`` are fdatasynced on
-        their own instead, in this round. Returns whether the log was synced.
+        their own instead, in this round. Lines of a trace that is no longer at its path
+        (``Journal.gone``: deleted or replaced under its session) are not logged: that trace's
+        waiters get FileNotFoundError. Returns whether the log was synced.
         """
+        entries = []
+        for key, journal, size, entry in logged:
+            if journal.gone(size):
+                rnd.errors[key] = FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", journal.path)
+            else:
+                entries.append(entry)
         if retire and self.wal is not None:
             try:
                 self.wal.close()
             except OSError as e:
                 log.error("wal_checkpoint_failed", error=e.strerror)
         synced = False
-        if logged and self.wal is not None:
+        if entries and self.wal is not None:
             try:
-                self.wal.append_sync(logged)
+                self.wal.append_sync(entries)
                 synced = True
                 if self._log_failing:
                     self._log_failing = False
@@ -192,7 +208,7 @@ class GroupCommit:
                 if not self._log_failing:
                     self._log_failing = True
                     log.error("wal_write_failed", error=e.strerror, fallback="each trace's own fdatasync")
-                by_sync = by_sync + [(key, rnd.targets[key]) for key in by_log]
+                by_sync = by_sync + [(key, rnd.targets[key]) for key in by_log if key not in rnd.errors]
         if len(by_sync) == 1:
             self._sync_one(rnd, *by_sync[0])
         elif by_sync:

@@ -350,12 +350,14 @@ class Handler:
                         loaded = await anyio.to_thread.run_sync(
                             self.registry.preload, req.skill, req.session_id, req.target, cwd, conn.peer.uid)
                     self._loading.pop(req.session_id, None)
-                for attempt in range(OPEN_ATTEMPTS):
+                checkpointed = False
+                for _attempt in range(OPEN_ATTEMPTS):
                     try:
-                        return self._open(conn, req, cwd, loaded, settled=attempt > 0)
+                        return self._open(conn, req, cwd, loaded, settled=checkpointed)
                     except Deferred as wait:
                         log.info("open_deferred", session_id=req.session_id, why=str(wait))
                         await wait.until()
+                        checkpointed = checkpointed or wait.checkpoint
                 raise RequestError("io_error", f"cannot create the trace of {req.session_id}: the write-ahead log "
                                    "stayed busy")
             case protocol.Close():
@@ -460,7 +462,7 @@ class Handler:
         return live
 
 
-OPEN_ATTEMPTS: Final = 3
+OPEN_ATTEMPTS: Final = 4
 """Times an ``open`` is tried when the registry defers it (``registry.Deferred``)."""
 NOT_FOUND_TTL: Final = 10.0
 """Seconds a session id that a ``close`` search did not find on disk is not searched for again."""

@@ -51,8 +51,14 @@ class FdCache:
     def __len__(self) -> int:
         return len(self._fds)
 
-    def get(self, path: str) -> int:
-        """The fd of ``path`` opened for appending (0600, no symlink follow)."""
+    def get(self, path: str, expect: tuple[int, int, int] | None = None) -> int:
+        """The fd of ``path`` opened for appending (0600, no symlink follow).
+
+        ``expect``: (st_dev, st_ino, size in bytes) of the file the caller has been writing. An fd
+        opened again (evicted, or never opened by this daemon) must be that file: none is created,
+        and another file at the path (deleted and made again, even on a reused inode number)
+        raises FileNotFoundError. Raises OSError.
+        """
         fds = self._fds
         fd = fds.get(path)
         if fd is not None:
@@ -62,8 +68,15 @@ class FdCache:
         try:
             fd = layout.open_regular(path, flags)  # a FIFO or device planted there: OSError, never a hang
         except FileNotFoundError:
+            if expect is not None:
+                raise
             fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
             os.fchmod(fd, FILE_MODE)  # umask-independent, once, when it is created
+        if expect is not None:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino, st.st_size) != expect:
+                os.close(fd)
+                raise FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", path)
         fds[path] = fd
         while len(fds) > max(self.cap, 1):  # O(1) per eviction: the oldest first
             os.close(fds.popitem(last=False)[1])
@@ -103,7 +116,10 @@ class Journal:
     """The trace file's identity (``trace_ident``), read by its first fdatasync; "" until then.
     The write-ahead log tags this trace's lines with it."""
     file_id: tuple[int, int] | None = None
-    """(st_dev, st_ino) of the file this journal writes, read at its first write: ``gone``."""
+    """(st_dev, st_ino) of the file this journal writes, read at its first write or load: ``gone``."""
+    size: int = -1
+    """That file's size as this journal knows it (bytes; -1: unknown). With ``file_id`` it tells the
+    file apart from another one on a reused inode number."""
     retired: bool = False
     """Its file was deleted or replaced and the session let go (``Registry``): rounds skip it."""
 
@@ -127,10 +143,11 @@ class Journal:
         total = len(view)
         done = 0
         try:
-            fd = self.fds.get(self.path)
-            if self.file_id is None:
+            fid = self.file_id
+            fd = self.fds.get(self.path, (fid[0], fid[1], self.size) if fid is not None and self.size >= 0 else None)
+            if fid is None or self.size < 0:
                 st = os.fstat(fd)
-                self.file_id = (st.st_dev, st.st_ino)
+                self.file_id, self.size = (st.st_dev, st.st_ino), st.st_size
             while done < total:
                 n = os.write(fd, view[done:])
                 if n <= 0:  # pragma: no cover - write(2) never returns 0 for regular files
@@ -142,6 +159,8 @@ class Journal:
             if done:
                 self.bytes_written += done
                 self.written_gen += 1
+                if self.size >= 0:
+                    self.size += kept
                 if done != kept:
                     self.fds.drop(self.path)
                     self.torn_moved += cut_fragment(self.path, done - kept)
@@ -150,19 +169,28 @@ class Journal:
             raise JournalWriteError(err, complete) from err
         self.bytes_written += total
         self.written_gen += 1
+        if self.size >= 0:
+            self.size += total
         if self.wal is not None:
             self.wal.append(bytes(view))
         return lines
 
-    def gone(self) -> bool:
+    def gone(self, size: int | None = None) -> bool:
         """Whether the file this journal writes is no longer at its path (deleted, or replaced by
-        another file or by a symlinked dir). One ``stat``; a journal that never wrote compares by
-        existence only."""
+        another file or by a symlinked dir, even on a reused inode number). One ``stat``; a journal
+        that never wrote compares by existence only. ``size``: the least size the file must have
+        (from a worker thread, while the loop may append); default: exactly the known size."""
         try:
             st = os.stat(self.path, follow_symlinks=False)
         except OSError:
             return True
-        return self.file_id is not None and (st.st_dev, st.st_ino) != self.file_id
+        if self.file_id is None:
+            return False
+        if (st.st_dev, st.st_ino) != self.file_id:
+            return True
+        if size is not None:
+            return st.st_size < size
+        return self.size >= 0 and st.st_size != self.size
 
     def fdatasync(self, target: int | None = None) -> None:
         """fdatasync the trace (blocking; call from a worker thread).

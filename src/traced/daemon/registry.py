@@ -71,9 +71,11 @@ class Deferred(Exception):
     that path (the reset must follow them), or the log is too full for the reset (a checkpoint
     makes it needless)."""
 
-    def __init__(self, until: Callable[[], Awaitable[Any]], why: str) -> None:
+    def __init__(self, until: Callable[[], Awaitable[Any]], why: str, *, checkpoint: bool = False) -> None:
         super().__init__(why)
         self.until = until
+        self.checkpoint = checkpoint
+        """``until`` runs a checkpoint (after which a reset that still fails is an ``io_error``)."""
 
 
 @dataclass(slots=True)
@@ -244,7 +246,8 @@ class Registry:
         except OSError as e:
             _remove_empty(sdir)
             if not settled:  # a checkpoint syncs those traces and deletes their segments: no reset needed
-                raise Deferred(lambda: anyio.to_thread.run_sync(self.commit.checkpoint), "the log is full") from e
+                raise Deferred(lambda: anyio.to_thread.run_sync(self.commit.checkpoint), "the log is full",
+                               checkpoint=True) from e
             raise RequestError("io_error", f"cannot write the write-ahead log: {e.strerror}") from e
         steps, error = self.append(live, [Pending(vocab.START, start_payload(input, cwd), now)])
         if steps[0] is None:  # no start record, no session: step 1 is always the start
@@ -412,7 +415,7 @@ class Registry:
             state.remember_request(key, client, step, rid)
         live = Live(state=state, journal=Journal(str(sdir), self.fds), root=str(root))
         if loaded.file_id is not None:
-            live.journal.file_id = loaded.file_id
+            live.journal.file_id, live.journal.size = loaded.file_id, loaded.size
         if action == "peek":  # stays ended: it can take late records, nothing else
             state.closed = True
             self._remember_ended(live)
@@ -490,6 +493,8 @@ class Registry:
             written = e.lines
             error = e
             self.stats.write_errors += 1
+            if e.errno == errno.ENOENT and live.journal.gone():  # deleted or replaced under it: let it go
+                self._forget_gone(live)
             log.error(
                 "write_failed", session_id=state.session_id, errno=e.errno, error=e.strerror,
                 lines_written=written, lines_failed=len(records) - written,

@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,24 @@ def tiny_fs(short_tmp: Path) -> Any:
 
 
 # ---------------------------------------------------------------- 1, 2. a full disk
+
+
+@contextmanager
+def _log_on_a_tmpfs(d: Daemon) -> Iterator[Path]:
+    """Start ``d`` with its write-ahead log on its own 1 MiB tmpfs (yielded); kill it and unmount after."""
+    wal_dir = d.state / "traced" / "wal"
+    wal_dir.mkdir(parents=True, mode=0o700)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(wal_dir)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        d.start()
+        yield wal_dir
+    finally:
+        if d.alive():
+            d.stop(signal.SIGKILL)
+        subprocess.run(["umount", "-l", str(wal_dir)], check=False)
 
 
 def _fill(blocker: Path) -> Path:
@@ -97,14 +117,7 @@ def test_a_full_disk_under_the_log_falls_back_to_syncing_each_trace(daemon_facto
     still come, each trace fdatasynced on its own; the log takes no new segment per round meanwhile;
     once it has room, rounds log again; a kill -9 loses nothing acked either way."""
     d: Daemon = daemon_factory("--fsync", "always", start=False)
-    wal_dir = d.state / "traced" / "wal"
-    wal_dir.mkdir(parents=True, mode=0o700)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(wal_dir)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    try:
-        d.start()
+    with _log_on_a_tmpfs(d) as wal_dir:
         blocker = _fill(wal_dir / "fill")
         with d.client() as c:
             s = c.session("logfull", owner_pid=-1)
@@ -130,10 +143,6 @@ def test_a_full_disk_under_the_log_falls_back_to_syncing_each_trace(daemon_facto
         records = read_trace(Path(s.dir) / "trace.jsonl")
         assert_gap_free(records)
         assert records[-1]["step"] == last and records[-1]["payload"] == {"message": "last"}
-    finally:
-        if d.alive():
-            d.stop(signal.SIGKILL)
-        subprocess.run(["umount", "-l", str(wal_dir)], check=False)
 
 
 @ROOT_ONLY
@@ -143,15 +152,8 @@ def test_a_session_id_used_again_while_the_log_is_full_is_opened_after_a_checkpo
     makes the earlier trace's logged lines needless (synced, their segment deleted), instead of failing;
     after a kill -9 the new trace holds only its own lines."""
     d: Daemon = daemon_factory("--fsync", "batch", env={"TRACED_FSYNC_INTERVAL": "3600"}, start=False)
-    wal_dir = d.state / "traced" / "wal"
-    wal_dir.mkdir(parents=True, mode=0o700)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(wal_dir)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
     sid, ts = "full-reuse-1", 1764547200.75
-    try:
-        d.start()
+    with _log_on_a_tmpfs(d) as wal_dir:
         with d.client() as c:
             first = c.open("fullreuse", session_id=sid, owner_pid=-1, ts=ts)
             for i in range(2):
@@ -187,10 +189,6 @@ def test_a_session_id_used_again_while_the_log_is_full_is_opened_after_a_checkpo
         records = read_trace(Path(first.dir) / "trace.jsonl")
         assert_gap_free(records)
         assert [r["payload"].get("message") for r in records] == [None, "new-0"]
-    finally:
-        if d.alive():
-            d.stop(signal.SIGKILL)
-        subprocess.run(["umount", "-l", str(wal_dir)], check=False)
 
 
 @ROOT_ONLY

@@ -423,6 +423,48 @@ def test_a_trace_replaced_while_its_fd_was_closed_is_never_written_into(daemon_f
         assert not trace.exists(), "no trace without a start"
 
 
+def test_an_ended_session_whose_trace_is_deleted_or_replaced_is_let_go_too(daemon_factory: Any) -> None:
+    """An ended session kept for late records is let go like an open one: deleted, a late emit's resend
+    gets ``unknown_session`` (not a closed connection forever); replaced by a copy (a temp file renamed
+    over it, as ``sed -i`` does), one late emit fails and the next ``open {reopen: false}`` loads the copy."""
+    d: Daemon = daemon_factory("--fsync", "always")
+    with d.client() as c:
+        gone = c.open("endedgone", session_id="ended-gone-1", owner_pid=-1)
+        c.end(gone.session_id, "success")
+        assert c.emit(gone.session_id, "note", {"message": "late"}, late=True) == 3
+        copied = c.open("endedcopy", session_id="ended-copy-1", owner_pid=-1)
+        c.end(copied.session_id, "success")
+        shutil.rmtree(gone.dir)
+        with pytest.raises(RequestError) as e:
+            c.emit(gone.session_id, "note", {"message": "late"}, late=True)
+        assert e.value.code == "unknown_session"
+        trace = Path(copied.dir) / "trace.jsonl"
+        (Path(copied.dir) / "copy.tmp").write_bytes(trace.read_bytes())
+        os.replace(Path(copied.dir) / "copy.tmp", trace)
+        with pytest.raises(RequestError) as e:
+            c.emit(copied.session_id, "note", {"message": "late"}, late=True)
+        assert e.value.code == "io_error"
+        assert c.open("endedcopy", session_id=copied.session_id, owner_pid=-1, reopen=False).ended
+        assert c.emit(copied.session_id, "note", {"message": "late"}, late=True) == 3
+    assert [r["phase"] for r in read_trace(trace)] == ["start", "end", "note"]
+
+
+def test_a_line_another_writer_appends_does_not_make_a_session_gone(daemon_factory: Any) -> None:
+    """The file is the same (device, inode) and only longer: another writer appended (devboy's CLI, a
+    second daemon on a shared repo root). A reopen of the evicted fd takes it, and the session goes on."""
+    d: Daemon = daemon_factory(env={"TRACED_FD_CACHE": "1"})
+    with d.client() as c:
+        o = c.open("appended", session_id="appended-1", owner_pid=-1)
+        trace = Path(o.dir) / "trace.jsonl"
+        with trace.open("ab") as f:
+            f.write(b'{"ts":"2026-01-01T00:00:00.000000Z","skill":"appended","session_id":"appended-1","step":2,'
+                    b'"phase":"note","payload":{"message":"from another writer"}}\n')
+        c.open("evictor2", owner_pid=-1)
+        assert c.emit(o.session_id, "note", {"message": "ours"}) == 2
+        assert c.open("appended", session_id=o.session_id, owner_pid=-1).resumed
+    assert [r["payload"].get("message") for r in read_trace(trace)] == [None, "from another writer", "ours"]
+
+
 def test_a_close_of_an_empty_trace_another_daemon_may_hold_writes_nothing(daemon: Daemon, short_tmp: Path) -> None:
     """Under a client's dir, a never-ended session this daemon does not hold is not adopted by a close;
     its empty trace stays empty (no start written before the refusal)."""

@@ -604,6 +604,32 @@ def test_one_root_spelled_twice_is_read_once(tmp_path: Path) -> None:
     assert sorted(roots) == [str(real)]
 
 
+def test_a_trace_that_became_a_directory_blocks_no_checkpoint_and_no_replay(daemon_factory: Any) -> None:
+    """A logged trace replaced by a directory (or a FIFO) is no longer a trace: checkpoints skip it
+    instead of failing forever (the log growing without end), and replay counts it gone, not failed,
+    so the log is deleted."""
+    d: Daemon = daemon_factory("--fsync", "always", env={"TRACED_WAL_CHECKPOINT_BYTES": "4096"})
+    with d.client() as c:
+        a = c.open("notafile", owner_pid=-1)
+        for i in range(3):
+            c.emit(a.session_id, "note", {"message": f"a-{i}"})
+        trace = Path(a.dir) / "trace.jsonl"
+        trace.unlink()
+        trace.mkdir()
+        b = c.open("filler", owner_pid=-1)
+        for i in range(60):
+            c.emit(b.session_id, "note", {"message": f"b-{i}", "pad": "p" * 200})
+        assert c.status()["wal_checkpoints"] >= 2
+    assert [e for e in d.logs() if e.get("event") == "wal_checkpoint_failed"] == []
+    d.kill9()
+    d.start()
+    assert _notes(b.dir) == [f"b-{i}" for i in range(60)]
+    assert [e["session_dir"] for e in d.logs() if e.get("event") == "wal_session_gone"] in ([], [a.dir])
+    assert [e for e in d.logs() if e.get("event") == "wal_replay_failed"] == []
+    assert _segments(d) == []
+    shutil.rmtree(a.dir)  # not a session any more (the schema check after the test reads every trace)
+
+
 def test_a_torn_tail_the_replay_moves_aside_is_counted(daemon_factory: Any) -> None:
     """``status``'s ``torn_tails_moved`` counts the torn tails the log's replay moved aside too."""
     d: Daemon = daemon_factory("--fsync", "batch", env={"TRACED_FSYNC_INTERVAL": "3600"})

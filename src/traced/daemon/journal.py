@@ -55,9 +55,10 @@ class FdCache:
         """The fd of ``path`` opened for appending (0600, no symlink follow).
 
         ``expect``: (st_dev, st_ino, size in bytes) of the file the caller has been writing. An fd
-        opened again (evicted, or never opened by this daemon) must be that file: none is created,
-        and another file at the path (deleted and made again, even on a reused inode number)
-        raises FileNotFoundError. Raises OSError.
+        opened again (evicted, or never opened by this daemon) must be that file, at least that
+        long (another writer may have appended): none is created, and another file at the path
+        (deleted and made again, or a shorter one on a reused inode number) raises
+        FileNotFoundError. Raises OSError.
         """
         fds = self._fds
         fd = fds.get(path)
@@ -74,7 +75,7 @@ class FdCache:
             os.fchmod(fd, FILE_MODE)  # umask-independent, once, when it is created
         if expect is not None:
             st = os.fstat(fd)
-            if (st.st_dev, st.st_ino, st.st_size) != expect:
+            if (st.st_dev, st.st_ino) != expect[:2] or st.st_size < expect[2]:
                 os.close(fd)
                 raise FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", path)
         fds[path] = fd
@@ -177,9 +178,9 @@ class Journal:
 
     def gone(self, size: int | None = None) -> bool:
         """Whether the file this journal writes is no longer at its path (deleted, or replaced by
-        another file or by a symlinked dir, even on a reused inode number). One ``stat``; a journal
-        that never wrote compares by existence only. ``size``: the least size the file must have
-        (from a worker thread, while the loop may append); default: exactly the known size."""
+        another file or by a symlinked dir, or a shorter file on a reused inode number). One
+        ``stat``; a journal that never wrote compares by existence only. ``size``: the least size
+        the file must have (default: the known size; another writer may have appended)."""
         try:
             st = os.stat(self.path, follow_symlinks=False)
         except OSError:
@@ -188,9 +189,7 @@ class Journal:
             return False
         if (st.st_dev, st.st_ino) != self.file_id:
             return True
-        if size is not None:
-            return st.st_size < size
-        return self.size >= 0 and st.st_size != self.size
+        return st.st_size < (self.size if size is None else size)
 
     def fdatasync(self, target: int | None = None) -> None:
         """fdatasync the trace (blocking; call from a worker thread).

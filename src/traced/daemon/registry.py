@@ -188,7 +188,10 @@ class Registry:
             _name("session id", session_id)
         op: Op = "open_ended" if not reopen else "open_from_spool" if from_spool else "open"
         if session_id and not reopen and session_id in self.ended:
-            return self.ended[session_id], True, None
+            known = self.ended[session_id]
+            if not known.journal.gone():
+                return known, True, None
+            self._forget_gone(known)  # deleted or replaced since: load what is there now, if anything
         timeout = idle_timeout if idle_timeout > 0 else self.config.idle_timeout
         live = self.sessions.get(session_id) if session_id else None
         if live is not None and live.journal.gone():  # deleted or replaced while open: its writes would be lost
@@ -267,12 +270,17 @@ class Registry:
         return live, False, fallback
 
     def _forget_gone(self, live: Live) -> None:
-        """Let go of an open session whose directory was deleted (the next open makes a new trace there)."""
+        """Let go of a session, open or ended, whose trace was deleted or replaced under it (the next
+        open makes a new trace there, or loads the one found)."""
         sid = live.state.session_id
-        if self.sessions.get(sid) is not live:
+        if self.sessions.get(sid) is live:
+            del self.sessions[sid]
+        elif self.ended.get(sid) is live:
+            del self.ended[sid]
+            self.closed.pop(sid, None)
+        else:
             return
         log.warning("session_dir_gone", session_id=sid, session_dir=live.state.dir)
-        del self.sessions[sid]
         live.journal.retired = True
         self.fds.drop(live.journal.path)
         self.markers.unmark(sid)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import struct
 import threading
 import zlib
@@ -265,8 +266,8 @@ def _sync_trace(path: str) -> None:
     try:
         fd = layout.open_regular(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as e:
-        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-            return  # the session was deleted (or its name is no longer a trace): nothing to keep
+        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EINVAL, errno.EISDIR):
+            return  # the session was deleted, or its name is no longer a trace (a dir, a FIFO): nothing to keep
         raise
     try:
         os.fdatasync(fd)
@@ -329,8 +330,8 @@ def replay(directory: Path) -> Replayed:
                 continue
             pending.setdefault(sdir, []).append((ident, lines))
     for sdir, chunks in pending.items():
-        if not os.path.isdir(sdir):
-            done.gone.append(sdir)
+        if not os.path.isdir(sdir) or not _regular_or_missing(os.path.join(sdir, TRACE)):
+            done.gone.append(sdir)  # deleted, or its trace is now a dir, a FIFO or a symlink: nothing to keep
             log.warning("wal_session_gone", session_dir=sdir)
             continue
         try:
@@ -346,6 +347,13 @@ def replay(directory: Path) -> Replayed:
         if segments:
             _sync_dir(directory)
     return done
+
+
+def _regular_or_missing(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return True
 
 
 def _replay_one(sdir: str, chunks: list[tuple[str | None, bytes]], done: Replayed) -> None:

@@ -51,10 +51,11 @@ class FdCache:
     def __len__(self) -> int:
         return len(self._fds)
 
-    def get(self, path: str, expect: tuple[int, int, int] | None = None) -> int:
+    def get(self, path: str, owner: Journal | None = None) -> int:
         """The fd of ``path`` opened for appending (0600, no symlink follow).
 
-        ``expect``: (st_dev, st_ino, size in bytes) of the file the caller has been writing. An fd
+        ``owner``: the journal writing it. Once it has written (its ``file_id`` and ``size``
+        known: device, inode, bytes), an fd
         opened again (evicted, or never opened by this daemon) must be that file, at least that
         long (another writer may have appended): none is created, and another file at the path
         (deleted and made again, or a shorter one on a reused inode number) raises
@@ -66,6 +67,7 @@ class FdCache:
             fds.move_to_end(path)
             return fd
         flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        expect = owner.file_id if owner is not None and owner.size >= 0 else None
         try:
             fd = layout.open_regular(path, flags)  # a FIFO or device planted there: OSError, never a hang
         except FileNotFoundError:
@@ -73,9 +75,9 @@ class FdCache:
                 raise
             fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
             os.fchmod(fd, FILE_MODE)  # umask-independent, once, when it is created
-        if expect is not None:
+        if expect is not None and owner is not None:
             st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != expect[:2] or st.st_size < expect[2]:
+            if (st.st_dev, st.st_ino) != expect or st.st_size < owner.size:
                 os.close(fd)
                 raise FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", path)
         fds[path] = fd
@@ -144,9 +146,8 @@ class Journal:
         total = len(view)
         done = 0
         try:
-            fid = self.file_id
-            fd = self.fds.get(self.path, (fid[0], fid[1], self.size) if fid is not None and self.size >= 0 else None)
-            if fid is None or self.size < 0:
+            fd = self.fds.get(self.path, self)
+            if self.size < 0:  # the first write: which file this journal writes (``gone``)
                 st = os.fstat(fd)
                 self.file_id, self.size = (st.st_dev, st.st_ino), st.st_size
             while done < total:
@@ -160,8 +161,7 @@ class Journal:
             if done:
                 self.bytes_written += done
                 self.written_gen += 1
-                if self.size >= 0:
-                    self.size += kept
+                self.size += kept
                 if done != kept:
                     self.fds.drop(self.path)
                     self.torn_moved += cut_fragment(self.path, done - kept)
@@ -170,8 +170,7 @@ class Journal:
             raise JournalWriteError(err, complete) from err
         self.bytes_written += total
         self.written_gen += 1
-        if self.size >= 0:
-            self.size += total
+        self.size += total
         if self.wal is not None:
             self.wal.append(bytes(view))
         return lines

@@ -519,7 +519,8 @@ class Registry:
                 records = records[:written]
             if self.on_durable:
                 self._written(live, records)
-        return state.steps_of(prepared, written)[lead:], error
+        steps = state.steps_of(prepared, written)
+        return (steps[1:] if lead else steps), error
 
     def _written(self, live: Live, records: list[Record]) -> None:
         """Hand written records to the listeners now (fsync=never) or once they are durable."""

@@ -388,6 +388,26 @@ def test_a_durable_emit_to_a_session_deleted_under_it_ends_in_unknown_session(da
         "session_dir_gone", "durable_ack_failed"]
 
 
+def test_a_sync_fsync_that_finds_a_trace_deleted_is_an_io_error_not_an_internal_one(daemon_factory: Any) -> None:
+    """Under ``batch``, ``sync {fsync}`` waits for a round; a trace deleted under its session fails it with
+    ``io_error`` naming the cause (before: ``internal error`` and a traceback logged as a bug), and the
+    session is let go."""
+    d: Daemon = daemon_factory("--fsync", "batch", env={"TRACED_FSYNC_INTERVAL": "3600"})
+    with d.client() as c:
+        o = c.open("syncgone", session_id="sync-gone-1", owner_pid=-1)
+        c.emit(o.session_id, "note", {"message": "x"})
+        c.sync(fsync=True)  # the trace's own fdatasync: from now on its lines are logged
+        c.emit(o.session_id, "note", {"message": "y"})
+        shutil.rmtree(o.dir)
+        with pytest.raises(RequestError) as e:
+            c.sync(fsync=True)
+        assert (e.value.code, e.value.message) == ("io_error", "fsync failed: the trace was deleted or replaced")
+        with pytest.raises(RequestError) as e:
+            c.emit(o.session_id, "note", {"message": "z"})
+        assert e.value.code == "unknown_session"
+    assert [e for e in d.logs() if e.get("event") == "request_failed"] == []
+
+
 @pytest.mark.parametrize("how", ["trace_deleted", "dir_made_again", "trace_replaced"])
 def test_a_trace_replaced_while_its_fd_was_closed_is_never_written_into(daemon_factory: Any, how: str) -> None:
     """With one fd cached, a held session's fd is closed when another session writes. Its trace deleted

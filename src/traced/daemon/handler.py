@@ -367,7 +367,10 @@ class Handler:
                 return protocol.Closed(id=req.id, meta=meta_dict(live.state.m))
             case protocol.Sync():
                 if req.fsync or self.config.fsync == "always":
-                    await self.registry.durable(conn.touched | touched)
+                    try:
+                        await self.registry.durable(conn.touched | touched)
+                    except OSError as e:
+                        raise RequestError("io_error", f"fsync failed: {e.strerror}") from e
                 return protocol.Synced(id=req.id)
             case protocol.StatusRequest():
                 info = self.status()

@@ -67,19 +67,17 @@ class FdCache:
             fds.move_to_end(path)
             return fd
         flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-        expect = owner.file_id if owner is not None and owner.size >= 0 else None
+        known = owner if owner is not None and owner.size >= 0 else None
         try:
             fd = layout.open_regular(path, flags)  # a FIFO or device planted there: OSError, never a hang
         except FileNotFoundError:
-            if expect is not None:
+            if known is not None:
                 raise
             fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
             os.fchmod(fd, FILE_MODE)  # umask-independent, once, when it is created
-        if expect is not None and owner is not None:
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != expect or st.st_size < owner.size:
-                os.close(fd)
-                raise FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", path)
+        if known is not None and not known.is_its_file(os.fstat(fd)):
+            os.close(fd)
+            raise FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", path)
         fds[path] = fd
         while len(fds) > max(self.cap, 1):  # O(1) per eviction: the oldest first
             os.close(fds.popitem(last=False)[1])
@@ -184,11 +182,14 @@ class Journal:
             st = os.stat(self.path, follow_symlinks=False)
         except OSError:
             return True
+        return not self.is_its_file(st, size)
+
+    def is_its_file(self, st: os.stat_result, size: int | None = None) -> bool:
+        """Whether ``st`` is the file this journal writes: the same device and inode, and at least
+        ``size`` bytes (default: the known size). True while the journal knows no file yet."""
         if self.file_id is None:
-            return False
-        if (st.st_dev, st.st_ino) != self.file_id:
             return True
-        return st.st_size < (self.size if size is None else size)
+        return (st.st_dev, st.st_ino) == self.file_id and st.st_size >= (self.size if size is None else size)
 
     def fdatasync(self, target: int | None = None) -> None:
         """fdatasync the trace (blocking; call from a worker thread).
@@ -199,10 +200,8 @@ class Journal:
         target = self.written_gen if target is None else target
         fd = layout.open_regular(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
-            if self.file_id is not None:
-                st = os.fstat(fd)
-                if (st.st_dev, st.st_ino) != self.file_id:  # another file at the path: ours was deleted
-                    raise FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", self.path)
+            if not self.is_its_file(os.fstat(fd), 0):  # another file at the path: ours was deleted
+                raise FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", self.path)
             os.fdatasync(fd)
             if not self.ident:
                 self.ident = ident_of(fd)

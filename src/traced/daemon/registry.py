@@ -226,7 +226,8 @@ class Registry:
         now = ts if ts > 0 else time.time()
         started = format_ts(now)
         date = started[:10]
-        if self.commit.logging(str(root / date / skill / sid)):
+        sdir = root / date / skill / sid
+        if self.commit.logging(str(sdir)):
             raise Deferred(self.commit.settled, "a round in flight logs an earlier trace's lines there")
         try:
             dfd = layout.open_dir_nofollow(base, (*sub, date, skill, sid))
@@ -235,7 +236,6 @@ class Registry:
                 raise RequestError("forbidden", f"refusing a symlink below {base}: {e.strerror}") from e
             raise RequestError("io_error", f"cannot create session dir under {root}: {e.strerror}") from e
         os.close(dfd)
-        sdir = root / date / skill / sid
         meta = Meta(
             session_id=sid, skill=skill, devboy_version=WRITER_ID, started_at=started,
             input_summary=summarize(input), host=HOST, cwd=cwd or None, target=target or "global",
@@ -282,6 +282,7 @@ class Registry:
             return
         log.warning("session_dir_gone", session_id=sid, session_dir=live.state.dir)
         live.journal.retired = True
+        live.unpublished = []  # records of a trace that is gone reach no subscriber
         self.fds.drop(live.journal.path)
         self.markers.unmark(sid)
         for hook in self.on_close:
@@ -492,7 +493,8 @@ class Registry:
         prepared = state.prepare(batch)
         records = prepared.records
         if not records:
-            return state.steps_of(prepared, 0)[lead:], None
+            steps = state.steps_of(prepared, 0)
+            return (steps[1:] if lead else steps), None
         buf = json_encoder.encode_lines(records)  # one C call: every line, each ending in "\n"
         error: OSError | None = None
         try:

@@ -375,9 +375,6 @@ class _Conn(asyncio.Protocol):
                 else:
                     self.wake = loop.create_future()
                     await self.wake
-        except OSError as e:  # a trace's fdatasync failed: no ack may claim durability; the client resends
-            log.error("durable_ack_failed", peer_pid=conn.peer.pid, error=e.strerror, filename=e.filename)
-            self.abort()
         except Exception:  # a bug may cost this connection, never the daemon
             log.exception("connection_failed", peer_pid=conn.peer.pid)
             self.abort()
@@ -405,7 +402,12 @@ class _Conn(asyncio.Protocol):
             if frames:
                 await handler.process(conn, frames, out, touched)
             if touched and self.config.fsync == "always":
-                await handler.registry.durable(touched)
+                try:
+                    await handler.registry.durable(touched)
+                except OSError as e:  # no ack may claim durability: none is sent, and the client resends
+                    log.error("durable_ack_failed", peer_pid=conn.peer.pid, error=e.strerror, filename=e.filename)
+                    self.abort()
+                    return
             self.working = False
             self.last = time.monotonic()
             if self.closed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.conftest import Daemon, assert_gap_free, read_trace, wait_for
+from tests.conftest import Daemon, assert_gap_free, await_for, read_trace, wait_for
 from traced.daemon import targets, wal
 from traced.daemon.config import Config
 from traced.daemon.groupcommit import LOG_TRACE_MAX
@@ -56,12 +57,47 @@ async def test_waiters_on_different_sessions_share_one_sync_round(registry: Regi
     async with anyio.create_task_group() as tg:  # 8 connections, each waiting for its own session
         for live in lives:
             tg.start_soon(registry.durable, [live])
-    # the first waiter leads a round of its own; the 7 that came while it ran share the next one
-    assert (registry.commit.rounds, registry.fsyncs) == (3, 16)
+    # the 8 requests of one turn of the loop share one round
+    assert (registry.commit.rounds, registry.fsyncs) == (2, 16)
     assert not any(live.journal.dirty for live in lives)
     assert sorted(heard) == sorted((live.state.session_id, [2]) for live in lives)
     await registry.durable(lives)  # nothing new: no round at all
-    assert (registry.commit.rounds, registry.fsyncs) == (3, 16)
+    assert (registry.commit.rounds, registry.fsyncs) == (2, 16)
+
+
+@pytest.mark.anyio
+async def test_a_request_while_a_round_is_in_flight_joins_the_next_one(registry: Registry) -> None:
+    lives = [_open(registry, k) for k in range(4)]
+    await registry.durable(lives)
+    assert (registry.commit.rounds, registry.fsyncs) == (1, 4)
+    answers: list[tuple[str, OSError | None]] = []
+    registry.append(lives[0], [Pending("note", {"message": "a"}, TS)])
+    assert not registry.when_durable([lives[0]], lambda e: answers.append(("first", e)))
+    for _ in range(2):  # the round starts two turns of the loop later (``GroupCommit._schedule``)...
+        await anyio.lowlevel.checkpoint()
+    assert registry.commit._inflight is not None and answers == [], "...and its sync runs on a thread"
+    for live in lives:  # written after that round took its snapshot
+        registry.append(live, [Pending("note", {"message": "b"}, TS)])
+    assert not registry.when_durable(lives, lambda e: answers.append(("rest", e)))
+    assert registry.when_durable([], lambda e: answers.append(("none", e))), "nothing to sync: answered at once"
+    await await_for(lambda: len(answers) == 2, what="both answers")
+    # the first round covered lives[0]'s first note; the next one every trace's second
+    assert answers == [("first", None), ("rest", None)]
+    assert (registry.commit.rounds, registry.fsyncs) == (3, 4 + 1 + 4)
+    assert not any(live.journal.dirty for live in lives)
+
+
+@pytest.mark.anyio
+async def test_a_round_that_fails_on_a_bug_acks_nothing_and_the_next_round_works(
+        registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    live = _open(registry, 1)
+    monkeypatch.setattr(registry.commit, "_sync_all", lambda *a, **k: 1 / 0)
+    with pytest.raises(OSError, match=r"sync round failed: ZeroDivisionError") as e:
+        await registry.durable([live])
+    assert e.value.errno == errno.EIO and live.journal.dirty and registry.fsyncs == 0
+    monkeypatch.undo()
+    await registry.durable([live])
+    assert not live.journal.dirty and (registry.commit.rounds, registry.fsyncs) == (2, 1)
 
 
 @pytest.mark.anyio

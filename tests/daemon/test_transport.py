@@ -4,6 +4,7 @@ record stream's hang-up unsubscribes it. Real sockets, a real daemon or the real
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import socket
@@ -19,6 +20,7 @@ from anyio.abc import SocketAttribute
 
 from tests.conftest import Daemon, assert_gap_free, await_for, read_trace, wait_for
 from traced.daemon.config import Config
+from traced.daemon.groupcommit import Done
 from traced.daemon.handler import Connection, Handler
 from traced.daemon.registry import Live, Registry
 from traced.daemon.transport import Transport
@@ -74,18 +76,31 @@ class TouchingHandler(GatedHandler):
 
 
 class GatedRegistry(Registry):
-    """``durable`` waits for ``gate`` first."""
+    """Durability (``when_durable``, which ``durable`` calls) waits for ``gate`` first."""
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.gate = anyio.Event()
         self.gate.set()
         self.asked = 0
+        self.held: set[asyncio.Task[None]] = set()
 
-    async def durable(self, lives: Iterable[Live]) -> None:
+    def when_durable(self, lives: Iterable[Live], done: Done) -> bool:
         self.asked += 1
-        await self.gate.wait()
-        await super().durable(lives)
+        lives = list(lives)
+        if self.gate.is_set():
+            return super().when_durable(lives, done)
+        gate, ask = self.gate, super().when_durable
+
+        async def later() -> None:
+            await gate.wait()
+            if ask(lives, done):
+                done(None)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self.held.add(task)
+        task.add_done_callback(self.held.discard)
+        return False
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """Daemon-wide group commit: one sync round covers every session its waiters touched.
 
 Every caller that needs durability (a connection's acks under ``fsync =
-"always"``, a ``sync {fsync}``, the spool, the ``batch`` tick) waits here. While
-one round is in flight, the next round collects waiters and the traces they
-touched; when the round in flight finishes, the first waiter to wake leads the
-next one (leader/follower group commit).
+"always"``, a ``sync {fsync}``, the spool, the ``batch`` tick) asks here. While
+one round is in flight, the next round collects requests and the traces they
+touched; it starts as soon as the round in flight finishes. Requests are
+callbacks on the loop (``request``; ``Registry.durable`` awaits one), so an acked event
+under ``always`` costs no task switch of its own.
 
 A round makes its traces durable in one of two ways. With a write-ahead log
 (``fsync = "always"`` or ``"batch"``, see ``wal``), every line written since the
@@ -21,6 +22,7 @@ docs/benchmarks.md ("Durable acks", "Spread over many sessions") has the numbers
 
 from __future__ import annotations
 
+import asyncio
 import errno
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,19 +50,33 @@ _Logged = tuple[int, Journal, int, tuple[str, str, bytes]]
 and the log entry (session dir, trace identity, lines)."""
 
 
-class _Round:
-    """The traces one sync covers (journal id -> (journal, generation to reach)) and its outcome."""
+Done = Callable[[OSError | None], None]
+"""Called on the loop when a ``request`` is answered: None once its writes are durable, else the
+OSError that keeps one of them from being so."""
 
-    __slots__ = ("done", "errors", "targets")
+
+class _Round:
+    """The traces one sync covers (journal id -> (journal, generation to reach)), its waiters, its outcome."""
+
+    __slots__ = ("done", "errors", "targets", "waiters")
 
     def __init__(self) -> None:
         self.targets: dict[int, tuple[Journal, int]] = {}
+        self.waiters: list[tuple[list[tuple[Journal, int]], Done]] = []
+        """Each request's (journal, generation it needs) and its callback."""
         self.done = anyio.Event()
         self.errors: dict[int, OSError] = {}
 
 
 class GroupCommit:
-    """The leader/follower sync coordinator of one daemon (one per Registry)."""
+    """The sync coordinator of one daemon (one per Registry), driven by callbacks on the event loop.
+
+    A request joins the next round; a round starts on the loop's next turn once none is in
+    flight, so every request of one turn shares it. Its blocking part (the log's write and
+    fdatasync, the traces' own fdatasyncs) runs on one thread; its end is back on the loop,
+    where each waiter is answered or joins the next round. No task waits per request: a
+    connection's acks under ``fsync = "always"`` cost one callback.
+    """
 
     def __init__(self, wal: WriteAheadLog | None = None, log_wanted: Callable[[], bool] = lambda: True,
                  log_max: Callable[[], int | None] = lambda: None) -> None:
@@ -72,7 +88,10 @@ class GroupCommit:
         """Bytes a trace may write between rounds and still be logged (None: any, as under ``always``)."""
         self._inflight: _Round | None = None
         self._next = _Round()
+        self._starting = False
+        """A round's start is scheduled on the loop (``_start``)."""
         self._pool: ThreadPoolExecutor | None = None
+        self._runner: ThreadPoolExecutor | None = None
         if wal is not None:
             wal.map = lambda fn, items: self._threads().map(fn, items)
         self.rounds = 0
@@ -86,75 +105,115 @@ class GroupCommit:
         self._log_failing = False
         """The last round could not write the log (logged once per streak)."""
 
-    async def wait(self, journals: list[Journal]) -> None:
-        """Return once every write so far to ``journals`` is fdatasynced.
+    def request(self, journals: list[Journal], done: Done) -> bool:
+        """Ask that every write so far to ``journals`` be fdatasynced (on the loop, never blocks).
 
-        Raises the OSError of a failed fdatasync of one of them (the others of
-        its round are synced all the same).
+        Returns True when they already are (``done`` is then never called); else ``done``
+        is called later on the loop, with None or the OSError of a failed fdatasync of one
+        of them (the others of its round are synced all the same).
         """
         want = [(j, j.written_gen) for j in journals if j.synced_gen < j.written_gen]
-        while want:
-            current = self._inflight
-            if current is None:  # lead: this round takes everyone who joined while none ran
-                rnd = self._next
-                self._add(rnd, want)
-                await self._run(rnd)
-            else:  # follow: join the next round, wait for the one in flight, then lead or wait again
-                rnd = current
-                self._add(self._next, [(j, t) for j, t in want if id(j) not in current.targets])
-                await current.done.wait()
-            for j, _t in want:
-                err = rnd.errors.get(id(j))
-                if err is not None:
-                    raise err
-            want = [(j, t) for j, t in want if j.synced_gen < t]
+        if not want:
+            return True
+        self._enlist(want, done)
+        return False
+
+    def _enlist(self, want: list[tuple[Journal, int]], done: Done) -> None:
+        current = self._inflight
+        if current is not None and any(id(j) in current.targets for j, _t in want):
+            # the round in flight covers some of them: its outcome is theirs first, the rest go next
+            current.waiters.append((want, done))
+            self._add(self._next, [(j, t) for j, t in want if id(j) not in current.targets])
+        else:
+            self._next.waiters.append((want, done))
+            self._add(self._next, want)
+        if current is None:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        """Start the next round two turns of the loop from now: after the I/O that the next turn
+        polls, so every request that reads already hold joins it."""
+        if not self._starting:
+            self._starting = True
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._start)
 
     @staticmethod
     def _add(rnd: _Round, want: list[tuple[Journal, int]]) -> None:
         for j, _t in want:
             rnd.targets[id(j)] = (j, max(j.written_gen, rnd.targets.get(id(j), (j, 0))[1]))
 
-    async def _run(self, rnd: _Round) -> None:
+    def _start(self) -> None:
+        """(on the loop) Run the next round: snapshot its traces' lines, then its blocking part on a thread."""
+        self._starting = False
+        rnd = self._next
+        if self._inflight is not None or not (rnd.targets or rnd.waiters):
+            return
         self._inflight, self._next = rnd, _Round()
+        logged: list[_Logged] = []
+        by_log: list[int] = []
+        by_sync: list[tuple[int, tuple[Journal, int]]] = []
+        wal = self.wal if self.wal is not None and self.log_wanted() else None
+        cap = self.log_max() if wal is not None else None
+        for key, (j, _t) in list(rnd.targets.items()):  # the targets as of now: all written so far
+            gen = j.written_gen
+            rnd.targets[key] = (j, gen)
+            if j.retired:  # its file is gone (deleted, the session let go): nothing to sync or log
+                j.wal, j.synced_gen = None, gen
+                continue
+            small = cap is None or j.bytes_written - j.round_bytes <= cap
+            j.round_bytes = j.bytes_written
+            if wal is not None and j.wal is not None and j.wal_base <= j.synced_gen and small and j.ident:
+                if j.wal:
+                    logged.append((key, j, j.size, (j.dir, j.ident, b"".join(j.wal))))
+                    j.wal = []
+                by_log.append(key)
+            else:  # lines the log never saw (or a large trace): fdatasync it; the log keeps what follows
+                by_sync.append((key, (j, gen)))
+                j.wal, j.wal_base = ([] if wal is not None and small else None), gen
+        retire = wal is None and self.wal is not None and bool(self.wal.covered)
+        self._logging = {entry[0] for _key, _j, _size, entry in logged}
+        if self._runner is None:
+            self._runner = ThreadPoolExecutor(1, thread_name_prefix="traced-commit")
+        work = partial(self._sync_all, rnd, logged, by_log, by_sync, retire=retire)
+        fut = asyncio.get_running_loop().run_in_executor(self._runner, work)
+        fut.add_done_callback(partial(self._finish, rnd, by_log))
+
+    def _finish(self, rnd: _Round, by_log: list[int], fut: asyncio.Future[bool]) -> None:
+        """(on the loop) A round is over: advance its traces, answer its waiters, start the next one."""
         try:
-            logged: list[_Logged] = []
-            by_log: list[int] = []
-            by_sync: list[tuple[int, tuple[Journal, int]]] = []
-            wal = self.wal if self.wal is not None and self.log_wanted() else None
-            cap = self.log_max() if wal is not None else None
-            for key, (j, _t) in list(rnd.targets.items()):  # the targets as of now: all written so far
-                gen = j.written_gen
-                rnd.targets[key] = (j, gen)
-                if j.retired:  # its file is gone (deleted, the session let go): nothing to sync or log
-                    j.wal, j.synced_gen = None, gen
+            log_synced = fut.result()
+        except Exception as e:  # a bug: no waiter may be told its writes are durable
+            log.exception("sync_round_failed")
+            log_synced = False
+            for key in rnd.targets:
+                rnd.errors.setdefault(key, OSError(errno.EIO, f"sync round failed: {e!r}"))
+        for key in by_log:
+            j, gen = rnd.targets[key]
+            if key in rnd.errors:
+                j.wal = None  # what the failed round held is in no log: the next round syncs the trace
+            else:
+                j.synced_gen = max(j.synced_gen, gen)
+        self.rounds += 1
+        self.fsyncs += len(rnd.targets) - len(rnd.errors)
+        self.log_syncs += 1 if log_synced else 0
+        self._logging = set()
+        self._inflight = None
+        rnd.done.set()
+        errors = rnd.errors
+        for want, done in rnd.waiters:
+            error = next((errors[id(j)] for j, _t in want if id(j) in errors), None)
+            if error is None:
+                rest = [(j, t) for j, t in want if j.synced_gen < t]
+                if rest:  # written after this round's snapshot: the next round
+                    self._enlist(rest, done)
                     continue
-                small = cap is None or j.bytes_written - j.round_bytes <= cap
-                j.round_bytes = j.bytes_written
-                if wal is not None and j.wal is not None and j.wal_base <= j.synced_gen and small and j.ident:
-                    if j.wal:
-                        logged.append((key, j, j.size, (j.dir, j.ident, b"".join(j.wal))))
-                        j.wal = []
-                    by_log.append(key)
-                else:  # lines the log never saw (or a large trace): fdatasync it; the log keeps what follows
-                    by_sync.append((key, (j, gen)))
-                    j.wal, j.wal_base = ([] if wal is not None and small else None), gen
-            retire = wal is None and self.wal is not None and bool(self.wal.covered)
-            self._logging = {entry[0] for _key, _j, _size, entry in logged}
-            log_synced = await anyio.to_thread.run_sync(partial(self._sync_all, retire=retire),
-                                                        rnd, logged, by_log, by_sync)
-            for key in by_log:
-                j, gen = rnd.targets[key]
-                if key in rnd.errors:
-                    j.wal = None  # what the failed round held is in no log: the next round syncs the trace
-                else:
-                    j.synced_gen = max(j.synced_gen, gen)
-            self.rounds += 1
-            self.fsyncs += len(rnd.targets) - len(rnd.errors)
-            self.log_syncs += 1 if log_synced else 0
-        finally:
-            self._logging = set()
-            self._inflight = None
-            rnd.done.set()
+            try:
+                done(error)
+            except Exception:  # a waiter's bug must not cost the others their answer
+                log.exception("sync_waiter_failed")
+        if self._next.targets or self._next.waiters:
+            self._schedule()
 
     def logging(self, session_dir: str) -> bool:
         """Whether the round in flight is logging lines of ``session_dir`` (a reset must come after them)."""
@@ -239,7 +298,11 @@ class GroupCommit:
                 log.error("wal_checkpoint_failed", error=e.strerror, filename=e.filename)
 
     def close(self) -> None:
-        """Checkpoint the log and stop the sync threads (the daemon is stopping; blocking)."""
+        """Wait for the round in flight, checkpoint the log and stop the sync threads (the daemon is
+        stopping; blocking)."""
+        if self._runner is not None:
+            self._runner.shutdown(wait=True)
+            self._runner = None
         if self.wal is not None:
             try:
                 self.wal.close()
@@ -248,3 +311,4 @@ class GroupCommit:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+

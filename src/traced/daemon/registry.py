@@ -16,6 +16,7 @@ under the active fsync policy (``on_durable``), never before.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
@@ -32,7 +33,7 @@ import structlog
 from traced import __version__, locations
 from traced.daemon import targets
 from traced.daemon.config import Config
-from traced.daemon.groupcommit import LOG_TRACE_MAX, GroupCommit
+from traced.daemon.groupcommit import LOG_TRACE_MAX, Done, GroupCommit
 from traced.daemon.journal import FdCache, Journal, JournalWriteError, TailState, line_bytes, scan
 from traced.daemon.markers import Markers
 from traced.daemon.procfs import proc_start_time
@@ -654,26 +655,49 @@ class Registry:
         (``status``'s ``fsyncs``; tests check that every durable ack was covered)."""
         return self._fsyncs + self.commit.fsyncs
 
-    async def durable(self, lives: Iterable[Live]) -> None:
-        """Return once every write so far to ``lives`` is fdatasynced (daemon-wide group commit).
+    def when_durable(self, lives: Iterable[Live], done: Done) -> bool:
+        """Ask that every write so far to ``lives`` be fdatasynced (daemon-wide group commit; never blocks).
 
-        All callers waiting at the same moment share one sync round that covers
-        every session they touched (``groupcommit``). Listeners hear of the
-        records each sync covered, on the loop, before this returns. Raises the
-        OSError of a failed fdatasync; what did sync is published all the same.
+        Returns True when they already are (``done`` is then never called). Else
+        ``done(error)`` is called on the loop once the round that covers them is over:
+        error None, or the OSError of a failed fdatasync (FileNotFoundError: a trace
+        deleted or replaced under its open session, which is then let go; the next open
+        makes a new one). Listeners hear of the records each sync covered before ``done``,
+        whatever the outcome.
         """
         lives = list(lives)
-        try:
-            await self.commit.wait([live.journal for live in lives])
-        except FileNotFoundError:  # a trace deleted under its open session: let it go, the next open makes a new one
-            for live in lives:
-                if live.journal.gone():
-                    self._forget_gone(live)
-            raise
-        finally:
-            for live in lives:
-                if live.unpublished:
-                    self._publish_durable(live)
+
+        def finished(error: OSError | None) -> None:
+            if isinstance(error, FileNotFoundError):
+                for live in lives:
+                    if live.journal.gone():
+                        self._forget_gone(live)
+            self._publish_all(lives)
+            done(error)
+
+        if self.commit.request([live.journal for live in lives], finished):
+            self._publish_all(lives)
+            return True
+        return False
+
+    async def durable(self, lives: Iterable[Live]) -> None:
+        """``when_durable``, awaited: returns once every write so far to ``lives`` is fdatasynced.
+
+        All callers waiting at the same moment share one sync round that covers
+        every session they touched (``groupcommit``). Raises the OSError of a failed
+        fdatasync; what did sync is published all the same.
+        """
+        fut: asyncio.Future[OSError | None] = asyncio.get_running_loop().create_future()
+        if self.when_durable(lives, lambda error: None if fut.done() else fut.set_result(error)):
+            return
+        error = await fut
+        if error is not None:
+            raise error
+
+    def _publish_all(self, lives: list[Live]) -> None:
+        for live in lives:
+            if live.unpublished:
+                self._publish_durable(live)
 
     async def sync_dirty(self) -> None:
         """fdatasync every session with unsynced data in one round (the ``batch`` policy's tick)."""

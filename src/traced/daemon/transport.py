@@ -6,7 +6,9 @@ running loop (uvloop or asyncio), served from the listener's socket with
 and no add_reader/remove_reader (what anyio's streams cost per request, issue
 #19): ``data_received`` frames the bytes (``Framer``), lets the handler answer
 the leading frames that need no ``await`` (``Handler.process_now``) and sends
-their replies with one ``write``.
+their replies with one ``write``. Under ``fsync = "always"`` those replies wait for
+the sync round that covers their records (``Registry.when_durable``, a callback:
+no task per acked event), and the frames read meanwhile queue behind them.
 
 The rest go to the connection's *lane*: one task per connection, started the
 first time it is needed, that runs ``Handler.process`` on up to ``LANE_BATCH`` frames
@@ -29,6 +31,7 @@ import select
 import socket
 import struct
 import time
+from functools import partial
 from typing import Any
 
 import anyio
@@ -188,12 +191,11 @@ class _Conn(asyncio.Protocol):
         self.eof = False
         self.queue: list[bytes] = []
         self.queued = 0
-        self.carry: tuple[bytearray, set[Live]] | None = None
-        """Replies of frames already handled that wait for durability before they are sent."""
         self.busy = False
-        """The lane has work: frames, a carry, or a write it has not finished."""
+        """The lane has work (frames, or a write it has not finished), or the fast path's replies wait
+        for durability."""
         self.working = False
-        """The lane is inside the handler (not waiting for the client)."""
+        """Inside the handler or waiting for durability (not waiting for the client)."""
         self.lane_started = False
         self.wake: asyncio.Future[None] | None = None
         self.drained: asyncio.Future[None] | None = None
@@ -253,20 +255,44 @@ class _Conn(asyncio.Protocol):
             log.exception("connection_failed", peer_pid=self.conn.peer.pid)
             self.abort()
             return
-        if touched and self.config.fsync == "always":  # the lane sends them once the records are durable
-            self.carry = (out, touched)
-        else:
-            if out:
-                self._write(out)
-            if n >= len(frames):
-                if self.conn.subscription is not None:
-                    self.streaming = True
-                    self._start_lane()  # the lane becomes the record stream
+        if touched and self.config.fsync == "always":  # the replies go out once the records are durable
+            self.queue = frames[n:]
+            self.queued = sum(map(len, self.queue))
+            self.busy = self.working = True
+            if not self.handler.registry.when_durable(touched, partial(self._durable, out)):
                 return
+            self._durable(out, None)
+            return
+        if out:
+            self._write(out)
+        if n >= len(frames):
+            if self.conn.subscription is not None:
+                self.streaming = True
+                self._start_lane()  # the lane becomes the record stream
+            return
         self.queue = frames[n:]
         self.queued = sum(map(len, self.queue))
         self.busy = True
         self._start_lane()
+
+    def _durable(self, out: bytearray, error: OSError | None) -> None:
+        """(on the loop) The records the fast path wrote are durable (``error`` None): send its
+        replies, then let the lane take the frames queued meanwhile."""
+        self.working = False
+        if self.closed:
+            return
+        if error is not None:  # no ack may claim durability: none is sent, and the client resends
+            self._durable_failed(error)
+            return
+        self.last = time.monotonic()
+        if out:
+            self._write(out)
+        if self.queue:
+            self._start_lane()
+            return
+        self.busy = False
+        if self.eof:
+            self.close()
 
     def eof_received(self) -> bool:
         self.eof = True  # nothing more will be answered once the lane's work is done
@@ -315,6 +341,12 @@ class _Conn(asyncio.Protocol):
         t = self.transport
         if t is not None and not t.is_closing():
             t.write(bytes(data))
+
+    def _durable_failed(self, e: OSError) -> None:
+        """No ack may claim durability: none is sent, the connection is closed, and the client resends."""
+        log.error("durable_ack_failed", peer_pid=self.conn.peer.pid if self.conn else 0, error=e.strerror,
+                  filename=e.filename)
+        self.abort()
 
     def fail(self, code: str, message: str) -> None:
         """A connection-level error (id 0), then close."""
@@ -386,15 +418,15 @@ class _Conn(asyncio.Protocol):
     async def _drain_lane(self, conn: Connection) -> None:
         """Handle what is queued, in order, writing each batch's replies; then the lane is idle."""
         handler = self.handler
-        while self.queue or self.carry is not None:
+        while self.queue:
             if self.write_paused:  # the client is not reading: take no more until it does
                 self.drained = asyncio.get_running_loop().create_future()
                 await self.drained
                 if self.closed:
                     return
                 continue
-            out, touched = self.carry or (bytearray(), set())
-            self.carry = None
+            out: bytearray = bytearray()
+            touched: set[Live] = set()
             frames, self.queue = self.queue[:LANE_BATCH], self.queue[LANE_BATCH:]
             self.queued = self.queued - sum(map(len, frames)) if self.queue else 0
             self._flow()
@@ -404,9 +436,8 @@ class _Conn(asyncio.Protocol):
             if touched and self.config.fsync == "always":
                 try:
                     await handler.registry.durable(touched)
-                except OSError as e:  # no ack may claim durability: none is sent, and the client resends
-                    log.error("durable_ack_failed", peer_pid=conn.peer.pid, error=e.strerror, filename=e.filename)
-                    self.abort()
+                except OSError as e:
+                    self._durable_failed(e)
                     return
             self.working = False
             self.last = time.monotonic()

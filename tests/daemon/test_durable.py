@@ -243,8 +243,8 @@ def test_checkpoints_racing_acked_writes_keep_every_acked_line(daemon_factory: A
     with d.client() as c:
         info = c.status()
     assert info["wal_checkpoints"] >= 3, info
+    wait_for(lambda: len(_segments(d)) == 1, what="a checkpoint (beside the rounds) to leave one segment")
     d.kill9()
-    assert len(_segments(d)) == 1, "a checkpoint leaves one segment"
     logged = _logged(d)
     cut = 0
     for (_sid, sdir, steps), in results.values():
@@ -284,6 +284,38 @@ async def test_a_reload_away_from_always_checkpoints_the_log(private_env: Path) 
         assert sorted(reg.commit_log_dir.glob("*.log")) == [] and reg.commit.wal is not None
         assert (reg.commit.wal.checkpoints, lives[0].journal.wal, lives[0].journal.dirty) == (1, None, False)
         assert (reg.fsyncs, reg.commit.log_syncs) == (2 + 2 + 1, 1)
+    finally:
+        reg.shutdown()
+
+
+@pytest.mark.anyio
+async def test_a_full_log_is_checkpointed_beside_the_rounds_which_go_on_meanwhile(private_env: Path) -> None:
+    """The round that fills the log answers its waiters at once; the checkpoint runs on a thread of its
+    own (here held back by the log's checkpoint lock), while later rounds log into a new segment that it
+    keeps. One checkpoint at a time, however many rounds find the log full meanwhile."""
+    reg = Registry(Config(root=str(private_env / "root"), fsync="always", wal_checkpoint_bytes=1))
+    w = reg.commit.wal
+    assert w is not None
+    try:
+        lives = [_open(reg, k) for k in range(2)]
+        await reg.durable(lives)  # the traces' own fdatasyncs: their writes are kept for the log from now on
+        with w._checkpointing:  # a checkpoint that takes long
+            for i in range(3):  # each round fills the log (1 byte): its acks do not wait for the checkpoint
+                for live in lives:
+                    reg.append(live, [Pending("note", {"message": f"n{i}"}, TS)])
+                with anyio.fail_after(10):
+                    await reg.durable(lives)
+                assert (reg.commit.log_syncs, w.checkpoints) == (i + 1, 0)
+            segments = sorted(reg.commit_log_dir.glob("*.log"))
+            assert len(segments) == 1, "the checkpoint waits for the lock before it starts a new segment"
+        await await_for(lambda: w.checkpoints == 1, what="the checkpoint held back")
+        assert sorted(reg.commit_log_dir.glob("*.log")) == []
+        for live in lives:
+            reg.append(live, [Pending("note", {"message": "after"}, TS)])
+        await reg.durable(lives)
+        await await_for(lambda: w.checkpoints == 2, what="the next full round's checkpoint")
+        assert [len(read_trace(Path(lv.state.dir) / "trace.jsonl")) for lv in lives] == [5, 5]
+        assert not any(lv.journal.dirty for lv in lives)
     finally:
         reg.shutdown()
 

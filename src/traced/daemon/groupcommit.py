@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -92,6 +93,9 @@ class GroupCommit:
         """A round's start is scheduled on the loop (``_start``)."""
         self._pool: ThreadPoolExecutor | None = None
         self._runner: ThreadPoolExecutor | None = None
+        self._checkpointer: ThreadPoolExecutor | None = None
+        self._checkpoint_queued = threading.Lock()
+        """Held from a full log's checkpoint request until that checkpoint is over."""
         if wal is not None:
             wal.map = lambda fn, items: self._threads().map(fn, items)
         self.rounds = 0
@@ -258,7 +262,8 @@ class GroupCommit:
         synced = False
         if entries and self.wal is not None:
             try:
-                self.wal.append_sync(entries)
+                if self.wal.append_sync(entries):
+                    self._checkpoint_beside()
                 synced = True
                 if self._log_failing:
                     self._log_failing = False
@@ -288,9 +293,24 @@ class GroupCommit:
         except OSError as e:
             rnd.errors[key] = e
 
+    def _checkpoint_beside(self) -> None:
+        """The log is full: checkpoint it on a thread of its own, so the rounds (and their acks) go on
+        meanwhile in a new segment. One at a time; while one runs, a full log asks for none."""
+        if self._checkpoint_queued.acquire(blocking=False):
+            if self._checkpointer is None:
+                self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="traced-checkpoint")
+            self._checkpointer.submit(self._checkpoint_queued_run)
+
+    def _checkpoint_queued_run(self) -> None:
+        try:
+            self.checkpoint()
+        finally:
+            self._checkpoint_queued.release()
+
     def checkpoint(self) -> None:
-        """Checkpoint the log now (blocking: a worker thread), for an open whose reset could not be
-        written; a failure is logged (the open then reports it)."""
+        """Checkpoint the log now (blocking: a worker thread): when it is full (``_checkpoint_beside``),
+        or for an open whose reset could not be written. A failure is logged (the segments stay,
+        replay covers them; the next full round, or the open, tries again)."""
         if self.wal is not None:
             try:
                 self.wal.checkpoint()
@@ -300,9 +320,10 @@ class GroupCommit:
     def close(self) -> None:
         """Wait for the round in flight, checkpoint the log and stop the sync threads (the daemon is
         stopping; blocking)."""
-        if self._runner is not None:
-            self._runner.shutdown(wait=True)
-            self._runner = None
+        for pool in (self._runner, self._checkpointer):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._runner = self._checkpointer = None
         if self.wal is not None:
             try:
                 self.wal.close()

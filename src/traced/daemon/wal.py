@@ -150,22 +150,19 @@ class WriteAheadLog:
         _sync_dir(self.dir)  # the segment's name must outlive a power cut as much as its bytes
         self.size = 0
 
-    def append_sync(self, entries: Sequence[tuple[str, str, bytes]]) -> None:
-        """Append one frame per (session dir, trace identity, lines), fdatasync, then checkpoint if the log is full.
+    def append_sync(self, entries: Sequence[tuple[str, str, bytes]]) -> bool:
+        """Append one frame per (session dir, trace identity, lines) and fdatasync.
 
-        Raises OSError when the log cannot be written or synced (no ack may then go out).
+        Returns whether the log is full (``checkpoint_bytes``): the caller then runs a
+        ``checkpoint``, beside the rounds that follow (``GroupCommit``). Raises OSError
+        when the log cannot be written or synced (no ack may then go out).
         """
         data = b"".join(frame(sdir, ident, lines) for sdir, ident, lines in entries)
         with self._lock:
             self._write_sync(data)
             for sdir, _ident, _lines in entries:
                 self.covered.add(os.path.join(sdir, TRACE))
-            full = self.size >= self.checkpoint_bytes
-        if full:
-            try:
-                self.checkpoint()
-            except OSError as e:  # the segments stay (replay covers them); the next round tries again
-                log.error("wal_checkpoint_failed", error=e.strerror, filename=e.filename)
+            return self.size >= self.checkpoint_bytes
 
     def _write_sync(self, data: bytes) -> None:
         """Append ``data`` (whole frames) to the current segment and fdatasync it (the lock held). Raises OSError."""

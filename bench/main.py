@@ -21,8 +21,9 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,33 @@ import lib
 import peers
 import targets
 from lib import BenchFailure, Daemon, Series, percentile
+
+
+@contextlib.contextmanager
+def pinned(server_pid: int | None) -> Iterator[set[int] | None]:
+    """For a one-connection latency run: the server's event loop (the thread whose id is its pid)
+    on CPU 0, the client on CPU 1 (yielded), the server's affinity restored after.
+
+    Why: on this 2-vCPU VM a one-connection round trip is bimodal. When the scheduler puts client
+    and server on one CPU a wake-up is a context switch; on two, it is an idle vCPU's wake-up, ~40 µs
+    more (the minimal server's p50: 10 µs against 58 µs). Left to the scheduler, each run drew one
+    at random, and a ratio between two servers compared draws (docs/benchmarks.md). Yields None
+    (nothing pinned) without a pid or with fewer than 2 CPUs.
+    """
+    cpus = os.sched_getaffinity(0)
+    if server_pid is None or not {0, 1} <= cpus:
+        yield None
+        return
+    before = os.sched_getaffinity(server_pid)
+    os.sched_setaffinity(server_pid, {0})
+    try:
+        yield {1}
+    finally:
+        try:
+            os.sched_setaffinity(server_pid, before)
+        except ProcessLookupError:
+            pass
+
 
 # --- parameters ---------------------------------------------------------------------------
 
@@ -327,9 +355,15 @@ class Bench:
         return cmd, env
 
     def run_tdclient(self, mode: str, sock: Path, n: int, conns: int, records: list[bytes], seqoff: int | list[int],
-                     tail: bytes | None = None, batch: int = 65536, hello: bool = True) -> dict[str, Any]:
+                     tail: bytes | None = None, batch: int = 65536, hello: bool = True,
+                     server_pid: int | None = None) -> dict[str, Any]:
+        """``server_pid``: pin that process's event loop (its main thread) to CPU 0 and the client
+        to CPU 1 for the run (``pinned``)."""
         cmd, env = self.tdclient_cmd(mode, sock, n, conns, records, seqoff, tail, batch, hello=hello)
-        res = subprocess.run(cmd, env=env, check=False, capture_output=True, text=True, timeout=900)
+        with pinned(server_pid) as client_cpus:
+            res = subprocess.run(cmd, env=env, check=False, capture_output=True, text=True, timeout=900,
+                                 preexec_fn=None if client_cpus is None else partial(os.sched_setaffinity, 0,
+                                                                                   client_cpus))
         if res.returncode != 0:
             raise BenchFailure(f"tdclient {mode} failed ({res.returncode}): {res.stdout} {res.stderr}")
         out: dict[str, Any] = json.loads(res.stdout)
@@ -470,7 +504,8 @@ class Bench:
         frames, off = lib.emit_frames(sids, size, ack)
         cpu0 = lib.cpu_seconds(mini.proc.pid)
         out = self.run_tdclient(mode, mini.socket, n, conns, frames, off,
-                                tail=None if ack else lib.sync_frame())
+                                tail=None if ack else lib.sync_frame(),
+                                server_pid=mini.proc.pid if ack and conns == 1 else None)
         cpu = (lib.cpu_seconds(mini.proc.pid) - cpu0) / n * 1e6
         seqs: list[int] = []
         for sid in sids:
@@ -558,7 +593,8 @@ class Bench:
         """``tdclient ack`` with ``nc`` connections, each on its own session; checks what landed."""
         opened = self.open_sessions(d, nc)
         frames, off = lib.emit_frames([o.session_id for o in opened], 200, True)
-        out = self.run_tdclient("ack", d.socket, nc * each, nc, frames, off)
+        out = self.run_tdclient("ack", d.socket, nc * each, nc, frames, off,
+                                server_pid=d.proc.pid if nc == 1 and d.proc is not None else None)
         self.verify_sessions([o.dir for o in opened], nc * each, f"acked C x{nc} ({d.base.name})", keyed=True)
         self.end_sessions(d, opened)
         self.discard([o.dir for o in opened])

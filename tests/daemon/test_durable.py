@@ -88,6 +88,25 @@ async def test_a_request_while_a_round_is_in_flight_joins_the_next_one(registry:
 
 
 @pytest.mark.anyio
+async def test_after_close_no_round_runs_and_every_waiter_is_answered(private_env: Path) -> None:
+    """What asks for durability once the daemon stopped its group commit (a request scheduled before,
+    one made after) gets ESHUTDOWN: no round writes the log again, none waits forever."""
+    reg = Registry(Config(root=str(private_env / "root"), fsync="always"))
+    lives = [_open(reg, k) for k in range(2)]
+    await reg.durable(lives)
+    reg.append(lives[0], [Pending("note", {"message": "late"}, TS)])
+    answers: list[OSError | None] = []
+    assert not reg.when_durable([lives[0]], answers.append)  # its round is not started yet...
+    reg.shutdown()  # ...when the daemon stops
+    reg.append(lives[1], [Pending("note", {"message": "later"}, TS)])
+    with anyio.fail_after(10), pytest.raises(OSError) as e:
+        await reg.durable([lives[1]])
+    assert e.value.errno == errno.ESHUTDOWN
+    assert [a.errno if a else None for a in answers] == [errno.ESHUTDOWN]
+    assert (reg.commit.rounds, sorted(reg.commit_log_dir.glob("*.log"))) == (1, [])
+
+
+@pytest.mark.anyio
 async def test_a_round_that_fails_on_a_bug_acks_nothing_and_the_next_round_works(
         registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     live = _open(registry, 1)

@@ -91,6 +91,8 @@ class GroupCommit:
         self._next = _Round()
         self._starting = False
         """A round's start is scheduled on the loop (``_start``)."""
+        self._closed = False
+        """``close`` ran: a round that would start now fails its waiters instead."""
         self._pool: ThreadPoolExecutor | None = None
         self._runner: ThreadPoolExecutor | None = None
         self._checkpointer: ThreadPoolExecutor | None = None
@@ -154,6 +156,11 @@ class GroupCommit:
         if self._inflight is not None or not (rnd.targets or rnd.waiters):
             return
         self._inflight, self._next = rnd, _Round()
+        if self._closed:  # the daemon is stopping: no round after ``close``, and no waiter left hanging
+            stopping = OSError(errno.ESHUTDOWN, "the daemon is stopping: nothing more is synced")
+            rnd.errors = dict.fromkeys(rnd.targets, stopping)
+            self._finish(rnd, [], None)
+            return
         logged: list[_Logged] = []
         by_log: list[int] = []
         by_sync: list[tuple[int, tuple[Journal, int]]] = []
@@ -183,13 +190,14 @@ class GroupCommit:
         fut = asyncio.get_running_loop().run_in_executor(self._runner, work)
         fut.add_done_callback(partial(self._finish, rnd, by_log))
 
-    def _finish(self, rnd: _Round, by_log: list[int], fut: asyncio.Future[bool]) -> None:
-        """(on the loop) A round is over: advance its traces, answer its waiters, start the next one."""
+    def _finish(self, rnd: _Round, by_log: list[int], fut: asyncio.Future[bool] | None) -> None:
+        """(on the loop) A round is over (``fut``: its blocking part; None: it never ran): advance its
+        traces, answer its waiters, start the next one."""
+        log_synced = False
         try:
-            log_synced = fut.result()
+            log_synced = fut.result() if fut is not None else False
         except Exception as e:  # a bug: no waiter may be told its writes are durable
             log.exception("sync_round_failed")
-            log_synced = False
             for key in rnd.targets:
                 rnd.errors.setdefault(key, OSError(errno.EIO, f"sync round failed: {e!r}"))
         for key in by_log:
@@ -198,7 +206,7 @@ class GroupCommit:
                 j.wal = None  # what the failed round held is in no log: the next round syncs the trace
             else:
                 j.synced_gen = max(j.synced_gen, gen)
-        self.rounds += 1
+        self.rounds += 1 if fut is not None else 0
         self.fsyncs += len(rnd.targets) - len(rnd.errors)
         self.log_syncs += 1 if log_synced else 0
         self._logging = set()
@@ -320,6 +328,7 @@ class GroupCommit:
     def close(self) -> None:
         """Wait for the round in flight, checkpoint the log and stop the sync threads (the daemon is
         stopping; blocking)."""
+        self._closed = True
         for pool in (self._runner, self._checkpointer):
             if pool is not None:
                 pool.shutdown(wait=True)

@@ -22,6 +22,7 @@ from traced.daemon.groupcommit import LOG_TRACE_MAX
 from traced.daemon.journal import trace_ident
 from traced.daemon.registry import Deferred, Live, Registry
 from traced.daemon.session import Pending
+from traced.errors import RequestError
 from traced.read.sessions import reading_roots
 
 TS = 1_700_000_000.0
@@ -85,6 +86,34 @@ async def test_a_request_while_a_round_is_in_flight_joins_the_next_one(registry:
     assert answers == [("first", None), ("rest", None)]
     assert (registry.commit.rounds, registry.fsyncs) == (3, 4 + 1 + 4)
     assert not any(live.journal.dirty for live in lives)
+
+
+@pytest.mark.anyio
+async def test_a_wait_on_a_trace_let_go_before_its_round_fails_and_an_earlier_synced_one_does_not(
+        private_env: Path) -> None:
+    """Lines written into a trace deleted under its session (through the open fd), then the session let
+    go by an open of the same id before the round starts: they are in no file, so their waiters get
+    FileNotFoundError (the client resends into the new trace), never an ack. A request with nothing
+    unsynced is answered at once."""
+    reg = Registry(Config(root=str(private_env / "root"), fsync="always"))
+    try:
+        live = _open(reg, 1)
+        await reg.durable([live])
+        shutil.rmtree(live.state.dir)
+        steps, error = reg.append(live, [Pending("note", {"message": "into the deleted file"}, TS)])
+        assert (steps, error) == ([2], None), "the fd still writes the unlinked file"
+        answers: list[OSError | None] = []
+        assert not reg.when_durable([live], answers.append)
+        again = _open(reg, 1)  # the same id, in the same turn: the old session is let go
+        assert again is not live and live.journal.retired
+        await await_for(lambda: answers != [], what="the waiter's answer")
+        assert [type(a) for a in answers] == [FileNotFoundError]
+        assert [r["step"] for r in read_trace(Path(again.state.dir) / "trace.jsonl")] == [1]
+        assert reg.fsyncs == 1, "a trace let go is not counted as made durable"
+        await reg.durable([again])
+        assert reg.fsyncs == 2
+    finally:
+        reg.shutdown()
 
 
 @pytest.mark.anyio
@@ -644,7 +673,8 @@ def test_a_session_let_go_is_never_logged_after_its_reset(daemon_factory: Any) -
         shutil.rmtree(first.dir)
         again = b.open("letgo", session_id=sid, owner_pid=-1, ts=ts)
         assert (again.dir, again.step) == (first.dir, 1)
-        a.sync(fsync=True)  # a's touched sessions still hold the deleted one
+        with pytest.raises(RequestError, match=r"^io_error: fsync failed: the trace was deleted or replaced$"):
+            a.sync(fsync=True)  # a's touched sessions hold the deleted one: old-2..4 are in no file
         b.emit(sid, "note", {"message": "new-0"})
         b.sync(fsync=True)
         b.emit(sid, "note", {"message": "new-1"})

@@ -159,7 +159,7 @@ class GroupCommit:
         if self._closed:  # the daemon is stopping: no round after ``close``, and no waiter left hanging
             stopping = OSError(errno.ESHUTDOWN, "the daemon is stopping: nothing more is synced")
             rnd.errors = dict.fromkeys(rnd.targets, stopping)
-            self._finish(rnd, [], None)
+            self._finish(rnd, [], [], None)
             return
         logged: list[_Logged] = []
         by_log: list[int] = []
@@ -169,8 +169,10 @@ class GroupCommit:
         for key, (j, _t) in list(rnd.targets.items()):  # the targets as of now: all written so far
             gen = j.written_gen
             rnd.targets[key] = (j, gen)
-            if j.retired:  # its file is gone (deleted, the session let go): nothing to sync or log
-                j.wal, j.synced_gen = None, gen
+            if j.retired:  # its file is gone (deleted or replaced, the session let go): nothing to sync or log,
+                j.wal = None  # and what it wrote since its last sync is in no file: no waiter may hear otherwise
+                if j.synced_gen < gen:
+                    rnd.errors[key] = FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", j.path)
                 continue
             small = cap is None or j.bytes_written - j.round_bytes <= cap
             j.round_bytes = j.bytes_written
@@ -188,11 +190,11 @@ class GroupCommit:
             self._runner = ThreadPoolExecutor(1, thread_name_prefix="traced-commit")
         work = partial(self._sync_all, rnd, logged, by_log, by_sync, retire=retire)
         fut = asyncio.get_running_loop().run_in_executor(self._runner, work)
-        fut.add_done_callback(partial(self._finish, rnd, by_log))
+        fut.add_done_callback(partial(self._finish, rnd, by_log, by_log + [key for key, _target in by_sync]))
 
-    def _finish(self, rnd: _Round, by_log: list[int], fut: asyncio.Future[bool] | None) -> None:
-        """(on the loop) A round is over (``fut``: its blocking part; None: it never ran): advance its
-        traces, answer its waiters, start the next one."""
+    def _finish(self, rnd: _Round, by_log: list[int], tried: list[int], fut: asyncio.Future[bool] | None) -> None:
+        """(on the loop) A round is over (``fut``: its blocking part; None: it never ran; ``tried``: the
+        traces it logged or fdatasynced): advance its traces, answer its waiters, start the next one."""
         log_synced = False
         try:
             log_synced = fut.result() if fut is not None else False
@@ -207,7 +209,7 @@ class GroupCommit:
             else:
                 j.synced_gen = max(j.synced_gen, gen)
         self.rounds += 1 if fut is not None else 0
-        self.fsyncs += len(rnd.targets) - len(rnd.errors)
+        self.fsyncs += sum(1 for key in tried if key not in rnd.errors)
         self.log_syncs += 1 if log_synced else 0
         self._logging = set()
         self._inflight = None

@@ -369,7 +369,8 @@ class Handler:
                 if req.fsync or self.config.fsync == "always":
                     try:
                         await self.registry.durable(conn.touched | touched)
-                    except OSError as e:
+                    except OSError as e:  # a trace let go lost what it held: this connection is told once
+                        conn.touched = {lv for lv in conn.touched if not lv.journal.retired}
                         raise RequestError("io_error", f"fsync failed: {e.strerror}") from e
                 return protocol.Synced(id=req.id)
             case protocol.StatusRequest():

@@ -23,7 +23,9 @@ from traced.daemon.journal import trace_ident
 from traced.daemon.registry import Deferred, Live, Registry
 from traced.daemon.session import Pending
 from traced.errors import RequestError
+from traced.format import spool
 from traced.read.sessions import reading_roots
+from traced.wire import protocol
 
 TS = 1_700_000_000.0
 
@@ -114,6 +116,96 @@ async def test_a_wait_on_a_trace_let_go_before_its_round_fails_and_an_earlier_sy
         assert reg.fsyncs == 2
     finally:
         reg.shutdown()
+
+
+@pytest.mark.parametrize("how", ["replaced by a copy", "dir deleted"])
+def test_a_session_loaded_again_never_writes_through_an_fd_left_by_the_one_before(
+        private_env: Path, how: str) -> None:
+    """An ended session kept for late records leaves its trace's fd in the cache after a late record.
+    When its trace is then replaced (a restore: cp + rename) or its dir deleted, the next open of the
+    id writes through a new fd to the file at the path: the old fd is closed, never inherited (it
+    still points at the old inode, and lines written there are in no file)."""
+    reg = Registry(Config(root=str(private_env / "root"), fsync="batch"))
+    try:
+        old = _open(reg, 1)
+        sid, trace = old.state.session_id, Path(old.journal.path)
+        reg.close(sid, "success")
+        assert reg.append(reg.late(sid), [Pending("note", {"message": "late"}, TS, late=True)]) == ([3], None)
+        if how == "dir deleted":
+            shutil.rmtree(trace.parent)
+        else:
+            shutil.copyfile(trace, trace.with_name("copy"))
+            os.rename(trace.with_name("copy"), trace)
+        again = _open(reg, 1)
+        assert again is not old and again.journal.retired is False
+        reg.append(again, [Pending("note", {"message": "after"}, TS)])
+        records = read_trace(trace)
+        if how == "dir deleted":  # a new trace; the session kept for late records is let go
+            assert ([r["step"] for r in records], old.journal.retired) == ([1, 2], True)
+        else:  # the copy, resumed
+            assert [(r["step"], r["phase"]) for r in records] == [
+                (1, "start"), (2, "end"), (3, "note"), (4, "start"), (5, "note")]
+        assert records[-1]["payload"] == {"message": "after"}
+    finally:
+        reg.shutdown()
+
+
+def test_a_connection_that_wrote_a_let_go_trace_hears_it_once_then_syncs(daemon_factory: Any) -> None:
+    """A late record into an ended session, its dir deleted, its id opened again by another connection:
+    the writer's ``sync {fsync}`` answers ``io_error`` once (that line is in no file), then ``synced``,
+    also for a session it writes after; the other session's lines are on disk."""
+    d: Daemon = daemon_factory("--fsync", "batch", env={"TRACED_FSYNC_INTERVAL": "3600"})
+    sid = "01JDWEDGE00000000000000001"
+    with d.client() as a, d.client() as b:
+        first = a.open("wedge", session_id=sid, owner_pid=-1)
+        a.end(sid, "success")
+        a.emit(sid, "note", {"message": "late"}, late=True)
+        shutil.rmtree(first.dir)
+        b.open("wedge", session_id=sid, owner_pid=-1)
+        with pytest.raises(RequestError, match=r"^io_error: fsync failed: the trace was deleted or replaced$"):
+            a.sync(fsync=True)
+        a.sync(fsync=True)
+        healthy = a.open("healthy", owner_pid=-1)
+        a.emit(healthy.session_id, "note", {"message": "kept"})
+        a.sync(fsync=True)
+        a.sync(fsync=True)
+    assert _notes(healthy.dir) == ["kept"]
+    assert [e for e in d.logs() if e.get("level") in ("error", "critical") and e.get("event") != "write_failed"] == []
+
+
+def test_a_spool_segment_into_a_deleted_trace_is_kept_and_the_daemon_goes_on(daemon_factory: Any) -> None:
+    """The spool replays into a session whose trace was deleted under it: the records cannot be made
+    durable, so the segment stays (``spool_segment_not_durable``) and the daemon keeps serving; the next
+    pass finds the session let go (``unknown_session``: refused, logged) and removes it."""
+    d: Daemon = daemon_factory()
+    sid, client_id = "01JDSPOOLGONE0000000000000", "01JDSPOOLCLIENT00000000000"
+    with d.client() as c:
+        first = c.open("sg", session_id=sid, owner_pid=-1)
+        c.emit(sid, "note", {"message": "x"})
+        shutil.rmtree(first.dir)
+        buf = bytearray()
+        protocol.encode(protocol.Hello(client="test", client_id=client_id, pid=os.getpid()), buf)
+        for k in range(3):
+            protocol.encode(protocol.Emit(id=k + 1, session_id=sid, phase="note", payload={"message": f"sp{k}"},
+                                          seq=k + 1), buf)
+        sp = d.state / "traced" / "spool"
+        seg = spool.write_segment(sp, client_id, 1, bytes(buf))
+        wait_for(lambda: any(e.get("event") == "spool_segment_not_durable" for e in d.logs()),
+                 what="the ingest to find the trace gone")
+        assert seg.exists() and c.status()["spool_ingested_segments"] == 0
+        other, healthy = "01JDSPOOLCLIENT00000000001", "01JDSPOOLHEALTHY0000000000"
+        buf = bytearray()
+        protocol.encode(protocol.Hello(client="test", client_id=other, pid=os.getpid()), buf)
+        protocol.encode(protocol.Open(id=1, skill="sg", session_id=healthy, owner_pid=-1), buf)
+        protocol.encode(protocol.Emit(id=2, session_id=healthy, phase="note", payload={"message": "h"}), buf)
+        seg2 = spool.write_segment(sp, other, 1, bytes(buf))  # a new segment: the next pass
+        wait_for(lambda: not seg.exists() and not seg2.exists(), what="the next pass to take both segments")
+        assert c.status()["spool_ingested_segments"] == 2
+    refused = [e for e in d.logs() if e.get("event") == "spool_event_refused"]
+    assert [e["code"] for e in refused] == ["unknown_session"] * 3
+    assert not Path(first.dir).exists()
+    (hdir,) = d.root.glob(f"*/sg/{healthy}")
+    assert _notes(str(hdir)) == ["h"]
 
 
 @pytest.mark.anyio

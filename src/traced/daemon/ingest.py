@@ -4,9 +4,11 @@ A segment is replayed through the same ``Server.process`` path as a live
 connection, so its events get steps, redaction and idempotency like any
 other. It is removed only after its records are written and fdatasynced;
 a crash before that replays it, and the idempotency keys drop what was
-already written. Segments run on start (before READY), when their client
-says hello again (so its live events land after its spooled ones), and when
-watchfiles sees a new one.
+already written. A segment whose records could not be made durable (a trace
+deleted under its session, a failed fdatasync) stays for the next pass.
+Segments run on start (before READY), when their client says hello again
+(so its live events land after its spooled ones), and when watchfiles sees
+a new one.
 """
 
 from __future__ import annotations
@@ -107,7 +109,12 @@ class SpoolIngest:
         touched: set[Live] = set()
         await self.handler.process(conn, frames[1:], out, touched)
         if touched:
-            await self.handler.registry.durable(touched)
+            try:
+                await self.handler.registry.durable(touched)
+            except OSError as e:  # a trace deleted under its session, a failed fdatasync: the next pass
+                log.error("spool_segment_not_durable", segment=path.name, error=e.strerror,  # replays it
+                          filename=e.filename)  # (idempotent: what is durable is not written twice)
+                return
         errors = [r for r in _replies(out) if isinstance(r, protocol.Error)]
         for err in errors[:5]:
             log.warning("spool_event_refused", segment=path.name, code=err.code, message=err.message)

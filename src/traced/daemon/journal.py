@@ -46,7 +46,8 @@ class FdCache:
 
     def __init__(self, cap: int = 512) -> None:
         self.cap = cap
-        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._fds: OrderedDict[str, tuple[int, Journal | None]] = OrderedDict()
+        """path -> (fd, the journal it was opened for)."""
 
     def __len__(self) -> int:
         return len(self._fds)
@@ -54,18 +55,23 @@ class FdCache:
     def get(self, path: str, owner: Journal | None = None) -> int:
         """The fd of ``path`` opened for appending (0600, no symlink follow).
 
-        ``owner``: the journal writing it. Once it has written (its ``file_id`` and ``size``
-        known: device, inode, bytes), an fd
+        ``owner``: the journal writing it. An fd is only ever handed to the journal it was
+        opened for: one a session let go or forgotten left open (its file since deleted or
+        replaced, maybe) is closed, never inherited by the next journal at that path. Once
+        the owner has written (its ``file_id`` and ``size`` known: device, inode, bytes), an fd
         opened again (evicted, or never opened by this daemon) must be that file, at least that
         long (another writer may have appended): none is created, and another file at the path
         (deleted and made again, or a shorter one on a reused inode number) raises
         FileNotFoundError. Raises OSError.
         """
         fds = self._fds
-        fd = fds.get(path)
-        if fd is not None:
-            fds.move_to_end(path)
-            return fd
+        entry = fds.get(path)
+        if entry is not None:
+            if entry[1] is owner:
+                fds.move_to_end(path)
+                return entry[0]
+            del fds[path]
+            os.close(entry[0])
         flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
         known = owner if owner is not None and owner.size >= 0 else None
         try:
@@ -78,21 +84,22 @@ class FdCache:
         if known is not None and not known.is_its_file(os.fstat(fd)):
             os.close(fd)
             raise FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", path)
-        fds[path] = fd
+        fds[path] = (fd, owner)
         while len(fds) > max(self.cap, 1):  # O(1) per eviction: the oldest first
-            os.close(fds.popitem(last=False)[1])
+            os.close(fds.popitem(last=False)[1][0])
         return fd
 
-    def drop(self, path: str) -> None:
-        """Close the fd of ``path`` if open."""
-        fd = self._fds.pop(path, None)
-        if fd is not None:
-            os.close(fd)
+    def drop(self, path: str, owner: Journal | None = None) -> None:
+        """Close the fd of ``path`` if open (``owner``: only if it was opened for that journal)."""
+        entry = self._fds.get(path)
+        if entry is not None and (owner is None or entry[1] is owner):
+            del self._fds[path]
+            os.close(entry[0])
 
     def close_all(self) -> None:
         """Close every fd."""
         while self._fds:
-            os.close(self._fds.popitem()[1])
+            os.close(self._fds.popitem()[1][0])
 
 
 @dataclass(slots=True, eq=False)
@@ -161,7 +168,7 @@ class Journal:
                 self.written_gen += 1
                 self.size += kept
                 if done != kept:
-                    self.fds.drop(self.path)
+                    self.fds.drop(self.path, self)
                     self.torn_moved += cut_fragment(self.path, done - kept)
                 if self.wal is not None and kept:
                     self.wal.append(bytes(view[:kept]))
@@ -198,7 +205,10 @@ class Journal:
         Raises OSError; FileNotFoundError when the file written is no longer at the path.
         """
         target = self.written_gen if target is None else target
-        fd = layout.open_regular(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            fd = layout.open_regular(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:  # one message for a trace that is gone, whichever check finds it
+            raise FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", self.path) from None
         try:
             if not self.is_its_file(os.fstat(fd), 0):  # another file at the path: ours was deleted
                 raise FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", self.path)

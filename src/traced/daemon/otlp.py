@@ -372,7 +372,11 @@ class OtlpReceiver:
         before = registry.stats.events_written
         await self.handler.process(conn, frames, out, touched)
         if touched and self.handler.config.fsync == "always":
-            await registry.durable(touched)
+            try:
+                await registry.durable(touched)
+            except OSError as e:  # not durable (a trace deleted under its session, a failed fdatasync): resend
+                log.error("otlp_not_durable", error=e.strerror, filename=e.filename)
+                return 0, [f"io_error: fsync failed: {e.strerror}"], True
         self.counters.records_written += registry.stats.events_written - before
         rejected = 0
         errors: list[str] = []

@@ -132,6 +132,9 @@ class Registry:
         self.closed: OrderedDict[str, str] = OrderedDict()
         self.ended: OrderedDict[str, Live] = OrderedDict()
         """Recently ended sessions kept loaded for late records (an LRU of ``ENDED_MEMORY``)."""
+        self.evicted: list[Live] = []
+        """Ended sessions forgotten (past ``ENDED_MEMORY``) while late records of theirs were not yet
+        synced: ``sync_dirty`` still covers them, then lets them go."""
         self._id_index: dict[str, tuple[float, dict[str, str]]] = {}
         """Root -> (when walked, ``layout.sessions_by_id``): ``_by_id``."""
         self.fds = FdCache(config.fd_cache)
@@ -255,7 +258,7 @@ class Registry:
             raise RequestError("io_error", f"cannot write the write-ahead log: {e.strerror}") from e
         steps, error = self.append(live, [Pending(vocab.START, start_payload(input, cwd), now)])
         if steps[0] is None:  # no start record, no session: step 1 is always the start
-            self.fds.drop(live.journal.path)
+            self.fds.drop(live.journal.path, live.journal)
             _remove_empty(sdir)
             raise RequestError("io_error", f"cannot write the start record under {root}: "
                                f"{error.strerror if error is not None else 'not written'}")
@@ -263,7 +266,9 @@ class Registry:
             self.set_owner(live, owner_pid)
         self.sessions[sid] = live
         self.closed.pop(sid, None)
-        self.ended.pop(sid, None)
+        gone = self.ended.pop(sid, None)
+        if gone is not None:  # kept for late records, its trace since deleted (a new one is made here)
+            self._retire(gone)
         self._write_meta_fast(live)
         self._mark_open(live)
         self.stats.sessions_opened += 1
@@ -274,6 +279,7 @@ class Registry:
         """Let go of a session, open or ended, whose trace was deleted or replaced under it (the next
         open makes a new trace there, or loads the one found)."""
         sid = live.state.session_id
+        self._retire(live)  # (also when already forgotten: no round syncs it, a sync reports it once)
         if self.sessions.get(sid) is live:
             del self.sessions[sid]
         elif self.ended.get(sid) is live:
@@ -282,12 +288,16 @@ class Registry:
         else:
             return
         log.warning("session_dir_gone", session_id=sid, session_dir=live.state.dir)
-        live.journal.retired = True
-        live.unpublished = []  # records of a trace that is gone reach no subscriber
-        self.fds.drop(live.journal.path)
         self.markers.unmark(sid)
         for hook in self.on_close:
             hook(live)
+
+    def _retire(self, live: Live) -> None:
+        """A session whose trace is gone: rounds skip it and fail its waiters (``GroupCommit``), its fd
+        is closed, and records it held reach no subscriber."""
+        live.journal.retired = True
+        live.unpublished = []
+        self.fds.drop(live.journal.path, live.journal)
 
     def _update(self, live: Live, owner_pid: int | None, labels: dict[str, Any] | None) -> None:
         apply_labels(live.state.m, labels)
@@ -447,7 +457,9 @@ class Registry:
         self.ended[sid] = live
         self.ended.move_to_end(sid)
         while len(self.ended) > ENDED_MEMORY:
-            self.ended.popitem(last=False)
+            _sid, old = self.ended.popitem(last=False)
+            if self.config.fsync == "batch" and (old.journal.dirty or old.unpublished):  # not synced yet:
+                self.evicted.append(old)  # the batch tick still syncs them
 
     # --- writing ----------------------------------------------------------
 
@@ -638,7 +650,7 @@ class Registry:
         ``FdCache.get`` and ``write(2)``, still held it (a trace line landed in the temp file)."""
         self._publish_durable(live)
         if live.state.closed:  # not reopened meanwhile
-            self.fds.drop(live.journal.path)
+            self.fds.drop(live.journal.path, live.journal)
 
     def _write_meta_fast(self, live: Live) -> None:
         """The meta.json skeleton at start: atomic rename, no fsync (the trace is the truth)."""
@@ -700,13 +712,17 @@ class Registry:
                 self._publish_durable(live)
 
     async def sync_dirty(self) -> None:
-        """fdatasync every session with unsynced data in one round (the ``batch`` policy's tick)."""
+        """fdatasync every session with unsynced data in one round (the ``batch`` policy's tick), those
+        forgotten with unsynced late records (``evicted``) included."""
         self.sync_wanted = anyio.Event()
-        lives = [*self.sessions.values(), *self.ended.values()]
+        lives = [*self.sessions.values(), *self.ended.values(), *self.evicted]
         try:
             await self.durable([lv for lv in lives if lv.journal.dirty or lv.unpublished])
         except OSError as e:  # the others of the round are synced and published; the next tick retries
             log.error("fsync_failed", error=e.strerror, filename=e.filename)
+        finally:
+            self.evicted = [lv for lv in self.evicted
+                            if (lv.journal.dirty or lv.unpublished) and not lv.journal.retired]
 
     # --- restart recovery and other writers ---------------------------------
 

@@ -20,7 +20,7 @@ from traced.daemon import targets, wal
 from traced.daemon.config import Config
 from traced.daemon.groupcommit import LOG_TRACE_MAX
 from traced.daemon.journal import trace_ident
-from traced.daemon.registry import Deferred, Live, Registry
+from traced.daemon.registry import ENDED_MEMORY, Deferred, Live, Registry
 from traced.daemon.session import Pending
 from traced.errors import RequestError
 from traced.format import spool
@@ -146,6 +146,27 @@ def test_a_session_loaded_again_never_writes_through_an_fd_left_by_the_one_befor
             assert [(r["step"], r["phase"]) for r in records] == [
                 (1, "start"), (2, "end"), (3, "note"), (4, "start"), (5, "note")]
         assert records[-1]["payload"] == {"message": "after"}
+    finally:
+        reg.shutdown()
+
+
+@pytest.mark.anyio
+async def test_the_batch_tick_syncs_late_records_of_an_ended_session_it_no_longer_keeps(private_env: Path) -> None:
+    """A late record into an ended session, then ``ENDED_MEMORY`` more sessions end: the first is no
+    longer kept for late records, and the next tick still fdatasyncs its trace (then lets it go)."""
+    reg = Registry(Config(root=str(private_env / "root"), fsync="batch", wal=False))
+    try:
+        first = _open(reg, 0)
+        await reg.durable([first])
+        sid = first.state.session_id
+        reg.close(sid, "success")
+        await reg.sync_dirty()
+        reg.append(reg.late(sid), [Pending("note", {"message": "late"}, TS, late=True)])
+        for k in range(1, ENDED_MEMORY + 1):
+            reg.close(_open(reg, k).state.session_id, "success")
+        assert sid not in reg.ended and reg.evicted == [first] and first.journal.dirty
+        await reg.sync_dirty()
+        assert (first.journal.dirty, reg.evicted) == (False, [])
     finally:
         reg.shutdown()
 

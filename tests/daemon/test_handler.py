@@ -534,9 +534,13 @@ async def test_sync_with_fsync_reaches_the_disk_through_the_handler(private_env:
         await r.send(_open())
         assert await r.send(_note(3, 1, "a", ack=False), protocol.Sync(id=4)) == [protocol.Synced(id=4)]
         assert registry.fsyncs == 0, "a plain sync only orders"
+        assert r.conn.touched == {registry.sessions[SID]}
         assert await r.send(_note(5, 2, "b", ack=False), protocol.Sync(id=6, fsync=True)) == [protocol.Synced(id=6)]
         assert registry.fsyncs == 1
         assert not registry.sessions[SID].journal.dirty
+        assert r.conn.touched == set(), "what a sync made durable is not walked again by the next one"
+        assert await r.send(_note(7, 3, "c", ack=False), protocol.Sync(id=8, fsync=True)) == [protocol.Synced(id=8)]
+        assert (registry.fsyncs, r.conn.touched) == (2, set())
 
 
 # --- the fast path and the walked path ---------------------------------------------------------

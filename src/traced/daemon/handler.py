@@ -372,6 +372,7 @@ class Handler:
                     except OSError as e:  # a trace let go lost what it held: this connection is told once
                         conn.touched = {lv for lv in conn.touched if not lv.journal.retired}
                         raise RequestError("io_error", f"fsync failed: {e.strerror}") from e
+                    conn.touched.clear()  # all durable: the next sync is about later writes (and walks only those)
                 return protocol.Synced(id=req.id)
             case protocol.StatusRequest():
                 info = self.status()

@@ -3,7 +3,7 @@
 Every caller that needs durability (a connection's acks under ``fsync =
 "always"``, a ``sync {fsync}``, the spool, the ``batch`` tick) asks here. While
 one round is in flight, the next round collects requests and the traces they
-touched; it starts as soon as the round in flight finishes. Requests are
+touched; it starts two turns of the loop after the round in flight finishes. Requests are
 callbacks on the loop (``request``; ``Registry.durable`` awaits one), so an acked event
 under ``always`` costs no task switch of its own.
 
@@ -33,7 +33,7 @@ from typing import Final
 import anyio
 import structlog
 
-from traced.daemon.journal import Journal
+from traced.daemon.journal import Journal, trace_gone
 from traced.daemon.wal import WriteAheadLog
 
 __all__ = ["GroupCommit"]
@@ -72,8 +72,9 @@ class _Round:
 class GroupCommit:
     """The sync coordinator of one daemon (one per Registry), driven by callbacks on the event loop.
 
-    A request joins the next round; a round starts on the loop's next turn once none is in
-    flight, so every request of one turn shares it. Its blocking part (the log's write and
+    A request joins the next round; a round starts two turns of the loop after the request
+    (or after the round in flight ends), so the requests that the reads already in hand carry
+    share it. Its blocking part (the log's write and
     fdatasync, the traces' own fdatasyncs) runs on one thread; its end is back on the loop,
     where each waiter is answered or joins the next round. No task waits per request: a
     connection's acks under ``fsync = "always"`` cost one callback.
@@ -172,7 +173,7 @@ class GroupCommit:
             if j.retired:  # its file is gone (deleted or replaced, the session let go): nothing to sync or log,
                 j.wal = None  # and what it wrote since its last sync is in no file: no waiter may hear otherwise
                 if j.synced_gen < gen:
-                    rnd.errors[key] = FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", j.path)
+                    rnd.errors[key] = trace_gone(j.path)
                 continue
             small = cap is None or j.bytes_written - j.round_bytes <= cap
             j.round_bytes = j.bytes_written
@@ -261,7 +262,7 @@ class GroupCommit:
         entries = []
         for key, journal, size, entry in logged:
             if journal.gone(size):
-                rnd.errors[key] = FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", journal.path)
+                rnd.errors[key] = trace_gone(journal.path)
             else:
                 entries.append(entry)
         if retire and self.wal is not None:
@@ -343,4 +344,3 @@ class GroupCommit:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-

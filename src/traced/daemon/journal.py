@@ -41,6 +41,11 @@ class JournalWriteError(OSError):
         self.lines = lines
 
 
+def trace_gone(path: str) -> FileNotFoundError:
+    """The error for a trace no longer at ``path`` (deleted, or another file put there): ENOENT, one
+    message whichever check finds it (the fd cache, an fdatasync, a sync round)."""
+    return FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", path)
+
 class FdCache:
     """An LRU of open trace fds, capped (fdatasync opens its own fd, so eviction is always safe)."""
 
@@ -83,7 +88,7 @@ class FdCache:
             os.fchmod(fd, FILE_MODE)  # umask-independent, once, when it is created
         if known is not None and not known.is_its_file(os.fstat(fd)):
             os.close(fd)
-            raise FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", path)
+            raise trace_gone(path)
         fds[path] = (fd, owner)
         while len(fds) > max(self.cap, 1):  # O(1) per eviction: the oldest first
             os.close(fds.popitem(last=False)[1][0])
@@ -208,10 +213,10 @@ class Journal:
         try:
             fd = layout.open_regular(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:  # one message for a trace that is gone, whichever check finds it
-            raise FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", self.path) from None
+            raise trace_gone(self.path) from None
         try:
             if not self.is_its_file(os.fstat(fd), 0):  # another file at the path: ours was deleted
-                raise FileNotFoundError(errno.ENOENT, "the trace was deleted or replaced", self.path)
+                raise trace_gone(self.path)
             os.fdatasync(fd)
             if not self.ident:
                 self.ident = ident_of(fd)

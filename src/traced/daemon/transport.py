@@ -281,7 +281,7 @@ class _Conn(asyncio.Protocol):
         self.working = False
         if self.closed:
             return
-        if error is not None:  # no ack may claim durability: none is sent, and the client resends
+        if error is not None:
             self._durable_failed(error)
             return
         self.last = time.monotonic()

@@ -184,7 +184,7 @@ def sessions_by_id(root: str) -> dict[str, str]:
     names no skill: this is how one is found by its id alone."""
     index: dict[str, str] = {}
     for day, skill, sid in walk_sessions(root):
-        index.setdefault(sid, os.path.join(root, day, skill, sid))
+        index.setdefault(sid, session_dir(root, day, skill, sid))
     return index
 
 

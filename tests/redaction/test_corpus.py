@@ -10,6 +10,8 @@ with the issue #14 thresholds.
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
 from typing import Any
 
@@ -98,3 +100,62 @@ def test_every_rule_has_a_credential_in_the_corpus() -> None:
 
 def test_every_credential_names_its_source() -> None:
     assert all(c.source for c in CASES if c.is_credential)
+
+
+# --- the corpus as agents' tools print it -------------------------------------------------------
+# Tools hand text on escaped once more (JSON in a string: an MCP result, ``gh api``, a Codex
+# ``function_call_output``), so every newline before a name or a token is the two characters
+# ``\n``, glued to it; and terminals colour words (``ESC[1;32m``), raw or as ``\u001b`` in JSON
+# text. A secret must be gone from every credential of the corpus in each form, and a near-miss
+# escaped once more must come back unchanged. Sources: gitleaks/gitleaks#1710 (secrets next to
+# an escaped ``\n`` not detected), excitedjs/dreamux#412 (a ``\n`` serialized into JSON hid every
+# line of a ``.env`` but the first), Mininglamp-OSS/openclaw-channel-octo#154 (prefixes missed
+# when a word character is glued before them).
+
+
+def _values(obj: Any, f: Any) -> Any:
+    """``obj`` with ``f`` applied to every string value (keys unchanged)."""
+    if isinstance(obj, str):
+        return f(obj)
+    if isinstance(obj, dict):
+        return {k: _values(v, f) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_values(v, f) for v in obj]
+    return obj
+
+
+def _escaped(s: str) -> str:
+    return json.dumps(s)[1:-1]
+
+
+def _coloured(s: str) -> str:
+    return re.sub(r"(\S+)", "\x1b[1;32m\\1\x1b[0m", s)
+
+
+_FORMS = {
+    "escaped-once-more": _escaped,
+    "terminal-colours": _coloured,
+    "colours-in-json-text": lambda s: _escaped(_coloured(s)),
+}
+_LIVE = [c for c in CREDENTIALS if not c.miss]
+
+
+@pytest.mark.parametrize("form", _FORMS)
+def test_every_credential_is_redacted_as_tools_print_it(form: str) -> None:
+    leaked = {}
+    for case in _LIVE:
+        out, n = REDACTOR.redact(_values(case.payload, _FORMS[form]))
+        if _leaked(case, out) or n == 0:
+            leaked[case.name] = out
+    assert leaked == {}
+    assert len(_LIVE) >= 130
+
+
+def test_every_near_miss_escaped_once_more_is_kept() -> None:
+    changed = {}
+    for case in NEAR_MISSES:
+        payload = _values(case.payload, _escaped)
+        out, n = REDACTOR.redact(payload)
+        if out != payload or n:
+            changed[case.name] = out
+    assert changed == {}

@@ -84,6 +84,49 @@ def test_marker_replaces_only_the_segment() -> None:
     assert n == 2
 
 
+GH = "<redacted:github-token>"
+ASSIGN = "<redacted:secret-assignment>"
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        # a token glued to an escape that ends in a letter or digit
+        (f"a\\n{GHP}\\n", f"a\\n{GH}\\n"),
+        (f"a\\t{GHP}", f"a\\t{GH}"),
+        (f"\\u0027{GHP}\\u0027", f"\\u0027{GH}\\u0027"),
+        (f"\\x27{GHP}", f"\\x27{GH}"),
+        (f"?q=hi%20{GHP}%0A", f"?q=hi%20{GH}%0A"),
+        (f"a\\n{AWS_AKIA}", "a\\n<redacted:aws-access-key-id>"),
+        (f"a\\n{JWT}", "a\\n<redacted:jwt>"),
+        (f"H\\nBearer {OPAQUE}", "H\\nBearer <redacted:bearer-token>"),
+        # a name glued to one: a .env (and a command) in JSON text
+        ("A=1\\nGITHUB_TOKEN=abc123def456\\nPASSWORD=hunter2\\nPORT=80",
+         f"A=1\\nGITHUB_TOKEN={ASSIGN}\\nPASSWORD={ASSIGN}\\nPORT=80"),
+        ("%0Adb_password=s3cr3tpass", f"%0Adb_password={ASSIGN}"),
+        ("set -e\\nmysql -u root -pS3cretPass db", "set -e\\nmysql -u root -p<redacted:password-flag> db"),
+        # a terminal's colours: redacted as the text it shows, the codes taken out
+        (f"\x1b[32m{GHP}\x1b[0m", GH),
+        ("\x1b[1mGITHUB_TOKEN\x1b[0m=\x1b[33mabc123def456\x1b[0m ok", f"GITHUB_TOKEN={ASSIGN} ok"),
+        (f"\\u001b[1;32m{GHP}\\u001b[0m\\n", f"{GH}\\n"),
+        ("\\033[31mPASSWORD\\033[0m: hunter2x", f"PASSWORD: {ASSIGN}"),
+        # still no token: a word glued to letters, a $reference, a closing quote that is not an opener
+        (f"x{GHP}", None),
+        ("%PASSWORD%", None),
+        ('pw = getpass.getpass(\\"Password: \\")\\n    key = getpass.getpass(\\"API key: \\")', None),
+        ("\x1b[32mPASS\x1b[0m tests in 3.2s", None),
+    ],
+)
+def test_a_secret_glued_to_an_escape_is_redacted(text: str, want: str | None) -> None:
+    out, n = REDACTOR.redact_text(text)
+    if want is None:
+        assert (out, n) == (text, 0)
+    else:
+        assert out == want
+        assert n == want.count("<redacted:")
+        assert REDACTOR.redact_text(out) == (out, 0)  # idempotent
+
+
 def test_bearer_keeps_scheme_and_url_keeps_user_and_host() -> None:
     out, n = REDACTOR.redact_text(f"Authorization: Bearer {OPAQUE}")
     assert (out, n) == ("Authorization: Bearer <redacted:bearer-token>", 1)

@@ -301,9 +301,21 @@ class ShapeRule:
     """Characters the token may have any number of (up to 16) before ``back`` (Telegram's bot id)."""
 
 
-# Start of a token: the char before must not continue a word ('task-…', 'x_ghp_…').
-_LB: Final = r"(?<![A-Za-z0-9_\-])"
-_LB_WORD: Final = r"(?<![A-Za-z0-9_])"
+# Glued escapes. Text escaped once more (JSON in a tool's output: ``A=1\nGH_TOKEN=…``), a URL's
+# ``%XX`` and a C ``\x1b`` end in a letter or digit glued to what follows; it starts a word all
+# the same. (A terminal's colours are taken out first: ``_ANSI``.)
+_ESCAPE: Final = r"\\(?:u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|[nrtbfv])|%[0-9A-Fa-f]{2}"
+_ESCAPE_AT: Final = re.compile(_ESCAPE)
+_AFTER_ESCAPE: Final = r"(?<=\\[nrtbfv])|(?<=\\u[0-9A-Fa-f]{4})|(?<=\\x[0-9A-Fa-f]{2})|(?<=%[0-9A-Fa-f]{2})"
+_AFTER_ESCAPE_AT: Final = re.compile(_AFTER_ESCAPE)
+# Start of a token: the char before must not continue a word ('task-…', 'x_ghp_…'), unless it ends an escape.
+_LB: Final = rf"(?:(?<![A-Za-z0-9_\-])|{_AFTER_ESCAPE})"
+_LB_WORD: Final = rf"(?:(?<![A-Za-z0-9_])|{_AFTER_ESCAPE})"
+# A terminal's colours and cursor moves (CSI sequences), raw or written as an escape in text:
+# ``ESC[1;32m``, ``\u001b[0m``, ``\x1b[K``, ``\033[31m``, ``\e[0m``. A string holding them is
+# redacted as the text a terminal shows (``Redactor._process``).
+_ANSI: Final = re.compile(r"(?:\x1b|\\u001[bB]|\\x1[bB]|\\033|\\e)\[[0-9;:?]*[ -/]*[@-~]")
+
 _END: Final = r"(?![A-Za-z0-9_\-])"
 _DIGIT: Final = re.compile(r"[0-9]")
 
@@ -428,14 +440,16 @@ def _is_high_entropy(segment: str, min_len: int) -> bool:
 _NAME_CHARS: Final = string.ascii_letters + string.digits + "_.-"
 _NAME_TAIL: Final = re.compile(r"[A-Za-z0-9_.\-]*")
 _SEP_START: Final = frozenset("\"'\\ \t:=>")
-_VALUE: Final = r"""(?:(?P<oq>\\*["'`])(?P<qv>[^"'`\n]*?)(?P=oq)|(?P<uv>[^\s"'`,;|<>(){}\[\]\\]+))"""
+# A quoted value ends on its line, a raw newline or one escaped in text (``\n``).
+_QUOTED: Final = r"""(?P<oq>\\*["'`])(?P<qv>(?:[^"'`\n\\]|\\(?![nr]))*?)(?P=oq)"""
+_VALUE: Final = r"""(?:""" + _QUOTED + r"""|(?P<uv>[^\s"'`,;|<>(){}\[\]\\]+))"""
 _SEP_VALUE: Final = re.compile(r"""(?:\\*["'])?[ \t]*(?P<sep>:=|=>|=(?![=~])|:(?!:))[ \t]*(?P<at>)""" + _VALUE + "?")
 _FLAG_VALUE: Final = re.compile(r"[ \t]+(?P<sep>)(?P<at>)(?!-)" + _VALUE)
 _URL_END: Final = re.compile(r"[&;]")  # after '=': '&' and ';' end a URL or connection-string value
 _XML_VALUE: Final = re.compile(r">(?P<v>[^<\n]+)</")
 _LINE: Final = re.compile(r"[^\n\r]*")
 
-_ANNOTATED: Final = re.compile(r"""[ \t]*(?:\[[^\]\n]*\])?[ \t]*=[ \t]*(?P<oq>\\*["'`])(?P<qv>[^"'`\n]*?)(?P=oq)""")
+_ANNOTATED: Final = re.compile(r"""[ \t]*(?:\[[^\]\n]*\])?[ \t]*=[ \t]*""" + _QUOTED)
 _CODE_WORD: Final = re.compile(r"[A-Za-z_]+(?:\.[A-Za-z_]+)*")
 _FLAG_WORDS: Final = _words("true false null none nil yes no on off undefined required optional")
 _INT: Final = re.compile(r"-?[0-9]+")
@@ -498,6 +512,13 @@ def _is_literal_secret(value: str, quoted: bool, after: str) -> bool:
     return not (after in ("(", "[") or value.startswith(("/", "~/", "./", "../")) or _CODE_WORD.fullmatch(value))
 
 
+def _name_start(text: str, ns: int, limit: int) -> int:
+    """Where a name found to start at ``ns`` starts past an escape glued to it (``\\nGH_TOKEN``,
+    ``%0APASSWORD``), or ``ns`` when none is (or the escape would reach ``limit``)."""
+    m = _ESCAPE_AT.match(text, ns - 1) if ns > 0 else None
+    return m.end() if m is not None and m.end() < limit else ns
+
+
 def _assignment(text: str, hs: int, he: int) -> Span | None:
     """``NAME=value``, ``"name": "value"``, ``name: value``, ``--name value``, ``<name>value</name>``
     where NAME (the identifier around the trigger) is a secret name."""
@@ -514,6 +535,9 @@ def _assignment(text: str, hs: int, he: int) -> Span | None:
     while ns < hs and text[ns] in ".-":
         ns += 1
     kind = _name_kind(text[ns:ne])
+    glued = _name_start(text, ns, hs + 1)  # '\nGH_TOKEN=', '%0APASSWORD=': the name is past the escape
+    if glued != ns and (kind == _N_PLAIN or text[ns - 1] == "%"):
+        ns, kind = glued, _name_kind(text[glued:ne])
     before = text[ns - 1] if ns > 0 else ""
     if kind == _N_PLAIN or before in ("$", "%"):  # '$API_KEY': a reference
         return None
@@ -711,7 +735,7 @@ def _flag_password(flag: re.Pattern[str], text: str, start: int) -> Span | None:
 
 def _mysql_password(text: str, hs: int, he: int) -> Span | None:
     """``mysql -u root -pSECRET db`` (mysql, mysqldump, mysqladmin, mariadb): the password is glued to -p."""
-    if hs > 0 and text[hs - 1].isalnum():
+    if hs > 0 and text[hs - 1].isalnum() and _AFTER_ESCAPE_AT.match(text, hs) is None:
         return None
     return _flag_password(_MYSQL_P, text, he)
 
@@ -1453,7 +1477,16 @@ class Redactor:
         (``OPENAI_API_KEY=<redacted:openai-key>``). After a round that replaced something, the
         lines that changed get another round (rules read one line, and up to 72 characters before
         a trigger), until nothing is left that a second pass would take: redaction is idempotent.
-        Only strings holding a secret pay for that."""
+        Only strings holding a secret pay for that.
+
+        A string with a terminal's colour codes in it (``_ANSI``) is redacted as the text a
+        terminal shows, the codes taken out (``\x1b[32mGH_TOKEN\x1b[0m=ghp_…``), when that finds
+        a secret; only then does the record lose them."""
+        if "[" in text and (plain := _ANSI.sub("", text)) != text:
+            found = self._scan(plain)
+            out, n = self._process(plain, found) if found else (plain, 0)
+            if n:
+                return out, n
         count = 0
         env = self._c.env
         if env is not None and self._maybe_env(hits):

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.conftest import Daemon, assert_gap_free, read_trace
+from tests.conftest import Daemon, assert_gap_free, read_trace, wait_for
 from traced import Client, RequestError
 from traced.format import layout
 from traced.wire import protocol
@@ -386,6 +386,32 @@ def test_a_durable_emit_to_a_session_deleted_under_it_ends_in_unknown_session(da
         assert (again.resumed, again.step) == (False, 1)
     assert [e["event"] for e in d.logs() if e.get("event") in ("session_dir_gone", "durable_ack_failed")] == [
         "session_dir_gone", "durable_ack_failed"]
+
+
+def test_under_never_a_session_deleted_under_its_writer_is_let_go_at_the_next_tick(daemon_factory: Any) -> None:
+    """No sync round looks at a trace under ``fsync = "never"``: the tick looks for the traces written
+    since it last did (one stat each) and lets a deleted one's session go, so its writer hears
+    ``unknown_session`` instead of being acked for lines in a deleted file; a session left alone
+    goes on (before: every later emit was acked and lost, its end and meta.json too)."""
+    d: Daemon = daemon_factory("--fsync", "never", env={"TRACED_FSYNC_INTERVAL": "0.05"})
+    with d.client() as c:
+        gone = c.open("neverdel", session_id="never-gone-1", owner_pid=-1)
+        kept = c.open("neverdel", session_id="never-kept-1", owner_pid=-1)
+        assert c.emit(gone.session_id, "note", {"message": "then deleted"}) == 2
+        assert c.emit(kept.session_id, "note", {"message": "kept"}) == 2
+        shutil.rmtree(gone.dir)
+        c.emit(gone.session_id, "note", {"message": "written since the last look"})  # acked: not yet seen
+        wait_for(lambda: any(e.get("event") == "session_dir_gone" for e in d.logs()), what="the tick's look")
+        with pytest.raises(RequestError) as e:
+            c.emit(gone.session_id, "note", {"message": "refused"})
+        assert e.value.code == "unknown_session"
+        again = c.open("neverdel", session_id=gone.session_id, owner_pid=-1)
+        assert (again.resumed, again.step) == (False, 1)
+        assert c.emit(kept.session_id, "note", {"message": "still open"}) == 3
+        assert c.end(kept.session_id, "success")["steps"] == 4
+    assert [(e["event"], e["session_id"]) for e in d.logs() if e.get("event") == "session_dir_gone"] == [
+        ("session_dir_gone", "never-gone-1")]
+    assert [r["step"] for r in read_trace(Path(kept.dir) / "trace.jsonl")] == [1, 2, 3, 4]
 
 
 def test_a_sync_fsync_that_finds_a_trace_deleted_is_an_io_error_not_an_internal_one(daemon_factory: Any) -> None:

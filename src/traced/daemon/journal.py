@@ -123,6 +123,8 @@ class Journal:
     """Lines written since ``wal_base`` and not yet in the write-ahead log (None: not logged, see ``wal``)."""
     wal_base: int = 0
     """The write generation from which every write is kept in ``wal``."""
+    looked_gen: int = 0
+    """``written_gen`` as of the last look for its file under ``fsync = "never"`` (``Registry.let_go_gone``)."""
     round_bytes: int = 0
     """``bytes_written`` as of its last sync round (how much it wrote since: ``GroupCommit``)."""
     ident: str = ""

@@ -724,6 +724,22 @@ class Registry:
             self.evicted = [lv for lv in self.evicted
                             if (lv.journal.dirty or lv.unpublished) and not lv.journal.retired]
 
+    def let_go_gone(self) -> int:
+        """Under ``fsync = "never"``, where no sync round looks at a trace: let go of every session
+        written since the last look whose trace was deleted or replaced (one ``stat`` each), as a
+        round does under the other policies, so its writer hears ``unknown_session`` instead of
+        writing on into a deleted file. Returns how many were let go."""
+        gone = []
+        for live in [*self.sessions.values(), *self.ended.values()]:
+            journal = live.journal
+            if journal.looked_gen != journal.written_gen:
+                journal.looked_gen = journal.written_gen
+                if journal.gone():
+                    gone.append(live)
+        for live in gone:
+            self._forget_gone(live)
+        return len(gone)
+
     # --- restart recovery and other writers ---------------------------------
 
     def _mark_open(self, live: Live) -> None:

@@ -368,7 +368,8 @@ def _sockname(listener: SocketListener) -> str:
 
 async def _batch_fsync(registry: Registry, cfg: Config) -> None:
     """The ``batch`` policy: fdatasync dirty sessions every ``fsync_interval`` seconds, and at
-    once when a listener (a subscriber, a forwarder) waits for written records."""
+    once when a listener (a subscriber, a forwarder) waits for written records. Under ``never``
+    the same tick only looks for traces deleted under their sessions (``Registry.let_go_gone``)."""
     while True:
         with anyio.move_on_after(cfg.fsync_interval):
             await registry.sync_wanted.wait()
@@ -376,6 +377,8 @@ async def _batch_fsync(registry: Registry, cfg: Config) -> None:
             await registry.sync_dirty()
         else:
             registry.sync_wanted = anyio.Event()
+            if cfg.fsync == "never":
+                registry.let_go_gone()
 
 
 def _status_line(registry: Registry, transport: Transport) -> str:

@@ -257,7 +257,8 @@ def test_a_close_ends_a_session_on_disk_that_no_daemon_holds(daemon: Daemon) -> 
 def test_closes_of_many_unknown_ids_walk_the_root_once(daemon: Daemon) -> None:
     """Each id a daemon does not hold is looked for on disk, through an index of the root walked at
     most every ``ID_INDEX_TTL`` seconds: 40 closes of 40 different unknown ids cost one walk, and a
-    resent close among them still finds its session."""
+    resent close among them still finds its session; so does a close of a session made since the walk
+    (before: ``unknown_session`` for up to 10 s), which a miss looks for in the newest date dirs."""
     with daemon.client() as c:
         o = c.open("indexed", owner_pid=-1)
         c.end(o.session_id, "success")
@@ -269,8 +270,17 @@ def test_closes_of_many_unknown_ids_walk_the_root_once(daemon: Daemon) -> None:
                 c.end(f"unknown-{k}")
             assert e.value.code == "unknown_session"
         assert c.end(o.session_id, "failure")["outcome"] == "success"
+        # made by another writer since the walk (a copy of the ended one, its end cut off): the index
+        # does not hold it, the newest date dirs do, and the close ends it
+        other = Path(o.dir).parent / "made-after-the-walk"
+        shutil.copytree(o.dir, other)
+        lines = (other / "trace.jsonl").read_bytes().splitlines(keepends=True)
+        (other / "trace.jsonl").write_bytes(b"".join(lines[:-1]))
+        (other / "meta.json").unlink()
+        assert (c.end("made-after-the-walk", "failure")["outcome"], len(lines)) == ("failure", 2)
     built = [e for e in daemon.logs() if e.get("event") == "session_index_built"]
     assert [(e["root"], e["sessions"]) for e in built] == [(str(daemon.root), 1)]
+    assert [r["phase"] for r in read_trace(other / "trace.jsonl")] == ["start", "end"]
 
 
 def test_a_close_adopts_an_unheld_session_only_under_the_daemons_own_root(daemon: Daemon, short_tmp: Path) -> None:

@@ -381,7 +381,8 @@ class Registry:
         except InvalidName:
             return None
         for root in list(self.roots):
-            found = self._by_id(root).get(session_id)
+            # the index may be older than a session another writer just made: then the newest days
+            found = self._by_id(root).get(session_id) or layout.find_by_id(root, session_id)
             if found is None or not os.path.isfile(os.path.join(found, layout.TRACE)):
                 continue
             try:  # never read through a symlink planted below the root

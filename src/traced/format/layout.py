@@ -178,6 +178,18 @@ def find_session_dir(root: str | os.PathLike[str], skill: str, session_id: str) 
     return None
 
 
+def find_by_id(root: str, session_id: str, days: int = 2) -> str | None:
+    """The session directory (with a trace) of ``session_id`` under ``root``'s ``days`` newest date
+    directories, whatever its skill (the first by name), or None: where a session made since an
+    index of the root (``sessions_by_id``) was walked would be. Reads names and one ``stat`` per skill."""
+    for day in date_dirs(root)[:days]:
+        for skill in sorted(subdirs(os.path.join(root, day))):
+            candidate = session_dir(root, day, skill, session_id)
+            if os.path.isfile(os.path.join(candidate, TRACE)):
+                return candidate
+    return None
+
+
 def sessions_by_id(root: str) -> dict[str, str]:
     """Session id -> its newest session directory under ``root``, whatever its skill (one walk of
     names, ``walk_sessions``; the first skill by name when two share an id on one date). A ``close``

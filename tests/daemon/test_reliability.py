@@ -420,6 +420,24 @@ def test_sighup_reloads_config(daemon_factory: Any) -> None:
         wait_for(lambda: c.status()["fsync"] == "always", what="the new config in force")
 
 
+def test_a_reload_changes_the_logs_checkpoint_size(daemon_factory: Any) -> None:
+    """``wal_checkpoint_bytes`` applies from the round after a reload (before: read at start only, so
+    a smaller log asked for by SIGHUP never checkpointed until a restart)."""
+    d, cfg = _configured(daemon_factory, 'fsync = "always"\n')
+    with d.client() as c:
+        o = c.open("walreload", owner_pid=-1)
+        for k in range(3):  # the first is the trace's own fdatasync, the rest are logged
+            c.emit(o.session_id, "note", {"message": f"n{k}"})
+        assert (c.status()["wal_syncs"], c.status()["wal_checkpoints"]) == (2, 0)
+        cfg.write_text('fsync = "always"\nwal_checkpoint_bytes = 1\n')
+        assert d.proc is not None
+        os.kill(d.proc.pid, signal.SIGHUP)
+        wait_for(lambda: any(e.get("event") == "reloaded" for e in d.logs()), what="the reload")
+        c.emit(o.session_id, "note", {"message": "fills the 1-byte log"})
+        assert c.status()["wal_syncs"] == 3
+        wait_for(lambda: c.status()["wal_checkpoints"] == 1, what="the checkpoint beside the rounds")
+
+
 def test_other_writers_sessions_get_the_idle_timeout(daemon_factory: Any) -> None:
     d: Daemon = daemon_factory("--idle-timeout", "1")  # READY comes after the watches are armed
     day = time.strftime("%Y-%m-%d", time.gmtime())

@@ -204,6 +204,8 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
         handler.status = status
         handler.held = retention.held_now
         handler.on_reload.append(retention.poke)
+        if (log_ := registry.commit.wal) is not None:  # a reload applies the log's size from the next round
+            handler.on_reload.append(lambda: setattr(log_, "checkpoint_bytes", cfg.wal_checkpoint_bytes))
         # Signals are taken from "starting" on: a SIGTERM while recovering, or right after the
         # bind, stops the daemon gracefully once it is up (it used to kill it outright).
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

@@ -183,20 +183,39 @@ def find_by_id(root: str, session_id: str, days: int = 2) -> str | None:
     directories, whatever its skill (the first by name), or None: where a session made since an
     index of the root (``sessions_by_id``) was walked would be. Reads names and one ``stat`` per skill."""
     for day in date_dirs(root)[:days]:
-        for skill in sorted(subdirs(os.path.join(root, day))):
-            candidate = session_dir(root, day, skill, session_id)
-            if os.path.isfile(os.path.join(candidate, TRACE)):
-                return candidate
+        found = [d for skill in sorted(subdirs(os.path.join(root, day)))
+                 if os.path.isfile(os.path.join(d := session_dir(root, day, skill, session_id), TRACE))]
+        if found:
+            return _in_flight_first(found)
     return None
+
+
+def _in_flight_first(dirs: list[str]) -> str:
+    """Of one id's session dirs on one date (under several skills), the first in flight (its meta.json
+    not ended), else the first: what a close by id alone means."""
+    if len(dirs) > 1:
+        for d in dirs:
+            if not ended(d):
+                return d
+    return dirs[0]
 
 
 def sessions_by_id(root: str) -> dict[str, str]:
     """Session id -> its newest session directory under ``root``, whatever its skill (one walk of
-    names, ``walk_sessions``; the first skill by name when two share an id on one date). A ``close``
-    names no skill: this is how one is found by its id alone."""
+    names, ``walk_sessions``; when two skills share an id on its newest date, the first in flight by
+    skill name, else the first: ``meta.json`` is read for those only). A ``close`` names no skill:
+    this is how one is found by its id alone."""
     index: dict[str, str] = {}
+    shared: dict[str, list[str]] = {}
+    newest: dict[str, str] = {}
     for day, skill, sid in walk_sessions(root):
-        index.setdefault(sid, session_dir(root, day, skill, sid))
+        path = session_dir(root, day, skill, sid)
+        if sid not in index:
+            index[sid], newest[sid] = path, day
+        elif newest[sid] == day:
+            shared.setdefault(sid, [index[sid]]).append(path)
+    for sid, dirs in shared.items():
+        index[sid] = _in_flight_first(dirs)
     return index
 
 

@@ -241,7 +241,8 @@ def test_config_retention_on_and_off(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["max_payload_depth", "max_payload_keys", "max_string", "spill_threshold",
                                   "max_frame", "max_connections", "max_open_sessions",
-                                  "max_sessions_per_connection", "subscriber_buffer", "fsync_interval"])
+                                  "max_sessions_per_connection", "subscriber_buffer", "fsync_interval",
+                                  "wal_checkpoint_bytes"])
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_config_refuses_limits_under_one(tmp_path: Path, name: str, value: str) -> None:
     """A depth limit of 0 let the fast path keep a map the walked path cut to a marker; a limit

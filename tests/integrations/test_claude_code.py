@@ -188,6 +188,55 @@ def test_conversation_through_the_spool(daemon_factory: Any) -> None:
     assert not list(spool.glob("*.spool"))
 
 
+@pytest.mark.parametrize("no_daemon", ["no_socket_file", "nobody_listening"])
+def test_hooks_after_one_that_found_no_daemon_spool_at_once(daemon_factory: Any, no_daemon: str) -> None:
+    """The first hook that finds no daemon waits for it within its budget (a restart), spools, and
+    leaves ``<state>/hooks/.away``; for ``AWAY_FOR`` seconds the next ones that find none spool at
+    once instead of each waiting (before: every hook of a conversation paid the wait, 0.4 s each
+    with the default budget). Here the second hook's budget is 600 s: only the mark ends it early.
+    The daemon, once started, takes both events from the spool."""
+    d: Daemon = daemon_factory(start=False)
+    if no_daemon == "nobody_listening":  # a socket file left by a daemon that died
+        import socket as socket_mod
+
+        d.socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        left = socket_mod.socket(socket_mod.AF_UNIX)
+        left.bind(str(d.socket))
+        left.close()
+    away = d.state / "traced" / "hooks" / clocks.AWAY
+    first = {"session_id": SID, "hook_event_name": "UserPromptSubmit", "prompt": "first", "cwd": "/tmp"}
+    run_hook(d, first, {"TRACED_HOOK_BUDGET": "0.5"})
+    assert away.exists()
+    second = {**first, "prompt": "second"}
+    res = subprocess.run([sys.executable, "-m", "traced", "hook", "claude-code"], input=json.dumps(second),
+                         env={**d.env, "TRACED_HOOK_BUDGET": "600"}, capture_output=True, text=True, timeout=30)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
+    assert away.exists()
+    if no_daemon == "nobody_listening":
+        d.socket.unlink()
+    d.start()
+    sdir = wait_meta_dir(d)
+    prompts = wait_for(lambda: [r["payload"]["prompt"] for r in read_trace(sdir / "trace.jsonl")
+                                if "prompt" in r["payload"]][1:] or None, what="the spooled prompts")
+    assert prompts == ["second"]
+    records = read_trace(sdir / "trace.jsonl")
+    assert [(r["phase"], r["payload"].get("prompt")) for r in records] == [
+        ("start", None), ("user_prompt", "first"), ("user_prompt", "second")]
+
+
+def test_away_lately_is_the_marks_age_within_away_for(tmp_path: Path) -> None:
+    root = str(tmp_path / "hooks")
+    assert not clocks.away_lately(root)  # no mark
+    clocks.note_away(root, True)
+    mtime = os.stat(os.path.join(root, clocks.AWAY)).st_mtime
+    assert [clocks.away_lately(root, mtime + dt) for dt in (0.0, 9.9, 10.0, 60.0, -5.0)] == [
+        True, True, False, False, False]
+    assert oct(os.stat(os.path.join(root, clocks.AWAY)).st_mode & 0o777) == "0o600"
+    clocks.note_away(root, False)
+    assert not os.path.exists(os.path.join(root, clocks.AWAY))
+    clocks.note_away(root, False)  # already gone: nothing raised
+
+
 def wait_meta_dir(d: Daemon) -> Path:
     found: list[Path] = wait_for(lambda: list(d.root.glob(f"*/claude-code/{SID}")) if d.root.exists() else [],
                                  what=lambda: f"the session to appear; daemon log:\n{d.log.read_text()}")

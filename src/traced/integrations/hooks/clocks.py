@@ -21,6 +21,11 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs the ho
 if TYPE_CHECKING:
     from typing import Final
 
+AWAY_FOR: Final = 10.0
+"""Seconds after a hook found no daemon and spooled during which the next hooks that find none
+(no socket file, or nobody listening on it) spool at once (``away_lately``): the first one waits for
+the daemon within its budget, which covers a restart; the ones after it do not each pay that wait."""
+AWAY: Final = ".away"
 STAMP_MAX_AGE: Final = 7 * 86400
 """Call clocks of sessions untouched this long are swept (their PostToolUse never came)."""
 
@@ -146,3 +151,28 @@ def put_stamp_bytes(root: str, session_id: str, name: str, data: bytes) -> None:
         os.write(fd, data)
     finally:
         os.close(fd)
+
+
+def away_lately(root: str, now: float | None = None) -> bool:
+    """Whether a hook found no daemon less than ``AWAY_FOR`` seconds ago (``<state>/hooks/.away``'s
+    mtime, epoch seconds); False when unknown or in the future (a clock set back)."""
+    try:
+        age = (time.time() if now is None else now) - os.stat(os.path.join(root, AWAY)).st_mtime
+    except OSError:
+        return False
+    return 0.0 <= age < AWAY_FOR
+
+
+def note_away(root: str, away: bool) -> None:
+    """Remember that this hook found no daemon (``away``: touch ``.away``) or reached it (remove it).
+    Errors are ignored: the next hook then waits as if none came before."""
+    path = os.path.join(root, AWAY)
+    try:
+        if away:
+            os.makedirs(root, mode=0o700, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+            os.utime(path)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass

@@ -14,8 +14,10 @@ import time
 from traced.errors import HookError
 from traced.format.layout import valid_name
 from traced.integrations.hooks.clocks import (
+    away_lately,
     delivered_before,
     drop_stamps,
+    note_away,
     put_stamp,
     stamps_root,
     sweep_stamps,
@@ -149,15 +151,19 @@ def run(text: str | bytes, agent: Agent, options: Options, socket_path: str | No
                 execute(plan, fast)
         except OSError as e:
             # daemon away, wedged, or the connection broke: the full client reconnects while the
-            # budget lasts (never after a time-out), then spools; the same client_id makes the
-            # daemon drop whatever the fast path already wrote
+            # budget lasts (never after a time-out, nor when a hook just now found no daemon
+            # either), then spools; the same client_id makes the daemon drop whatever the fast
+            # path already wrote
             from traced.client.blocking import Client
 
             left = deadline - SPOOL_RESERVE - time.monotonic()
-            offline = isinstance(e, TimeoutError) or left <= 0.05
+            away = isinstance(e, (FileNotFoundError, ConnectionRefusedError))  # no socket, or no one on it
+            offline = isinstance(e, TimeoutError) or left <= 0.05 or (away and away_lately(root))
             with Client(socket_path, name="traced-hook", timeout=max(left, 0.05), spool_after=max(left, 0.0),
                         client_id=client_id, offline=offline) as client:
                 execute(plan, client)
+            if away:
+                note_away(root, client.spooling)
     finally:
         if plan.kind == END:
             drop_stamps(root, plan.session_id)

@@ -356,6 +356,32 @@ async def test_secrets_are_redacted_on_disk(rig: Rig) -> None:
     assert SECRET not in (rig.sdir / "meta.json").read_text()
 
 
+class _FailingRedactor(Redactor):
+    """A redactor with a bug: it raises on any payload saying "boom" (the fault under test)."""
+
+    def redactions(self, payloads: list[Any], sizes: list[int] | None = None, wires: Any = None) -> Any:
+        if any("boom" in json.dumps(p) for p in payloads):
+            raise RuntimeError("a bug in redaction")
+        return super().redactions(payloads, sizes, wires)
+
+
+@pytest.mark.anyio
+async def test_a_redaction_that_raises_costs_its_read_an_error_not_the_connection(rig: Rig) -> None:
+    """A bug in redaction (an input no rule foresaw) fails the read's requests with ``internal``: nothing
+    of them is written unredacted, the connection goes on, and the next read is written (before: the
+    exception closed the connection, the client resent the same read, and so on without end)."""
+    await _opened(rig)
+    rig.handler.redactor = rig.conn.redactor = _FailingRedactor([])
+    rig.conn.base = None
+    replies = await rig.send(_note(3, 1, "fine"), _note(4, 2, "boom"))
+    why = "internal error: RuntimeError('a bug in redaction')"
+    assert replies == [protocol.Error(id=3, code="internal", message=why),
+                       protocol.Error(id=4, code="internal", message=why)]
+    assert rig.lines() == [START]
+    assert await rig.send(_note(5, 3, "after")) == [protocol.Ack(id=5, step=2)]
+    assert rig.lines() == [START, line(2, "note", {"message": "after"}, offset=3, seq=3)]
+
+
 @pytest.mark.anyio
 async def test_hello_secrets_redact_that_connections_values(rig: Rig) -> None:
     await _opened(rig)

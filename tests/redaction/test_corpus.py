@@ -110,7 +110,7 @@ def test_every_credential_names_its_source() -> None:
 # escaped once more must come back unchanged. Sources: gitleaks/gitleaks#1710 (secrets next to
 # an escaped ``\n`` not detected), excitedjs/dreamux#412 (a ``\n`` serialized into JSON hid every
 # line of a ``.env`` but the first), Mininglamp-OSS/openclaw-channel-octo#154 (prefixes missed
-# when a word character is glued before them).
+# when a word character is glued before them), Suryansh-23/secretty#1 (secrets across ANSI escapes).
 
 
 def _values(obj: Any, f: Any) -> Any:
@@ -136,6 +136,8 @@ _FORMS = {
     "escaped-once-more": _escaped,
     "terminal-colours": _coloured,
     "colours-in-json-text": lambda s: _escaped(_coloured(s)),
+    "tput-colours": lambda s: re.sub(r"(\S+)", "\x1b[32m\\1\x1b(B\x1b[m", s),  # tput sgr0 on xterm
+    "escaped-twice": lambda s: _escaped(_escaped(s)),
 }
 _LIVE = [c for c in CREDENTIALS if not c.miss]
 

@@ -30,6 +30,7 @@ from traced.redaction.redactor import (
     _WIRE_BUCKETS,
     _WIRE_ENDS,
     ENV_VALUE_MARKER,
+    FAILED_MARKER,
     SECRET_ENV_MIN_LEN,
     SECRET_KEY_MARKER,
     Redactor,
@@ -106,18 +107,41 @@ ASSIGN = "<redacted:secret-assignment>"
         ("%0Adb_password=s3cr3tpass", f"%0Adb_password={ASSIGN}"),
         ("set -e\\nmysql -u root -pS3cretPass db", "set -e\\nmysql -u root -p<redacted:password-flag> db"),
         # a terminal's colours: redacted as the text it shows, the codes taken out
-        (f"\x1b[32m{GHP}\x1b[0m", GH),
+        (f"\x1b[32m{GHP}\x1b[0m", f"\x1b[32m{GH}\x1b[0m"),  # the codes hid nothing: kept
         ("\x1b[1mGITHUB_TOKEN\x1b[0m=\x1b[33mabc123def456\x1b[0m ok", f"GITHUB_TOKEN={ASSIGN} ok"),
-        (f"\\u001b[1;32m{GHP}\\u001b[0m\\n", f"{GH}\\n"),
+        (f"\\u001b[1;32m{GHP}\\u001b[0m\\n", f"\\u001b[1;32m{GH}\\u001b[0m\\n"),
+        (f"\x1b[31mERROR\x1b[0m auth failed for {GHP}", f"\x1b[31mERROR\x1b[0m auth failed for {GH}"),
+        # two tokens side by side in colours (git diff --color-words): neither glued to the other
+        (f"GH_TOKEN=\x1b[31m{GHP}\x1b[m\x1b[32m{GHO}\x1b[m", f"GH_TOKEN=\x1b[31m{GH}\x1b[m\x1b[32m{GH}\x1b[m"),
+        (f"{AWS_AKIA}\x1b[32m{GHP}", f"<redacted:aws-access-key-id>\x1b[32m{GH}"),
+        # the codes tput, cat -v, escapes written in text and OSC links leave around a name
+        ("\x1b[32mDB_PASSWORD\x1b(B\x1b[m=hunter2xyz", f"DB_PASSWORD={ASSIGN}"),
+        ("\x1b[32mDB_PASSWORD\x1b[m\x0f=hunter2xyz", f"DB_PASSWORD={ASSIGN}"),
+        ("^[[1mDB_PASSWORD^[[0m=hunter2xyz", f"DB_PASSWORD={ASSIGN}"),
+        ("\\27[1mDB_PASSWORD\\27[0m=hunter2xyz", f"DB_PASSWORD={ASSIGN}"),
+        ("\\\\u001b[1mDB_PASSWORD\\\\u001b[0m=hunter2xyz", f"DB_PASSWORD={ASSIGN}"),
+        ("\x1b[>4;2m\x1b]8;;https://x.test\x1b\\DB_PASSWORD\x1b]8;;\x1b\\=hunter2xyz", f"DB_PASSWORD={ASSIGN}"),
+        # octal and bell escapes, and a diff's '-'
+        (f"A=1\\012{GHP}", f"A=1\\012{GH}"),
+        (f"A=1\\a{GHP}", f"A=1\\a{GH}"),
+        (f"-{GHP}\n+{GHO}", f"-{GH}\n+{GH}"),
+        (f"[-{GHP}-]{{+{GHO}+}}", f"[-{GH}-]{{+{GH}+}}"),
+        # a quoted value may hold an escaped newline
+        ('{"password": "Tr0ub\\n4dor9Q"}', f'{{"password": "{ASSIGN}"}}'),
+        ('PASSWORD="abc\\r9def"', f'PASSWORD="{ASSIGN}"'),
         ("\\033[31mPASSWORD\\033[0m: hunter2x", f"PASSWORD: {ASSIGN}"),
         # still no token: a word glued to letters, a $reference, a closing quote that is not an opener
         (f"x{GHP}", None),
         ("%PASSWORD%", None),
         ('pw = getpass.getpass(\\"Password: \\")\\n    key = getpass.getpass(\\"API key: \\")', None),
         ("\x1b[32mPASS\x1b[0m tests in 3.2s", None),
+        ('input("Password: ") or input("API key: ")', None),  # a prompt's quote closes the prompt
+        ("task-" + GHP[4:], None),
     ],
 )
 def test_a_secret_glued_to_an_escape_is_redacted(text: str, want: str | None) -> None:
+    """Sources: gitleaks/gitleaks#1710, excitedjs/dreamux#412, Suryansh-23/secretty#1 (secrets across
+    ANSI escapes), WingedGuardian/GENesis-AGI#1580 (a token after an SGR code; a diff's '-')."""
     out, n = REDACTOR.redact_text(text)
     if want is None:
         assert (out, n) == (text, 0)
@@ -125,6 +149,25 @@ def test_a_secret_glued_to_an_escape_is_redacted(text: str, want: str | None) ->
         assert out == want
         assert n == want.count("<redacted:")
         assert REDACTOR.redact_text(out) == (out, 0)  # idempotent
+
+
+def test_nested_terminal_codes_are_taken_out_once_and_the_secret_beside_them_is_redacted() -> None:
+    """Taking ``ESC[0m`` out of ``ESC ESC [0m [0m`` makes another one: one pass, never a recursion
+    (before: RecursionError at 1,000 levels, and the daemon's connection failed on it again and again)."""
+    codes = "\x1b" * 1000 + "[0m" * 1000
+    assert REDACTOR.redact_text(f"password=x1abc {codes}") == (f"password={ASSIGN} {codes}", 1)
+    assert REDACTOR.redact({"out": f"{codes}DB_PASSWORD=hunter2xyz"})[1] == 1
+
+
+def test_a_string_whose_redaction_raises_becomes_a_marker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in a rule (or input none foresaw) never lets the string through as it came."""
+    def bug(self: Redactor, text: str, hits: Any) -> tuple[str, int]:
+        raise RecursionError("a rule that never ends")
+
+    monkeypatch.setattr(Redactor, "_shown", bug)
+    assert REDACTOR.redact_text(f"token {GHP}") == (FAILED_MARKER, 1)
+    assert REDACTOR.redact({"cmd": f"echo {GHP}", "n": 1}) == ({"cmd": FAILED_MARKER, "n": 1}, 1)
+    assert REDACTOR.redact({"cmd": "ls -la"}) == ({"cmd": "ls -la"}, 0)  # no hit: no rule ran
 
 
 def test_bearer_keeps_scheme_and_url_keeps_user_and_host() -> None:

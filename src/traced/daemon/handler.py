@@ -198,7 +198,16 @@ class Handler:
         if self.config.redaction:
             raw = [p for run in runs for p in run.raw]
             if raw:
-                changed = self.redactor_of(conn).redactions(list(map(_PAYLOAD, raw)), wires=list(map(_WIRE, raw)))
+                try:
+                    changed = self.redactor_of(conn).redactions(list(map(_PAYLOAD, raw)),
+                                                                wires=list(map(_WIRE, raw)))
+                except Exception as e:  # a bug must cost these requests (never unredacted), not the connection
+                    log.exception("redaction_failed", events=len(raw))
+                    for run in runs:
+                        for rid, _ack, _n in run.replies:
+                            encode(protocol.Error(id=rid, code="internal", message=f"internal error: {e!r}"), out)
+                        run.pending, run.replies, run.raw = [], [], []
+                    changed = []
                 for i, payload, count in changed:
                     pend = raw[i]
                     pend.payload = payload

@@ -302,19 +302,31 @@ class ShapeRule:
 
 
 # Glued escapes. Text escaped once more (JSON in a tool's output: ``A=1\nGH_TOKEN=…``), a URL's
-# ``%XX`` and a C ``\x1b`` end in a letter or digit glued to what follows; it starts a word all
-# the same. (A terminal's colours are taken out first: ``_ANSI``.)
-_ESCAPE: Final = r"\\(?:u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|[nrtbfv])|%[0-9A-Fa-f]{2}"
+# ``%XX``, a C ``\x1b`` or ``\012`` and a terminal's colour code (``ESC[32m``) end in a letter or
+# digit glued to what follows; it starts a word all the same. So does a diff's ``-`` at a line's
+# start or in ``[-…-]``.
+_ESCAPE: Final = r"\\(?:u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|[0-7]{1,3}|[nrtbfva])|%[0-9A-Fa-f]{2}|\[[0-?]*[A-Za-z]"
 _ESCAPE_AT: Final = re.compile(_ESCAPE)
-_AFTER_ESCAPE: Final = r"(?<=\\[nrtbfv])|(?<=\\u[0-9A-Fa-f]{4})|(?<=\\x[0-9A-Fa-f]{2})|(?<=%[0-9A-Fa-f]{2})"
+_AFTER_ESCAPE: Final = "|".join([
+    r"(?<=\\[nrtbfva])", r"(?<=\\u[0-9A-Fa-f]{4})", r"(?<=\\x[0-9A-Fa-f]{2})", r"(?<=%[0-9A-Fa-f]{2})",
+    *(rf"(?<=\\[0-7]{{{k}}})" for k in (1, 2, 3)),
+    *(rf"(?<=\[[0-?]{{{k}}}[A-Za-z])" for k in range(9)),  # ESC[m … ESC[38;5;208m
+])
 _AFTER_ESCAPE_AT: Final = re.compile(_AFTER_ESCAPE)
+_DIFF_MINUS: Final = r"(?<=^-)|(?<=\n-)|(?<=[\[{]-)"
 # Start of a token: the char before must not continue a word ('task-…', 'x_ghp_…'), unless it ends an escape.
-_LB: Final = rf"(?:(?<![A-Za-z0-9_\-])|{_AFTER_ESCAPE})"
+_LB: Final = rf"(?:(?<![A-Za-z0-9_\-])|{_AFTER_ESCAPE}|{_DIFF_MINUS})"
 _LB_WORD: Final = rf"(?:(?<![A-Za-z0-9_])|{_AFTER_ESCAPE})"
-# A terminal's colours and cursor moves (CSI sequences), raw or written as an escape in text:
-# ``ESC[1;32m``, ``\u001b[0m``, ``\x1b[K``, ``\033[31m``, ``\e[0m``. A string holding them is
-# redacted as the text a terminal shows (``Redactor._process``).
-_ANSI: Final = re.compile(r"(?:\x1b|\\u001[bB]|\\x1[bB]|\\033|\\e)\[[0-9;:?]*[ -/]*[@-~]")
+# A terminal's control sequences, raw or written as an escape in text (``\u001b``, ``\x1b``, ``\033``,
+# ``\e``, ``\27``, with their backslashes doubled in text escaped twice, or ``^[`` as ``cat -v`` shows
+# ESC): CSI (``ESC[1;32m``, ``ESC[K``, ``ESC[>4;2m``), OSC up to BEL or ST (an ``ESC]8;;URL`` link),
+# a charset (``ESC(B``, which ``tput sgr0`` writes), ``ESC7``/``ESC8``, and SI/SO. A string whose
+# secrets they hide is redacted as the text a terminal shows (``Redactor._process``).
+_ESC: Final = r"(?:\x1b|\\+(?:u001[bB]|x1[bB]|033|e|27)|\^\[)"
+_ANSI: Final = re.compile(
+    _ESC + r"(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b\n]{0,512}?(?:\x07|\x1b\\|" + _ESC + r"\\|\\+(?:u0007|x07|a))"
+    r"|[()][0-9A-Za-z]|[78])|[\x0e\x0f]"
+)
 
 _END: Final = r"(?![A-Za-z0-9_\-])"
 _DIGIT: Final = re.compile(r"[0-9]")
@@ -440,8 +452,7 @@ def _is_high_entropy(segment: str, min_len: int) -> bool:
 _NAME_CHARS: Final = string.ascii_letters + string.digits + "_.-"
 _NAME_TAIL: Final = re.compile(r"[A-Za-z0-9_.\-]*")
 _SEP_START: Final = frozenset("\"'\\ \t:=>")
-# A quoted value ends on its line, a raw newline or one escaped in text (``\n``).
-_QUOTED: Final = r"""(?P<oq>\\*["'`])(?P<qv>(?:[^"'`\n\\]|\\(?![nr]))*?)(?P=oq)"""
+_QUOTED: Final = r"""(?P<oq>\\*["'`])(?P<qv>[^"'`\n]*?)(?P=oq)"""
 _VALUE: Final = r"""(?:""" + _QUOTED + r"""|(?P<uv>[^\s"'`,;|<>(){}\[\]\\]+))"""
 _SEP_VALUE: Final = re.compile(r"""(?:\\*["'])?[ \t]*(?P<sep>:=|=>|=(?![=~])|:(?!:))[ \t]*(?P<at>)""" + _VALUE + "?")
 _FLAG_VALUE: Final = re.compile(r"[ \t]+(?P<sep>)(?P<at>)(?!-)" + _VALUE)
@@ -455,6 +466,8 @@ _FLAG_WORDS: Final = _words("true false null none nil yes no on off undefined re
 _INT: Final = re.compile(r"-?[0-9]+")
 
 _ASSIGNMENT_MARKER: Final = "<redacted:secret-assignment>"
+FAILED_MARKER: Final = "<redacted:redaction-failed>"
+"""What a string becomes when redacting it raised (a bug): the whole string, never the text as it came."""
 _AUTH_MARKER: Final = "<redacted:auth-header>"
 _COOKIE_MARKER: Final = "<redacted:cookie>"
 
@@ -560,13 +573,15 @@ def _assignment(text: str, hs: int, he: int) -> Span | None:
             return None
     if kind == _N_AUTH and (m.group("uv") or "").lower() in ("bearer", "basic"):
         return None  # their own rules
+    opener = ""  # the quote before the name, with its escapes: -H "Cookie: a=1; b=2"
+    if before in ('"', "'"):
+        k = ns - 1
+        while k > 0 and text[k - 1] == "\\":
+            k -= 1
+        opener = text[k:ns]
+        if m.group("oq") == opener and text[ne : ne + 1] not in ("\\", '"', "'"):
+            return None  # 'input("Password: ")': the name's string is not closed, the next quote closes it
     if kind in (_N_AUTH, _N_COOKIE):
-        opener = ""  # the quote before the name, with its escapes: -H "Cookie: a=1; b=2"
-        if before in ('"', "'"):
-            k = ns - 1
-            while k > 0 and text[k - 1] == "\\":
-                k -= 1
-            opener = text[k:ns]
         pos = m.end("at")
         if kind == _N_AUTH:
             return _auth_value(text, pos, opener)
@@ -1479,14 +1494,28 @@ class Redactor:
         a trigger), until nothing is left that a second pass would take: redaction is idempotent.
         Only strings holding a secret pay for that.
 
-        A string with a terminal's colour codes in it (``_ANSI``) is redacted as the text a
-        terminal shows, the codes taken out (``\x1b[32mGH_TOKEN\x1b[0m=ghp_…``), when that finds
-        a secret; only then does the record lose them."""
-        if "[" in text and (plain := _ANSI.sub("", text)) != text:
+        A string with a terminal's control codes in it (``_ANSI``) is redacted as it is, then as
+        the text a terminal shows, the codes taken out of that result (one pass, markers kept): when
+        the codes hid a secret (``\x1b[1mGH_TOKEN\x1b[0m=…``), the record is that second text and
+        loses them; else it keeps them."""
+        try:
+            return self._shown(text, hits)
+        except Exception:  # a bug, or input no rule foresaw: never the text as it came
+            return FAILED_MARKER, 1
+
+    def _shown(self, text: str, hits: _Hits) -> tuple[str, int]:
+        """``_process``'s work: the text as it is, then as a terminal shows it."""
+        out, count = self._redact_at(text, hits)
+        if ("\x1b" in out or "[" in out or "\x0e" in out or "\x0f" in out) and (plain := _ANSI.sub("", out)) != out:
             found = self._scan(plain)
-            out, n = self._process(plain, found) if found else (plain, 0)
-            if n:
-                return out, n
+            if found:
+                shown, n = self._redact_at(plain, found)
+                if n:
+                    return shown, count + n
+        return out, count
+
+    def _redact_at(self, text: str, hits: _Hits) -> tuple[str, int]:
+        """``_process`` without the terminal's codes: the rules at ``hits`` in ``text`` as it is."""
         count = 0
         env = self._c.env
         if env is not None and self._maybe_env(hits):

@@ -422,7 +422,8 @@ _tricky = st.sampled_from(
     [GHP, JWT, OPAQUE, DAEMON_ENV, CLIENT_ENV, "Bearer ", "Authorization: ", "://u:", "@h",
      "X_TOKEN=", "-----BEGIN RSA PRIVATE" + " KEY-----", "sk-", "basic ", "<redacted:", "password",
      '"api_key": "', "\\\"", "&sig=", " -p", "mysql", "sshpass", "Cookie: ", "Digest ", "=", ":", "'",
-     "--token ", "<password>", "é", "0:A", "SK", "\n"]
+     "--token ", "<password>", "é", "0:A", "SK", "\n", "\x1b[32m", "\x1b[m", "\x1b(B", "\\u001b[1m", "\\n",
+     "%0A", "\x1b", "[0m", "\x0f", "-", "[-"]
 )  # fmt: skip
 # Keys that hold secrets, and that become equal once redacted (GHP and GHO: <redacted:github-token>),
 # or equal to a key already there (the marker, its duplicate suffix).

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -256,31 +257,80 @@ def test_a_close_ends_a_session_on_disk_that_no_daemon_holds(daemon: Daemon) -> 
 
 def test_closes_of_many_unknown_ids_walk_the_root_once(daemon: Daemon) -> None:
     """Each id a daemon does not hold is looked for on disk, through an index of the root walked at
-    most every ``ID_INDEX_TTL`` seconds: 40 closes of 40 different unknown ids cost one walk, and a
-    resent close among them still finds its session; so does a close of a session made since the walk
-    (before: ``unknown_session`` for up to 10 s), which a miss looks for in the newest date dirs."""
+    most every ``ID_INDEX_TTL`` seconds and one of its recent dates walked at most every
+    ``RECENT_INDEX_TTL``: 40 closes of 40 different unknown ids cost one walk of the root, and a
+    resent close among them still finds its session; so does a close of a session made since the walks
+    (before: ``unknown_session`` for up to 10 s)."""
     with daemon.client() as c:
         o = c.open("indexed", owner_pid=-1)
         c.end(o.session_id, "success")
     daemon.kill9()
     daemon.start()
+    started = time.monotonic()
     with daemon.client() as c:
         for k in range(40):
             with pytest.raises(RequestError) as e:
                 c.end(f"unknown-{k}")
             assert e.value.code == "unknown_session"
         assert c.end(o.session_id, "failure")["outcome"] == "success"
-        # made by another writer since the walk (a copy of the ended one, its end cut off): the index
-        # does not hold it, the newest date dirs do, and the close ends it
+        # made by another writer since the walks (a copy of the ended one, its end cut off)
         other = Path(o.dir).parent / "made-after-the-walk"
         shutil.copytree(o.dir, other)
         lines = (other / "trace.jsonl").read_bytes().splitlines(keepends=True)
         (other / "trace.jsonl").write_bytes(b"".join(lines[:-1]))
         (other / "meta.json").unlink()
-        assert (c.end("made-after-the-walk", "failure")["outcome"], len(lines)) == ("failure", 2)
-    built = [e for e in daemon.logs() if e.get("event") == "session_index_built"]
-    assert [(e["root"], e["sessions"]) for e in built] == [(str(daemon.root), 1)]
+
+        def close() -> dict[str, Any] | None:
+            try:
+                return c.end("made-after-the-walk", "failure")
+            except RequestError as e:
+                assert e.code == "unknown_session"
+                return None
+
+        assert wait_for(close, what="the new session found")["outcome"] == "failure"
+    elapsed = time.monotonic() - started
+    built = [(e["root"], e.get("since"), e["sessions"])
+             for e in daemon.logs() if e.get("event") == "session_index_built"]
+    assert [b for b in built if b[1] is None] == [(str(daemon.root), None, 1)]
+    recent = [b for b in built if b[1] is not None]
+    assert 1 <= len(recent) <= 2 + elapsed / 1.0  # RECENT_INDEX_TTL
+    assert recent[-1][2] == 2
     assert [r["phase"] for r in read_trace(other / "trace.jsonl")] == ["start", "end"]
+
+
+def test_a_close_by_id_takes_the_session_in_flight_not_an_older_ended_one(daemon: Daemon) -> None:
+    """Another writer's ended session of an id yesterday, and its new one today, made after the daemon
+    walked its indexes: a close by that id ends today's (before: answered with yesterday's recorded
+    ending, and from then on every close of the id was, the new session never ended)."""
+    yesterday = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+
+    def other_writer(day: str, ended: bool) -> Path:
+        sdir = daemon.root / day / "agent" / "resumed-id"
+        sdir.mkdir(parents=True)
+        records = [{"ts": f"{day}T00:00:00Z", "skill": "agent", "session_id": sdir.name, "phase": "start",
+                    "payload": {}}]
+        if ended:
+            records.append({"ts": f"{day}T00:00:01Z", "skill": "agent", "session_id": sdir.name, "phase": "end",
+                            "payload": {"outcome": "success", "summary": "yesterday"}})
+        (sdir / "trace.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        meta = {"session_id": sdir.name, "skill": "agent", "started_at": f"{day}T00:00:00Z",
+                "ended_at": f"{day}T00:00:01Z" if ended else None, "outcome": "success" if ended else None}
+        (sdir / "meta.json").write_text(json.dumps(meta))
+        return sdir
+
+    old = other_writer(yesterday, ended=True)
+    with daemon.client() as c:
+        with pytest.raises(RequestError):
+            c.end("warms-the-indexes")
+        new = other_writer(today, ended=False)
+        ended = c.end("resumed-id", "failure", summary="today")
+        assert (ended["outcome"], ended["summary"]) == ("failure", "today")
+        again = c.end("resumed-id", "success")
+        assert (again["outcome"], again["summary"]) == ("failure", "today"), "ended once"
+    assert json.loads((new / "meta.json").read_text())["ended_at"]
+    assert [r["phase"] for r in read_trace(new / "trace.jsonl")] == ["start", "end"]
+    assert [r["payload"].get("summary") for r in read_trace(old / "trace.jsonl")] == [None, "yesterday"]
 
 
 def test_a_close_adopts_an_unheld_session_only_under_the_daemons_own_root(daemon: Daemon, short_tmp: Path) -> None:

@@ -1,5 +1,5 @@
-"""Finding a session by its id alone (``layout.sessions_by_id``, ``layout.find_by_id``): what a ``close``
-naming no skill means when two skills hold the same id on one date."""
+"""Finding a session by its id alone (``layout.sessions_by_id``): what a ``close`` naming no skill means
+when two skills hold the same id on one date."""
 
 from __future__ import annotations
 
@@ -37,19 +37,17 @@ def test_one_id_under_two_skills_on_one_date_finds_the_one_in_flight(tmp_path: P
             "b": _session(tmp_path, "2026-12-01", "b", "shared-id", b_ended)}
     _session(tmp_path, "2026-11-30", "c", "shared-id", False)  # an older date never wins
     assert layout.sessions_by_id(str(tmp_path))["shared-id"] == dirs[want]
-    assert layout.find_by_id(str(tmp_path), "shared-id") == dirs[want]
+    assert layout.sessions_by_id(str(tmp_path), lo="2026-12-01")["shared-id"] == dirs[want]
 
 
-def test_the_newest_date_wins_and_find_by_id_looks_at_the_newest_days_only(tmp_path: Path) -> None:
+def test_the_newest_date_wins_and_lo_bounds_the_walk(tmp_path: Path) -> None:
     old = _session(tmp_path, "2026-11-28", "a", "old-id", False)
     new = _session(tmp_path, "2026-12-01", "z", "new-id", True)
-    older_copy = _session(tmp_path, "2026-11-29", "a", "new-id", False)
-    _session(tmp_path, "2026-11-30", "b", "other", None)
+    _session(tmp_path, "2026-11-29", "a", "new-id", False)  # older: the newest date wins, ended or not
+    future = _session(tmp_path, "2026-12-03", "b", "future-id", None)  # a client's clock ahead
+    (tmp_path / "2026-12-01" / "a").mkdir()
+    (tmp_path / "2026-12-01" / "a" / "linked-id").symlink_to(old)  # a symlinked dir is no session
     index = layout.sessions_by_id(str(tmp_path))
-    assert (index["old-id"], index["new-id"]) == (old, new)
-    assert older_copy != new
-    assert layout.find_by_id(str(tmp_path), "new-id") == new
-    assert layout.find_by_id(str(tmp_path), "old-id") is None  # the 4th date back: only the index has it
-    assert layout.find_by_id(str(tmp_path), "old-id", days=3) is None
-    assert layout.find_by_id(str(tmp_path), "old-id", days=4) == old
-    assert layout.find_by_id(str(tmp_path), "missing") is None
+    assert (index["old-id"], index["new-id"], index["future-id"]) == (old, new, future)
+    assert "linked-id" not in index
+    assert layout.sessions_by_id(str(tmp_path), lo="2026-11-30") == {"new-id": new, "future-id": future}

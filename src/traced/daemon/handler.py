@@ -478,8 +478,9 @@ class Handler:
 
 OPEN_ATTEMPTS: Final = 4
 """Times an ``open`` is tried when the registry defers it (``registry.Deferred``)."""
-NOT_FOUND_TTL: Final = 10.0
-"""Seconds a session id that a ``close`` search did not find on disk is not searched for again."""
+NOT_FOUND_TTL: Final = 1.0
+"""Seconds a session id that a ``close`` search did not find on disk is not searched for again (the
+registry's recent index is as old at most: ``RECENT_INDEX_TTL``)."""
 NOT_FOUND_MAX: Final = 1024
 """Such ids remembered at most (then forgotten all at once)."""
 _PAYLOAD: Final = attrgetter("payload")

@@ -58,7 +58,9 @@ log = structlog.get_logger("traced.daemon.registry")
 WRITER_ID: Final = f"traced {__version__}"
 CLOSED_MEMORY: Final = 10000
 ID_INDEX_TTL: Final = 10.0
-"""Seconds the id -> session dir index of a root (``_by_id``) is used before it is walked again."""
+"""Seconds the id -> session dir index of a whole root (``_find_by_id``) is used before it is walked again."""
+RECENT_INDEX_TTL: Final = 1.0
+"""The same for the index of its recent dates, walked again only when a close finds nothing in flight."""
 ENDED_MEMORY: Final = 256
 HOST: Final = socket.gethostname()
 
@@ -135,7 +137,7 @@ class Registry:
         self.evicted: list[Live] = []
         """Ended sessions forgotten (past ``ENDED_MEMORY``) while late records of theirs were not yet
         synced: ``sync_dirty`` still covers them, then lets them go."""
-        self._id_index: dict[str, tuple[float, dict[str, str]]] = {}
+        self._id_index: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
         """Root -> (when walked, ``layout.sessions_by_id``): ``_by_id``."""
         self.fds = FdCache(config.fd_cache)
         self.stats = Stats()
@@ -381,8 +383,7 @@ class Registry:
         except InvalidName:
             return None
         for root in list(self.roots):
-            # the index may be older than a session another writer just made: then the newest days
-            found = self._by_id(root).get(session_id) or layout.find_by_id(root, session_id)
+            found = self._find_by_id(root, session_id)
             if found is None or not os.path.isfile(os.path.join(found, layout.TRACE)):
                 continue
             try:  # never read through a symlink planted below the root
@@ -392,15 +393,40 @@ class Registry:
                 log.warning("recall_refused", session_dir=found, error=str(e))
         return None
 
-    def _by_id(self, root: str) -> dict[str, str]:
-        """``layout.sessions_by_id(root)``, walked again once it is ``ID_INDEX_TTL`` seconds old (worker
-        thread): closes of many ids this daemon does not know cost one walk, not one each."""
+    def _find_by_id(self, root: str, session_id: str) -> str | None:
+        """The session dir a close of ``session_id`` alone means under ``root`` (worker thread): the
+        newest one in flight, else the newest. Two indexes (``layout.sessions_by_id``): the whole
+        root's, walked again at most every ``ID_INDEX_TTL`` seconds, and the recent dates' (yesterday
+        on, UTC, future dates included), walked again at most every ``RECENT_INDEX_TTL`` seconds when
+        the id is in neither (at once when the one found ended), so that a session another writer just
+        made is found: closes of many ids this daemon does not know cost a walk each interval, not one
+        each."""
+        lo = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+        whole = self._index(root, "", ID_INDEX_TTL)
+        recent = self._index(root, lo, RECENT_INDEX_TTL, refresh=False)
+        for again in (False, True):
+            found = [d for d in dict.fromkeys((recent.get(session_id), whole.get(session_id))) if d is not None]
+            for d in found:
+                if not layout.ended(d):
+                    return d
+            if again:
+                break
+            # none in flight: the recent dates again, at once when an ended one was found (an old ending
+            # must not answer the close of a session just made), else at most every RECENT_INDEX_TTL
+            recent = self._index(root, lo, 0.0 if found else RECENT_INDEX_TTL)
+        return found[0] if found else None
+
+    def _index(self, root: str, lo: str, ttl: float, refresh: bool = True) -> dict[str, str]:
+        """``layout.sessions_by_id(root, lo)``, walked again once it is ``ttl`` seconds old (if ``refresh``)."""
         now = time.monotonic()
-        got = self._id_index.get(root)
-        if got is None or now - got[0] > ID_INDEX_TTL:
-            index = layout.sessions_by_id(root)
-            got = self._id_index[root] = (now, index)
-            log.info("session_index_built", root=root, sessions=len(index), ms=round((time.monotonic() - now) * 1e3, 1))
+        got = self._id_index.get((root, lo))
+        if got is None or (refresh and now - got[0] > ttl):
+            index = layout.sessions_by_id(root, lo)
+            for key in [k for k in self._id_index if k[0] == root and k[1] not in ("", lo)]:
+                del self._id_index[key]  # yesterday's recent index
+            got = self._id_index[(root, lo)] = (now, index)
+            log.info("session_index_built", root=root, since=lo or None, sessions=len(index),
+                     ms=round((time.monotonic() - now) * 1e3, 1))
         return got[1]
 
     def _adopt(self, sdir: Path, root: Path, op: Op, loaded: Loaded | None = None) -> Live:

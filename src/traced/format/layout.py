@@ -178,18 +178,6 @@ def find_session_dir(root: str | os.PathLike[str], skill: str, session_id: str) 
     return None
 
 
-def find_by_id(root: str, session_id: str, days: int = 2) -> str | None:
-    """The session directory (with a trace) of ``session_id`` under ``root``'s ``days`` newest date
-    directories, whatever its skill (the first by name), or None: where a session made since an
-    index of the root (``sessions_by_id``) was walked would be. Reads names and one ``stat`` per skill."""
-    for day in date_dirs(root)[:days]:
-        found = [d for skill in sorted(subdirs(os.path.join(root, day)))
-                 if os.path.isfile(os.path.join(d := session_dir(root, day, skill, session_id), TRACE))]
-        if found:
-            return _in_flight_first(found)
-    return None
-
-
 def _in_flight_first(dirs: list[str]) -> str:
     """Of one id's session dirs on one date (under several skills), the first in flight (its meta.json
     not ended), else the first: what a close by id alone means."""
@@ -200,15 +188,15 @@ def _in_flight_first(dirs: list[str]) -> str:
     return dirs[0]
 
 
-def sessions_by_id(root: str) -> dict[str, str]:
-    """Session id -> its newest session directory under ``root``, whatever its skill (one walk of
-    names, ``walk_sessions``; when two skills share an id on its newest date, the first in flight by
-    skill name, else the first: ``meta.json`` is read for those only). A ``close`` names no skill:
-    this is how one is found by its id alone."""
+def sessions_by_id(root: str, lo: str = "") -> dict[str, str]:
+    """Session id -> its newest session directory under ``root`` (date directories from ``lo`` on),
+    whatever its skill (one walk of names, ``walk_sessions``: no symlinked directory; when two skills
+    share an id on its newest date, the first in flight by skill name, else the first: ``meta.json``
+    is read for those only). A ``close`` names no skill: this is how one is found by its id alone."""
     index: dict[str, str] = {}
     shared: dict[str, list[str]] = {}
     newest: dict[str, str] = {}
-    for day, skill, sid in walk_sessions(root):
+    for day, skill, sid in walk_sessions(root, lo):
         path = session_dir(root, day, skill, sid)
         if sid not in index:
             index[sid], newest[sid] = path, day

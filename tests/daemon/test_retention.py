@@ -256,3 +256,18 @@ def test_config_refuses_limits_under_one(tmp_path: Path, name: str, value: str) 
         config.load(path, env={})
     bound = "> 0.0" if name == "fsync_interval" else ">= 1"
     assert str(exc.value).endswith(f"{bound} - at `$.{name}`"), str(exc.value)
+
+
+@pytest.mark.parametrize("value", ["1e30", "17179869185", "17179869184.5"])
+def test_config_refuses_a_log_that_would_never_checkpoint(tmp_path: Path, value: str) -> None:
+    """``wal_checkpoint_bytes`` past 16 GiB (or not an integer) is refused: the log would grow without end."""
+    from traced.daemon import config
+    from traced.errors import ConfigError
+
+    path = tmp_path / "config.toml"
+    path.write_text(f"wal_checkpoint_bytes = {value}\n")
+    with pytest.raises(ConfigError) as exc:
+        config.load(path, env={})
+    assert str(exc.value).endswith("- at `$.wal_checkpoint_bytes`"), str(exc.value)
+    path.write_text("wal_checkpoint_bytes = 17179869184\n")
+    assert config.load(path, env={}).wal_checkpoint_bytes == 16 * 1024**3

@@ -28,7 +28,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     wal: bool = True
     """``fsync = "always"`` or ``"batch"``: a sync round makes its lines durable with one fdatasync of
     the daemon-wide write-ahead log (true), or with concurrent fdatasyncs of every trace touched (false)."""
-    wal_checkpoint_bytes: Positive = 64 * 1024 * 1024
+    wal_checkpoint_bytes: Annotated[int, msgspec.Meta(ge=1, le=16 * 1024**3)] = 64 * 1024 * 1024
     """``fsync = "always"`` or ``"batch"``: the write-ahead log's size (bytes) at which the traces it covers are
     fdatasynced and it starts over (see docs/configuration.md)."""
     idle_timeout: float = 1800.0

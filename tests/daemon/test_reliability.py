@@ -420,6 +420,24 @@ def test_sighup_reloads_config(daemon_factory: Any) -> None:
         wait_for(lambda: c.status()["fsync"] == "always", what="the new config in force")
 
 
+def test_a_reload_keeps_the_command_lines_settings(daemon_factory: Any) -> None:
+    """``traced serve --fsync never --no-redaction`` then SIGHUP: the file's settings change, the command
+    line's stay (before: a reload read the file alone, and the flags were lost)."""
+    d: Daemon = daemon_factory(start=False)
+    cfg = d.base / "config" / "traced" / "config.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text('fsync = "always"\nidle_timeout = 100\n')
+    d.start("--fsync", "never", "--no-redaction")
+    with d.client() as c:
+        assert c.status()["fsync"] == "never"
+        cfg.write_text('fsync = "always"\nidle_timeout = 200\nredaction = true\n')
+        assert d.proc is not None
+        os.kill(d.proc.pid, signal.SIGHUP)
+        wait_for(lambda: any(e.get("event") == "reloaded" for e in d.logs()), what="the reload")
+        assert c.status()["fsync"] == "never"
+    assert {(e["fsync"], e["redaction"]) for e in d.logs() if e.get("event") == "reloaded"} == {("never", False)}
+
+
 def test_a_reload_changes_the_logs_checkpoint_size(daemon_factory: Any) -> None:
     """``wal_checkpoint_bytes`` applies from the round after a reload (before: read at start only, so
     a smaller log asked for by SIGHUP never checkpointed until a restart)."""

@@ -50,7 +50,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cfg = config.load(args.config, overrides)
     except ConfigError as e:
         raise CliError(str(e), EXIT_USAGE) from e
-    return serve.run(cfg, args.config)
+    return serve.run(cfg, args.config, overrides)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

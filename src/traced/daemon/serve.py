@@ -20,7 +20,7 @@ import signal
 import socket
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -131,8 +131,9 @@ def _redactor(cfg: Config) -> Redactor:
     return Redactor(secret_env_values(os.environ), enabled=cfg.redaction)
 
 
-async def serve(cfg: Config, config_file: str | None = None) -> None:
-    """Run the daemon until SIGTERM/SIGINT. Raises AlreadyRunning, ConfigError."""
+async def serve(cfg: Config, config_file: str | None = None, overrides: dict[str, Any] | None = None) -> None:
+    """Run the daemon until SIGTERM/SIGINT. Raises AlreadyRunning, ConfigError. ``overrides``: the
+    command line's settings, kept over the config file's on every reload."""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # RLIMIT_FSIZE must give EFBIG, not kill us
     notifier = Notifier.from_env()
     _fd_budget(cfg)
@@ -223,7 +224,8 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
                 stop_watching = anyio.Event()  # the watch threads end promptly on it
                 await tg.start(ingest.watch, stop_watching)  # replays the spool once armed
                 await tg.start(watchers.watch_other_writers, stop_watching)
-                await tg.start(partial(_watch_config, handler, notifier, config_file, stop_watching))
+                reload = partial(_reload, handler, config_file, overrides)
+                await tg.start(partial(_watch_config, reload, notifier, config_file, stop_watching))
                 if receiver is not None:
                     await tg.start(receiver.run)
                 if listener is None:  # bound only now: a client never meets a half-recovered daemon
@@ -237,8 +239,7 @@ async def serve(cfg: Config, config_file: str | None = None) -> None:
                 tg.start_soon(retention.run)  # its first pass right away, in a worker thread
                 notifier.ready(_status_line(registry, transport))
                 log.info("ready", pid=os.getpid())
-                await _signals(signals, handler, notifier, config_file=config_file, registry=registry,
-                                   transport=transport)
+                await _signals(signals, reload, notifier, registry=registry, transport=transport)
                 notifier.stopping()
                 log.info("stopping", open_sessions=len(registry.sessions))
                 accept_scope.cancel()
@@ -407,7 +408,7 @@ async def _heartbeat(notifier: Notifier, registry: Registry, transport: Transpor
         await anyio.sleep(every)
 
 
-async def _signals(signals: AsyncIterator[int], handler: Handler, notifier: Notifier, *, config_file: str | None,
+async def _signals(signals: AsyncIterator[int], reload: Callable[[], None], notifier: Notifier, *,
                    registry: Registry, transport: Transport) -> None:
     """Until SIGTERM/SIGINT: SIGHUP reloads the config."""
     async for signum in signals:
@@ -416,12 +417,12 @@ async def _signals(signals: AsyncIterator[int], handler: Handler, notifier: Noti
             return
         notifier.reloading()
         try:
-            _reload(handler, config_file)
+            reload()
         finally:
             notifier.ready(_status_line(registry, transport))
 
 
-async def _watch_config(handler: Handler, notifier: Notifier, config_file: str | None, stop: anyio.Event,
+async def _watch_config(reload: Callable[[], None], notifier: Notifier, config_file: str | None, stop: anyio.Event,
                         *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Reload when the config file changes (SIGHUP does the same); started once armed."""
     path = Path(config_file) if config_file else locations.config_path()
@@ -432,7 +433,7 @@ async def _watch_config(handler: Handler, notifier: Notifier, config_file: str |
     async def changed(_changes: fswatch.Changes) -> None:
         notifier.reloading()
         try:
-            _reload(handler, config_file)
+            reload()
         finally:
             notifier.ready("reloaded")
 
@@ -440,10 +441,11 @@ async def _watch_config(handler: Handler, notifier: Notifier, config_file: str |
                         keep=lambda _c, p: Path(p).name == path.name, task_status=task_status)
 
 
-def _reload(handler: Handler, config_file: str | None) -> None:
-    """Apply what can change without a restart: limits, timeouts, fsync policy, redaction."""
+def _reload(handler: Handler, config_file: str | None, overrides: dict[str, Any] | None) -> None:
+    """Apply what can change without a restart: limits, timeouts, fsync policy, redaction. The
+    command line's ``overrides`` (``traced serve --fsync never``) still win over the file."""
     try:
-        new = config_mod.load(config_file)
+        new = config_mod.load(config_file, overrides)
     except ConfigError as e:
         log.error("reload_failed", error=str(e))
         return
@@ -458,7 +460,7 @@ def _reload(handler: Handler, config_file: str | None) -> None:
     log.info("reloaded", fsync=old.fsync, redaction=old.redaction, retention=old.retention or "off")
 
 
-def run(cfg: Config, config_file: str | None = None) -> int:
+def run(cfg: Config, config_file: str | None = None, overrides: dict[str, Any] | None = None) -> int:
     """Configure logging and run ``serve`` on the best event loop available.
 
     Returns the exit code: 0, 1 (another daemon runs), 2 (bad configuration).
@@ -473,7 +475,7 @@ def run(cfg: Config, config_file: str | None = None) -> int:
         except ImportError:
             pass
     try:
-        anyio.run(serve, cfg, config_file, backend_options=backend_options)
+        anyio.run(serve, cfg, config_file, overrides, backend_options=backend_options)
     except AlreadyRunning as e:
         log.error("already_running", error=str(e))
         return 1

@@ -254,8 +254,23 @@ def test_config_refuses_limits_under_one(tmp_path: Path, name: str, value: str) 
     path.write_text(f"{name} = {value}\n")
     with pytest.raises(ConfigError) as exc:
         config.load(path, env={})
-    bound = "> 0.0" if name == "fsync_interval" else ">= 1"
+    bound = {"fsync_interval": "> 0.0", "max_frame": ">= 4096"}.get(name, ">= 1")
     assert str(exc.value).endswith(f"{bound} - at `$.{name}`"), str(exc.value)
+
+
+def test_config_refuses_a_frame_limit_under_4_kib(tmp_path: Path) -> None:
+    """``max_frame = 10`` refused every request but the smallest (``status`` failed ``too_large``) and
+    hooks lost their events: 4 KiB at least, at start and on reload."""
+    from traced.daemon import config
+    from traced.errors import ConfigError
+
+    path = tmp_path / "config.toml"
+    path.write_text("max_frame = 4095\n")
+    with pytest.raises(ConfigError) as exc:
+        config.load(path, env={})
+    assert str(exc.value).endswith("Expected `int` >= 4096 - at `$.max_frame`"), str(exc.value)
+    path.write_text("max_frame = 4096\n")
+    assert config.load(path, env={}).max_frame == 4096
 
 
 @pytest.mark.parametrize("value", ["1e30", "17179869185", "17179869184.5"])

@@ -235,6 +235,9 @@ def test_away_lately_is_the_marks_age_within_away_for(tmp_path: Path) -> None:
     clocks.note_away(root, False)
     assert not os.path.exists(os.path.join(root, clocks.AWAY))
     clocks.note_away(root, False)  # already gone: nothing raised
+    os.mkfifo(os.path.join(root, clocks.AWAY))  # planted: no reader, so a blocking open would hang
+    clocks.note_away(root, True)
+    assert not clocks.away_lately(root, time.time() + 60)
 
 
 def wait_meta_dir(d: Daemon) -> Path:

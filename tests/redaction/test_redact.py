@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from traced.redaction.names import SECRET_CONTAINER_NAMES, SECRET_KEY_NAMES, SECRET_SUFFIX_WORDS, _normalize_key
 from traced.redaction.redactor import (
+    _ANSI,
     _KEY_WORDS,
     _NEVER_FOLDED,
     _TEDDY_BUCKETS,
@@ -157,6 +158,47 @@ def test_nested_terminal_codes_are_taken_out_once_and_the_secret_beside_them_is_
     codes = "\x1b" * 1000 + "[0m" * 1000
     assert REDACTOR.redact_text(f"password=x1abc {codes}") == (f"password={ASSIGN} {codes}", 1)
     assert REDACTOR.redact({"out": f"{codes}DB_PASSWORD=hunter2xyz"})[1] == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ACCESS_\x1b[01;31m\x1b[KTOK\x1b[m\x1b[KEN=Xq7rT2pL9wZk4mB8",  # env | grep --color=always TOK
+        "\x1b[01;31m\x1b[KSEC\x1b[m\x1b[KRET=Xq7rT2pL9wZk4mB8",  # grep --color=always SEC
+        "".join(f"\x1b[3{i % 7}m{ch}" for i, ch in enumerate("DB_PASSWORD")) + "\x1b[0m=Xq7rT2pL9wZk4mB8",  # lolcat
+    ],
+)
+def test_a_name_that_raw_terminal_codes_split_is_found_with_no_other_trigger(text: str) -> None:
+    """No trigger is left in the text as it came, so only its raw ESC bytes make it looked at: by
+    ``redact_text``, ``redact`` and the daemon's prefilter on msgpack alike (source: the adversary's
+    grep --color=always output; brootware/PyRedactKit#108, one code per character)."""
+    plain = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+    want = plain.split("=")[0] + "=<redacted:secret-assignment>"
+    assert REDACTOR.redact_text(text) == (want, 1)
+    assert REDACTOR.redact({"out": text, "n": 1}) == ({"out": want, "n": 1}, 1)
+    payloads = [{"cmd": "ls"}, {"out": text}, {"cmd": "make"}]
+    wires = [msgspec.msgpack.encode(p) for p in payloads]
+    assert REDACTOR.redactions(payloads, wires=wires) == [(1, {"out": want}, 1)]
+    assert REDACTOR.redactions(payloads, sizes=[20, 60, 20]) == [(1, {"out": want}, 1)]
+    assert REDACTOR.redact_all(payloads) == [(payloads[0], 0), ({"out": want}, 1), (payloads[2], 0)]
+
+
+def test_codes_nested_in_codes_are_taken_out_until_none_is_left() -> None:
+    """``AKI ESC ESC[1m [m AIOS…`` shows the whole key once both are gone: redacted, and idempotent."""
+    text = f"\x1b[1mDB_PASSWORD\x1b[0m=hunter2xyzQ AKI\x1b\x1b[1m[m{AWS_AKIA[3:]}"
+    want = f"DB_PASSWORD={ASSIGN} <redacted:aws-access-key-id>"
+    assert REDACTOR.redact_text(text) == (want, 2)
+    assert REDACTOR.redact_text(want) == (want, 0)
+
+
+def test_a_run_of_backslashes_costs_linear_time() -> None:
+    """``_ANSI`` reads at most four backslashes before an escape's letters: 160,000 of them in a string
+    with a secret took 110 s (a quadratic regex on the daemon's loop). Now the same as 16 of them, give
+    or take the length, which a test cannot time: the regex is asserted to look at no longer runs."""
+    assert _ANSI.match("\\\\\\\\u001b[1m") is not None  # four backslashes: text escaped thrice
+    assert _ANSI.match("\\" * 5 + "u001b[1m") is None
+    text = "password=x1abc " + "\\" * 200_000 + " [x"
+    assert REDACTOR.redact_text(text) == (text.replace("x1abc", ASSIGN, 1), 1)
 
 
 def test_a_string_whose_redaction_raises_becomes_a_marker(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,9 +32,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``fsync = "always"`` or ``"batch"``: the write-ahead log's size (bytes) at which the traces it covers are
     fdatasynced and it starts over (see docs/configuration.md)."""
     idle_timeout: float = 1800.0
-    max_frame: Positive = 8 * 1024 * 1024
-    """Largest frame; 8 MiB because large strings spill to blobs, so a big event
-    no longer means a big line (raw LLM bodies and long tool outputs fit whole)."""
+    max_frame: Annotated[int, msgspec.Meta(ge=4096)] = 8 * 1024 * 1024
+    """Largest frame (bytes, at least 4 KiB: a smaller one refuses the protocol's own requests); 8 MiB
+    because large strings spill to blobs, so a big event no longer means a big line (raw LLM bodies
+    and long tool outputs fit whole)."""
     max_connections: Positive = 1024
     max_open_sessions: Positive = 20000
     max_sessions_per_connection: Positive = 1000

@@ -322,9 +322,9 @@ _LB_WORD: Final = rf"(?:(?<![A-Za-z0-9_])|{_AFTER_ESCAPE})"
 # ESC): CSI (``ESC[1;32m``, ``ESC[K``, ``ESC[>4;2m``), OSC up to BEL or ST (an ``ESC]8;;URL`` link),
 # a charset (``ESC(B``, which ``tput sgr0`` writes), ``ESC7``/``ESC8``, and SI/SO. A string whose
 # secrets they hide is redacted as the text a terminal shows (``Redactor._process``).
-_ESC: Final = r"(?:\x1b|\\+(?:u001[bB]|x1[bB]|033|e|27)|\^\[)"
+_ESC: Final = r"(?:\x1b|\\{1,4}(?:u001[bB]|x1[bB]|033|e|27)|\^\[)"  # {1,4}: a run of backslashes stays linear
 _ANSI: Final = re.compile(
-    _ESC + r"(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b\n]{0,512}?(?:\x07|\x1b\\|" + _ESC + r"\\|\\+(?:u0007|x07|a))"
+    _ESC + r"(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b\n]{0,512}?(?:\x07|\x1b\\|" + _ESC + r"\\|\\{1,4}(?:u0007|x07|a))"
     r"|[()][0-9A-Za-z]|[78])|[\x0e\x0f]"
 )
 
@@ -1133,7 +1133,7 @@ class Redactor:
         if not self.enabled or len(text) < _MIN_LEN:
             return text, 0
         hits = self._scan(text)
-        if not hits:
+        if not hits and "\x1b" not in text:  # (raw terminal codes may split a name: ``_process``)
             return text, 0
         return self._process(text, hits)
 
@@ -1162,11 +1162,12 @@ class Redactor:
         hay = strings[0] if len(strings) == 1 else "\x00".join(strings)
         ascii_ = hay.isascii()
         raw = hay.encode() if ascii_ else hay.encode("utf-8", "surrogatepass")
+        codes = "\x1b" in hay  # raw terminal codes may split a name: such strings are looked at anyway
         if len(raw) <= _CLEAN_MAX_LEN:
             # A clean scan depends on the folded text only, and short payloads recur folded
             # ('pytest -q … #0', 'toolu_0000…', 'claude-sonnet-0'): remember those.
             folded: bytes | bytearray = raw.translate(c.fold)
-            if folded in c.clean:
+            if folded in c.clean and not codes:
                 return self._rebuild(payload, {}) if secret else (payload, 0)
         else:
             folded = bytearray(raw).translate(c.fold)  # (bytearray's translate is ~15% faster)
@@ -1175,15 +1176,15 @@ class Redactor:
             n_entries = len(c.entries)  # an id past the table: an env value
             hits += [(n_entries, s, e) for _i, s, e in c.env_scan.find_matches_as_indexes(folded)]
             hits.sort(key=itemgetter(1))
-        if not hits:
+        if not hits and not codes:
             if len(raw) <= _CLEAN_MAX_LEN:
                 if len(c.clean) >= _CLEAN_CAP:
                     c.clean.clear()
                 c.clean.add(bytes(folded))
             return self._rebuild(payload, {}) if secret else (payload, 0)
-        if not ascii_:
+        if hits and not ascii_:
             hits = _char_offsets(raw, hits)
-        changed = self._changed(strings, hits)
+        changed = self._changed(strings, hits, codes)
         return self._rebuild(payload, changed) if changed or secret else (payload, 0)
 
     def redact_all(
@@ -1281,6 +1282,9 @@ class Redactor:
                     starts = list(accumulate(map((1).__add__, map(len, wires[i:j])), initial=0))
                 # an env value's fold may span a NUL: every payload it touches
                 suspects.update(range(i + bisect_right(starts, hs) - 1, i + bisect_right(starts, he - 1)))
+            if data.find(0x1B) >= 0:  # raw terminal codes may split a name (memchr: ~1 µs per 64 KiB)
+                starts = starts or list(accumulate(map((1).__add__, map(len, wires[i:j])), initial=0))
+                suspects.update(i + bisect_right(starts, at) - 1 for at in _positions(data, b"\x1b"))
             i = j
         return suspects
 
@@ -1381,6 +1385,7 @@ class Redactor:
             if c.env_scan is not None:
                 hits += c.env_scan.find_matches_as_indexes(folded)
             starts = [hs for _pid, hs, he in hits if not _in_plain_key(chunk, hs, he, self)]
+            starts += _positions(chunk, b"\\u001b")  # a raw terminal code (msgspec's JSON escape)
             # a key word ending a run of letters ("pat" in a path does not), in a key (values have triggers)
             starts += [hs for _pid, hs, he in c.key_words.find_matches_as_indexes(folded)
                        if not _in_plain_key(chunk, hs, he - 1, self)]
@@ -1399,11 +1404,13 @@ class Redactor:
         """Indexes (into ``ends``) of the payloads whose ``strings`` the one scan finds a hit in."""
         if not strings:
             return []
-        hits = self._scan("\x00".join(strings))  # as in redact: no trigger or env value holds a NUL
-        if not hits:
+        hay = "\x00".join(strings)
+        hits = self._scan(hay)  # as in redact: no trigger or env value holds a NUL
+        at = [hs for _pid, hs, _he in hits] + _positions(hay, "\x1b")  # and raw terminal codes
+        if not at:
             return []
         starts = list(accumulate((len(x) + 1 for x in strings), initial=0))
-        return [bisect_right(ends, bisect_right(starts, hs) - 1) for _pid, hs, _he in hits]
+        return [bisect_right(ends, bisect_right(starts, hs) - 1) for hs in at]
 
     def _rebuild(self, payload: Any, changed: dict[int, tuple[str, int]]) -> tuple[Any, int]:
         walk = _Rebuild(changed)
@@ -1427,12 +1434,15 @@ class Redactor:
             hits = _char_offsets(raw, hits)
         return hits
 
-    def _changed(self, strings: list[str], hits: _Hits) -> dict[int, tuple[str, int]]:
-        """{index: (redacted, count)} of the ``strings`` that changed, from the hits in them joined."""
+    def _changed(self, strings: list[str], hits: _Hits, codes: bool = False) -> dict[int, tuple[str, int]]:
+        """{index: (redacted, count)} of the ``strings`` that changed, from the hits in them joined
+        (and, with ``codes``, every string holding a raw terminal code)."""
         per_string: dict[int, _Hits] = {}
+        if codes:
+            per_string.update((i, []) for i, x in enumerate(strings) if "\x1b" in x)
         if len(strings) == 1:
             per_string[0] = hits
-        else:  # hits come in order: walk the strings along
+        elif hits:  # hits come in order: walk the strings along
             k = base = 0
             end = len(strings[0])
             for pid, s, e in hits:
@@ -1506,7 +1516,15 @@ class Redactor:
     def _shown(self, text: str, hits: _Hits) -> tuple[str, int]:
         """``_process``'s work: the text as it is, then as a terminal shows it."""
         out, count = self._redact_at(text, hits)
-        if ("\x1b" in out or "[" in out or "\x0e" in out or "\x0f" in out) and (plain := _ANSI.sub("", out)) != out:
+        plain = out
+        for _pass in range(4):  # codes nested in codes (``ESC ESC[1m[m``): a few passes, each linear
+            if not ("\x1b" in plain or "[" in plain or "\x0e" in plain or "\x0f" in plain):
+                break
+            stripped = _ANSI.sub("", plain)
+            if stripped == plain:
+                break
+            plain = stripped
+        if plain != out:
             found = self._scan(plain)
             if found:
                 shown, n = self._redact_at(plain, found)
@@ -1880,4 +1898,14 @@ def _char_offsets(raw: bytes, hits: _Hits) -> _Hits:
         char += len(raw[byte:s].decode("utf-8", "surrogatepass"))
         byte = s
         out.append((pid, char, char + len(raw[s:e].decode("utf-8", "surrogatepass"))))
+    return out
+
+
+def _positions(data: Any, needle: Any) -> list[int]:
+    """Every offset of ``needle`` in ``data`` (str or bytes alike)."""
+    out = []
+    at = data.find(needle)
+    while at >= 0:
+        out.append(at)
+        at = data.find(needle, at + 1)
     return out

@@ -13,6 +13,7 @@ session files: the daemon does. Stdlib only (hot path).
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 from traced.format.layout import valid_name
@@ -170,8 +171,13 @@ def note_away(root: str, away: bool) -> None:
     try:
         if away:
             os.makedirs(root, mode=0o700, exist_ok=True)
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-            os.utime(path)
+            # O_NONBLOCK: a FIFO planted there must not hang the hook; only a regular file is touched
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+            try:
+                if stat.S_ISREG(os.fstat(fd).st_mode):
+                    os.utime(fd)
+            finally:
+                os.close(fd)
         else:
             os.unlink(path)
     except OSError:

@@ -183,6 +183,46 @@ def test_a_name_that_raw_terminal_codes_split_is_found_with_no_other_trigger(tex
     assert REDACTOR.redact_all(payloads) == [(payloads[0], 0), ({"out": want}, 1), (payloads[2], 0)]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "DB_PASS\x0eWORD=Xq7rT2pL9wZk4mB8",  # SI/SO alone
+        "\x1b=DB_PASS\x1b>WORD=Xq7rT2pL9wZk4mB8",  # tput smkx / rmkx
+        "\x9b1mDB_PASSWORD\x9b0m=Xq7rT2pL9wZk4mB8",  # C1's one-byte CSI
+        "DB_PASS\x1bP1$r0m\x1b\\WORD=Xq7rT2pL9wZk4mB8",  # a DCS string
+        "\x1b]8;;https://x.test/" + "a" * 900 + "\x1b\\DB_PASSWORD\x1b]8;;\x1b\\=Xq7rT2pL9wZk4mB8",  # a long link
+    ],
+)
+def test_other_terminal_codes_that_split_a_name(text: str) -> None:
+    assert REDACTOR.redact_text(text) == (f"DB_PASSWORD={ASSIGN}", 1)
+    payloads = [{"cmd": "ls"}, {"out": text}]
+    assert REDACTOR.redactions(payloads, wires=[msgspec.msgpack.encode(p) for p in payloads]) == [
+        (1, {"out": f"DB_PASSWORD={ASSIGN}"}, 1)]
+
+
+def test_a_key_in_terminal_colours_names_its_value_a_secret() -> None:
+    payload = {"DB_PA\x1b[01;31m\x1b[KSSWORD\x1b[m\x1b[K": "V3ryS3cret", "\x1b[1mcmd\x1b[m": "ls"}
+    assert REDACTOR.redact(payload) == ({"DB_PA\x1b[01;31m\x1b[KSSWORD\x1b[m\x1b[K": SECRET_KEY_MARKER,
+                                         "\x1b[1mcmd\x1b[m": "ls"}, 1)
+    assert REDACTOR.redactions([payload, {"a": 1}], wires=[msgspec.msgpack.encode(payload), b"\x81\xa1a\x01"]) == [
+        (0, {"DB_PA\x1b[01;31m\x1b[KSSWORD\x1b[m\x1b[K": SECRET_KEY_MARKER, "\x1b[1mcmd\x1b[m": "ls"}, 1)]
+
+
+@pytest.mark.parametrize("unit", ["pwd=", "sig=", "TOKEN=", "?sig=", "auth=", "TOKEN\x1b[m="])
+def test_a_secret_name_repeated_without_values_is_one_long_value(unit: str) -> None:
+    """Each hit read the run to its end, then turned it down (a ``(`` after it): quadratic, 7.8 s per
+    100 KB on the daemon's loop. An unquoted value past ``_UV_MAX`` characters is read once, and is a
+    secret whatever follows it."""
+    text = unit * (100_000 // len(unit)) + "("
+    out, n = REDACTOR.redact_text(text)
+    assert n == 1 and out.endswith(f"{ASSIGN}(") and len(out) < 40
+
+
+def test_an_unquoted_value_longer_than_the_regex_reads_is_redacted_whole() -> None:
+    value = "a1" * 3000  # 6,000 characters: past _UV_MAX
+    assert REDACTOR.redact_text(f"TOKEN={value} tail") == (f"TOKEN={ASSIGN} tail", 1)
+
+
 def test_codes_nested_in_codes_are_taken_out_until_none_is_left() -> None:
     """``AKI ESC ESC[1m [m AIOS…`` shows the whole key once both are gone: redacted, and idempotent."""
     text = f"\x1b[1mDB_PASSWORD\x1b[0m=hunter2xyzQ AKI\x1b\x1b[1m[m{AWS_AKIA[3:]}"

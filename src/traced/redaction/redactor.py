@@ -138,9 +138,10 @@ def _key_kind(key: Any) -> int:
     """_SECRET (a secret name), _CONTAINER (``cookies``, ``secrets``: its mapping holds secrets) or _PLAIN."""
     kind = _PLAIN
     if type(key) is str:
-        if is_secret_key(key):
+        name = _shown_text(key) if _has_raw_codes(key) or "\\" in key or "^[" in key else key  # a key in colours
+        if is_secret_key(name):
             kind = _SECRET
-        elif _normalize_key(key) in SECRET_CONTAINER_NAMES:
+        elif _normalize_key(name) in SECRET_CONTAINER_NAMES:
             kind = _CONTAINER
     if len(_KEY_KINDS) >= _KEY_KINDS_MAX:
         _KEY_KINDS.clear()
@@ -324,9 +325,29 @@ _LB_WORD: Final = rf"(?:(?<![A-Za-z0-9_])|{_AFTER_ESCAPE})"
 # secrets they hide is redacted as the text a terminal shows (``Redactor._process``).
 _ESC: Final = r"(?:\x1b|\\{1,4}(?:u001[bB]|x1[bB]|033|e|27)|\^\[)"  # {1,4}: a run of backslashes stays linear
 _ANSI: Final = re.compile(
-    _ESC + r"(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b\n]{0,512}?(?:\x07|\x1b\\|" + _ESC + r"\\|\\{1,4}(?:u0007|x07|a))"
-    r"|[()][0-9A-Za-z]|[78])|[\x0e\x0f]"
+    _ESC + r"(?:\[[0-?]*[ -/]*[@-~]|[\]P_^X][^\x07\x1b\n]{0,1024}?"  # CSI; OSC, DCS, APC... to BEL or ST
+    r"(?:\x07|\x1b\\|" + _ESC + r"\\|\\{1,4}(?:u0007|x07|a))"
+    r"|[()%#][0-9A-Za-z]|[ ][A-Za-z]|[78=>cM])|\x9b[0-?]*[ -/]*[@-~]|\x9d[^\x07\x9c\n]{0,1024}?[\x07\x9c]|[\x0e\x0f]"
 )
+_RAW_CODES: Final = ("\x1b", "\x0e", "\x0f", "\x9b", "\x9d")
+_RAW_CODE_BYTES: Final = (0x1B, 0x0E, 0x0F, b"\xc2\x9b", b"\xc2\x9d")  # (UTF-8: C1 codes are two bytes)
+"""The characters that start a raw terminal code (ESC, SI, SO, C1's CSI and OSC): a string holding
+one is looked at even with no trigger in it (the codes may split a name)."""
+
+
+def _has_raw_codes(text: str) -> bool:
+    return any(c in text for c in _RAW_CODES)
+
+
+def _shown_text(text: str) -> str:
+    """``text`` as a terminal shows it: its codes (``_ANSI``) taken out, codes nested in codes too
+    (up to four passes, each linear)."""
+    for _pass in range(4):
+        stripped = _ANSI.sub("", text)
+        if stripped == text:
+            break
+        text = stripped
+    return text
 
 _END: Final = r"(?![A-Za-z0-9_\-])"
 _DIGIT: Final = re.compile(r"[0-9]")
@@ -453,7 +474,12 @@ _NAME_CHARS: Final = string.ascii_letters + string.digits + "_.-"
 _NAME_TAIL: Final = re.compile(r"[A-Za-z0-9_.\-]*")
 _SEP_START: Final = frozenset("\"'\\ \t:=>")
 _QUOTED: Final = r"""(?P<oq>\\*["'`])(?P<qv>[^"'`\n]*?)(?P=oq)"""
-_VALUE: Final = r"""(?:""" + _QUOTED + r"""|(?P<uv>[^\s"'`,;|<>(){}\[\]\\]+))"""
+_UV_MAX: Final = 4096
+"""An unquoted value's characters read by the regex; a longer one is read on by ``_UV_REST`` and is a
+secret whatever follows it (each hit re-reading a long run to its end was quadratic: 25,000 ``pwd=``
+then ``(`` took 7.8 s per 100 KB)."""
+_VALUE: Final = r"""(?:""" + _QUOTED + r"""|(?P<uv>[^\s"'`,;|<>(){}\[\]\\]{1,""" + str(_UV_MAX) + "}))"
+_UV_REST: Final = re.compile(r"""[^\s"'`,;|<>(){}\[\]\\]*""")
 _SEP_VALUE: Final = re.compile(r"""(?:\\*["'])?[ \t]*(?P<sep>:=|=>|=(?![=~])|:(?!:))[ \t]*(?P<at>)""" + _VALUE + "?")
 _FLAG_VALUE: Final = re.compile(r"[ \t]+(?P<sep>)(?P<at>)(?!-)" + _VALUE)
 _URL_END: Final = re.compile(r"[&;]")  # after '=': '&' and ';' end a URL or connection-string value
@@ -590,11 +616,15 @@ def _assignment(text: str, hs: int, he: int) -> Span | None:
             if e <= pos or _is_reference(text[pos:e]):
                 return None
             return pos, e, _COOKIE_MARKER
+    long_value = False
     if m.group("qv") is not None:
         s, e = m.span("qv")
         quoted = True
     elif m.group("uv") is not None:
         s, e = m.span("uv")
+        long_value = e - s == _UV_MAX
+        if long_value:
+            e = _UV_REST.match(text, e).end()  # type: ignore[union-attr]  # '*': it always matches
         if sep[0] == "=":  # ?token=abc&x=1, Password=abc;Server=...
             cut = _URL_END.search(text, s, e)
             if cut is not None:
@@ -613,7 +643,7 @@ def _assignment(text: str, hs: int, he: int) -> Span | None:
             return None
         s, e = a.span("qv")
         value, quoted = text[s:e], True
-    if not _is_literal_secret(value, quoted, text[e : e + 1]):
+    if not long_value and not _is_literal_secret(value, quoted, text[e : e + 1]):
         return None
     return s, e, _ASSIGNMENT_MARKER
 
@@ -1133,7 +1163,7 @@ class Redactor:
         if not self.enabled or len(text) < _MIN_LEN:
             return text, 0
         hits = self._scan(text)
-        if not hits and "\x1b" not in text:  # (raw terminal codes may split a name: ``_process``)
+        if not hits and not _has_raw_codes(text):  # (raw terminal codes may split a name: ``_process``)
             return text, 0
         return self._process(text, hits)
 
@@ -1162,7 +1192,7 @@ class Redactor:
         hay = strings[0] if len(strings) == 1 else "\x00".join(strings)
         ascii_ = hay.isascii()
         raw = hay.encode() if ascii_ else hay.encode("utf-8", "surrogatepass")
-        codes = "\x1b" in hay  # raw terminal codes may split a name: such strings are looked at anyway
+        codes = _has_raw_codes(hay)  # raw terminal codes may split a name: such strings are looked at anyway
         if len(raw) <= _CLEAN_MAX_LEN:
             # A clean scan depends on the folded text only, and short payloads recur folded
             # ('pytest -q … #0', 'toolu_0000…', 'claude-sonnet-0'): remember those.
@@ -1282,9 +1312,10 @@ class Redactor:
                     starts = list(accumulate(map((1).__add__, map(len, wires[i:j])), initial=0))
                 # an env value's fold may span a NUL: every payload it touches
                 suspects.update(range(i + bisect_right(starts, hs) - 1, i + bisect_right(starts, he - 1)))
-            if data.find(0x1B) >= 0:  # raw terminal codes may split a name (memchr: ~1 µs per 64 KiB)
-                starts = starts or list(accumulate(map((1).__add__, map(len, wires[i:j])), initial=0))
-                suspects.update(i + bisect_right(starts, at) - 1 for at in _positions(data, b"\x1b"))
+            for code in _RAW_CODE_BYTES:  # raw terminal codes may split a name (memchr: ~1 µs per 64 KiB)
+                if data.find(code) >= 0:
+                    starts = starts or list(accumulate(map((1).__add__, map(len, wires[i:j])), initial=0))
+                    suspects.update(i + bisect_right(starts, at) - 1 for at in _positions(data, code))
             i = j
         return suspects
 
@@ -1385,7 +1416,8 @@ class Redactor:
             if c.env_scan is not None:
                 hits += c.env_scan.find_matches_as_indexes(folded)
             starts = [hs for _pid, hs, he in hits if not _in_plain_key(chunk, hs, he, self)]
-            starts += _positions(chunk, b"\\u001b")  # a raw terminal code (msgspec's JSON escape)
+            for code in (b"\\u001b", b"\\u000e", b"\\u000f", b"\xc2\x9b", b"\xc2\x9d"):  # raw codes as JSON writes them
+                starts += _positions(chunk, code)
             # a key word ending a run of letters ("pat" in a path does not), in a key (values have triggers)
             starts += [hs for _pid, hs, he in c.key_words.find_matches_as_indexes(folded)
                        if not _in_plain_key(chunk, hs, he - 1, self)]
@@ -1406,7 +1438,9 @@ class Redactor:
             return []
         hay = "\x00".join(strings)
         hits = self._scan(hay)  # as in redact: no trigger or env value holds a NUL
-        at = [hs for _pid, hs, _he in hits] + _positions(hay, "\x1b")  # and raw terminal codes
+        at = [hs for _pid, hs, _he in hits]
+        for code in _RAW_CODES:  # and raw terminal codes
+            at += _positions(hay, code)
         if not at:
             return []
         starts = list(accumulate((len(x) + 1 for x in strings), initial=0))
@@ -1439,7 +1473,7 @@ class Redactor:
         (and, with ``codes``, every string holding a raw terminal code)."""
         per_string: dict[int, _Hits] = {}
         if codes:
-            per_string.update((i, []) for i, x in enumerate(strings) if "\x1b" in x)
+            per_string.update((i, []) for i, x in enumerate(strings) if _has_raw_codes(x))
         if len(strings) == 1:
             per_string[0] = hits
         elif hits:  # hits come in order: walk the strings along
@@ -1516,14 +1550,7 @@ class Redactor:
     def _shown(self, text: str, hits: _Hits) -> tuple[str, int]:
         """``_process``'s work: the text as it is, then as a terminal shows it."""
         out, count = self._redact_at(text, hits)
-        plain = out
-        for _pass in range(4):  # codes nested in codes (``ESC ESC[1m[m``): a few passes, each linear
-            if not ("\x1b" in plain or "[" in plain or "\x0e" in plain or "\x0f" in plain):
-                break
-            stripped = _ANSI.sub("", plain)
-            if stripped == plain:
-                break
-            plain = stripped
+        plain = _shown_text(out) if _has_raw_codes(out) or "[" in out or "]" in out else out
         if plain != out:
             found = self._scan(plain)
             if found:

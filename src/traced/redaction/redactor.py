@@ -138,7 +138,7 @@ def _key_kind(key: Any) -> int:
     """_SECRET (a secret name), _CONTAINER (``cookies``, ``secrets``: its mapping holds secrets) or _PLAIN."""
     kind = _PLAIN
     if type(key) is str:
-        name = _shown_text(key) if _has_raw_codes(key) or "\\" in key or "^[" in key else key  # a key in colours
+        name = _shown_text(key)  # a key in a terminal's colours: the name it shows (cached, as the kind is)
         if is_secret_key(name):
             kind = _SECRET
         elif _normalize_key(name) in SECRET_CONTAINER_NAMES:
@@ -329,10 +329,12 @@ _ANSI: Final = re.compile(
     r"(?:\x07|\x1b\\|" + _ESC + r"\\|\\{1,4}(?:u0007|x07|a))"
     r"|[()%#][0-9A-Za-z]|[ ][A-Za-z]|[78=>cM])|\x9b[0-?]*[ -/]*[@-~]|\x9d[^\x07\x9c\n]{0,1024}?[\x07\x9c]|[\x0e\x0f]"
 )
-_RAW_CODES: Final = ("\x1b", "\x0e", "\x0f", "\x9b", "\x9d")
-_RAW_CODE_BYTES: Final = (0x1B, 0x0E, 0x0F, b"\xc2\x9b", b"\xc2\x9d")  # (UTF-8: C1 codes are two bytes)
-"""The characters that start a raw terminal code (ESC, SI, SO, C1's CSI and OSC): a string holding
-one is looked at even with no trigger in it (the codes may split a name)."""
+_RAW_CODES: Final = ("\x1b",)
+_RAW_CODE_BYTES: Final = (0x1B,)
+"""The character that starts a raw terminal code (ESC): a string holding one is looked at even with no
+trigger in it (the codes may split a name). Not SI/SO nor C1's one-character CSI and OSC: their bytes
+are common in msgpack (small integers, lengths, ``false``), so the daemon's prefilter could not look
+for them cheaply; they are taken out only from a string something else makes looked at."""
 
 
 def _has_raw_codes(text: str) -> bool:
@@ -1312,10 +1314,10 @@ class Redactor:
                     starts = list(accumulate(map((1).__add__, map(len, wires[i:j])), initial=0))
                 # an env value's fold may span a NUL: every payload it touches
                 suspects.update(range(i + bisect_right(starts, hs) - 1, i + bisect_right(starts, he - 1)))
-            for code in _RAW_CODE_BYTES:  # raw terminal codes may split a name (memchr: ~1 µs per 64 KiB)
-                if data.find(code) >= 0:
-                    starts = starts or list(accumulate(map((1).__add__, map(len, wires[i:j])), initial=0))
-                    suspects.update(i + bisect_right(starts, at) - 1 for at in _positions(data, code))
+            # raw terminal codes may split a name: memchr, ~1 µs per 64 KiB each
+            for code in [c for c in _RAW_CODE_BYTES if data.find(c) >= 0]:
+                starts = starts or list(accumulate(map((1).__add__, map(len, wires[i:j])), initial=0))
+                suspects.update(i + bisect_right(starts, at) - 1 for at in _positions(data, code))
             i = j
         return suspects
 
@@ -1416,7 +1418,7 @@ class Redactor:
             if c.env_scan is not None:
                 hits += c.env_scan.find_matches_as_indexes(folded)
             starts = [hs for _pid, hs, he in hits if not _in_plain_key(chunk, hs, he, self)]
-            for code in (b"\\u001b", b"\\u000e", b"\\u000f", b"\xc2\x9b", b"\xc2\x9d"):  # raw codes as JSON writes them
+            for code in (b"\\u001b",):  # a raw ESC as JSON writes it
                 starts += _positions(chunk, code)
             # a key word ending a run of letters ("pat" in a path does not), in a key (values have triggers)
             starts += [hs for _pid, hs, he in c.key_words.find_matches_as_indexes(folded)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import math
 import os
 import socket
 import time
@@ -403,24 +404,27 @@ class Registry:
         each."""
         lo = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
         whole = self._index(root, "", ID_INDEX_TTL)
-        recent = self._index(root, lo, RECENT_INDEX_TTL, refresh=False)
-        for again in (False, True):
+
+        def pick(recent: dict[str, str]) -> tuple[str | None, bool]:
+            """(the dir to take, whether it is in flight): the newest in flight, else the newest."""
             found = [d for d in dict.fromkeys((recent.get(session_id), whole.get(session_id))) if d is not None]
             for d in found:
                 if not layout.ended(d):
-                    return d
-            if again:
-                break
+                    return d, True
+            return (found[0] if found else None), False
+
+        found, in_flight = pick(self._index(root, lo, math.inf))
+        if not in_flight:
             # none in flight: the recent dates again, at once when an ended one was found (an old ending
             # must not answer the close of a session just made), else at most every RECENT_INDEX_TTL
-            recent = self._index(root, lo, 0.0 if found else RECENT_INDEX_TTL)
-        return found[0] if found else None
+            found, _ = pick(self._index(root, lo, 0.0 if found else RECENT_INDEX_TTL))
+        return found
 
-    def _index(self, root: str, lo: str, ttl: float, refresh: bool = True) -> dict[str, str]:
-        """``layout.sessions_by_id(root, lo)``, walked again once it is ``ttl`` seconds old (if ``refresh``)."""
+    def _index(self, root: str, lo: str, ttl: float) -> dict[str, str]:
+        """``layout.sessions_by_id(root, lo)``, walked again once it is ``ttl`` seconds old."""
         now = time.monotonic()
         got = self._id_index.get((root, lo))
-        if got is None or (refresh and now - got[0] > ttl):
+        if got is None or now - got[0] > ttl:
             index = layout.sessions_by_id(root, lo)
             for key in [k for k in self._id_index if k[0] == root and k[1] not in ("", lo)]:
                 del self._id_index[key]  # yesterday's recent index

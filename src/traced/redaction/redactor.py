@@ -329,16 +329,12 @@ _ANSI: Final = re.compile(
     r"(?:\x07|\x1b\\|" + _ESC + r"\\|\\{1,4}(?:u0007|x07|a))"
     r"|[()%#][0-9A-Za-z]|[ ][A-Za-z]|[78=>cM])|\x9b[0-?]*[ -/]*[@-~]|\x9d[^\x07\x9c\n]{0,1024}?[\x07\x9c]|[\x0e\x0f]"
 )
-_RAW_CODES: Final = ("\x1b",)
-_RAW_CODE_BYTES: Final = (0x1B,)
-"""The character that starts a raw terminal code (ESC): a string holding one is looked at even with no
-trigger in it (the codes may split a name). Not SI/SO nor C1's one-character CSI and OSC: their bytes
-are common in msgpack (small integers, lengths, ``false``), so the daemon's prefilter could not look
-for them cheaply; they are taken out only from a string something else makes looked at."""
-
-
-def _has_raw_codes(text: str) -> bool:
-    return any(c in text for c in _RAW_CODES)
+_ANSI_INTRO: Final = re.compile(r"[\x1b\x0e\x0f\x9b\x9d\\]|\^\[")
+"""What every match of ``_ANSI`` starts with: a string without it has no code to take out."""
+# A raw ESC makes a string looked at even with no trigger in it (the codes may split a name). Not
+# SI/SO nor C1's one-character CSI and OSC: their bytes are common in msgpack (small integers,
+# lengths, ``false``), so the daemon's prefilter could not look for them cheaply; they are taken
+# out only from a string something else makes looked at.
 
 
 def _shown_text(text: str) -> str:
@@ -1165,7 +1161,7 @@ class Redactor:
         if not self.enabled or len(text) < _MIN_LEN:
             return text, 0
         hits = self._scan(text)
-        if not hits and not _has_raw_codes(text):  # (raw terminal codes may split a name: ``_process``)
+        if not hits and "\x1b" not in text:  # (raw terminal codes may split a name: ``_process``)
             return text, 0
         return self._process(text, hits)
 
@@ -1194,7 +1190,7 @@ class Redactor:
         hay = strings[0] if len(strings) == 1 else "\x00".join(strings)
         ascii_ = hay.isascii()
         raw = hay.encode() if ascii_ else hay.encode("utf-8", "surrogatepass")
-        codes = _has_raw_codes(hay)  # raw terminal codes may split a name: such strings are looked at anyway
+        codes = "\x1b" in hay  # raw terminal codes may split a name: such strings are looked at anyway
         if len(raw) <= _CLEAN_MAX_LEN:
             # A clean scan depends on the folded text only, and short payloads recur folded
             # ('pytest -q … #0', 'toolu_0000…', 'claude-sonnet-0'): remember those.
@@ -1314,10 +1310,9 @@ class Redactor:
                     starts = list(accumulate(map((1).__add__, map(len, wires[i:j])), initial=0))
                 # an env value's fold may span a NUL: every payload it touches
                 suspects.update(range(i + bisect_right(starts, hs) - 1, i + bisect_right(starts, he - 1)))
-            # raw terminal codes may split a name: memchr, ~1 µs per 64 KiB each
-            for code in [c for c in _RAW_CODE_BYTES if data.find(c) >= 0]:
+            if data.find(0x1B) >= 0:  # a raw ESC: the codes may split a name (memchr, ~1 µs per 64 KiB)
                 starts = starts or list(accumulate(map((1).__add__, map(len, wires[i:j])), initial=0))
-                suspects.update(i + bisect_right(starts, at) - 1 for at in _positions(data, code))
+                suspects.update(i + bisect_right(starts, at) - 1 for at in _positions(data, 0x1B))
             i = j
         return suspects
 
@@ -1418,8 +1413,7 @@ class Redactor:
             if c.env_scan is not None:
                 hits += c.env_scan.find_matches_as_indexes(folded)
             starts = [hs for _pid, hs, he in hits if not _in_plain_key(chunk, hs, he, self)]
-            for code in (b"\\u001b",):  # a raw ESC as JSON writes it
-                starts += _positions(chunk, code)
+            starts += _positions(chunk, b"\\u001b")  # a raw ESC, as JSON writes it
             # a key word ending a run of letters ("pat" in a path does not), in a key (values have triggers)
             starts += [hs for _pid, hs, he in c.key_words.find_matches_as_indexes(folded)
                        if not _in_plain_key(chunk, hs, he - 1, self)]
@@ -1440,9 +1434,7 @@ class Redactor:
             return []
         hay = "\x00".join(strings)
         hits = self._scan(hay)  # as in redact: no trigger or env value holds a NUL
-        at = [hs for _pid, hs, _he in hits]
-        for code in _RAW_CODES:  # and raw terminal codes
-            at += _positions(hay, code)
+        at = [hs for _pid, hs, _he in hits] + _positions(hay, "\x1b")  # and raw ESCs
         if not at:
             return []
         starts = list(accumulate((len(x) + 1 for x in strings), initial=0))
@@ -1475,7 +1467,7 @@ class Redactor:
         (and, with ``codes``, every string holding a raw terminal code)."""
         per_string: dict[int, _Hits] = {}
         if codes:
-            per_string.update((i, []) for i, x in enumerate(strings) if _has_raw_codes(x))
+            per_string.update((i, []) for i, x in enumerate(strings) if "\x1b" in x)
         if len(strings) == 1:
             per_string[0] = hits
         elif hits:  # hits come in order: walk the strings along
@@ -1552,7 +1544,7 @@ class Redactor:
     def _shown(self, text: str, hits: _Hits) -> tuple[str, int]:
         """``_process``'s work: the text as it is, then as a terminal shows it."""
         out, count = self._redact_at(text, hits)
-        plain = _shown_text(out) if _has_raw_codes(out) or "[" in out or "]" in out else out
+        plain = _shown_text(out) if _ANSI_INTRO.search(out) else out
         if plain != out:
             found = self._scan(plain)
             if found:
